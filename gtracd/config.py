@@ -1,0 +1,176 @@
+"""One typed settings object. Precedence: defaults (the paper's Table III) < TOML file < GTRACD_* env < flags.
+
+`Settings.sources` remembers where each effective value came from (`gtracd config show`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _home() -> Path:
+    return Path(os.environ.get("GTRACD_HOME") or Path.home() / ".gtracd")
+
+
+@dataclass
+class Settings:
+    # --- network
+    network: str = field(default="gtrac-local", metadata={"help": "network name; namespaces gossip topics"})
+    listen: str = field(default="/ip4/127.0.0.1/tcp/0", metadata={"help": "libp2p listen multiaddr"})
+    bootstrap: list[str] = field(default_factory=list, metadata={"help": "multiaddrs (with /p2p/ID) to dial"})
+    key: str = field(default="", metadata={"help": "keystore key name (default: the role name)"})
+    keystore: str = field(default="", metadata={"help": "keystore directory (default ~/.gtracd/keys)"})
+    data_dir: str = field(default="", metadata={"help": "state directory (default ~/.gtracd)"})
+    # --- G-TRAC (paper Table III)
+    mode: str = field(default="g-trac", metadata={"help": "routing mode: g-trac sp mr larac naive"})
+    trust_floor: float = field(default=0.96, metadata={"help": "tau_min: peers below are pruned"})
+    alpha: float = field(default=0.3, metadata={"help": "latency EWMA weight of a new observation"})
+    latency0_ms: float = field(default=250.0, metadata={"help": "initial latency estimate"})
+    reward: float = field(default=0.03, metadata={"help": "trust added to every chain peer on success"})
+    penalty: float = field(default=0.20, metadata={"help": "trust removed from the culprit on failure"})
+    unknown_penalty: float = field(default=0.05, metadata={"help": "trust removed from every hop, culprit unknown"})
+    initial_trust: float = field(default=0.97, metadata={"help": "trust of a worker with no reports yet"})
+    penalty_ms: float = field(default=1000.0, metadata={"help": "T_pen: failure detection + re-routing penalty"})
+    larac_min_reliability: float = field(default=0.8, metadata={"help": "R_min of the LARAC baseline"})
+    heartbeat_s: float = field(default=8.0, metadata={"help": "worker heartbeat period"})
+    node_timeout_s: float = field(default=30.0, metadata={"help": "a peer is alive iff heard within this"})
+    request_timeout_s: float = field(default=25.0, metadata={"help": "whole-request bound (per hop: derived)"})
+    sync_s: float = field(default=2.0, metadata={"help": "registry / anti-entropy period"})
+    reporter_budget: float = field(default=0.5, metadata={"help": "max trust one reporter moves per peer per window"})
+    reporter_window_s: float = field(default=3600.0, metadata={"help": "slander-resistance window"})
+    # --- worker
+    model: str = field(default="smollm2-135m", metadata={"help": "smollm2-135m | local HF folder | hub id"})
+    layers: str = field(default="", metadata={"help": "START:END layer range hosted by a worker"})
+    torch_threads: int = field(default=1, metadata={"help": "torch threads per worker process"})
+    max_sessions: int = field(default=64, metadata={"help": "concurrent KV-cache sessions per worker"})
+    cache_tokens: int = field(default=65536, metadata={"help": "KV-cache token budget per worker"})
+    session_ttl_s: float = field(default=600.0, metadata={"help": "idle session lifetime"})
+    max_length: int = field(default=4096, metadata={"help": "max positions per session"})
+    # --- seeker
+    max_new_tokens: int = field(default=64, metadata={"help": "tokens to generate"})
+    hop_timeout_floor_s: float = field(default=2.0, metadata={"help": "minimum per-hop deadline"})
+    hop_timeout_factor: float = field(default=10.0, metadata={"help": "per-hop deadline = factor x EWMA (+ floor)"})
+
+    sources: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else _home()
+
+    @property
+    def keystore_path(self) -> Path:
+        if self.keystore:
+            return Path(self.keystore)
+        if os.environ.get("GTRACD_KEYSTORE"):
+            return Path(os.environ["GTRACD_KEYSTORE"])
+        return self.home / "keys"
+
+    def validate(self) -> Settings:
+        if not 0.0 < self.trust_floor <= 1.0:
+            raise UserError("trust_floor must be in (0, 1]")
+        if not 0.0 < self.alpha <= 1.0:
+            raise UserError("alpha must be in (0, 1]")
+        if not 0.0 <= self.initial_trust <= 1.0:
+            raise UserError("initial_trust must be in [0, 1]")
+        for name in ("heartbeat_s", "node_timeout_s", "request_timeout_s", "sync_s", "latency0_ms"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be > 0")
+        if self.mode not in ("g-trac", "sp", "mr", "larac", "naive"):
+            raise UserError(f"unknown routing mode {self.mode!r} (g-trac, sp, mr, larac, naive)")
+        if self.torch_threads < 1:
+            raise UserError("torch_threads must be >= 1")
+        return self
+
+
+FIELDS = {f.name: f for f in fields(Settings) if f.name != "sources"}
+
+
+def _coerce(name: str, value, where: str):
+    f = FIELDS[name]
+    typ = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if typ.startswith("list"):
+            if isinstance(value, str):
+                return [v for v in (x.strip() for x in value.split(",")) if v]
+            if isinstance(value, list) and all(isinstance(x, str) for x in value):
+                return value
+            raise ValueError("expected a list of strings")
+        if typ == "float":
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if typ == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("expected an integer")
+            return int(value)
+        if typ == "bool":
+            if isinstance(value, str):
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    except ValueError as e:
+        raise UserError(f"{where}: {name} = {value!r}: {e}") from None
+
+
+def load_settings(config_file: str | None = None, flags: dict | None = None,
+                  env: dict | None = None) -> Settings:
+    s = Settings()
+    s.sources = {n: "default" for n in FIELDS}
+    path = config_file or (env or os.environ).get("GTRACD_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as e:
+            raise UserError(f"cannot read config file {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"config file {path}: {e}") from None
+        flat = {}
+        for k, v in data.items():  # allow [sections] for readability: keys are unique across sections
+            if isinstance(v, dict):
+                flat.update(v)
+            else:
+                flat[k] = v
+        for k, v in flat.items():
+            name = k.replace("-", "_")
+            if name not in FIELDS:
+                raise UserError(f"config file {path}: unknown setting {k!r}")
+            setattr(s, name, _coerce(name, v, f"config file {path}"))
+            s.sources[name] = f"file {path}"
+    for k, v in (env if env is not None else os.environ).items():
+        if k.startswith("GTRACD_"):
+            name = k[7:].lower()
+            if name in FIELDS:
+                setattr(s, name, _coerce(name, v, f"env {k}"))
+                s.sources[name] = f"env {k}"
+    for name, v in (flags or {}).items():
+        if v is None:
+            continue
+        setattr(s, name, _coerce(name, v, f"flag --{name.replace('_', '-')}"))
+        s.sources[name] = f"flag --{name.replace('_', '-')}"
+    return s.validate()
+
+
+def add_setting_flags(parser, names: list[str]) -> None:
+    """Expose settings as --flags (default None so unset flags don't override file/env)."""
+    for name in names:
+        f = FIELDS[name]
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=name.upper(),
+                            help=f"{f.metadata.get('help', '')} (default {_default_text(f)})")
+
+
+def _default_text(f) -> str:
+    if f.default is not dataclasses.MISSING:
+        return repr(f.default) if f.default != "" else "''"
+    return "[]"
+
+
+def flags_from(ns, names: list[str]) -> dict:
+    return {n: getattr(ns, n) for n in names if getattr(ns, n, None) is not None}

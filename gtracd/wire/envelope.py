@@ -1,0 +1,115 @@
+"""Signed envelopes for control traffic (gossip, anchor streams).
+
+Wire form: msgpack map {v, kind, from, seq, ts, body, sig}. The Ed25519 signature covers
+DOMAIN || canonical msgpack of [v, kind, from, seq, ts, body].
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..errors import DecodeError
+from ..identity import Identity, peer_id_from_public, verify
+from .codec import packb, unpackb
+from .kinds import ENVELOPE_KINDS
+from .limits import DEFAULT_LIMITS, Limits
+from .schema import F, check_map
+
+VERSION = 1
+DOMAIN = b"gtracd/envelope/1\x00"
+_OUTER = {
+    "v": F("int", lo=VERSION, hi=VERSION),
+    "kind": F("str", choices=tuple(ENVELOPE_KINDS)),
+    "from": F("bin", minlen=32, maxlen=32),
+    "seq": F("int", lo=0, hi=2**63 - 1),
+    "ts": F("float", lo=0.0, hi=1e11),
+    "sig": F("bin", minlen=64, maxlen=64),
+}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    kind: str
+    sender: bytes  # 32-byte Ed25519 public key
+    seq: int
+    ts: float
+    body: dict
+    sig: bytes
+    raw: bytes = b""  # the bytes it was decoded from / encoded to
+
+    @property
+    def sender_id(self) -> str:
+        return peer_id_from_public(self.sender)
+
+    def signed_bytes(self) -> bytes:
+        return signing_bytes(self.kind, self.sender, self.seq, self.ts, self.body)
+
+    def signature_ok(self) -> bool:
+        return verify(self.sender, self.sig, self.signed_bytes())
+
+
+def signing_bytes(kind: str, sender: bytes, seq: int, ts: float, body: dict) -> bytes:
+    return DOMAIN + packb([VERSION, kind, bytes(sender), seq, float(ts), body])
+
+
+def encode_envelope(ident: Identity, kind: str, body: dict, seq: int, ts: float,
+                    limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    if kind not in ENVELOPE_KINDS:
+        raise DecodeError(f"unknown kind {kind!r}", "kind")
+    body = check_map(ENVELOPE_KINDS[kind], body)  # never send what a receiver would refuse
+    _cross_checks(kind, body)
+    pub = ident.public
+    sig = ident.sign(signing_bytes(kind, pub, seq, ts, body))
+    raw = packb({"v": VERSION, "kind": kind, "from": pub, "seq": seq, "ts": float(ts), "body": body, "sig": sig})
+    cap = limits.envelope_cap(kind)
+    if len(raw) > cap:
+        raise DecodeError(f"{kind} of {len(raw)} bytes exceeds the cap of {cap}", "body")
+    return Envelope(kind, pub, seq, float(ts), body, sig, raw)
+
+
+def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Structure + schema only. Signature, replay and skew are the Verifier's job."""
+    obj = unpackb(data, limits.max_envelope)
+    if not isinstance(obj, dict):
+        raise DecodeError("envelope must be a map", "envelope")
+    if "body" not in obj:
+        raise DecodeError("missing required field", "envelope.body")
+    hdr = check_map(_OUTER, {k: v for k, v in obj.items() if k != "body"}, "envelope")
+    kind = hdr["kind"]
+    cap = limits.envelope_cap(kind)
+    if len(data) > cap:
+        raise DecodeError(f"{kind} of {len(data)} bytes exceeds the cap of {cap}", "envelope")
+    body = check_map(ENVELOPE_KINDS[kind], obj["body"], "body")
+    _cross_checks(kind, body)
+    return Envelope(kind, bytes(hdr["from"]), hdr["seq"], float(hdr["ts"]), body, bytes(hdr["sig"]), bytes(data))
+
+
+def _cross_checks(kind: str, body: dict) -> None:
+    if kind == "heartbeat" and body["start"] >= body["end"]:
+        raise DecodeError("start must be < end", "body.end")
+    if kind == "trust_report":
+        if len(body["latency_ms"]) > len(body["chain"]):
+            raise DecodeError("more latencies than hops", "body.latency_ms")
+        if body["culprit"] >= len(body["chain"]):
+            raise DecodeError("culprit index outside the chain", "body.culprit")
+        if body["outcome"] == "success" and (body["culprit"] != -1 or len(body["latency_ms"]) != len(body["chain"])):
+            raise DecodeError("a success names no culprit and has a latency per hop", "body.culprit")
+
+
+class Signer:
+    """Signs envelopes with strictly increasing sequence numbers that also survive restarts
+    (seq = max(last + 1, microseconds since the epoch))."""
+
+    def __init__(self, ident: Identity, clock=time.time, limits: Limits = DEFAULT_LIMITS):
+        self.ident = ident
+        self.clock = clock
+        self.limits = limits
+        self._last = 0
+
+    def next_seq(self) -> int:
+        self._last = max(self._last + 1, int(self.clock() * 1e6))
+        return self._last
+
+    def sign(self, kind: str, body: dict) -> Envelope:
+        return encode_envelope(self.ident, kind, body, self.next_seq(), self.clock(), self.limits)

@@ -1,0 +1,41 @@
+"""Stream frames for the inference protocol: msgpack {v, kind, body}, length-prefixed on the stream.
+
+Frames are not individually signed: they travel on a Noise-authenticated libp2p stream, which already
+binds them to the remote peer id (see docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+from ..errors import DecodeError
+from .codec import packb, unpackb
+from .kinds import FRAME_KINDS
+from .limits import DEFAULT_LIMITS, Limits
+from .schema import check_map
+
+VERSION = 1
+
+
+def encode_frame(kind: str, body: dict, limits: Limits = DEFAULT_LIMITS, check: bool = False) -> bytes:
+    if kind not in FRAME_KINDS:
+        raise DecodeError(f"unknown frame kind {kind!r}", "kind")
+    if check:
+        check_map(FRAME_KINDS[kind], body)
+    raw = packb({"v": VERSION, "kind": kind, "body": body})
+    if len(raw) > limits.frame_cap(kind):
+        raise DecodeError(f"{kind} frame of {len(raw)} bytes exceeds the cap of {limits.frame_cap(kind)}", "body")
+    return raw
+
+
+def decode_frame(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dict]:
+    obj = unpackb(data, limits.max_frame)
+    if not isinstance(obj, dict) or set(obj) != {"v", "kind", "body"}:
+        raise DecodeError("frame must be a map with exactly v, kind, body", "frame")
+    if obj["v"] != VERSION:
+        raise DecodeError(f"unsupported version {obj['v']!r}", "frame.v")
+    kind = obj["kind"]
+    if not isinstance(kind, str) or kind not in FRAME_KINDS:
+        raise DecodeError(f"unknown frame kind {kind!r}", "frame.kind")
+    if len(data) > limits.frame_cap(kind):
+        raise DecodeError(f"{kind} frame of {len(data)} bytes exceeds the cap of {limits.frame_cap(kind)}", "frame")
+    body = check_map(FRAME_KINDS[kind], obj["body"], "body")
+    return kind, body

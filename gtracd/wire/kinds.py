@@ -1,0 +1,118 @@
+"""Per-kind body schemas: signed envelopes (gossip, anchors) and stream frames (inference)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .schema import F
+
+PEER_ID = F("str", minlen=1, maxlen=64)
+SESSION = F("bin", minlen=16, maxlen=16)
+MODES = ("g-trac", "sp", "mr", "larac", "naive", "given")
+U63 = 2**63 - 1
+BIN_ENVELOPE = F("bin", maxlen=8192)
+
+SAMPLING = {
+    "temperature": F("float", lo=0.0, hi=100.0),
+    "top_k": F("int", lo=0, hi=1_000_000),
+    "top_p": F("float", lo=0.0, hi=1.0),
+    "seed": F("int", lo=0, hi=U63),
+}
+
+ENVELOPE_KINDS: dict[str, dict[str, F]] = {
+    "heartbeat": {
+        "network": F("str", minlen=1, maxlen=64),
+        "model": F("str", maxlen=128),
+        "start": F("int", lo=0, hi=100_000),
+        "end": F("int", lo=1, hi=100_000),
+        "addrs": F("list", maxlen=16, item=F("str", maxlen=256)),
+        "free_tokens": F("int", lo=0, hi=U63),
+        "load": F("float", lo=0.0, hi=1e6),
+        "version": F("str", maxlen=32),
+        "name": F("str", maxlen=64, optional=True),
+    },
+    # many identities hosted by one process: one gossip message carrying each identity's own signed heartbeat
+    "heartbeat_batch": {"items": F("list", minlen=1, maxlen=512, item=F("bin", maxlen=1024))},
+    "trust_report": {
+        "network": F("str", minlen=1, maxlen=64),
+        "request_id": SESSION,
+        "model": F("str", maxlen=128),
+        "mode": F("str", choices=MODES),
+        "chain": F("list", minlen=1, maxlen=64, item=PEER_ID),
+        # seeker-measured latency of each hop it completed, in chain order (may be shorter than chain)
+        "latency_ms": F("list", maxlen=64, item=F("float", lo=0.0, hi=1e7)),
+        "outcome": F("str", choices=("success", "failure")),
+        "culprit": F("int", lo=-1, hi=63),  # index into chain; -1 unknown / none
+        "tokens": F("int", lo=0, hi=1 << 31),
+    },
+    # anchors forward the reporter-signed reports they admitted (each verifiable on its own)
+    "ledger_delta": {"network": F("str", minlen=1, maxlen=64),
+                     "reports": F("list", maxlen=96, item=BIN_ENVELOPE)},
+    # anti-entropy digest: per reporter, how many reports of theirs are held and a hash of their seqs
+    "ledger_digest": {
+        "network": F("str", minlen=1, maxlen=64),
+        "heads": F("dict", maxlen=4096, item=F("list", minlen=2, maxlen=2, item=F("int", lo=0, hi=U63))),
+    },
+    "ledger_pull": {
+        "network": F("str", minlen=1, maxlen=64),
+        "have": F("dict", maxlen=4096, item=F("list", maxlen=100_000, item=F("int", lo=0, hi=U63))),
+    },
+}
+
+TOKENS = F("list", maxlen=1 << 20, item=F("int", lo=0, hi=1 << 31))
+
+FRAME_KINDS: dict[str, dict[str, F]] = {
+    "open": {
+        "session": SESSION,
+        "model": F("str", maxlen=128),
+        "start": F("int", lo=0, hi=100_000),
+        "end": F("int", lo=1, hi=100_000),
+        "max_length": F("int", lo=1, hi=1 << 20),
+        "sampling": F("map", fields=SAMPLING, optional=True),
+    },
+    "opened": {"session": SESSION, "cached": F("int", lo=0, hi=1 << 20)},
+    # prefill and step both extend the session at absolute position `pos` (positions >= pos are dropped
+    # from the cache first). Hop 0 takes `text` or `tokens`; later hops take `hidden`.
+    "prefill": {
+        "session": SESSION,
+        "pos": F("int", lo=0, hi=1 << 20),
+        "text": F("str", maxlen=1 << 20, optional=True),
+        "tokens": replace(TOKENS, optional=True),
+        "hidden": F("tensor", optional=True),
+        "sample": F("bool", optional=True),
+    },
+    "step": {
+        "session": SESSION,
+        "pos": F("int", lo=0, hi=1 << 20),
+        "tokens": F("list", maxlen=64, item=F("int", lo=0, hi=1 << 31), optional=True),
+        "hidden": F("tensor", hi=1 << 18, optional=True),
+        "sample": F("bool", optional=True),
+    },
+    "result": {
+        "session": SESSION,
+        "cached": F("int", lo=0, hi=1 << 20),
+        "hidden": F("tensor", optional=True),
+        "tokens": replace(TOKENS, optional=True),  # hop 0: the tokenized input
+        "token": F("int", lo=0, hi=1 << 31, optional=True),  # last hop: sampled token
+        "piece": F("str", maxlen=1024, optional=True),
+        "eos": F("bool", optional=True),
+        "compute_ms": F("float", lo=0.0, hi=1e9),
+    },
+    "error": {
+        "session": F("bin", maxlen=16, optional=True),
+        "code": F("str", maxlen=64),
+        "message": F("str", maxlen=2048),
+    },
+    "cancel": {"session": SESSION},
+    "close": {"session": SESSION},
+    # anchor anti-entropy / status over streams (signed envelopes travel inside as bin)
+    "sync": {"digest": BIN_ENVELOPE},
+    "sync_reply": {"reports": F("list", maxlen=1024, item=BIN_ENVELOPE)},
+    "status": {"verbose": F("bool", optional=True)},
+    "status_reply": {"status": F("dict", maxlen=64, item=F("str", maxlen=1 << 20))},
+}
+
+ERROR_CODES = (
+    "bad_frame", "bad_tensor", "unknown_session", "too_long", "busy", "cancelled", "wrong_model",
+    "wrong_layers", "internal", "timeout", "closed",
+)

@@ -1,0 +1,54 @@
+"""Size caps. Gossip payloads must stay well under 1 MiB: py-libp2p silently drops bigger ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KIB, MIB = 1024, 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    envelope: dict
+    frame: dict
+    tensor_elements: int = 1 << 24
+
+    def envelope_cap(self, kind: str) -> int:
+        return self.envelope.get(kind, 0)
+
+    def frame_cap(self, kind: str) -> int:
+        return self.frame.get(kind, 0)
+
+    @property
+    def max_envelope(self) -> int:
+        return max(self.envelope.values())
+
+    @property
+    def max_frame(self) -> int:
+        return max(self.frame.values())
+
+
+DEFAULT_LIMITS = Limits(
+    envelope={
+        "heartbeat": 4 * KIB,
+        "heartbeat_batch": 512 * KIB,
+        "trust_report": 8 * KIB,
+        "ledger_delta": 768 * KIB,
+        "ledger_digest": 256 * KIB,
+        "ledger_pull": 256 * KIB,
+    },
+    frame={
+        "open": 4 * KIB,
+        "prefill": 64 * MIB + 4 * KIB,
+        "step": 1 * MIB,
+        "result": 64 * MIB + 4 * KIB,
+        "error": 8 * KIB,
+        "cancel": 1 * KIB,
+        "close": 1 * KIB,
+        "opened": 4 * KIB,
+        "sync": 1 * MIB,
+        "sync_reply": 8 * MIB,
+        "status": 1 * KIB,
+        "status_reply": 4 * MIB,
+    },
+)

@@ -1,0 +1,105 @@
+"""Declarative, strict schemas. Every violation raises DecodeError naming the field path."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..errors import DecodeError
+
+
+@dataclass(frozen=True)
+class F:
+    """One field. `typ` in: int float str bin bool list dict map tensor."""
+
+    typ: str
+    lo: float | None = None
+    hi: float | None = None
+    minlen: int = 0
+    maxlen: int | None = None
+    optional: bool = False
+    choices: tuple | None = None
+    item: F | None = None  # list items / dict values
+    fields: dict | None = field(default=None, hash=False)  # map (nested schema)
+
+
+def _fail(path: str, msg: str):
+    raise DecodeError(msg, path)
+
+
+def check_value(spec: F, v, path: str):
+    t = spec.typ
+    if t == "int":
+        if not isinstance(v, int) or isinstance(v, bool):
+            _fail(path, f"expected int, got {type(v).__name__}")
+    elif t == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            _fail(path, f"expected number, got {type(v).__name__}")
+        if not math.isfinite(v):
+            _fail(path, "must be finite")
+        v = float(v)
+    elif t == "str":
+        if not isinstance(v, str):
+            _fail(path, f"expected str, got {type(v).__name__}")
+    elif t == "bin":
+        if not isinstance(v, (bytes, bytearray, memoryview)):
+            _fail(path, f"expected bytes, got {type(v).__name__}")
+    elif t == "bool":
+        if not isinstance(v, bool):
+            _fail(path, f"expected bool, got {type(v).__name__}")
+    elif t == "list":
+        if not isinstance(v, list):
+            _fail(path, f"expected list, got {type(v).__name__}")
+        if spec.maxlen is not None and len(v) > spec.maxlen:
+            _fail(path, f"{len(v)} items exceed the cap of {spec.maxlen}")
+        if len(v) < spec.minlen:
+            _fail(path, f"needs at least {spec.minlen} items")
+        return [check_value(spec.item, x, f"{path}[{i}]") for i, x in enumerate(v)]
+    elif t == "dict":  # free keys (str), uniform values
+        if not isinstance(v, dict):
+            _fail(path, f"expected map, got {type(v).__name__}")
+        if spec.maxlen is not None and len(v) > spec.maxlen:
+            _fail(path, f"{len(v)} entries exceed the cap of {spec.maxlen}")
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, str) or len(k) > 128:
+                _fail(path, "map keys must be strings of at most 128 chars")
+            out[k] = check_value(spec.item, x, f"{path}.{k}")
+        return out
+    elif t == "map":
+        return check_map(spec.fields, v, path)
+    elif t == "tensor":
+        from .tensor import decode_tensor  # local: tensor imports schema
+
+        return decode_tensor(v, path=path, max_elements=int(spec.hi) if spec.hi else None)
+    else:  # pragma: no cover - programming error
+        raise AssertionError(t)
+    if t in ("int", "float"):
+        if spec.lo is not None and v < spec.lo:
+            _fail(path, f"{v} below the minimum {spec.lo}")
+        if spec.hi is not None and v > spec.hi:
+            _fail(path, f"{v} above the maximum {spec.hi}")
+    if t in ("str", "bin"):
+        if spec.maxlen is not None and len(v) > spec.maxlen:
+            _fail(path, f"length {len(v)} exceeds the cap of {spec.maxlen}")
+        if len(v) < spec.minlen:
+            _fail(path, f"length {len(v)} below the minimum {spec.minlen}")
+    if spec.choices is not None and v not in spec.choices:
+        _fail(path, f"{v!r} is not one of {', '.join(map(str, spec.choices))}")
+    return v
+
+
+def check_map(fields: dict[str, F], obj, path: str = "body") -> dict:
+    if not isinstance(obj, dict):
+        _fail(path, f"expected map, got {type(obj).__name__}")
+    for k in obj:
+        if k not in fields:
+            _fail(f"{path}.{k}" if isinstance(k, str) else path, "unknown field")
+    out = {}
+    for name, spec in fields.items():
+        if name not in obj or obj[name] is None:
+            if not spec.optional:
+                _fail(f"{path}.{name}", "missing required field")
+            continue
+        out[name] = check_value(spec, obj[name], f"{path}.{name}")
+    return out
