@@ -1,8 +1,100 @@
-"""Subcommands beyond keys/config: route, bench, model, status, demo (registered lazily so the CLI
-starts fast and never imports torch unless a command needs it)."""
+"""Subcommands beyond keys/config: route, bench, model, status, demo. Heavy imports stay inside the
+handlers so `gtracd --help` is fast and never imports torch."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+
+def cmd_route(args) -> int:
+    from .config import load_settings
+    from .routing import NoRoute, Params, Snapshot, route
+    from .routing.core import explain
+
+    s = load_settings(args.config)
+    try:
+        doc = json.loads(Path(args.snapshot).read_text()) if args.snapshot != "-" else json.load(sys.stdin)
+    except OSError as e:
+        raise UserError(f"cannot read snapshot {args.snapshot}: {e.strerror}") from None
+    except ValueError as e:
+        raise UserError(f"snapshot {args.snapshot} is not JSON: {e}") from None
+    snap = Snapshot.from_json(doc)
+    params = Params(trust_floor=args.trust_floor if args.trust_floor is not None else s.trust_floor,
+                    penalty_ms=args.penalty_ms if args.penalty_ms is not None else s.penalty_ms,
+                    min_reliability=args.min_reliability if args.min_reliability is not None else s.larac_min_reliability)
+    import random
+
+    t0 = time.perf_counter()
+    try:
+        r = route(snap, args.mode, params, rng=random.Random(args.seed))
+    except NoRoute as e:
+        if args.json:
+            print(json.dumps({"mode": args.mode, "chain": None, "error": str(e), "gap": list(e.gap or ())}))
+        else:
+            print(f"gtracd: no chain: {e}", file=sys.stderr)
+        if args.explain:
+            for pid, why in explain(snap, args.mode, params).items():
+                print(f"  excluded {pid}: {why}", file=sys.stderr)
+        return 1
+    ms = (time.perf_counter() - t0) * 1e3
+    if args.json:
+        out = r.to_json(ms)
+        if args.explain:
+            out["excluded"] = explain(snap, args.mode, params)
+        print(json.dumps(out))
+        return 0
+    print(f"mode {r.mode}: {' -> '.join(f'{p.id}[{p.start}:{p.end}]' for p in r.chain)}")
+    print(f"latency {r.latency_ms:.1f} ms  reliability {r.reliability:.4f}  cost {r.cost:.1f} ms  "
+          f"selection {ms:.3f} ms" + ("" if r.feasible else "  (no chain meets R_min: most reliable chain)"))
+    if args.explain:
+        for pid, why in explain(snap, args.mode, params).items():
+            print(f"  excluded {pid}: {why}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.bench == "routing":
+        from .benchmarks import routing
+
+        return routing.main(args)
+    if args.bench == "pipeline":
+        from .benchmarks import pipeline
+
+        return pipeline.main(args)
+    if args.bench == "ledger":
+        from .benchmarks import ledger
+
+        return ledger.main(args)
+    raise UserError(f"unknown benchmark {args.bench!r}")
+
 
 def register(sub) -> None:
-    pass
+    r = sub.add_parser("route", help="choose a chain from a snapshot file (G-TRAC and baselines)")
+    r.add_argument("--snapshot", required=True, help='JSON {"layers": L, "peers": [{id,start,end,trust,latency_ms,alive}]} or -')
+    r.add_argument("--mode", default="g-trac", choices=("g-trac", "sp", "mr", "larac", "naive"))
+    r.add_argument("--trust-floor", type=float, help="tau_min (default from settings: 0.96)")
+    r.add_argument("--penalty-ms", type=float, help="T_pen (default from settings)")
+    r.add_argument("--min-reliability", type=float, help="R_min for larac (default 0.8)")
+    r.add_argument("--seed", type=int, default=None, help="seed for naive")
+    r.add_argument("--explain", action="store_true", help="say why peers were excluded")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_route)
+
+    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")
+    br.add_argument("--json", action="store_true")
+    br.add_argument("--sizes", help="comma-separated peer counts")
+    bp = bsub.add_parser("pipeline", help="distributed vs monolithic decode, KV vs recompute, repair, RSS")
+    bp.add_argument("--hops", type=int, default=3)
+    bp.add_argument("--tokens", type=int, default=64)
+    bp.add_argument("--model", default=None)
+    bp.add_argument("--json", action="store_true")
+    bl = bsub.add_parser("ledger", help="report convergence across anchors and seekers")
+    bl.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
