@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
-
 
 def run(role: str, argv: list[str]) -> int:
-    raise UserError(f"role {role!r} is not built yet")
+    if role == "worker":
+        from .worker import main
+    elif role == "seeker":
+        from .seeker import main
+    else:
+        from .anchor import main
+    return main(argv)

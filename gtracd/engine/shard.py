@@ -1,0 +1,195 @@
+"""A contiguous layer range of a real transformer, loaded on its own.
+
+Only the hosted tensors are read (`safe_open`); modules are built on the meta device and materialised
+with `load_state_dict(assign=True)`. Families: Llama-style decoders (llama, mistral, qwen2 — rotary
+positions) and GPT-2 (learned positions). Pitfalls handled (../shared/notes/model.md):
+  * decoder layers use LOCAL cache slots (layer_idx renumbered), else mask/positions go silently wrong;
+  * every Llama shard has its own rotary embedding (inv_freq computed, not on meta), absolute positions;
+  * GPT-2 blocks are BUILT with their global index (attention scaling), then renumbered, and take the
+    cache as a keyword;
+  * tied lm_head: the last shard reads the embedding tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+from transformers.masking_utils import create_causal_mask
+
+from ..errors import UserError
+
+LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3"}
+FAMILIES = LLAMA_LIKE | {"gpt2"}
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process
+
+
+@dataclass
+class ShardOutput:
+    hidden: torch.Tensor | None  # [1, n, d] for non-last shards
+    logits: torch.Tensor | None  # [vocab] float32 of the last position, last shard only
+
+
+def num_layers(folder: Path) -> int:
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    return int(cfg.get("num_hidden_layers") or cfg.get("n_layer"))
+
+
+class Shard:
+    def __init__(self, folder: Path | str, start: int, end: int, dtype: torch.dtype = torch.float32):
+        self.folder = Path(folder)
+        self.config = AutoConfig.from_pretrained(str(self.folder))
+        self.family = self.config.model_type
+        if self.family not in FAMILIES:
+            raise UserError(f"model family {self.family!r} not supported (have: {', '.join(sorted(FAMILIES))})")
+        self.total = self.config.num_hidden_layers
+        if not (0 <= start < end <= self.total):
+            raise UserError(f"layer range {start}:{end} is outside the model's 0:{self.total}")
+        self.start, self.end = start, end
+        self.first, self.last = start == 0, end == self.total
+        self.dtype = dtype
+        self.config._attn_implementation = os.environ.get("GTRACD_ATTN", "sdpa")
+        with torch.device("meta"):
+            full = AutoModelForCausalLM.from_config(self.config, dtype=dtype)
+        self._build(full)
+        self.eval()
+
+    # ---------------------------------------------------------------- construction
+    def _build(self, full) -> None:
+        mods: dict[str, torch.nn.Module] = {}
+        if self.family in LLAMA_LIKE:
+            base, prefix = full.model, "model."
+            if self.first:
+                mods[prefix + "embed_tokens"] = base.embed_tokens
+            self.layers = torch.nn.ModuleList(base.layers[self.start:self.end])
+            for local, layer in enumerate(self.layers):
+                layer.self_attn.layer_idx = local
+            if self.last:
+                mods[prefix + "norm"] = base.norm
+                mods["lm_head"] = full.lm_head
+            rotary_cls = type(base.rotary_emb)
+            self.rotary = rotary_cls(config=self.config)  # real inv_freq, never on meta
+        else:  # gpt2
+            base, prefix = full.transformer, "transformer."
+            if self.first:
+                mods[prefix + "wte"] = base.wte
+                mods[prefix + "wpe"] = base.wpe
+            self.layers = torch.nn.ModuleList(base.h[self.start:self.end])  # built with global idx: scaling right
+            for local, block in enumerate(self.layers):
+                block.attn.layer_idx = local
+            if self.last:
+                mods[prefix + "ln_f"] = base.ln_f
+                mods["lm_head"] = full.lm_head
+            self.rotary = None
+        for local, layer in enumerate(self.layers):
+            mods[f"{prefix}{'layers' if self.family in LLAMA_LIKE else 'h'}.{self.start + local}"] = layer
+        self._load(mods, prefix)
+        self.embed = mods.get(prefix + ("embed_tokens" if self.family in LLAMA_LIKE else "wte"))
+        self.wpe = mods.get(prefix + "wpe")
+        self.norm = mods.get(prefix + ("norm" if self.family in LLAMA_LIKE else "ln_f"))
+        self.lm_head = mods.get("lm_head")
+
+    def _load(self, mods: dict[str, torch.nn.Module], prefix: str) -> None:
+        files = sorted(self.folder.glob("*.safetensors"))
+        index: dict[str, Path] = {}
+        for f in files:
+            with safe_open(str(f), framework="pt") as st:
+                for k in st.keys():
+                    index[k] = f
+
+        def find(name: str) -> str | None:
+            if name in index:
+                return name
+            alt = name[len(prefix):] if name.startswith(prefix) else None  # old GPT-2 checkpoints: no prefix
+            return alt if alt in index else None
+
+        handles: dict[Path, object] = {}
+        try:
+            for mname, mod in mods.items():
+                state = {}
+                for pname, _ in list(mod.named_parameters()) + list(mod.named_buffers()):
+                    full_name = f"{mname}.{pname}"
+                    key = find(full_name)
+                    if key is None and mname == "lm_head" and pname == "weight":
+                        emb = prefix + ("embed_tokens.weight" if self.family in LLAMA_LIKE else "wte.weight")
+                        key = find(emb)  # tied embeddings
+                    if key is None:
+                        if pname in dict(mod.named_buffers()):
+                            continue  # non-persistent buffers (e.g. GPT-2's bias mask) stay computed
+                        raise UserError(f"{self.folder}: tensor {full_name} not found in the safetensors files")
+                    f = index[key]
+                    if f not in handles:
+                        handles[f] = safe_open(str(f), framework="pt").__enter__()
+                    state[pname] = handles[f].get_tensor(key).to(self.dtype)
+                missing = {n for n, p in mod.named_parameters()} - set(state)
+                if missing:
+                    raise UserError(f"{self.folder}: no weights for {mname}.{sorted(missing)[0]}")
+                mod.load_state_dict(state, strict=False, assign=True)
+                for n, b in list(mod.named_buffers()):
+                    if b.is_meta:  # buffers not in the checkpoint: rebuild on CPU
+                        raise UserError(f"{self.folder}: buffer {mname}.{n} has no value")
+        finally:
+            for h in handles.values():
+                h.__exit__(None, None, None)
+
+    def eval(self) -> None:
+        for m in (self.layers, self.embed, self.wpe, self.norm, self.lm_head, self.rotary):
+            if m is not None:
+                m.eval()
+
+    # ---------------------------------------------------------------- compute
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache()
+
+    @torch.inference_mode()
+    def forward(self, cache: DynamicCache, pos: int, input_ids: torch.Tensor | None = None,
+                hidden: torch.Tensor | None = None) -> ShardOutput:
+        """Extend the session by n positions starting at absolute position `pos` (== cached length)."""
+        if self.first:
+            x = self.embed(input_ids.view(1, -1))
+            n = x.shape[1]
+        else:
+            x = hidden.to(self.dtype).view(1, -1, self.config.hidden_size)
+            n = x.shape[1]
+        position_ids = torch.arange(pos, pos + n).unsqueeze(0)
+        if self.family == "gpt2" and self.first:
+            x = x + self.wpe(position_ids)
+        mask = create_causal_mask(config=self.config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
+                                  position_ids=position_ids)
+        if self.family in LLAMA_LIKE:
+            pe = self.rotary(x, position_ids=position_ids)
+            for layer in self.layers:
+                x = layer(x, attention_mask=mask, position_embeddings=pe, position_ids=position_ids,
+                          past_key_values=cache, use_cache=True)
+        else:
+            for block in self.layers:
+                x = block(x, past_key_values=cache, attention_mask=mask, use_cache=True, position_ids=position_ids)
+                if isinstance(x, tuple):
+                    x = x[0]
+        if not self.last:
+            return ShardOutput(x, None)
+        h = self.norm(x[:, -1:, :])
+        return ShardOutput(None, self.lm_head(h)[0, -1].float())
+
+
+def crop(cache: DynamicCache, pos: int) -> DynamicCache:
+    """Drop cached positions >= pos (chat turns that diverge, replays)."""
+    n = cache.get_seq_length()
+    if pos >= n:
+        return cache
+    if pos == 0:
+        return DynamicCache()
+    cache.crop(pos - n)
+    return cache

@@ -1,0 +1,334 @@
+"""A generation over a chain of workers, seeker-mediated (trio shell around pure routing).
+
+For every step the seeker sends hop i its input, takes the output and sends it to hop i+1, so it measures
+each hop itself (honest latency) and knows exactly which hop failed (no worker can frame another).
+
+Bounded one-shot repair (G-TRAC): when a hop fails, a replacement with the same layer range and trust above
+the floor is opened and replayed the exact inputs this hop received in this session (same chunks, same
+shapes, so its KV cache is bit-identical), then the step is retried once. Progress is never discarded and
+the finished text equals a failure-free run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from .errors import GtracError
+from .net.hop import HopError, HopFailed, HopSession
+from .peerview import PeerView, WorkerEntry
+from .routing import NoRoute, Params, replacement, route
+from .wire import encode_tensor
+
+log = logging.getLogger("gtracd.seeker")
+
+
+class GenerationFailed(GtracError):
+    def __init__(self, message: str, culprit: str | None = None):
+        self.culprit = culprit
+        super().__init__(message)
+
+
+@dataclass
+class Chunk:
+    pos: int
+    n: int
+    tokens: list[int] | None = None
+    hidden: dict | None = None  # wire tensor {dtype, shape, data: bytes}
+
+    def cut(self, pos: int) -> Chunk | None:
+        """The part of this chunk before `pos` (None if nothing)."""
+        if pos <= self.pos:
+            return None
+        if pos >= self.pos + self.n:
+            return self
+        k = pos - self.pos
+        if self.tokens is not None:
+            return Chunk(self.pos, k, tokens=self.tokens[:k])
+        h = self.hidden
+        row = len(h["data"]) // h["shape"][1]
+        return Chunk(self.pos, k, hidden=encode_tensor(h["dtype"], [1, k, h["shape"][2]], bytes(h["data"][: k * row])))
+
+
+@dataclass
+class Hop:
+    peer: WorkerEntry
+    session: HopSession
+    history: list[Chunk] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
+    compute_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TurnResult:
+    tokens: list[int]
+    text: str
+    prefill_ms: float
+    step_ms: list[float]
+    repairs: int
+    chain: list[str]
+    selection_ms: float
+    eos: bool
+
+
+class SeekerNet:
+    """The seeker's libp2p host plus dialling of known workers."""
+
+    def __init__(self, host, view: PeerView):
+        self.host = host
+        self.view = view
+        self._ids: dict[str, object] = {}
+
+    async def peer_id(self, pid: str, timeout: float = 10.0):
+        if pid not in self._ids:
+            from .net.host import dial
+
+            w = self.view.workers[pid]
+            self._ids[pid] = await dial(self.host, w.addr, timeout)
+        return self._ids[pid]
+
+    async def session(self, pid: str, timeout: float) -> HopSession:
+        try:
+            lp = await self.peer_id(pid, timeout)
+        except trio.TooSlowError:
+            raise HopFailed(pid, "dial timed out") from None
+        except GtracError:
+            raise
+        except Exception as e:
+            self._ids.pop(pid, None)
+            raise HopFailed(pid, f"cannot dial: {type(e).__name__}: {e}") from None
+        return HopSession(self.host, lp, pid)
+
+    def forget(self, pid: str) -> None:
+        self._ids.pop(pid, None)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Generation:
+    def __init__(self, net: SeekerNet, view: PeerView, params: Params, mode: str = "g-trac",
+                 sampling: dict | None = None, max_length: int = 4096, hop_timeout_floor_s: float = 2.0,
+                 hop_timeout_factor: float = 10.0, open_timeout_s: float = 10.0, rng: random.Random | None = None):
+        self.net, self.view, self.params, self.mode = net, view, params, mode
+        self.sampling = sampling or {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
+        self.max_length = max_length
+        self.floor_s, self.factor = hop_timeout_floor_s, hop_timeout_factor
+        self.open_timeout = open_timeout_s
+        self.rng = rng or random.Random()
+        self.sid = os.urandom(16)
+        self.hops: list[Hop] = []
+        self.fed: list[int] = []
+        self.model: str | None = None
+        self.selection_ms = 0.0
+        self.repairs = 0
+        self.failed: set[str] = set()
+        self.repair_log: list[dict] = []
+        self.eos_ids: list[int] = []
+
+    # ------------------------------------------------------------------ chain
+    @property
+    def chain(self) -> list[str]:
+        return [h.peer.peer_id for h in self.hops]
+
+    async def start(self) -> None:
+        mt = self.view.model_of_network()
+        if mt is None:
+            raise GenerationFailed("no workers known: give --peer MULTIADDR (or bootstrap to a network)")
+        self.model = mt[0]
+        snap = self.view.snapshot(self.model)
+        t0 = time.perf_counter()
+        try:
+            r = route(snap, self.mode, self.params, rng=self.rng, exclude=self.failed)
+        except NoRoute as e:
+            raise GenerationFailed(f"no chain covers the model: {e}") from None
+        self.selection_ms = (time.perf_counter() - t0) * 1e3
+        self.hops = [Hop(self.view.workers[p.id], await self.net.session(p.id, self.open_timeout)) for p in r.chain]
+        async with trio.open_nursery() as n:
+            for i in range(len(self.hops)):
+                n.start_soon(self._open_or_repair, i)
+
+    def _open_body(self, w: WorkerEntry) -> dict:
+        return {"session": self.sid, "model": w.model, "start": w.start, "end": w.end,
+                "max_length": self.max_length, "sampling": self.sampling}
+
+    async def _open_or_repair(self, i: int) -> None:
+        hop = self.hops[i]
+        try:
+            await hop.session.open(self._open_body(hop.peer), self.open_timeout)
+        except (HopFailed, HopError) as e:
+            await self._repair(i, e)
+
+    # ------------------------------------------------------------------ deadlines
+    def deadline(self, hop: Hop, n: int) -> float:
+        """Derived from this hop's measured step latency, never a fixed 20 s."""
+        est = self.view.latency(hop.peer.peer_id) / 1e3
+        return max(self.floor_s, self.factor * est) * (1.0 + n / 16.0)
+
+    # ------------------------------------------------------------------ repair
+    async def _repair(self, i: int, err: Exception) -> None:
+        old = self.hops[i]
+        pid = old.peer.peer_id
+        self.failed.add(pid)
+        self.view.workers[pid].alive = isinstance(err, HopError)  # a transport failure: presumed gone
+        self.net.forget(pid)
+        await old.session.abort()
+        t0 = time.perf_counter()
+        snap = self.view.snapshot(self.model)
+        failed_peer = snap.by_id.get(pid)
+        rep = replacement(snap, failed_peer, self.params, exclude=self.failed | set(self.chain)) if failed_peer else None
+        if rep is None:
+            raise GenerationFailed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
+                                   f"replacement with trust >= {self.params.trust_floor:g} is known", culprit=pid)
+        log.warning("hop %d %s failed (%s); repairing with %s", i, pid[-8:], err, rep.id[-8:])
+        try:
+            hs = await self.net.session(rep.id, self.open_timeout)
+            new = Hop(self.view.workers[rep.id], hs, history=list(old.history))
+            await hs.open(self._open_body(new.peer), self.open_timeout)
+            for ch in new.history:  # exact replay: same chunks, same shapes
+                body = {"session": self.sid, "pos": ch.pos, "sample": False}
+                if ch.tokens is not None:
+                    body["tokens"] = ch.tokens
+                else:
+                    body["hidden"] = ch.hidden
+                await hs.timed("prefill", body, self.deadline(new, ch.n))
+        except (HopFailed, HopError) as e2:
+            self.failed.add(rep.id)
+            raise GenerationFailed(f"repair of hop {i} on {rep.id[-8:]} failed too: {e2}", culprit=pid) from None
+        self.hops[i] = new
+        self.repairs += 1
+        self.repair_log.append({"hop": i, "failed": pid, "replacement": rep.id, "error": str(err),
+                                "repair_ms": (time.perf_counter() - t0) * 1e3})
+
+    # ------------------------------------------------------------------ steps
+    async def _hop_call(self, i: int, kind: str, chunk: Chunk, extra: dict) -> dict:
+        for attempt in (0, 1):
+            hop = self.hops[i]
+            body = {"session": self.sid, "pos": chunk.pos, **extra}
+            if chunk.tokens is not None:
+                body["tokens"] = chunk.tokens
+            else:
+                body["hidden"] = chunk.hidden
+            try:
+                res, ms = await hop.session.timed(kind, body, self.deadline(hop, chunk.n))
+            except (HopFailed, HopError) as e:
+                if attempt == 1:
+                    raise GenerationFailed(f"hop {i} failed again after repair: {e}", culprit=hop.peer.peer_id) from None
+                await self._repair(i, e)
+                continue
+            hop.history.append(chunk)
+            if chunk.n == 1:
+                hop.step_ms.append(ms)
+                hop.compute_ms.append(res["compute_ms"])
+                self.view.observe_latency(hop.peer.peer_id, ms)
+            return res
+        raise AssertionError("unreachable")
+
+    async def forward(self, pos: int, tokens: list[int], ctx: list[int]) -> dict:
+        kind = "prefill" if len(tokens) > 1 else "step"
+        chunk = Chunk(pos, len(tokens), tokens=list(tokens))
+        last = len(self.hops) - 1
+        for i in range(len(self.hops)):
+            extra = {"ctx": ctx[-16:]} if i == last else {}
+            res = await self._hop_call(i, kind, chunk, extra)
+            if i < last:
+                h = res.get("hidden")
+                if h is None:
+                    raise GenerationFailed(f"hop {i} returned no hidden state", culprit=self.hops[i].peer.peer_id)
+                chunk = Chunk(pos, len(tokens), hidden={"dtype": h.dtype, "shape": list(h.shape), "data": bytes(h.data)})
+        if res.get("token") is None:
+            raise GenerationFailed("the last hop returned no token", culprit=self.hops[last].peer.peer_id)
+        return res
+
+    def _truncate(self, pos: int) -> None:
+        for hop in self.hops:
+            hop.history = [c for c in (ch.cut(pos) for ch in hop.history) if c is not None]
+        self.fed = self.fed[:pos]
+
+    async def tokenize(self, text: str | None = None, messages: list[dict] | None = None) -> list[int]:
+        body = {"messages": messages, "add_generation_prompt": True} if messages is not None else {"text": text}
+        for attempt in (0, 1):
+            hop = self.hops[0]
+            try:
+                res = await hop.session.request("tokenize", body, "tokens", self.deadline(hop, 16))
+                self.eos_ids = res["eos"]
+                return res["tokens"]
+            except (HopFailed, HopError) as e:
+                if attempt == 1:
+                    raise GenerationFailed(f"tokenization failed: {e}", culprit=hop.peer.peer_id) from None
+                await self._repair(0, e)
+        raise AssertionError("unreachable")
+
+    async def turn(self, tokens: list[int], max_new_tokens: int, on_piece=None) -> TurnResult:
+        """Generate after the full conversation `tokens`; only positions not already cached are prefilled."""
+        if not self.hops:
+            await self.start()
+        if len(tokens) + max_new_tokens > self.max_length:
+            raise GenerationFailed(f"{len(tokens)} prompt + {max_new_tokens} new tokens exceed max_length "
+                                   f"{self.max_length}")
+        pos = common_prefix(self.fed, tokens)
+        if pos == len(tokens):
+            pos -= 1  # need at least one position to get logits
+        self._truncate(pos)
+        new = tokens[pos:]
+        out: list[int] = []
+        text: list[str] = []
+        steps: list[float] = []
+        prefill_ms = 0.0
+        eos = False
+        for step in range(max_new_tokens):
+            t0 = time.perf_counter()
+            res = await self.forward(pos, new, out[-8:])
+            ms = (time.perf_counter() - t0) * 1e3
+            if step == 0:
+                prefill_ms = ms
+            else:
+                steps.append(ms)
+            self.fed.extend(new)
+            pos += len(new)
+            tok = res["token"]
+            out.append(tok)
+            if res.get("eos"):
+                eos = True
+                break
+            piece = res.get("piece") or ""
+            text.append(piece)
+            if on_piece is not None and piece:
+                on_piece(piece)
+            new = [tok]
+        return TurnResult(out, "".join(text), prefill_ms, steps, self.repairs, self.chain, self.selection_ms, eos)
+
+    def trust_outcome(self, success: bool, culprit: str | None) -> None:
+        chain = self.chain + [r["failed"] for r in self.repair_log]
+        if success and not self.repair_log:
+            self.view.outcome(chain, True)
+        for r in self.repair_log:
+            self.view.outcome(chain, False, r["failed"])
+        if not success:
+            self.view.outcome(chain, False, culprit)
+
+    def hop_latency_ms(self) -> list[float]:
+        return [sum(h.step_ms) / len(h.step_ms) if h.step_ms else math.nan for h in self.hops]
+
+    async def cancel(self) -> None:
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as n:
+                for h in self.hops:
+                    n.start_soon(h.session.cancel, self.sid)
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as n:
+                for h in self.hops:
+                    n.start_soon(h.session.close, self.sid)

@@ -1,0 +1,114 @@
+"""Seeker side of one worker session: one long-lived stream, one request in flight at a time.
+
+A transport failure (EOF, reset, deadline) raises HopFailed; an error frame from the worker raises
+HopError(code). Both carry the peer id so the seeker can attribute the failure exactly.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from ..errors import DecodeError, GtracError
+from .framing import FramedStream, StreamClosed
+from .host import open_stream
+from .protocols import INFER, WRITE_TIMEOUT_S
+
+
+class HopFailed(GtracError):
+    def __init__(self, peer: str, why: str):
+        self.peer = peer
+        super().__init__(f"hop {peer[-8:]} failed: {why}")
+
+
+class HopError(GtracError):
+    def __init__(self, peer: str, code: str, message: str):
+        self.peer, self.code = peer, code
+        super().__init__(f"worker {peer[-8:]} refused ({code}): {message}")
+
+
+class HopSession:
+    def __init__(self, host, peer_id, peer: str):
+        self.host = host
+        self.peer_id = peer_id  # libp2p ID
+        self.peer = peer  # base58
+        self.fs: FramedStream | None = None
+        self.opened = False
+
+    async def connect(self, timeout: float) -> None:
+        try:
+            self.fs = FramedStream(await open_stream(self.host, self.peer_id, INFER, timeout))
+        except trio.TooSlowError:
+            raise HopFailed(self.peer, "stream open timed out") from None
+        except Exception as e:
+            raise HopFailed(self.peer, f"cannot open stream: {type(e).__name__}: {e}") from None
+
+    async def request(self, kind: str, body: dict, expect: str, timeout: float) -> dict:
+        if self.fs is None:
+            await self.connect(timeout)
+        try:
+            await self.fs.send(kind, body, min(timeout, WRITE_TIMEOUT_S))
+            rkind, rbody = await self.fs.read(timeout)
+        except trio.TooSlowError:
+            await self.abort()
+            raise HopFailed(self.peer, f"no answer to {kind} within {timeout:.1f}s") from None
+        except StreamClosed as e:
+            await self.abort()
+            raise HopFailed(self.peer, f"stream closed ({e})") from None
+        except DecodeError as e:
+            await self.abort()
+            raise HopFailed(self.peer, f"sent a malformed frame ({e})") from None
+        if rkind == "error":
+            raise HopError(self.peer, rbody["code"], rbody["message"])
+        if rkind != expect:
+            await self.abort()
+            raise HopFailed(self.peer, f"answered {rkind} to {kind}")
+        return rbody
+
+    async def open(self, body: dict, timeout: float) -> None:
+        await self.request("open", body, "opened", timeout)
+        self.opened = True
+
+    async def timed(self, kind: str, body: dict, timeout: float) -> tuple[dict, float]:
+        t0 = time.perf_counter()
+        res = await self.request(kind, body, "result", timeout)
+        return res, (time.perf_counter() - t0) * 1e3
+
+    async def cancel(self, sid: bytes) -> None:
+        """Best effort, bounded, shielded: used on Ctrl-C and errors."""
+        if self.fs is None:
+            return
+        with trio.move_on_after(1.0) as cs:
+            cs.shield = True
+            try:
+                await self.fs.send("cancel", {"session": sid}, 1.0)
+            except Exception:
+                pass
+        await self.abort()
+
+    async def close(self, sid: bytes) -> None:
+        if self.fs is None:
+            return
+        with trio.move_on_after(1.0) as cs:
+            cs.shield = True
+            try:
+                if self.opened:
+                    await self.fs.send("close", {"session": sid}, 1.0)
+                await self.fs.close()
+            except Exception:
+                pass
+        self.fs = None
+
+    async def abort(self) -> None:
+        if self.fs is not None:
+            await self.fs.reset()
+            self.fs = None
+
+
+async def fetch_info(host, peer_id, peer: str, timeout: float = 5.0) -> dict:
+    hs = HopSession(host, peer_id, peer)
+    try:
+        return await hs.request("info", {}, "info_reply", timeout)
+    finally:
+        await hs.close(b"")

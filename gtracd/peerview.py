@@ -1,0 +1,93 @@
+"""The seeker's local view of workers (pure): who hosts what, who is alive, and the seeker's own latency
+EWMA and trust estimates. Routing reads a Snapshot of it; it never waits on the network.
+
+Trust here starts from configuration (never a worker's claim) and follows the paper's asymmetric rules on
+this seeker's own observations; the anchors' ledger (control plane) supersedes it when available.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .routing import Peer, Snapshot
+
+
+@dataclass
+class WorkerEntry:
+    peer_id: str
+    addr: str
+    start: int
+    end: int
+    total_layers: int
+    model: str
+    name: str = ""
+    alive: bool = True
+    latency_ms: float | None = None  # seeker-measured EWMA; None until observed
+    trust: float | None = None  # local estimate; None = initial trust
+    last_seen: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class PeerView:
+    def __init__(self, initial_trust: float = 0.97, latency0_ms: float = 250.0, alpha: float = 0.3,
+                 reward: float = 0.03, penalty: float = 0.20, unknown_penalty: float = 0.05):
+        self.workers: dict[str, WorkerEntry] = {}
+        self.initial_trust, self.latency0_ms, self.alpha = initial_trust, latency0_ms, alpha
+        self.reward, self.penalty, self.unknown_penalty = reward, penalty, unknown_penalty
+        self.external_trust: dict[str, float] = {}  # from the anchors' ledger, when present
+        self.external_latency: dict[str, float] = {}
+
+    def add(self, w: WorkerEntry) -> None:
+        old = self.workers.get(w.peer_id)
+        if old is not None:
+            w.latency_ms, w.trust = old.latency_ms, old.trust
+        self.workers[w.peer_id] = w
+
+    def trust(self, pid: str) -> float:
+        if pid in self.external_trust:
+            return self.external_trust[pid]
+        w = self.workers.get(pid)
+        return self.initial_trust if w is None or w.trust is None else w.trust
+
+    def latency(self, pid: str) -> float:
+        w = self.workers.get(pid)
+        if w is not None and w.latency_ms is not None:
+            return w.latency_ms
+        return self.external_latency.get(pid, self.latency0_ms)
+
+    def observe_latency(self, pid: str, ms: float) -> None:
+        w = self.workers.get(pid)
+        if w is None:
+            return
+        prev = self.latency(pid)
+        w.latency_ms = (1 - self.alpha) * prev + self.alpha * ms
+
+    def outcome(self, chain: list[str], success: bool, culprit: str | None = None) -> None:
+        """The paper's asymmetric update on this seeker's own observation."""
+        def bump(pid, d):
+            w = self.workers.get(pid)
+            if w is not None:
+                w.trust = min(1.0, max(0.0, self.trust(pid) + d))
+        if success:
+            for pid in chain:
+                bump(pid, self.reward)
+        elif culprit is not None:
+            bump(culprit, -self.penalty)
+        else:
+            for pid in chain:
+                bump(pid, -self.unknown_penalty)
+
+    def model_of_network(self) -> tuple[str, int] | None:
+        """The model fingerprint most workers serve, and its depth."""
+        if not self.workers:
+            return None
+        fp, _ = Counter(w.model for w in self.workers.values()).most_common(1)[0]
+        total = next(w.total_layers for w in self.workers.values() if w.model == fp)
+        return fp, total
+
+    def snapshot(self, model: str) -> Snapshot:
+        ws = [w for w in self.workers.values() if w.model == model]
+        total = max((w.total_layers for w in ws), default=1)
+        return Snapshot(total, [Peer(w.peer_id, w.start, w.end, self.trust(w.peer_id), self.latency(w.peer_id),
+                                     w.alive) for w in ws])

@@ -1,0 +1,237 @@
+"""`gtracd --role seeker generate ...`: generate text through a chain of workers.
+
+    gtracd --role seeker generate --prompt TEXT [--prompt TEXT ...] --peer MULTIADDR ...
+    gtracd --role seeker generate --chat [--turn TEXT ...] --peer ...     (stdin when no --turn)
+
+Several --prompt values run concurrently. --chat keeps the conversation as token ids and the workers' KV
+caches across turns, so only new tokens are prefilled. Ctrl-C cancels the sessions on every hop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import time
+
+import trio
+
+from ..errors import GtracError, UserError
+from ..generation import Generation, GenerationFailed, SeekerNet
+from ..net.hop import HopError, HopFailed, fetch_info
+from ..peerview import PeerView, WorkerEntry
+from ..routing import Params
+from . import common
+
+log = logging.getLogger("gtracd.seeker")
+SETTINGS = ["mode", "trust_floor", "penalty_ms", "larac_min_reliability", "initial_trust", "latency0_ms", "alpha",
+            "max_new_tokens", "max_length", "hop_timeout_floor_s", "hop_timeout_factor", "request_timeout_s"]
+
+
+def build_parser():
+    p = common.parser("seeker", "Generate text through a trust-aware chain of workers.", [])
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=common.RoleParser)
+    g = sub.add_parser("generate", help="generate text")
+    g.add_argument("--prompt", action="append", default=[], help="a prompt; repeat to run several concurrently")
+    g.add_argument("--chat", action="store_true", help="apply the model's chat template; multi-turn with --turn/stdin")
+    g.add_argument("--turn", action="append", default=[], help="with --chat: scripted user turns, in order")
+    g.add_argument("--peer", action="append", default=[], help="worker multiaddr /ip4/../tcp/../p2p/ID (repeat)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true", help="print one JSON object per generation instead of text")
+    g.add_argument("--quiet", action="store_true", help="no status lines on stderr")
+    # routing settings are also accepted after the subcommand
+    from ..config import add_setting_flags
+
+    add_setting_flags(g, SETTINGS)
+    return p
+
+
+async def discover(net: SeekerNet, view: PeerView, addrs: list[str], timeout: float = 10.0) -> list[str]:
+    """Dial each worker and ask what it hosts. Unreachable peers are reported, not fatal."""
+    from ..net.host import dial
+
+    problems: list[str] = []
+
+    async def one(addr: str) -> None:
+        try:
+            with trio.fail_after(timeout):
+                lp = await dial(net.host, addr, timeout)
+                info = await fetch_info(net.host, lp, lp.to_base58(), timeout)
+        except (trio.TooSlowError, HopFailed, HopError, OSError, Exception) as e:
+            if isinstance(e, UserError):
+                raise
+            problems.append(f"{addr}: {type(e).__name__}: {e}")
+            return
+        view.add(WorkerEntry(info["peer_id"], addr, info["start"], info["end"], info["total_layers"], info["model"],
+                             info["name"], alive=True, last_seen=time.time()))
+
+    async with trio.open_nursery() as n:
+        for a in addrs:
+            n.start_soon(one, a)
+    return problems
+
+
+def _params(s) -> Params:
+    return Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms, min_reliability=s.larac_min_reliability)
+
+
+def _view(s) -> PeerView:
+    return PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty)
+
+
+async def run_generate(args, s, ident) -> int:
+    from ..net.host import running_host
+
+    peers = args.peer or s.bootstrap
+    if not peers:
+        raise UserError("no workers given: --peer MULTIADDR (repeat), or bootstrap in the config")
+    if not args.prompt and not args.chat:
+        raise UserError("give --prompt TEXT (repeatable) or --chat")
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
+    status = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    async with running_host(ident, s.listen) as host:
+        view = _view(s)
+        net = SeekerNet(host, view)
+        problems = await discover(net, view, peers)
+        for pr in problems:
+            status(f"gtracd: worker unreachable: {pr}")
+        if not view.workers:
+            raise UserError("none of the given workers answered")
+
+        def new_gen(rng_seed=None):
+            return Generation(net, view, _params(s), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
+                              s.hop_timeout_factor, rng=random.Random(rng_seed))
+
+        if args.chat:
+            return await _chat(args, s, new_gen(), status)
+        results: list[dict | None] = [None] * len(args.prompt)
+        streaming = len(args.prompt) == 1 and not args.json
+
+        async def one(i: int, prompt: str) -> None:
+            gen = new_gen()
+            try:
+                with trio.fail_after(s.request_timeout_s + args_tokens(args, s) * 2.0):
+                    await gen.start()
+                    status(f"gtracd: chain ({s.mode}, selected in {gen.selection_ms:.3f} ms): " +
+                           " -> ".join(f"{h.peer.name or h.peer.peer_id[-8:]}[{h.peer.start}:{h.peer.end}]"
+                                       for h in gen.hops))
+                    toks = await gen.tokenize(text=prompt)
+                    on_piece = (lambda t: (sys.stdout.write(t), sys.stdout.flush())) if streaming else None
+                    r = await gen.turn(toks, args_tokens(args, s), on_piece)
+                gen.trust_outcome(True, None)
+                results[i] = {"prompt": prompt, "text": r.text, "tokens": r.tokens, "chain": r.chain,
+                              "prefill_ms": r.prefill_ms, "tok_s": (len(r.step_ms) / (sum(r.step_ms) / 1e3))
+                              if r.step_ms else None, "repairs": gen.repair_log, "selection_ms": r.selection_ms,
+                              "hop_latency_ms": gen.hop_latency_ms()}
+            except GenerationFailed as e:
+                gen.trust_outcome(False, e.culprit)
+                results[i] = {"prompt": prompt, "error": str(e)}
+                await gen.cancel()
+            except trio.TooSlowError:
+                results[i] = {"prompt": prompt, "error": f"timed out after {s.request_timeout_s}s"}
+                await gen.cancel()
+            except BaseException:
+                await gen.cancel()  # Ctrl-C / cancellation: free every hop's session
+                raise
+            else:
+                await gen.aclose()
+
+        async with trio.open_nursery() as n:
+            for i, prm in enumerate(args.prompt):
+                n.start_soon(one, i, prm)
+        failed = 0
+        for r in results:
+            if args.json:
+                print(json.dumps(r))
+            elif "error" in r:
+                failed += 1
+                print(f"gtracd: generation failed: {r['error']}", file=sys.stderr)
+            elif streaming:
+                print()
+                _stats(status, r)
+            else:
+                print(f"--- {r['prompt']}\n{r['text']}")
+                _stats(status, r)
+        return 1 if failed or any("error" in r for r in results) else 0
+
+
+def args_tokens(args, s) -> int:
+    return s.max_new_tokens
+
+
+def _stats(status, r: dict) -> None:
+    tok_s = f"{r['tok_s']:.1f} tok/s" if r.get("tok_s") else "-"
+    rep = f", {len(r['repairs'])} repair(s)" if r["repairs"] else ""
+    status(f"gtracd: {len(r['tokens'])} tokens, prefill {r['prefill_ms']:.0f} ms, {tok_s}{rep}")
+
+
+async def _chat(args, s, gen: Generation, status) -> int:
+    messages: list[dict] = []
+    turns = list(args.turn) + list(args.prompt)
+    interactive = not turns
+    try:
+        await gen.start()
+        status("gtracd: chain: " + " -> ".join(f"{h.peer.name}[{h.peer.start}:{h.peer.end}]" for h in gen.hops))
+        while True:
+            if interactive:
+                line = await trio.to_thread.run_sync(_readline, abandon_on_cancel=True)
+                if line is None:
+                    break
+                user = line.strip()
+                if not user:
+                    continue
+            else:
+                if not turns:
+                    break
+                user = turns.pop(0)
+                if not args.json:
+                    print(f"> {user}")
+            messages.append({"role": "user", "content": user})
+            toks = await gen.tokenize(messages=messages)
+            before = len(gen.fed)
+            r = await gen.turn(toks, s.max_new_tokens,
+                               None if args.json else (lambda t: (sys.stdout.write(t), sys.stdout.flush())))
+            messages.append({"role": "assistant", "content": r.text})
+            reused = min(before, len(toks))
+            if args.json:
+                print(json.dumps({"user": user, "text": r.text, "tokens": r.tokens, "prompt_tokens": len(toks),
+                                  "cached_before": before, "repairs": gen.repair_log}))
+            else:
+                print()
+                status(f"gtracd: {len(r.tokens)} tokens; prompt {len(toks)} tokens, {reused} already cached")
+        gen.trust_outcome(True, None)
+        await gen.aclose()
+        return 0
+    except GenerationFailed as e:
+        gen.trust_outcome(False, e.culprit)
+        await gen.cancel()
+        print(f"gtracd: generation failed: {e}", file=sys.stderr)
+        return 1
+    except BaseException:
+        await gen.cancel()
+        raise
+
+
+def _readline():
+    try:
+        sys.stderr.write("you> ")
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        return line if line else None
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    s = common.settings_from(args, SETTINGS)
+    common.setup_logging(args.log_level)
+    ident = common.identity(args, s, "seeker")
+    try:
+        return trio.run(run_generate, args, s, ident)
+    except GtracError:
+        raise
