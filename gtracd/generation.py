@@ -109,6 +109,16 @@ class SeekerNet:
         self._ids.pop(pid, None)
 
 
+def first_of(eg: BaseException, cls: type) -> BaseException | None:
+    if isinstance(eg, cls):
+        return eg
+    for e in getattr(eg, "exceptions", ()):
+        found = first_of(e, cls)
+        if found is not None:
+            return found
+    return None
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -155,9 +165,20 @@ class Generation:
             raise GenerationFailed(f"no chain covers the model: {e}") from None
         self.selection_ms = (time.perf_counter() - t0) * 1e3
         self.hops = [Hop(self.view.workers[p.id], await self.net.session(p.id, self.open_timeout)) for p in r.chain]
-        async with trio.open_nursery() as n:
-            for i in range(len(self.hops)):
-                n.start_soon(self._open_or_repair, i)
+        try:
+            async with trio.open_nursery() as n:
+                for i in range(len(self.hops)):
+                    n.start_soon(self._open_or_repair, i)
+        except BaseExceptionGroup as eg:
+            failed = first_of(eg, GenerationFailed)
+            if failed is not None:
+                raise failed from None
+            raise
+
+    @property
+    def granted_length(self) -> int:
+        """The session length every hop agreed to (workers clamp to their cache budget)."""
+        return min([self.max_length] + [h.session.max_length or self.max_length for h in self.hops])
 
     def _open_body(self, w: WorkerEntry) -> dict:
         return {"session": self.sid, "model": w.model, "start": w.start, "end": w.end,
@@ -274,9 +295,11 @@ class Generation:
         """Generate after the full conversation `tokens`; only positions not already cached are prefilled."""
         if not self.hops:
             await self.start()
-        if len(tokens) + max_new_tokens > self.max_length:
-            raise GenerationFailed(f"{len(tokens)} prompt + {max_new_tokens} new tokens exceed max_length "
-                                   f"{self.max_length}")
+        limit = self.granted_length
+        if len(tokens) >= limit:
+            raise GenerationFailed(f"the prompt's {len(tokens)} tokens do not fit the {limit} positions the chain "
+                                   f"granted (max_length / worker cache budget)")
+        max_new_tokens = min(max_new_tokens, limit - len(tokens))
         pos = common_prefix(self.fed, tokens)
         if pos == len(tokens):
             pos -= 1  # need at least one position to get logits

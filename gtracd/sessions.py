@@ -68,7 +68,7 @@ class SessionTable:
         return None
 
     def open(self, sid: bytes, max_length: int, now: float) -> list[bytes]:
-        """Admit a new session; returns the ids evicted to make room."""
+        """Admit a new session (its max_length clamped to the budget); returns the ids evicted to make room."""
         if sid in self._s:
             raise Refused("bad_frame", "session already open")
         evicted = self.expire(now)
@@ -77,9 +77,7 @@ class SessionTable:
             if v is None:
                 raise Refused("busy", f"worker full: {self.max_sessions} sessions busy")
             evicted.append(v)
-        if max_length > self.token_budget:
-            raise Refused("too_long", f"max_length {max_length} exceeds this worker's cache budget {self.token_budget}")
-        self._s[sid] = SessionInfo(sid, max_length, 0, now)
+        self._s[sid] = SessionInfo(sid, min(max_length, self.token_budget), 0, now)
         return evicted
 
     def reserve(self, sid: bytes, new_total: int, now: float) -> list[bytes]:

@@ -36,7 +36,8 @@ class ShardServer:
         self.shard = Shard(folder, start, end)
         self.fingerprint = fingerprint(folder)
         self.tokenizer = None
-        if self.shard.first or self.shard.last:
+        if (self.shard.first or self.shard.last) and (
+                (self.folder / "tokenizer.json").exists() or (self.folder / "tokenizer_config.json").exists()):
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -79,11 +80,13 @@ class ShardServer:
         sid = body["session"]
         self._drop(self.table.open(sid, body["max_length"], self.clock()))
         self.sessions[sid] = Session(sid, self.shard.new_cache(), body.get("sampling") or {})
-        return {"session": sid, "cached": 0}
+        return {"session": sid, "cached": 0, "max_length": self.table.get(sid).max_length}
 
     def tokenize(self, body: dict) -> dict:
-        if self.tokenizer is None or not self.shard.first:
+        if not self.shard.first:
             raise Refused("wrong_layers", "only hop 0 (the worker hosting layer 0) tokenizes")
+        if self.tokenizer is None:
+            raise Refused("bad_frame", "this model folder has no tokenizer: send token ids")
         if body.get("messages") is not None:
             ids = self.tokenizer.apply_chat_template(
                 body["messages"], add_generation_prompt=body.get("add_generation_prompt", True), tokenize=True)
@@ -139,7 +142,8 @@ class ShardServer:
                          sp.get("seed", 0))
             res["token"] = tok
             res["eos"] = tok in self.eos
-            res["piece"] = self.detok.piece(body.get("ctx") or [], tok)[:1024]
+            if self.detok is not None:
+                res["piece"] = self.detok.piece(body.get("ctx") or [], tok)[:1024]
         res["compute_ms"] = (time.perf_counter() - t0) * 1e3
         return res
 

@@ -16,6 +16,10 @@ from ..wire.limits import DEFAULT_LIMITS, Limits
 _HDR = struct.Struct(">I")
 
 
+class FrameTooLarge(DecodeError):
+    """The length header exceeds the cap: the stream can no longer be framed and must be dropped."""
+
+
 class StreamClosed(Exception):
     """The remote closed or reset the stream (EOF, reset, connection gone)."""
 
@@ -61,7 +65,8 @@ class FramedStream:
             await self._fill(4)
             (n,) = _HDR.unpack_from(self._buf)
             if n > cap:
-                raise DecodeError(f"frame of {n} bytes exceeds the cap of {cap}", "frame")
+                self._buf.clear()
+                raise FrameTooLarge(f"frame of {n} bytes exceeds the cap of {cap}", "frame")
             await self._fill(4 + n)
         data = bytes(self._buf[4:4 + n])
         del self._buf[:4 + n]

@@ -35,6 +35,7 @@ class HopSession:
         self.peer = peer  # base58
         self.fs: FramedStream | None = None
         self.opened = False
+        self.max_length: int | None = None
 
     async def connect(self, timeout: float) -> None:
         try:
@@ -67,7 +68,8 @@ class HopSession:
         return rbody
 
     async def open(self, body: dict, timeout: float) -> None:
-        await self.request("open", body, "opened", timeout)
+        res = await self.request("open", body, "opened", timeout)
+        self.max_length = res.get("max_length", body["max_length"])
         self.opened = True
 
     async def timed(self, kind: str, body: dict, timeout: float) -> tuple[dict, float]:

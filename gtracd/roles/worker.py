@@ -16,7 +16,7 @@ import trio
 
 from .. import __version__
 from ..errors import DecodeError, UserError
-from ..net.framing import FramedStream, StreamClosed
+from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.protocols import INFER, WRITE_TIMEOUT_S
 from ..sessions import Refused
 from ..wire.kinds import FRAME_KINDS
@@ -76,6 +76,10 @@ class WorkerDaemon:
             while True:
                 try:
                     item = await fs.read(self.idle_timeout)
+                except FrameTooLarge as e:  # unframeable from here on: answer, then drop the stream
+                    self.counters["bad_frames"] += 1
+                    await send.send(("_bad", e))
+                    return
                 except DecodeError as e:
                     self.counters["bad_frames"] += 1
                     item = ("_bad", e)

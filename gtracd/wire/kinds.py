@@ -70,7 +70,8 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "max_length": F("int", lo=1, hi=1 << 20),
         "sampling": F("map", fields=SAMPLING, optional=True),
     },
-    "opened": {"session": SESSION, "cached": F("int", lo=0, hi=1 << 20)},
+    "opened": {"session": SESSION, "cached": F("int", lo=0, hi=1 << 20),
+               "max_length": F("int", lo=1, hi=1 << 20, optional=True)},  # granted (<= requested)
     # prefill and step both extend the session at absolute position `pos` (positions >= pos are dropped
     # from the cache first). Hop 0 takes `text` or `tokens`; later hops take `hidden`.
     "prefill": {

@@ -1,0 +1,257 @@
+"""The data plane end to end over libp2p on loopback: worker processes, a seeker in this process."""
+
+import os
+import random
+import signal
+
+import pytest
+import trio
+
+torch = pytest.importorskip("torch")
+
+from gtracd.generation import Generation, SeekerNet  # noqa: E402
+from gtracd.identity import Identity  # noqa: E402
+from gtracd.net.framing import FramedStream  # noqa: E402
+from gtracd.net.host import dial, open_stream, running_host  # noqa: E402
+from gtracd.net.protocols import INFER  # noqa: E402
+from gtracd.peerview import PeerView  # noqa: E402
+from gtracd.roles.seeker import discover  # noqa: E402
+from gtracd.routing import Params  # noqa: E402
+from gtracd.wire import encode_tensor  # noqa: E402
+
+from .cluster import start_workers, stop_all  # noqa: E402
+from .models import tiny_llama  # noqa: E402
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def tiny_cluster(tmp_path_factory):
+    folder = tiny_llama(tmp_path_factory.mktemp("tiny"), layers=6)
+    ws = start_workers(str(folder), [(0, 3), (3, 6)], extra=["--cache-tokens", "300", "--max-sessions", "4"])
+    yield folder, ws
+    assert stop_all(ws) == [0, 0]  # clean shutdown on SIGTERM
+
+
+async def _gen(host, addrs, tokens, n, **kw):
+    view = PeerView()
+    net = SeekerNet(host, view)
+    assert await discover(net, view, addrs) == []
+    gen = Generation(net, view, Params(), **kw)
+    r = await gen.turn(tokens, n)
+    await gen.aclose()
+    return r
+
+
+async def test_tiny_generation_over_libp2p_matches_monolithic(tiny_cluster):
+    from .test_shard import monolithic
+
+    folder, ws = tiny_cluster
+    prompt = [5, 17, 99, 3, 42, 7]
+    _, ref = monolithic(folder, prompt, 10)
+    async with running_host(Identity.generate()) as host:
+        r = await _gen(host, [w.addr for w in ws], prompt, 10)
+    assert r.tokens[: len(ref)] == ref[: len(r.tokens)]
+    assert r.tokens == ref or r.eos
+
+
+async def test_concurrent_generations(tiny_cluster):
+    folder, ws = tiny_cluster
+    async with running_host(Identity.generate()) as host:
+        out = {}
+
+        async def one(k, prompt):
+            out[k] = (await _gen(host, [w.addr for w in ws], prompt, 8)).tokens
+
+        async with trio.open_nursery() as n:
+            for k, p in enumerate([[5, 6, 7], [8, 9, 10, 11], [12, 13]]):
+                n.start_soon(one, k, p)
+        for k, p in enumerate([[5, 6, 7], [8, 9, 10, 11], [12, 13]]):
+            assert out[k] == (await _gen(host, [w.addr for w in ws], p, 8)).tokens
+
+
+async def _raw(host, w):
+    pid = await dial(host, w.addr)
+    return FramedStream(await open_stream(host, pid, INFER))
+
+
+async def _expect_error(fs, code):
+    kind, body = await fs.read(10)
+    assert kind == "error", (kind, body)
+    assert body["code"] == code, body
+    return body
+
+
+async def test_bad_input_gets_clear_errors_and_worker_keeps_serving(tiny_cluster):
+    folder, ws = tiny_cluster
+    w0, w1 = ws
+    async with running_host(Identity.generate()) as host:
+        # a healthy session on w1 that must survive everything below
+        good = await _raw(host, w1)
+        await good.send("info", {}, 5)
+        kind, info = await good.read(5)
+        fp = info["model"]
+        sid = os.urandom(16)
+        await good.send("open", {"session": sid, "model": fp, "start": 3, "end": 6, "max_length": 64}, 5)
+        assert (await good.read(5))[0] == "opened"
+
+        def hidden(n, dtype="float32", width=64):
+            size = {"float32": 4, "int64": 8}[dtype]
+            return encode_tensor(dtype, (1, n, width), bytes(n * width * size))
+
+        await good.send("prefill", {"session": sid, "pos": 0, "hidden": hidden(4)}, 5)
+        assert (await good.read(10))[0] == "result"
+
+        bad = await _raw(host, w1)
+        await bad.write_raw(b"\xc1\xc1 not msgpack", 5)
+        await _expect_error(bad, "bad_frame")
+        await bad.write_raw(b"\x80", 5)  # an empty map: not a frame
+        await _expect_error(bad, "bad_frame")
+        await bad.send("step", {"session": os.urandom(16), "pos": 0, "hidden": hidden(1)}, 5)
+        await _expect_error(bad, "unknown_session")
+        await bad.send("open", {"session": sid, "model": "0" * 32, "start": 3, "end": 6, "max_length": 8}, 5)
+        await _expect_error(bad, "wrong_model")
+        await bad.send("open", {"session": sid, "model": fp, "start": 0, "end": 6, "max_length": 8}, 5)
+        await _expect_error(bad, "wrong_layers")
+        sid2 = os.urandom(16)
+        await bad.send("open", {"session": sid2, "model": fp, "start": 3, "end": 6, "max_length": 8}, 5)
+        assert (await bad.read(5))[0] == "opened"
+        await bad.send("prefill", {"session": sid2, "pos": 0, "hidden": hidden(2, "int64")}, 5)
+        await _expect_error(bad, "bad_tensor")
+        await bad.send("prefill", {"session": sid2, "pos": 0, "hidden": hidden(2, width=63)}, 5)
+        await _expect_error(bad, "bad_tensor")
+        raw = {"dtype": "float32", "shape": [1, 2, 64], "data": b"\0" * 10}  # shape x itemsize != len
+        from gtracd.wire.codec import packb
+
+        await bad.write_raw(packb({"v": 1, "kind": "prefill", "body": {"session": sid2, "pos": 0, "hidden": raw}}), 5)
+        await _expect_error(bad, "bad_tensor")
+        await bad.send("prefill", {"session": sid2, "pos": 0, "hidden": hidden(9)}, 5)  # past max_length 8
+        await _expect_error(bad, "too_long")
+        await bad.send("prefill", {"session": sid2, "pos": 5, "hidden": hidden(1)}, 5)  # pos beyond cache
+        await _expect_error(bad, "bad_frame")
+        # the healthy session still works
+        await good.send("step", {"session": sid, "pos": 4, "hidden": hidden(1)}, 5)
+        kind, body = await good.read(10)
+        assert kind == "result" and body["cached"] == 5
+
+
+async def test_oversize_frame_is_refused_and_stream_dropped(tiny_cluster):
+    folder, ws = tiny_cluster
+    async with running_host(Identity.generate()) as host:
+        fs = await _raw(host, ws[1])
+        await fs.stream.write((200 * 1024 * 1024).to_bytes(4, "big") + b"x" * 100)
+        kind, body = await fs.read(10)
+        assert kind == "error" and "exceeds the cap" in body["message"]
+        from gtracd.net.framing import StreamClosed
+
+        with pytest.raises(StreamClosed):  # the worker dropped the unframeable stream
+            await fs.read(10)
+        ok = await _raw(host, ws[1])
+        await ok.send("info", {}, 5)
+        assert (await ok.read(5))[0] == "info_reply"
+
+
+async def test_cancel_mid_step(tiny_cluster):
+    folder, ws = tiny_cluster
+    async with running_host(Identity.generate()) as host:
+        fs = await _raw(host, ws[1])
+        await fs.send("info", {}, 5)
+        fp = (await fs.read(5))[1]["model"]
+        sid = os.urandom(16)
+        await fs.send("open", {"session": sid, "model": fp, "start": 3, "end": 6, "max_length": 300}, 5)
+        await fs.read(5)
+        big = encode_tensor("float32", (1, 256, 64), bytes(256 * 64 * 4))
+        await fs.send("prefill", {"session": sid, "pos": 0, "hidden": big}, 5)
+        await fs.send("cancel", {"session": sid}, 5)  # arrives while the prefill computes
+        body = await _expect_error(fs, "cancelled")
+        assert "cancel" in body["message"]
+        await fs.send("step", {"session": sid, "pos": 0, "hidden": big}, 5)
+        await _expect_error(fs, "unknown_session")
+
+
+async def test_cache_budget_evicts_idle_lru_and_refuses_oversize(tiny_cluster):
+    folder, ws = tiny_cluster
+    async with running_host(Identity.generate()) as host:
+        fs = await _raw(host, ws[1])
+        await fs.send("info", {}, 5)
+        fp = (await fs.read(5))[1]["model"]
+        await fs.send("open", {"session": os.urandom(16), "model": fp, "start": 3, "end": 6, "max_length": 999}, 5)
+        kind, body = await fs.read(5)
+        assert kind == "opened" and body["max_length"] == 300  # clamped to this worker's cache budget
+        sids = [os.urandom(16) for _ in range(3)]
+        for sid in sids:  # 3 x 120 tokens > 300: the oldest idle session is evicted
+            await fs.send("open", {"session": sid, "model": fp, "start": 3, "end": 6, "max_length": 200}, 5)
+            assert (await fs.read(5))[0] == "opened"
+            await fs.send("prefill", {"session": sid, "pos": 0,
+                                      "hidden": encode_tensor("float32", (1, 120, 64), bytes(120 * 64 * 4))}, 5)
+            assert (await fs.read(10))[0] == "result"
+        await fs.send("step", {"session": sids[0], "pos": 120,
+                               "hidden": encode_tensor("float32", (1, 1, 64), bytes(256))}, 5)
+        await _expect_error(fs, "unknown_session")
+        await fs.send("step", {"session": sids[2], "pos": 120,
+                               "hidden": encode_tensor("float32", (1, 1, 64), bytes(256))}, 5)
+        assert (await fs.read(10))[0] == "result"
+
+
+# ---------------------------------------------------------------- the real model
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from gtracd.engine.models import resolve_model
+
+    os.environ.setdefault("GTRACD_MODEL_CACHE", os.path.expanduser("~/.gtracd/models"))
+    return resolve_model("smollm2-135m")
+
+
+def smol_reference(folder, n):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    ids = tok.apply_chat_template([{"role": "user", "content": "Tell me a short story about a robot."}],
+                                  add_generation_prompt=True, tokenize=True)
+    ids = ids if isinstance(ids, list) else ids["input_ids"]
+    m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    out_t = []
+    with torch.inference_mode():
+        c = DynamicCache()
+        out = m(torch.tensor([ids]), past_key_values=c, use_cache=True, logits_to_keep=1)
+        for _ in range(n):
+            out_t.append(int(out.logits[0, -1].argmax()))
+            out = m(torch.tensor([[out_t[-1]]]), past_key_values=c, use_cache=True, logits_to_keep=1)
+    return ids, out_t, tok
+
+
+async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
+    ids, ref, tok = smol_reference(smol, 40)
+    ws = start_workers("smollm2-135m", [(0, 10), (10, 20), (20, 30), (10, 20)])
+    try:
+        async with running_host(Identity.generate()) as host:
+            view = PeerView()
+            net = SeekerNet(host, view)
+            assert await discover(net, view, [w.addr for w in ws]) == []
+            # failure-free run: 40 greedy tokens identical to monolithic transformers
+            gen = Generation(net, view, Params(), rng=random.Random(0))
+            r = await gen.turn(ids, 40)
+            await gen.aclose()
+            assert r.tokens == ref
+            # kill -9 the middle worker after token 10; the replacement is replayed and the text is identical
+            gen = Generation(net, view, Params(), rng=random.Random(0))
+            await gen.start()
+            middle = gen.hops[1].peer.peer_id
+            victim = next(w for w in ws if w.peer_id == middle)
+            count = 0
+
+            def on_piece(_):
+                nonlocal count
+                count += 1
+                if count == 10:
+                    victim.proc.send_signal(signal.SIGKILL)
+
+            r2 = await gen.turn(ids, 40, on_piece)
+            await gen.aclose()
+            assert gen.repairs == 1 and gen.repair_log[0]["failed"] == middle
+            assert r2.tokens == ref
+            assert tok.decode(r2.tokens) == tok.decode(ref)
+    finally:
+        stop_all(ws)
