@@ -73,7 +73,41 @@ def cmd_bench(args) -> int:
     raise UserError(f"unknown benchmark {args.bench!r}")
 
 
+def cmd_model(args) -> int:
+    from .engine import require_torch
+
+    require_torch()
+    from .engine.models import fingerprint, resolve_model
+
+    folder = resolve_model(args.name, log=lambda m: print(m, file=sys.stderr, flush=True))
+    from .engine.shard import num_layers
+
+    print(f"{args.name}\t{folder}\tlayers={num_layers(folder)}\tfingerprint={fingerprint(folder)}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .engine import require_torch
+
+    require_torch()
+    from . import demo
+
+    return demo.main(args)
+
+
 def register(sub) -> None:
+    m = sub.add_parser("model", help="prepare models (workers)")
+    msub = m.add_subparsers(dest="model_cmd", required=True)
+    mp = msub.add_parser("prepare", help="convert/download once; print folder, depth and fingerprint")
+    mp.add_argument("name", nargs="?", default="smollm2-135m", help="smollm2-135m | folder | hub id")
+    m.set_defaults(func=cmd_model)
+
+    d = sub.add_parser("demo", help="run a local 3-worker network on loopback and ask it a question")
+    d.add_argument("--model", default="smollm2-135m")
+    d.add_argument("--question", default="What is the capital of France?")
+    d.add_argument("--max-new-tokens", type=int, default=48)
+    d.set_defaults(func=cmd_demo)
+
     r = sub.add_parser("route", help="choose a chain from a snapshot file (G-TRAC and baselines)")
     r.add_argument("--snapshot", required=True, help='JSON {"layers": L, "peers": [{id,start,end,trust,latency_ms,alive}]} or -')
     r.add_argument("--mode", default="g-trac", choices=("g-trac", "sp", "mr", "larac", "naive"))

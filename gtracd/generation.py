@@ -291,8 +291,12 @@ class Generation:
                 await self._repair(0, e)
         raise AssertionError("unreachable")
 
-    async def turn(self, tokens: list[int], max_new_tokens: int, on_piece=None) -> TurnResult:
-        """Generate after the full conversation `tokens`; only positions not already cached are prefilled."""
+    async def turn(self, tokens: list[int], max_new_tokens: int, on_piece=None, ignore_eos: bool = False,
+                   recompute: bool = False) -> TurnResult:
+        """Generate after the full conversation `tokens`; only positions not already cached are prefilled.
+
+        recompute=True resends the whole prefix every token with no KV reuse (the reference
+        implementation's approach; benchmarks only)."""
         if not self.hops:
             await self.start()
         limit = self.granted_length
@@ -312,6 +316,9 @@ class Generation:
         eos = False
         for step in range(max_new_tokens):
             t0 = time.perf_counter()
+            if recompute:
+                self._truncate(0)
+                new, pos = self.fed_recompute(tokens, out), 0
             res = await self.forward(pos, new, out[-8:])
             ms = (time.perf_counter() - t0) * 1e3
             if step == 0:
@@ -322,7 +329,7 @@ class Generation:
             pos += len(new)
             tok = res["token"]
             out.append(tok)
-            if res.get("eos"):
+            if res.get("eos") and not ignore_eos:
                 eos = True
                 break
             piece = res.get("piece") or ""
@@ -331,6 +338,10 @@ class Generation:
                 on_piece(piece)
             new = [tok]
         return TurnResult(out, "".join(text), prefill_ms, steps, self.repairs, self.chain, self.selection_ms, eos)
+
+    @staticmethod
+    def fed_recompute(tokens: list[int], out: list[int]) -> list[int]:
+        return list(tokens) + list(out)
 
     def trust_outcome(self, success: bool, culprit: str | None) -> None:
         chain = self.chain + [r["failed"] for r in self.repair_log]

@@ -1,0 +1,90 @@
+"""Start worker processes on loopback (demo, benchmarks, tests): one torch thread each, clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class WorkerProc:
+    proc: subprocess.Popen
+    info: dict
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def addr(self) -> str:
+        return self.info["addrs"][0]
+
+    @property
+    def peer_id(self) -> str:
+        return self.info["peer_id"]
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                return -9
+        return self.proc.returncode
+
+
+def worker_env() -> dict:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    env.setdefault("GTRACD_MODEL_CACHE", str(Path.home() / ".gtracd" / "models"))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_workers(model: str, ranges: list[tuple[int, int]], extra: list[str] | None = None,
+                  timeout: float = 300.0, names: list[str] | None = None) -> list[WorkerProc]:
+    """Start one worker per range, concurrently; return once every one said it is ready."""
+    tmp = Path(tempfile.mkdtemp(prefix="gtracd-test-"))
+    procs = []
+    for i, (a, b) in enumerate(ranges):
+        ready = tmp / f"w{i}.json"
+        cmd = [sys.executable, "-m", "gtracd.cli", "--role", "worker", "--layers", f"{a}:{b}", "--model", model,
+               "--ephemeral", "--name", names[i] if names else f"w{i}-{a}-{b}", "--ready-file", str(ready)] + (extra or [])
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=worker_env())
+        procs.append((p, ready))
+    out: list[WorkerProc] = []
+    try:
+        for p, ready in procs:
+            log: list[str] = []
+            ev = threading.Event()
+
+            def drain(p=p, log=log, ev=ev):
+                for line in p.stderr:
+                    log.append(line)
+                    if " ready: " in line:
+                        ev.set()
+                ev.set()  # exited
+
+            threading.Thread(target=drain, daemon=True).start()
+            if not ev.wait(timeout) or p.poll() is not None:
+                raise RuntimeError(f"worker did not start: {''.join(log[-20:])}")
+            out.append(WorkerProc(p, json.loads(ready.read_text()), log))
+    except BaseException:
+        for p, _ in procs:
+            p.kill()
+        raise
+    return out
+
+
+def stop_all(workers: list[WorkerProc]) -> list[int]:
+    return [w.stop() for w in workers]
