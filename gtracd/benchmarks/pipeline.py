@@ -19,7 +19,12 @@ import time
 
 import trio
 
-PROMPT = "Once upon a time, in a small village by the sea, there lived an old fisherman who"
+# A realistic assistant request: chat template (with its system prompt) around a paragraph of context.
+MESSAGES = [{"role": "user", "content": (
+    "Here are my notes from the trip: we left Lisbon early on Monday, drove along the coast to Porto, "
+    "stopped in Coimbra for lunch at the university, visited two wineries in the Douro valley on Tuesday, "
+    "took the train back on Wednesday evening and lost a suitcase at the station, which turned up the next "
+    "morning. Write a cheerful story about this trip for my grandchildren.")}]
 
 
 def vmhwm_mib(pid: int | str = "self") -> float:
@@ -47,7 +52,8 @@ def monolithic(model: str, tokens: int) -> dict:
     folder = resolve_model(model)
     tok = AutoTokenizer.from_pretrained(str(folder))
     m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    ids = tok(PROMPT)["input_ids"]
+    ids = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)
+    ids = ids if isinstance(ids, list) else ids["input_ids"]
     with torch.inference_mode():
         c = DynamicCache()
         t0 = time.perf_counter()
@@ -80,7 +86,7 @@ async def distributed(addrs: list[str], tokens: int, victim_after: int | None, k
         async def run(recompute=False, n=tokens, victim=None):
             gen = Generation(net, view, Params(), rng=random.Random(0))
             await gen.start()
-            ids = await gen.tokenize(text=PROMPT)
+            ids = await gen.tokenize(messages=MESSAGES)
             arrivals: list[float] = []
 
             def on_piece(_):
@@ -98,7 +104,9 @@ async def distributed(addrs: list[str], tokens: int, victim_after: int | None, k
 
         gen, r, _, _, overhead = await run()
         out = {"tokens": r.tokens, "tok_s": len(r.step_ms) / (sum(r.step_ms) / 1e3), "prefill_ms": r.prefill_ms,
-               "per_hop_overhead_ms": statistics.mean(overhead)}
+               "per_hop_overhead_ms": statistics.mean(overhead), "prompt_tokens": len(gen.fed) - len(r.tokens) + 1,
+               "hop_compute_ms": [round(statistics.median(h.compute_ms), 2) for h in gen.hops],
+               "step_ms_median": round(statistics.median(r.step_ms), 2)}
         _, rr, _, _, _ = await run(recompute=True)
         out["recompute_tok_s"] = len(rr.step_ms) / (sum(rr.step_ms) / 1e3)
         out["recompute_tokens"] = rr.tokens
@@ -148,6 +156,8 @@ def run(hops: int, tokens: int, model: str) -> dict:
         "ratio": round(d["tok_s"] / mono["tok_s"], 3),
         "prefill_ms": round(d["prefill_ms"], 1), "monolithic_prefill_ms": round(mono["prefill_ms"], 1),
         "per_hop_overhead_ms": round(d["per_hop_overhead_ms"], 3),
+        "prompt_tokens": d["prompt_tokens"], "hop_compute_ms": d["hop_compute_ms"],
+        "step_ms_median": d["step_ms_median"], "monolithic_step_ms": round(1e3 / mono["tok_s"], 2),
         "recompute_tok_s": round(d["recompute_tok_s"], 2),
         "kv_over_recompute": round(d["tok_s"] / d["recompute_tok_s"], 2),
         "repair_next_token_s": round(d.get("repair_next_token_s", float("nan")), 3),
