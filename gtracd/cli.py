@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_role(argv: list[str]) -> int:
-    rest, role, config = [], None, None
+    rest, role = [], None
     it = iter(range(len(argv)))
     for idx in it:
         a = argv[idx]

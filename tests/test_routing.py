@@ -7,7 +7,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gtracd.routing import (
-    NoRoute, Params, Peer, Snapshot, effective_latency, eps_from_floor, h_max, replacement, route, trust_floor,
+    NoRoute,
+    Params,
+    Peer,
+    Snapshot,
+    effective_latency,
+    eps_from_floor,
+    h_max,
+    replacement,
+    route,
+    trust_floor,
 )
 from gtracd.routing.core import explain
 

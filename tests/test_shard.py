@@ -44,7 +44,7 @@ def sharded(folder, split, prompt, steps, wire=True):
     inp, pos = prompt, 0
     for _ in range(steps):
         h = None
-        for s, c in zip(shards, caches):
+        for s, c in zip(shards, caches, strict=True):
             o = s.forward(c, pos, input_ids=torch.tensor(inp) if s.first else None, hidden=h)
             h = o.hidden
             if h is not None and wire:  # through the real codec, as on the network
@@ -64,7 +64,7 @@ def test_logits_bit_identical_to_monolithic(model_dir, split):
     ref_logits, ref_toks = monolithic(model_dir, prompt, 12)
     logits, toks = sharded(model_dir, split, prompt, 12)
     assert toks == ref_toks
-    for a, b in zip(logits, ref_logits):
+    for a, b in zip(logits, ref_logits, strict=True):
         assert torch.equal(a, b), (a - b).abs().max()
 
 

@@ -1,4 +1,3 @@
-import time
 
 import msgpack
 import pytest
@@ -7,7 +6,15 @@ from hypothesis import strategies as st
 
 from gtracd.errors import DecodeError, Dropped
 from gtracd.identity import Identity
-from gtracd.wire import Signer, Verifier, decode_envelope, decode_frame, decode_tensor, encode_frame, encode_tensor
+from gtracd.wire import (
+    Signer,
+    Verifier,
+    decode_envelope,
+    decode_frame,
+    decode_tensor,
+    encode_frame,
+    encode_tensor,
+)
 from gtracd.wire.envelope import encode_envelope
 
 ALICE = Identity(bytes(range(32)))

@@ -5,8 +5,18 @@ every layer is a path 0 -> L and one shortest-path pass over edges sorted by sta
 """
 
 from .core import (
-    MODES, NoRoute, Params, Peer, Route, Snapshot, effective_latency, eps_from_floor, h_max, replacement,
-    route, trust_floor,
+    MODES,
+    NoRoute,
+    Params,
+    Peer,
+    Route,
+    Snapshot,
+    effective_latency,
+    eps_from_floor,
+    h_max,
+    replacement,
+    route,
+    trust_floor,
 )
 
 __all__ = [
