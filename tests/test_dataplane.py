@@ -233,8 +233,17 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
             # failure-free run: 40 greedy tokens identical to monolithic transformers
             gen = Generation(net, view, Params(), rng=random.Random(0))
             r = await gen.turn(ids, 40)
-            await gen.aclose()
             assert r.tokens == ref
+            # hop 0 also takes text and returns the token ids it used
+            hs = gen.hops[0].session
+            sid = os.urandom(16)
+            h0 = gen.hops[0].peer
+            await hs.request("open", {"session": sid, "model": h0.model, "start": 0, "end": 10, "max_length": 64},
+                             "opened", 10)
+            res = await hs.request("prefill", {"session": sid, "pos": 0, "text": "Hello world"}, "result", 10)
+            assert res["tokens"] == tok("Hello world")["input_ids"] and res["cached"] == len(res["tokens"])
+            await hs.close(sid)
+            await gen.aclose()
             # kill -9 the middle worker after token 10; the replacement is replayed and the text is identical
             gen = Generation(net, view, Params(), rng=random.Random(0))
             await gen.start()
@@ -255,3 +264,45 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
             assert tok.decode(r2.tokens) == tok.decode(ref)
     finally:
         stop_all(ws)
+
+
+async def test_cancelling_a_generation_frees_the_session_on_every_hop(tiny_cluster):
+    """What Ctrl-C does in the seeker: the generation's scope is cancelled, then cancel goes to every hop."""
+    from gtracd.net.hop import fetch_info
+
+    folder, ws = tiny_cluster
+    async with running_host(Identity.generate()) as host:
+        view = PeerView()
+        net = SeekerNet(host, view)
+        await discover(net, view, [w.addr for w in ws])
+        gen = Generation(net, view, Params())
+        three_steps = trio.Event()
+        forward = gen.forward
+        calls = []
+
+        async def counting_forward(*a, **kw):
+            res = await forward(*a, **kw)
+            calls.append(1)
+            if len(calls) == 3:
+                three_steps.set()
+            return res
+
+        gen.forward = counting_forward
+        async with trio.open_nursery() as n:
+            n.start_soon(gen.turn, [5, 6, 7], 400, None, True)
+            with trio.fail_after(30):
+                await three_steps.wait()
+            n.cancel_scope.cancel()  # what KeyboardInterrupt does to the seeker's tasks
+        assert 3 <= len(calls) < 400
+        counts = []
+        for w in ws:
+            lp = await net.peer_id(w.peer_id)
+            before = (await fetch_info(host, lp, w.peer_id))["sessions"]
+            counts.append(before)
+        assert all(c >= 1 for c in counts)  # sessions are still held ...
+        await gen.cancel()
+        for w in ws:  # ... until the seeker cancels them
+            lp = await net.peer_id(w.peer_id)
+            with trio.fail_after(5):
+                while (await fetch_info(host, lp, w.peer_id))["sessions"] != 0:
+                    await trio.sleep(0.02)

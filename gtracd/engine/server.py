@@ -109,10 +109,13 @@ class ShardServer:
         cached = sess.cache.get_seq_length()
         if pos > cached:
             raise Refused("bad_frame", f"pos {pos} is beyond the {cached} cached positions")
+        text_ids = None
         if self.shard.first:
             toks = body.get("tokens")
+            if not toks and body.get("text") is not None:  # hop 0 tokenizes; the ids go back to the seeker
+                toks = text_ids = self.tokenize({"text": body["text"]})["tokens"]
             if not toks:
-                raise Refused("bad_frame", "hop 0 needs tokens")
+                raise Refused("bad_frame", "hop 0 needs tokens or text")
             if max(toks) >= self.vocab:
                 raise Refused("bad_frame", f"token id {max(toks)} outside the vocabulary ({self.vocab})")
             n = len(toks)
@@ -134,6 +137,8 @@ class ShardServer:
         out = self.shard.forward(sess.cache, pos, **inp)
         self.steps += 1
         res = {"session": sid, "cached": pos + n}
+        if text_ids is not None:
+            res["tokens"] = text_ids
         if out.hidden is not None:
             res["hidden"] = to_wire(out.hidden)
         elif body.get("sample", True):
