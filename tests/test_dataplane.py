@@ -306,3 +306,22 @@ async def test_cancelling_a_generation_frees_the_session_on_every_hop(tiny_clust
             with trio.fail_after(5):
                 while (await fetch_info(host, lp, w.peer_id))["sessions"] != 0:
                     await trio.sleep(0.02)
+
+
+async def test_seeker_vanishing_mid_request_does_not_hurt_the_worker(tiny_cluster):
+    folder, ws = tiny_cluster
+    async with running_host(Identity.generate()) as host:
+        fs = await _raw(host, ws[1])
+        await fs.send("info", {}, 5)
+        fp = (await fs.read(5))[1]["model"]
+        sid = os.urandom(16)
+        await fs.send("open", {"session": sid, "model": fp, "start": 3, "end": 6, "max_length": 300}, 5)
+        await fs.read(5)
+        big = encode_tensor("float32", (1, 256, 64), bytes(256 * 64 * 4))
+        await fs.send("prefill", {"session": sid, "pos": 0, "hidden": big}, 5)
+        await fs.reset()  # gone before the result can be written back
+        ok = await _raw(host, ws[1])
+        await ok.send("info", {}, 5)
+        kind, info = await ok.read(5)
+        assert kind == "info_reply"
+    assert ws[1].proc.poll() is None

@@ -88,18 +88,17 @@ class FramedStream:
     async def send(self, kind: str, body: dict, timeout: float) -> None:
         await self.write_raw(encode_frame(kind, body, self.limits), timeout)
 
-    async def close(self) -> None:
+    async def _quietly(self, op) -> None:
+        """Shielded, bounded, best effort: used on teardown paths."""
         with trio.move_on_after(1) as cs:
             cs.shield = True
             try:
-                await self.stream.close()
+                await op()
             except Exception:
                 pass
 
+    async def close(self) -> None:
+        await self._quietly(self.stream.close)
+
     async def reset(self) -> None:
-        with trio.move_on_after(1) as cs:
-            cs.shield = True
-            try:
-                await self.stream.reset()
-            except Exception:
-                pass
+        await self._quietly(self.stream.reset)

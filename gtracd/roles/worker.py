@@ -64,10 +64,11 @@ class WorkerDaemon:
                 async for item in inbox:
                     await self._serve(fs, item, owned)
                 nursery.cancel_scope.cancel()
-        except StreamClosed:
-            pass
-        except trio.TooSlowError:
-            pass
+        except* (StreamClosed, trio.TooSlowError):
+            pass  # the seeker went away or stopped reading: its sessions are freed below
+        except* Exception as eg:  # never let one stream's failure reach libp2p's handler task
+            self.counters["errors"] += 1
+            log.error("stream handler failed: %r", eg.exceptions)
         finally:
             for sid in owned:
                 self.server.close(sid)
