@@ -42,8 +42,7 @@ def cmd_keys(args) -> int:
         ident = ks.generate(args.name, read_passphrase_file(args.passphrase_file))
         print(f"{args.name}\t{ident.peer_id}\t{ks.private_path(args.name)}")
     elif op == "list":
-        names = ks.names() + sorted(p.stem for p in ks.root.glob("*.pub") if not (ks.root / f"{p.stem}.key").exists()) \
-            if ks.root.is_dir() else []
+        names = ks.names()
         if not names:
             print(f"no keys in {ks.root} (create one: gtracd keys gen NAME)", file=sys.stderr)
         from .identity import peer_id_from_public

@@ -20,6 +20,13 @@ class DecodeError(GtracError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+class Oversize(DecodeError):
+    """A message larger than the cap for its kind."""
+
+    def __init__(self, what: str, size: int, cap: int, field: str | None = None):
+        super().__init__(f"{what} of {size} bytes exceeds the cap of {cap}", field)
+
+
 class Dropped(GtracError):
     """A well-formed message the verifier refuses (bad signature, replay, skew, ...)."""
 

@@ -42,6 +42,15 @@ class Chunk:
     tokens: list[int] | None = None
     hidden: dict | None = None  # wire tensor {dtype, shape, data: bytes}
 
+    def body(self, sid: bytes, **extra) -> dict:
+        """The prefill/step frame body that sends this chunk."""
+        b = {"session": sid, "pos": self.pos, **extra}
+        if self.tokens is not None:
+            b["tokens"] = self.tokens
+        else:
+            b["hidden"] = self.hidden
+        return b
+
     def cut(self, pos: int) -> Chunk | None:
         """The part of this chunk before `pos` (None if nothing)."""
         if pos <= self.pos:
@@ -173,7 +182,6 @@ class Generation:
         self.fed: list[int] = []
         self.model: str | None = None
         self.selection_ms = 0.0
-        self.repairs = 0
         self.failed: set[str] = set()
         self.repair_log: list[dict] = []
         self.eos_ids: list[int] = []
@@ -206,6 +214,10 @@ class Generation:
             if failed is not None:
                 raise failed from None
             raise
+
+    @property
+    def repairs(self) -> int:
+        return len(self.repair_log)
 
     @property
     def granted_length(self) -> int:
@@ -250,17 +262,11 @@ class Generation:
             new = Hop(self.view.workers[rep.id], hs, history=list(old.history))
             await hs.open(self._open_body(new.peer), self.open_timeout)
             for ch in replay_plan(new.history, self.exact_replay_max):
-                body = {"session": self.sid, "pos": ch.pos, "sample": False}
-                if ch.tokens is not None:
-                    body["tokens"] = ch.tokens
-                else:
-                    body["hidden"] = ch.hidden
-                await hs.timed("prefill", body, self.deadline(new, ch.n))
+                await hs.timed("prefill", ch.body(self.sid, sample=False), self.deadline(new, ch.n))
         except (HopFailed, HopError) as e2:
             self.failed.add(rep.id)
             raise GenerationFailed(f"repair of hop {i} on {rep.id[-8:]} failed too: {e2}", culprit=pid) from None
         self.hops[i] = new
-        self.repairs += 1
         self.repair_log.append({"hop": i, "failed": pid, "replacement": rep.id, "error": str(err),
                                 "repair_ms": (time.perf_counter() - t0) * 1e3})
 
@@ -268,13 +274,8 @@ class Generation:
     async def _hop_call(self, i: int, kind: str, chunk: Chunk, extra: dict) -> dict:
         for attempt in (0, 1):
             hop = self.hops[i]
-            body = {"session": self.sid, "pos": chunk.pos, **extra}
-            if chunk.tokens is not None:
-                body["tokens"] = chunk.tokens
-            else:
-                body["hidden"] = chunk.hidden
             try:
-                res, ms = await hop.session.timed(kind, body, self.deadline(hop, chunk.n))
+                res, ms = await hop.session.timed(kind, chunk.body(self.sid, **extra), self.deadline(hop, chunk.n))
             except (HopFailed, HopError) as e:
                 if attempt == 1:
                     raise GenerationFailed(f"hop {i} failed again after repair: {e}", culprit=hop.peer.peer_id) from None
@@ -350,7 +351,7 @@ class Generation:
             t0 = time.perf_counter()
             if recompute:
                 self._truncate(0)
-                new, pos = self.fed_recompute(tokens, out), 0
+                new, pos = list(tokens) + out, 0
             res = await self.forward(pos, new, out[-8:])
             ms = (time.perf_counter() - t0) * 1e3
             if step == 0:
@@ -370,10 +371,6 @@ class Generation:
                 on_piece(piece)
             new = [tok]
         return TurnResult(out, "".join(text), prefill_ms, steps, self.repairs, self.chain, self.selection_ms, eos)
-
-    @staticmethod
-    def fed_recompute(tokens: list[int], out: list[int]) -> list[int]:
-        return list(tokens) + list(out)
 
     def trust_outcome(self, success: bool, culprit: str | None) -> None:
         chain = self.chain + [r["failed"] for r in self.repair_log]

@@ -230,9 +230,10 @@ class Keystore:
         return self.generate(name, passphrase)
 
     def names(self) -> list[str]:
+        """Every key in the store: private ones and imported public ones."""
         if not self.root.is_dir():
             return []
-        return sorted(p.stem for p in self.root.glob("*.key"))
+        return sorted({p.stem for p in self.root.glob("*.key")} | {p.stem for p in self.root.glob("*.pub")})
 
     def public(self, name: str) -> bytes:
         pubp = self.root / f"{_check_name(name)}.pub"

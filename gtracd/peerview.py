@@ -8,7 +8,7 @@ this seeker's own observations; the anchors' ledger (control plane) supersedes i
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .routing import Peer, Snapshot
 
@@ -26,7 +26,6 @@ class WorkerEntry:
     latency_ms: float | None = None  # seeker-measured EWMA; None until observed
     trust: float | None = None  # local estimate; None = initial trust
     last_seen: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class PeerView:

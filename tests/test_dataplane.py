@@ -75,6 +75,21 @@ async def _raw(host, w):
     return FramedStream(await open_stream(host, pid, INFER))
 
 
+async def _session(host, w, max_length=300):
+    """A raw stream to worker w (layers 3:6) with one session open: (stream, session id)."""
+    fs = await _raw(host, w)
+    await fs.send("info", {}, 5)
+    fp = (await fs.read(5))[1]["model"]
+    sid = os.urandom(16)
+    await fs.send("open", {"session": sid, "model": fp, "start": 3, "end": 6, "max_length": max_length}, 5)
+    assert (await fs.read(5))[0] == "opened"
+    return fs, sid
+
+
+def _hidden(n):
+    return encode_tensor("float32", (1, n, 64), bytes(n * 64 * 4))
+
+
 async def _expect_error(fs, code):
     kind, body = await fs.read(10)
     assert kind == "error", (kind, body)
@@ -154,13 +169,8 @@ async def test_oversize_frame_is_refused_and_stream_dropped(tiny_cluster):
 async def test_cancel_mid_step(tiny_cluster):
     folder, ws = tiny_cluster
     async with running_host(Identity.generate()) as host:
-        fs = await _raw(host, ws[1])
-        await fs.send("info", {}, 5)
-        fp = (await fs.read(5))[1]["model"]
-        sid = os.urandom(16)
-        await fs.send("open", {"session": sid, "model": fp, "start": 3, "end": 6, "max_length": 300}, 5)
-        await fs.read(5)
-        big = encode_tensor("float32", (1, 256, 64), bytes(256 * 64 * 4))
+        fs, sid = await _session(host, ws[1])
+        big = _hidden(256)
         await fs.send("prefill", {"session": sid, "pos": 0, "hidden": big}, 5)
         await fs.send("cancel", {"session": sid}, 5)  # arrives while the prefill computes
         body = await _expect_error(fs, "cancelled")
@@ -205,21 +215,10 @@ def smol():
 
 
 def smol_reference(folder, n):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+    from gtracd.engine.reference import chat_ids, greedy, load
 
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    ids = tok.apply_chat_template([{"role": "user", "content": "Tell me a short story about a robot."}],
-                                  add_generation_prompt=True, tokenize=True)
-    ids = ids if isinstance(ids, list) else ids["input_ids"]
-    m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    out_t = []
-    with torch.inference_mode():
-        c = DynamicCache()
-        out = m(torch.tensor([ids]), past_key_values=c, use_cache=True, logits_to_keep=1)
-        for _ in range(n):
-            out_t.append(int(out.logits[0, -1].argmax()))
-            out = m(torch.tensor([[out_t[-1]]]), past_key_values=c, use_cache=True, logits_to_keep=1)
-    return ids, out_t, tok
+    ids, tok = chat_ids(folder, [{"role": "user", "content": "Tell me a short story about a robot."}])
+    return ids, greedy(load(folder), ids, n).tokens, tok
 
 
 async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
@@ -311,13 +310,8 @@ async def test_cancelling_a_generation_frees_the_session_on_every_hop(tiny_clust
 async def test_seeker_vanishing_mid_request_does_not_hurt_the_worker(tiny_cluster):
     folder, ws = tiny_cluster
     async with running_host(Identity.generate()) as host:
-        fs = await _raw(host, ws[1])
-        await fs.send("info", {}, 5)
-        fp = (await fs.read(5))[1]["model"]
-        sid = os.urandom(16)
-        await fs.send("open", {"session": sid, "model": fp, "start": 3, "end": 6, "max_length": 300}, 5)
-        await fs.read(5)
-        big = encode_tensor("float32", (1, 256, 64), bytes(256 * 64 * 4))
+        fs, sid = await _session(host, ws[1])
+        big = _hidden(256)
         await fs.send("prefill", {"session": sid, "pos": 0, "hidden": big}, 5)
         await fs.reset()  # gone before the result can be written back
         ok = await _raw(host, ws[1])

@@ -4,6 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from gtracd.engine.reference import greedy, load  # noqa: E402
 from gtracd.engine.sampling import sample  # noqa: E402
 from gtracd.engine.shard import Shard  # noqa: E402
 from gtracd.engine.tensors import from_wire, to_wire  # noqa: E402
@@ -22,19 +23,8 @@ def model_dir(request, tmp_path_factory):
 
 
 def monolithic(folder, prompt, steps):
-    from transformers import AutoModelForCausalLM, DynamicCache
-
-    m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa").eval()
-    logits, toks = [], []
-    with torch.inference_mode():
-        c = DynamicCache()
-        out = m(torch.tensor([prompt]), past_key_values=c, use_cache=True, logits_to_keep=1)
-        for _ in range(steps):
-            lg = out.logits[0, -1]
-            logits.append(lg)
-            toks.append(int(lg.argmax()))
-            out = m(torch.tensor([[toks[-1]]]), past_key_values=c, use_cache=True, logits_to_keep=1)
-    return logits, toks
+    run = greedy(load(folder), prompt, steps)
+    return run.logits, run.tokens
 
 
 def sharded(folder, split, prompt, steps, wire=True):

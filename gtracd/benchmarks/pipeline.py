@@ -42,30 +42,16 @@ def split(layers: int, k: int) -> list[tuple[int, int]]:
 
 def monolithic(model: str, tokens: int) -> dict:
     """Runs in its own process (clean VmHWM): load the whole model, greedy decode `tokens` tokens."""
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
-
     from ..engine.models import resolve_model
+    from ..engine.reference import chat_ids, greedy, load
+    from ..engine.shard import set_threads
 
+    set_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     folder = resolve_model(model)
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    ids = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)
-    ids = ids if isinstance(ids, list) else ids["input_ids"]
-    with torch.inference_mode():
-        c = DynamicCache()
-        t0 = time.perf_counter()
-        out = m(torch.tensor([ids]), past_key_values=c, use_cache=True, logits_to_keep=1)
-        prefill = (time.perf_counter() - t0) * 1e3
-        gen = [int(out.logits[0, -1].argmax())]
-        t1 = time.perf_counter()
-        for _ in range(tokens - 1):
-            out = m(torch.tensor([[gen[-1]]]), past_key_values=c, use_cache=True, logits_to_keep=1)
-            gen.append(int(out.logits[0, -1].argmax()))
-        dt = time.perf_counter() - t1
-    return {"tok_s": (tokens - 1) / dt, "prefill_ms": prefill, "peak_rss_mib": vmhwm_mib(), "tokens": gen}
+    ids, _ = chat_ids(folder, MESSAGES)
+    run = greedy(load(folder), ids, tokens)
+    return {"tok_s": (tokens - 1) / run.decode_s, "prefill_ms": run.prefill_ms, "peak_rss_mib": vmhwm_mib(),
+            "tokens": run.tokens}
 
 
 async def distributed(addrs: list[str], tokens: int, victim_after: int | None, kill) -> dict:

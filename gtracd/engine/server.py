@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DecodeError
 from ..sessions import Refused, SessionTable
 from .models import fingerprint
 from .sampling import Detokenizer, sample
@@ -162,6 +161,3 @@ class ShardServer:
                 "hidden_size": self.shard.config.hidden_size, "free_tokens": self.table.free_tokens,
                 "sessions": len(self.table), "version": version}
 
-
-def check_decode(e: DecodeError) -> tuple[str, str]:
-    return ("bad_tensor" if e.field and "hidden" in e.field else "bad_frame", str(e))

@@ -119,6 +119,7 @@ class Shard:
         try:
             for mname, mod in mods.items():
                 state = {}
+                buffers = {n for n, _ in mod.named_buffers()}
                 for pname, _ in list(mod.named_parameters()) + list(mod.named_buffers()):
                     full_name = f"{mname}.{pname}"
                     key = find(full_name)
@@ -126,7 +127,7 @@ class Shard:
                         emb = prefix + ("embed_tokens.weight" if self.family in LLAMA_LIKE else "wte.weight")
                         key = find(emb)  # tied embeddings
                     if key is None:
-                        if pname in dict(mod.named_buffers()):
+                        if pname in buffers:
                             continue  # non-persistent buffers (e.g. GPT-2's bias mask) stay computed
                         raise UserError(f"{self.folder}: tensor {full_name} not found in the safetensors files")
                     f = index[key]

@@ -9,14 +9,14 @@ import struct
 
 import trio
 
-from ..errors import DecodeError
+from ..errors import Oversize
 from ..wire import decode_frame, encode_frame
 from ..wire.limits import DEFAULT_LIMITS, Limits
 
 _HDR = struct.Struct(">I")
 
 
-class FrameTooLarge(DecodeError):
+class FrameTooLarge(Oversize):
     """The length header exceeds the cap: the stream can no longer be framed and must be dropped."""
 
 
@@ -66,7 +66,7 @@ class FramedStream:
             (n,) = _HDR.unpack_from(self._buf)
             if n > cap:
                 self._buf.clear()
-                raise FrameTooLarge(f"frame of {n} bytes exceeds the cap of {cap}", "frame")
+                raise FrameTooLarge("frame", n, cap, "frame")
             await self._fill(4 + n)
         data = bytes(self._buf[4:4 + n])
         del self._buf[:4 + n]
@@ -88,7 +88,7 @@ class FramedStream:
     async def send(self, kind: str, body: dict, timeout: float) -> None:
         await self.write_raw(encode_frame(kind, body, self.limits), timeout)
 
-    async def _quietly(self, op) -> None:
+    async def quietly(self, op) -> None:
         """Shielded, bounded, best effort: used on teardown paths."""
         with trio.move_on_after(1) as cs:
             cs.shield = True
@@ -98,7 +98,7 @@ class FramedStream:
                 pass
 
     async def close(self) -> None:
-        await self._quietly(self.stream.close)
+        await self.quietly(self.stream.close)
 
     async def reset(self) -> None:
-        await self._quietly(self.stream.reset)
+        await self.quietly(self.stream.reset)

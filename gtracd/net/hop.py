@@ -79,27 +79,16 @@ class HopSession:
 
     async def cancel(self, sid: bytes) -> None:
         """Best effort, bounded, shielded: used on Ctrl-C and errors."""
-        if self.fs is None:
-            return
-        with trio.move_on_after(1.0) as cs:
-            cs.shield = True
-            try:
-                await self.fs.send("cancel", {"session": sid}, 1.0)
-            except Exception:
-                pass
+        if self.fs is not None:
+            await self.fs.quietly(lambda: self.fs.send("cancel", {"session": sid}, 1.0))
         await self.abort()
 
     async def close(self, sid: bytes) -> None:
         if self.fs is None:
             return
-        with trio.move_on_after(1.0) as cs:
-            cs.shield = True
-            try:
-                if self.opened:
-                    await self.fs.send("close", {"session": sid}, 1.0)
-                await self.fs.close()
-            except Exception:
-                pass
+        if self.opened:
+            await self.fs.quietly(lambda: self.fs.send("close", {"session": sid}, 1.0))
+        await self.fs.close()
         self.fs = None
 
     async def abort(self) -> None:

@@ -17,9 +17,9 @@ import time
 
 import trio
 
-from ..errors import GtracError, UserError
+from ..errors import UserError
 from ..generation import Generation, GenerationFailed, SeekerNet
-from ..net.hop import HopError, HopFailed, fetch_info
+from ..net.hop import fetch_info
 from ..peerview import PeerView, WorkerEntry
 from ..routing import Params
 from . import common
@@ -61,9 +61,9 @@ async def discover(net: SeekerNet, view: PeerView, addrs: list[str], timeout: fl
             with trio.fail_after(timeout):
                 lp = await dial(net.host, addr, timeout)
                 info = await fetch_info(net.host, lp, lp.to_base58(), timeout)
-        except (trio.TooSlowError, HopFailed, HopError, OSError, Exception) as e:
-            if isinstance(e, UserError):
-                raise
+        except UserError:
+            raise
+        except Exception as e:  # unreachable, timed out, refused: reported, not fatal
             problems.append(f"{addr}: {type(e).__name__}: {e}")
             return
         view.add(WorkerEntry(info["peer_id"], addr, info["start"], info["end"], info["total_layers"], info["model"],
@@ -114,14 +114,14 @@ async def run_generate(args, s, ident) -> int:
         async def one(i: int, prompt: str) -> None:
             gen = new_gen()
             try:
-                with trio.fail_after(s.request_timeout_s + args_tokens(args, s) * 2.0):
+                with trio.fail_after(s.request_timeout_s + s.max_new_tokens * 2.0):
                     await gen.start()
                     status(f"gtracd: chain ({s.mode}, selected in {gen.selection_ms:.3f} ms): " +
                            " -> ".join(f"{h.peer.name or h.peer.peer_id[-8:]}[{h.peer.start}:{h.peer.end}]"
                                        for h in gen.hops))
                     toks = await gen.tokenize(text=prompt)
                     on_piece = (lambda t: (sys.stdout.write(t), sys.stdout.flush())) if streaming else None
-                    r = await gen.turn(toks, args_tokens(args, s), on_piece)
+                    r = await gen.turn(toks, s.max_new_tokens, on_piece)
                 gen.trust_outcome(True, None)
                 results[i] = {"prompt": prompt, "text": r.text, "tokens": r.tokens, "chain": r.chain,
                               "prefill_ms": r.prefill_ms, "tok_s": (len(r.step_ms) / (sum(r.step_ms) / 1e3))
@@ -157,10 +157,6 @@ async def run_generate(args, s, ident) -> int:
                 print(f"--- {r['prompt']}\n{r['text']}")
                 _stats(status, r)
         return 1 if failed or any("error" in r for r in results) else 0
-
-
-def args_tokens(args, s) -> int:
-    return s.max_new_tokens
 
 
 def _stats(status, r: dict) -> None:
@@ -231,7 +227,4 @@ def main(argv: list[str]) -> int:
     s = common.settings_from(args, SETTINGS)
     common.setup_logging(args.log_level)
     ident = common.identity(args, s, "seeker")
-    try:
-        return trio.run(run_generate, args, s, ident)
-    except GtracError:
-        raise
+    return trio.run(run_generate, args, s, ident)

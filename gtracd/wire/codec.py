@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgpack
 
-from ..errors import DecodeError
+from ..errors import DecodeError, Oversize
 
 
 def _canon(obj):
@@ -34,7 +34,7 @@ def _no_ext(code, data):
 
 def unpackb(data: bytes | memoryview, max_bytes: int) -> object:
     if len(data) > max_bytes:
-        raise DecodeError(f"message of {len(data)} bytes exceeds the cap of {max_bytes}")
+        raise Oversize("message", len(data), max_bytes)
     try:
         return msgpack.unpackb(
             data, raw=False, use_list=True, strict_map_key=True, ext_hook=_no_ext,

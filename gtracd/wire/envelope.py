@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..errors import DecodeError
+from ..errors import DecodeError, Oversize
 from ..identity import Identity, peer_id_from_public, verify
 from .codec import packb, unpackb
 from .kinds import ENVELOPE_KINDS
@@ -64,7 +64,7 @@ def encode_envelope(ident: Identity, kind: str, body: dict, seq: int, ts: float,
     raw = packb({"v": VERSION, "kind": kind, "from": pub, "seq": seq, "ts": float(ts), "body": body, "sig": sig})
     cap = limits.envelope_cap(kind)
     if len(raw) > cap:
-        raise DecodeError(f"{kind} of {len(raw)} bytes exceeds the cap of {cap}", "body")
+        raise Oversize(kind, len(raw), cap, "body")
     return Envelope(kind, pub, seq, float(ts), body, sig, raw)
 
 
@@ -79,7 +79,7 @@ def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     kind = hdr["kind"]
     cap = limits.envelope_cap(kind)
     if len(data) > cap:
-        raise DecodeError(f"{kind} of {len(data)} bytes exceeds the cap of {cap}", "envelope")
+        raise Oversize(kind, len(data), cap, "envelope")
     body = check_map(ENVELOPE_KINDS[kind], obj["body"], "body")
     _cross_checks(kind, body)
     return Envelope(kind, bytes(hdr["from"]), hdr["seq"], float(hdr["ts"]), body, bytes(hdr["sig"]), bytes(data))

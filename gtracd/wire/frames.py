@@ -6,7 +6,7 @@ binds them to the remote peer id (see docs/decisions.md).
 
 from __future__ import annotations
 
-from ..errors import DecodeError
+from ..errors import DecodeError, Oversize
 from .codec import packb, unpackb
 from .kinds import FRAME_KINDS
 from .limits import DEFAULT_LIMITS, Limits
@@ -22,7 +22,7 @@ def encode_frame(kind: str, body: dict, limits: Limits = DEFAULT_LIMITS, check: 
         check_map(FRAME_KINDS[kind], body)
     raw = packb({"v": VERSION, "kind": kind, "body": body})
     if len(raw) > limits.frame_cap(kind):
-        raise DecodeError(f"{kind} frame of {len(raw)} bytes exceeds the cap of {limits.frame_cap(kind)}", "body")
+        raise Oversize(f"{kind} frame", len(raw), limits.frame_cap(kind), "body")
     return raw
 
 
@@ -36,6 +36,6 @@ def decode_frame(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dic
     if not isinstance(kind, str) or kind not in FRAME_KINDS:
         raise DecodeError(f"unknown frame kind {kind!r}", "frame.kind")
     if len(data) > limits.frame_cap(kind):
-        raise DecodeError(f"{kind} frame of {len(data)} bytes exceeds the cap of {limits.frame_cap(kind)}", "frame")
+        raise Oversize(f"{kind} frame", len(data), limits.frame_cap(kind), "frame")
     body = check_map(FRAME_KINDS[kind], obj["body"], "body")
     return kind, body

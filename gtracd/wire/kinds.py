@@ -53,10 +53,6 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
         "network": F("str", minlen=1, maxlen=64),
         "heads": F("dict", maxlen=4096, item=F("list", minlen=2, maxlen=2, item=F("int", lo=0, hi=U63))),
     },
-    "ledger_pull": {
-        "network": F("str", minlen=1, maxlen=64),
-        "have": F("dict", maxlen=4096, item=F("list", maxlen=100_000, item=F("int", lo=0, hi=U63))),
-    },
 }
 
 TOKENS = F("list", maxlen=1 << 20, item=F("int", lo=0, hi=1 << 31))
@@ -108,11 +104,6 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
     },
     "cancel": {"session": SESSION},
     "close": {"session": SESSION},
-    # anchor anti-entropy / status over streams (signed envelopes travel inside as bin)
-    "sync": {"digest": BIN_ENVELOPE},
-    "sync_reply": {"reports": F("list", maxlen=1024, item=BIN_ENVELOPE)},
-    "status": {"verbose": F("bool", optional=True)},
-    "status_reply": {"status": F("dict", maxlen=64, item=F("str", maxlen=1 << 20))},
     # worker capabilities (what a seeker needs before routing to it)
     "info": {},
     "info_reply": {

@@ -35,7 +35,6 @@ DEFAULT_LIMITS = Limits(
         "trust_report": 8 * KIB,
         "ledger_delta": 768 * KIB,
         "ledger_digest": 256 * KIB,
-        "ledger_pull": 256 * KIB,
     },
     frame={
         "open": 4 * KIB,
@@ -46,10 +45,6 @@ DEFAULT_LIMITS = Limits(
         "cancel": 1 * KIB,
         "close": 1 * KIB,
         "opened": 4 * KIB,
-        "sync": 1 * MIB,
-        "sync_reply": 8 * MIB,
-        "status": 1 * KIB,
-        "status_reply": 4 * MIB,
         "info": 1 * KIB,
         "info_reply": 4 * KIB,
         "tokenize": 4 * MIB,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 
-from ..errors import DecodeError, Dropped
+from ..errors import DecodeError, Dropped, Oversize
 from .envelope import Envelope, decode_envelope
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -65,7 +65,7 @@ class Verifier:
                 raise Dropped("unexpected_kind", env.kind)
             self.check(env, now)
         except DecodeError as e:
-            self.dropped["oversize" if "exceeds the cap" in str(e) else "malformed"] += 1
+            self.dropped["oversize" if isinstance(e, Oversize) else "malformed"] += 1
             return None
         except Dropped as e:
             self.dropped[e.reason] += 1
