@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gtracd.identity import Identity
-from gtracd.ledger import Ledger, Report, RuleParams, derive
+from gtracd.ledger import Derived, Ledger, Report, RuleParams, derive
 from gtracd.wire.envelope import encode_envelope
 
 REPORTERS = [bytes([i]) * 32 for i in range(4)]
@@ -101,13 +101,55 @@ def test_equivocation_resolves_the_same_everywhere():
     assert x == y and len(x) == 1 and x.equivocations == 1
 
 
-def test_anti_entropy_digest_finds_exactly_what_is_missing():
+def _sync(a: Ledger, b: Ledger) -> int:
+    """One anti-entropy exchange as the protocol runs it: a's heads -> b's diff -> a wants / a pushes."""
+    diff = b.diff(a.heads())
+    want, give = a.reconcile(diff)
+    moved = 0
+    for r in b.pick(want):
+        moved += a.add(r)
+    for r in give:
+        moved += b.add(r)
+    return moved
+
+
+def test_anti_entropy_finds_exactly_what_is_missing():
     full = Ledger([R(r, s, ["a"]) for r in range(3) for s in range(5)])
     part = Ledger([R(r, s, ["a"]) for r in range(3) for s in range(5) if (r, s) not in {(1, 2), (2, 4)}])
-    missing = full.missing_for(part.digest(), {rep: part.seqs(rep) for rep in REPORTERS})
-    assert {(m.reporter, m.seq) for m in missing} == {(REPORTERS[1], 2), (REPORTERS[2], 4)}
-    assert part.merge(Ledger(missing)) == full
-    assert full.missing_for(full.digest()) == []
+    diff = full.diff(part.heads())
+    assert set(diff) == {REPORTERS[1].hex(), REPORTERS[2].hex()}  # only differing reporters travel
+    want, give = part.reconcile(diff)
+    assert want == {REPORTERS[1].hex(): [2], REPORTERS[2].hex(): [4]} and give == []
+    assert _sync(part, full) == 2 and part == full
+    assert full.diff(full.heads()) == {}
+
+
+@PROP
+@given(SETS, SETS)
+def test_anti_entropy_converges_any_two_replicas(a, b):
+    A, B = Ledger(a), Ledger(b)
+    union = A.merge(B)
+    rounds = 0
+    while _sync(A, B):  # one round, plus one more when a reporter equivocated on a seq both sides hold
+        rounds += 1
+        assert rounds <= 2
+    assert A == B == union
+    assert A.heads() == B.heads()
+
+
+@PROP
+@given(SETS, st.randoms(use_true_random=False))
+def test_incremental_derivation_equals_full_derivation(rs, rnd):
+    lg = Ledger()
+    d = Derived(lg)
+    rnd.shuffle(rs)
+    for r in rs:
+        lg.add(r)
+        if rnd.random() < 0.3:
+            f = d.current()
+            assert (f.trust, f.latency) == derive(lg)
+    f = d.current()
+    assert (f.trust, f.latency) == derive(lg)
 
 
 def test_report_from_signed_envelope():
@@ -117,3 +159,83 @@ def test_report_from_signed_envelope():
                                                       culprit=-1, tokens=3), seq=9, ts=100.0)
     r = Report.from_envelope(env)
     assert r.key == (ident.public, 9) and r.chain == ("a", "b") and r.raw == env.raw
+
+
+# ---- admission (anchor-side validation) and the durable log
+
+SEEKER = Identity.generate()
+
+
+def signed_report(ident=SEEKER, seq=1, ts=1000.0, chain=("w1", "w2"), lats=(10.0, 20.0), outcome="success",
+                  culprit=-1, network="n"):
+    body = dict(network=network, request_id=b"r" * 16, model="m", mode="g-trac", chain=list(chain),
+                latency_ms=list(lats), outcome=outcome, culprit=culprit, tokens=3)
+    return encode_envelope(ident, "trust_report", body, seq=seq, ts=ts)
+
+
+def test_admission_rules_each_drop_is_named_and_counted():
+    from gtracd.ledger import Admission, AdmissionParams
+
+    lg = Ledger()
+    adm = Admission(lg, AdmissionParams(network="n", burst=3, rate_per_s=1.0, max_latency_ms=5000))
+    adm.heard("w1", 1000.0)
+    adm.heard("w2", 1000.0)
+    assert adm.offer(signed_report(seq=1), 1000.0) == "admitted"
+    assert adm.offer(signed_report(seq=1), 1000.0) == "duplicate"
+    assert adm.offer(signed_report(seq=2, network="other"), 1000.0) == "wrong_network"
+    assert adm.offer(signed_report(seq=3, lats=(10.0, 9e6)), 1000.0) == "implausible_latency"
+    assert adm.offer(signed_report(seq=4, ts=1000.0 - 7200), 1000.0) == "stale"
+    assert adm.offer(signed_report(seq=5, chain=("w1", SEEKER.peer_id)), 1000.0) == "self_report"
+    assert adm.offer(signed_report(seq=6), 1000.0) == "admitted"
+    assert adm.offer(signed_report(seq=7), 1000.0) == "admitted"
+    assert adm.offer(signed_report(seq=8), 1000.0) == "rate_limited"  # burst of 3 spent
+    assert adm.offer(signed_report(seq=9, ts=1002.0), 1002.0) == "admitted"  # refilled at 1/s
+    assert len(lg) == 4 and adm.admitted == 4
+    assert dict(adm.dropped) == {"duplicate": 1, "wrong_network": 1, "implausible_latency": 1, "stale": 1,
+                                 "self_report": 1, "rate_limited": 1}
+
+
+def test_admission_holds_reports_on_unknown_workers_until_heard_or_expired():
+    from gtracd.ledger import Admission, AdmissionParams
+
+    lg = Ledger()
+    adm = Admission(lg, AdmissionParams(network="n", pending_ttl_s=30))
+    adm.heard("w1", 1000.0)
+    assert adm.offer(signed_report(seq=1), 1000.0) == "pending" and len(lg) == 0 and adm.pending == 1
+    assert adm.offer(signed_report(seq=1), 1000.0) == "duplicate"
+    assert [r.seq for r in adm.heard("w2", 1001.0)] == [1] and len(lg) == 1 and adm.pending == 0
+    assert adm.offer(signed_report(seq=2, chain=("w1", "ghost")), 1001.0) == "pending"
+    adm.expire(1040.0)
+    assert adm.pending == 0 and adm.dropped["unknown_peer"] == 1 and len(lg) == 1
+
+
+def test_report_log_survives_restart_and_cuts_a_torn_tail(tmp_path):
+    from gtracd.ledger import ReportLog
+
+    path = tmp_path / "ledger.log"
+    envs = [signed_report(seq=i) for i in range(1, 6)]
+    log = ReportLog(path)
+    log.append([e.raw for e in envs[:3]])
+    log.append([e.raw for e in envs[3:]])
+    log.close()
+    with open(path, "ab") as f:  # a crash mid-append: half a record
+        f.write(len(envs[0].raw).to_bytes(4, "big") + envs[0].raw[:20])
+    log2 = ReportLog(path)
+    got = log2.load()
+    assert [r.seq for r in got] == [1, 2, 3, 4, 5] and log2.torn_bytes == 24
+    log2.append([signed_report(seq=6).raw])
+    log2.close()
+    assert [r.seq for r in ReportLog(path).load()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_report_log_skips_tampered_records(tmp_path):
+    from gtracd.ledger import ReportLog
+
+    path = tmp_path / "ledger.log"
+    raw = bytearray(signed_report(seq=1).raw)
+    raw[-70] ^= 1  # inside the body: the signature no longer holds
+    log = ReportLog(path)
+    log.append([bytes(raw), signed_report(seq=2).raw])
+    log.close()
+    log2 = ReportLog(path)
+    assert [r.seq for r in log2.load()] == [2] and log2.corrupt == 1

@@ -1,6 +1,9 @@
-"""The trust ledger (pure): a state-based CRDT of admitted trust reports, and the deterministic
-derivation of trust and latency from it."""
+"""The trust ledger (pure): a state-based CRDT of admitted trust reports, the deterministic derivation of
+trust and latency from it, anchor-side admission, and the durable report log."""
 
-from .crdt import Ledger, Report, RuleParams, derive
+from .admission import Admission, AdmissionParams
+from .crdt import Derived, Fold, Ledger, Report, RuleParams, derive
+from .store import ReportLog
 
-__all__ = ["Ledger", "Report", "RuleParams", "derive"]
+__all__ = ["Admission", "AdmissionParams", "Derived", "Fold", "Ledger", "Report", "ReportLog", "RuleParams",
+           "derive"]

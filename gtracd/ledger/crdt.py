@@ -61,103 +61,206 @@ class RuleParams:
     window_s: float = 3600.0
 
 
+def _order(r: Report) -> tuple:
+    return (r.ts, r.reporter, r.seq)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(16, "big")
+
+
+def _head_item(r: Report) -> bytes:
+    return hashlib.sha256(r.seq.to_bytes(8, "big") + r.digest).digest()[:16]
+
+
 class Ledger:
+    """The replicated state. Indexed per reporter; each reporter's head (count, XOR of item hashes) is kept
+    incrementally, so an anti-entropy digest costs O(reporters), not O(reports)."""
+
     def __init__(self, reports=()):
-        self._r: dict[tuple[bytes, int], Report] = {}
+        self._by: dict[bytes, dict[int, Report]] = {}
+        self._heads: dict[bytes, tuple[int, bytes]] = {}
+        self._n = 0
         self.equivocations = 0
+        self.log: list[Report] = []  # every state change, in the order applied (for incremental derivation)
+        self.rewrites = 0  # equivocation replacements: incremental derivation must start over
         for r in reports:
             self.add(r)
 
+    def get(self, reporter: bytes, seq: int) -> Report | None:
+        return self._by.get(reporter, {}).get(seq)
+
     def add(self, r: Report) -> bool:
         """True if the state changed."""
-        cur = self._r.get(r.key)
-        if cur is None:
-            self._r[r.key] = r
+        per = self._by.setdefault(r.reporter, {})
+        cur = per.get(r.seq)
+        if cur is not None:
+            if cur == r:
+                return False
+            self.equivocations += 1
+            if r.digest >= cur.digest:
+                return False
+            n, h = self._heads[r.reporter]
+            self._heads[r.reporter] = (n, _xor(_xor(h, _head_item(cur)), _head_item(r)))
+            per[r.seq] = r
+            self.rewrites += 1
+            self.log.append(r)
             return True
-        if cur == r:
-            return False
-        self.equivocations += 1
-        if r.digest < cur.digest:
-            self._r[r.key] = r
-            return True
-        return False
+        per[r.seq] = r
+        n, h = self._heads.get(r.reporter, (0, bytes(16)))
+        self._heads[r.reporter] = (n + 1, _xor(h, _head_item(r)))
+        self._n += 1
+        self.log.append(r)
+        return True
 
     def merge(self, other: Ledger) -> Ledger:
-        out = Ledger(self._r.values())
-        out.equivocations = self.equivocations
-        for r in other._r.values():
+        out = Ledger(self.reports())
+        out.equivocations += self.equivocations
+        for r in other.reports():
             out.add(r)
         return out
 
     def __len__(self) -> int:
-        return len(self._r)
+        return self._n
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Ledger) and self._r == other._r
+        return isinstance(other, Ledger) and self._by == other._by
 
     def __contains__(self, key) -> bool:
-        return key in self._r
+        rep, seq = key
+        return seq in self._by.get(rep, {})
 
     def reports(self) -> list[Report]:
-        return sorted(self._r.values(), key=lambda r: (r.ts, r.reporter, r.seq))
+        return sorted((r for per in self._by.values() for r in per.values()), key=_order)
 
-    # ---- anti-entropy
-    def digest(self) -> dict[bytes, tuple[int, bytes]]:
-        """Per reporter: (count, hash of its (seq, digest) pairs). Equal digests => equal sub-states."""
-        per: dict[bytes, list[tuple[int, bytes]]] = {}
-        for (rep, seq), r in self._r.items():
-            per.setdefault(rep, []).append((seq, r.digest))
-        out = {}
-        for rep, items in per.items():
-            h = hashlib.sha256()
-            for seq, d in sorted(items):
-                h.update(seq.to_bytes(8, "big") + d)
-            out[rep] = (len(items), h.digest()[:16])
-        return out
+    # ---- anti-entropy (digest -> diff -> want / push)
+    def heads(self) -> dict[str, dict]:
+        """Per reporter (hex public key): {n: count, h: XOR of item hashes}. Equal heads => equal sub-states."""
+        return {rep.hex(): {"n": n, "h": h} for rep, (n, h) in self._heads.items()}
 
     def seqs(self, reporter: bytes) -> list[int]:
-        return sorted(seq for (rep, seq) in self._r if rep == reporter)
+        return sorted(self._by.get(reporter, {}))
 
-    def missing_for(self, their_digest: dict[bytes, tuple[int, bytes]], their_seqs=None) -> list[Report]:
-        """Reports the other side may lack: every reporter whose digest differs (all of that reporter's
-        reports, or only the seqs they don't list when `their_seqs` is given)."""
-        mine = self.digest()
-        out = []
-        for rep, dg in mine.items():
-            if their_digest.get(rep) == dg:
+    def diff(self, their_heads: dict[str, dict]) -> dict[str, list[int]]:
+        """For every reporter whose head differs from theirs (either side may lack it): my seqs."""
+        out = {}
+        for hexrep, (n, h) in ((k.hex(), v) for k, v in self._heads.items()):
+            th = their_heads.get(hexrep)
+            if th is None or th["n"] != n or bytes(th["h"]) != h:
+                out[hexrep] = self.seqs(bytes.fromhex(hexrep))
+        for hexrep in their_heads:
+            if hexrep not in out and _unhex(hexrep) not in self._heads:
+                out[hexrep] = []
+        return out
+
+    def reconcile(self, their_seqs: dict[str, list[int]]) -> tuple[dict[str, list[int]], list[Report]]:
+        """Given the other side's seqs for the reporters that differ: (what I lack, what they lack)."""
+        want: dict[str, list[int]] = {}
+        give: list[Report] = []
+        for hexrep, seqs in their_seqs.items():
+            rep = _unhex(hexrep)
+            if rep is None:
                 continue
-            have = set(their_seqs.get(rep, ())) if their_seqs else set()
-            out.extend(r for (rr, seq), r in self._r.items() if rr == rep and seq not in have)
-        return sorted(out, key=lambda r: (r.ts, r.reporter, r.seq))
+            mine = self._by.get(rep, {})
+            theirs = set(seqs)
+            if theirs and theirs == set(mine):  # same seqs, different heads: an equivocation; swap them all
+                want[hexrep] = sorted(theirs)
+                give.extend(mine.values())
+                continue
+            lack = sorted(theirs.difference(mine))
+            if lack:
+                want[hexrep] = lack
+            give.extend(r for s, r in mine.items() if s not in theirs)
+        return want, sorted(give, key=_order)
+
+    def pick(self, want: dict[str, list[int]]) -> list[Report]:
+        out = []
+        for hexrep, seqs in want.items():
+            per = self._by.get(_unhex(hexrep) or b"", {})
+            out.extend(per[s] for s in seqs if s in per)
+        return out
+
+
+def _unhex(h: str) -> bytes | None:
+    try:
+        b = bytes.fromhex(h)
+    except ValueError:
+        return None
+    return b if len(b) == 32 else None
+
+
+class Fold:
+    """The derivation state: reports applied one at a time in the total order (ts, reporter, seq)."""
+
+    def __init__(self, p: RuleParams):
+        self.p = p
+        self.trust: dict[str, float] = {}
+        self.latency: dict[str, float] = {}
+        self.spent: dict[tuple[bytes, str, int], float] = {}
+        self.last: tuple | None = None
+        self.applied = 0
+
+    def _move(self, rep: Report, peer: str, delta: float) -> None:
+        p = self.p
+        k = (rep.reporter, peer, int(rep.ts // p.window_s))
+        left = p.reporter_budget - self.spent.get(k, 0.0)
+        if left <= 0.0:
+            return
+        d = max(-left, min(left, delta))
+        self.spent[k] = self.spent.get(k, 0.0) + abs(d)
+        t = self.trust.get(peer, p.initial_trust) + d
+        self.trust[peer] = 1.0 if t > 1.0 else (0.0 if t < 0.0 else t)
+
+    def apply(self, r: Report) -> None:
+        p = self.p
+        for peer, ms in zip(r.chain, r.latency_ms, strict=False):
+            prev = self.latency.get(peer, p.latency0_ms)
+            self.latency[peer] = (1.0 - p.alpha) * prev + p.alpha * ms
+        if r.outcome == "success":
+            for peer in r.chain:
+                self._move(r, peer, p.reward)
+        elif r.culprit >= 0:
+            self._move(r, r.chain[r.culprit], -p.penalty)
+        else:
+            for peer in r.chain:
+                self._move(r, peer, -p.unknown_penalty)
+        self.last = _order(r)
+        self.applied += 1
 
 
 def derive(ledger: Ledger, p: RuleParams = RuleParams()) -> tuple[dict[str, float], dict[str, float]]:
     """(trust, latency EWMA) per peer id, deterministic for a given set of reports."""
-    trust: dict[str, float] = {}
-    lat: dict[str, float] = {}
-    spent: dict[tuple[bytes, str, int], float] = {}
-
-    def move(rep: Report, peer: str, delta: float) -> None:
-        win = int(rep.ts // p.window_s)
-        k = (rep.reporter, peer, win)
-        left = p.reporter_budget - spent.get(k, 0.0)
-        if left <= 0.0:
-            return
-        d = max(-left, min(left, delta))
-        spent[k] = spent.get(k, 0.0) + abs(d)
-        t = trust.get(peer, p.initial_trust) + d
-        trust[peer] = 1.0 if t > 1.0 else (0.0 if t < 0.0 else t)
-
+    f = Fold(p)
     for r in ledger.reports():
-        for peer, ms in zip(r.chain, r.latency_ms, strict=False):
-            prev = lat.get(peer, p.latency0_ms)
-            lat[peer] = (1.0 - p.alpha) * prev + p.alpha * ms
-        if r.outcome == "success":
-            for peer in r.chain:
-                move(r, peer, p.reward)
-        elif r.culprit >= 0:
-            move(r, r.chain[r.culprit], -p.penalty)
-        else:
-            for peer in r.chain:
-                move(r, peer, -p.unknown_penalty)
-    return trust, lat
+        f.apply(r)
+    return f.trust, f.latency
+
+
+class Derived:
+    """`derive` kept current as reports arrive: a report that sorts after everything folded so far is applied
+    incrementally (the common case: new reports are recent); anything else refolds from scratch. Either way
+    the result equals `derive(ledger)` bit for bit."""
+
+    def __init__(self, ledger: Ledger, p: RuleParams = RuleParams()):
+        self.ledger, self.p = ledger, p
+        self._fold = Fold(p)
+        self._seen = 0  # position in ledger.log
+        self._rewrites = 0
+        self.refolds = 0
+
+    def current(self) -> Fold:
+        lg = self.ledger
+        new = lg.log[self._seen:]
+        if not new and self._rewrites == lg.rewrites:
+            return self._fold
+        self._seen = len(lg.log)
+        new_sorted = sorted(new, key=_order)
+        if (self._rewrites != lg.rewrites or (self._fold.last is not None and new_sorted
+                                               and _order(new_sorted[0]) <= self._fold.last)):
+            self._rewrites = lg.rewrites
+            self.refolds += 1
+            self._fold = Fold(self.p)
+            new_sorted = lg.reports()
+        for r in new_sorted:
+            self._fold.apply(r)
+        return self._fold

@@ -30,9 +30,11 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
         "load": F("float", lo=0.0, hi=1e6),
         "version": F("str", maxlen=32),
         "name": F("str", maxlen=64, optional=True),
+        "total_layers": F("int", lo=1, hi=100_000, optional=True),
     },
     # many identities hosted by one process: one gossip message carrying each identity's own signed heartbeat
-    "heartbeat_batch": {"items": F("list", minlen=1, maxlen=512, item=F("bin", maxlen=1024))},
+    "heartbeat_batch": {"network": F("str", minlen=1, maxlen=64),
+                        "items": F("list", minlen=1, maxlen=256, item=F("bin", maxlen=4096))},
     "trust_report": {
         "network": F("str", minlen=1, maxlen=64),
         "request_id": SESSION,
@@ -48,14 +50,13 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
     # anchors forward the reporter-signed reports they admitted (each verifiable on its own)
     "ledger_delta": {"network": F("str", minlen=1, maxlen=64),
                      "reports": F("list", maxlen=96, item=BIN_ENVELOPE)},
-    # anti-entropy digest: per reporter, how many reports of theirs are held and a hash of their seqs
-    "ledger_digest": {
-        "network": F("str", minlen=1, maxlen=64),
-        "heads": F("dict", maxlen=4096, item=F("list", minlen=2, maxlen=2, item=F("int", lo=0, hi=U63))),
-    },
 }
 
 TOKENS = F("list", maxlen=1 << 20, item=F("int", lo=0, hi=1 << 31))
+NETWORK = F("str", minlen=1, maxlen=64)
+SEQS = F("dict", maxlen=1 << 16, item=F("list", maxlen=1 << 16, item=F("int", lo=0, hi=U63)))
+REPORT_LIST = F("list", maxlen=256, item=BIN_ENVELOPE)
+HEADS = F("dict", maxlen=1 << 16, item=F("map", fields={"n": F("int", lo=0, hi=U63), "h": F("bin", minlen=16, maxlen=16)}))
 
 FRAME_KINDS: dict[str, dict[str, F]] = {
     "open": {
@@ -127,9 +128,21 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "add_generation_prompt": F("bool", optional=True),
     },
     "tokens": {"tokens": TOKENS, "eos": F("list", maxlen=16, item=F("int", lo=0, hi=1 << 31))},
+    # ---- ledger protocol (/gtrac/ledger/1.0.0): seeker -> anchor submissions, anti-entropy, seeker pulls.
+    # Reports travel as the reporter-signed envelope bytes, so every receiver re-verifies each one.
+    "submit": {"network": NETWORK, "reports": REPORT_LIST},
+    "ack": {"admitted": F("int", lo=0, hi=1 << 20), "duplicate": F("int", lo=0, hi=1 << 20),
+            "pending": F("int", lo=0, hi=1 << 20), "dropped": F("dict", maxlen=32, item=F("int", lo=0, hi=1 << 20))},
+    # anti-entropy round 1: per reporter (hex public key) how many reports are held and an XOR set hash
+    "digest": {"network": NETWORK, "heads": HEADS},
+    # round 1 reply: for every reporter whose head differs, the responder's seqs (empty: none held)
+    "diff": {"seqs": SEQS},
+    # round 2: per reporter (hex) the seqs the asker lacks; answered by `reports` pages
+    "want": {"seqs": SEQS},
+    "reports": {"reports": REPORT_LIST, "more": F("bool")},
 }
 
 ERROR_CODES = (
     "bad_frame", "bad_tensor", "unknown_session", "too_long", "busy", "cancelled", "wrong_model",
-    "wrong_layers", "internal", "timeout", "closed",
+    "wrong_layers", "internal", "timeout", "closed", "wrong_network", "not_anchor",
 )

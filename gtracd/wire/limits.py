@@ -34,7 +34,6 @@ DEFAULT_LIMITS = Limits(
         "heartbeat_batch": 512 * KIB,
         "trust_report": 8 * KIB,
         "ledger_delta": 768 * KIB,
-        "ledger_digest": 256 * KIB,
     },
     frame={
         "open": 4 * KIB,
@@ -49,5 +48,11 @@ DEFAULT_LIMITS = Limits(
         "info_reply": 4 * KIB,
         "tokenize": 4 * MIB,
         "tokens": 8 * MIB,
+        "submit": 2 * MIB + 4 * KIB,
+        "ack": 4 * KIB,
+        "digest": 8 * MIB,
+        "diff": 16 * MIB,
+        "want": 1 * MIB,
+        "reports": 2 * MIB + 4 * KIB,
     },
 )
