@@ -95,7 +95,55 @@ def cmd_demo(args) -> int:
     return demo.main(args)
 
 
+def cmd_testbed(args) -> int:
+    import trio
+
+    from .config import flags_from, load_settings
+    from .roles import common
+    from .testbed import run_fleet
+
+    s = load_settings(args.config, flags_from(args, TESTBED_SETTINGS))
+    common.setup_logging(args.log_level)
+    try:
+        trio.run(run_fleet, args, s)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .config import load_settings
+    from .status import main
+
+    s = load_settings(args.config, {"data_dir": args.data_dir} if args.data_dir else None)
+    return main(args, s)
+
+
+TESTBED_SETTINGS = ["network", "listen", "bootstrap", "data_dir", "heartbeat_s"]
+
+
 def register(sub) -> None:
+    from .config import add_setting_flags
+
+    st = sub.add_parser("status", help="what running daemons see: peers, liveness, trust, anchors, drops")
+    st.add_argument("name", nargs="?", help="only this daemon (e.g. anchor-a1, or just a1)")
+    st.add_argument("--data-dir", help="state directory the daemons run with (default ~/.gtracd)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    tb = sub.add_parser("testbed", help="control-plane load for tests and benchmarks (no inference)")
+    tsub = tb.add_subparsers(dest="testbed_cmd", required=True)
+    fl = tsub.add_parser("fleet", help="one process announcing N worker identities with batched heartbeats")
+    fl.add_argument("--identities", type=int, default=50)
+    fl.add_argument("--stages", type=int, default=3, help="layer ranges the identities are spread over")
+    fl.add_argument("--total-layers", type=int, default=30)
+    fl.add_argument("--seed", default="fleet", help="identities derive from this (stable across restarts)")
+    fl.add_argument("--name", default="fleet")
+    fl.add_argument("--ready-file")
+    fl.add_argument("--log-level", default="WARNING")
+    add_setting_flags(fl, TESTBED_SETTINGS)
+    tb.set_defaults(func=cmd_testbed)
+
     m = sub.add_parser("model", help="prepare models (workers)")
     msub = m.add_subparsers(dest="model_cmd", required=True)
     mp = msub.add_parser("prepare", help="convert/download once; print folder, depth and fingerprint")

@@ -44,6 +44,8 @@ class Settings:
     sync_s: float = field(default=2.0, metadata={"help": "registry / anti-entropy period"})
     reporter_budget: float = field(default=0.5, metadata={"help": "max trust one reporter moves per peer per window"})
     reporter_window_s: float = field(default=3600.0, metadata={"help": "slander-resistance window"})
+    report_rate: float = field(default=5.0, metadata={"help": "anchor: sustained trust reports/s per reporter"})
+    report_burst: float = field(default=50.0, metadata={"help": "anchor: report burst per reporter"})
     # --- worker
     model: str = field(default="smollm2-135m", metadata={"help": "smollm2-135m | local HF folder | hub id"})
     layers: str = field(default="", metadata={"help": "START:END layer range hosted by a worker"})

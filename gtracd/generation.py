@@ -72,6 +72,11 @@ class Hop:
     history: list[Chunk] = field(default_factory=list)
     step_ms: list[float] = field(default_factory=list)
     compute_ms: list[float] = field(default_factory=list)
+    call_ms: list[float] = field(default_factory=list)  # every call (prefills too)
+
+    def latency_ms(self) -> float | None:
+        xs = self.step_ms or self.call_ms
+        return sum(xs) / len(xs) if xs else None
 
 
 @dataclass
@@ -268,7 +273,10 @@ class Generation:
             raise GenerationFailed(f"repair of hop {i} on {rep.id[-8:]} failed too: {e2}", culprit=pid) from None
         self.hops[i] = new
         self.repair_log.append({"hop": i, "failed": pid, "replacement": rep.id, "error": str(err),
-                                "repair_ms": (time.perf_counter() - t0) * 1e3})
+                                "repair_ms": (time.perf_counter() - t0) * 1e3,
+                                "chain": [h.peer.peer_id for h in self.hops[:i]] + [pid] +
+                                         [h.peer.peer_id for h in self.hops[i + 1:]],
+                                "latency_ms": [x for x in (h.latency_ms() for h in self.hops[:i]) if x]})
 
     # ------------------------------------------------------------------ steps
     async def _hop_call(self, i: int, kind: str, chunk: Chunk, extra: dict) -> dict:
@@ -282,6 +290,7 @@ class Generation:
                 await self._repair(i, e)
                 continue
             hop.history.append(chunk)
+            hop.call_ms.append(ms)
             if chunk.n == 1:
                 hop.step_ms.append(ms)
                 hop.compute_ms.append(res["compute_ms"])
@@ -380,6 +389,32 @@ class Generation:
             self.view.outcome(chain, False, r["failed"])
         if not success:
             self.view.outcome(chain, False, culprit)
+
+    def report_bodies(self, network: str, success: bool, culprit: str | None, tokens: int) -> list[dict]:
+        """The trust reports this request owes the anchors (pure): one failure per repaired hop, naming it as
+        the culprit, then the final outcome. Latencies are what this seeker measured, per completed hop."""
+        base = {"network": network, "request_id": self.sid, "model": self.model or "", "mode": self.mode,
+                "tokens": tokens}
+        out = []
+        for r in self.repair_log:
+            out.append({**base, "chain": r["chain"], "latency_ms": r["latency_ms"][:r["hop"]], "outcome": "failure",
+                        "culprit": r["hop"]})
+        if not self.hops:
+            return out
+        chain = self.chain
+        lats: list[float] = []
+        for h in self.hops:
+            ms = h.latency_ms()
+            if ms is None or ms <= 0:
+                break
+            lats.append(ms)
+        if success and len(lats) == len(chain):
+            out.append({**base, "chain": chain, "latency_ms": lats, "outcome": "success", "culprit": -1})
+        elif not success:
+            idx = chain.index(culprit) if culprit in chain else -1
+            out.append({**base, "chain": chain, "latency_ms": lats[:idx] if idx >= 0 else lats,
+                        "outcome": "failure", "culprit": idx})
+        return out
 
     def hop_latency_ms(self) -> list[float]:
         return [sum(h.step_ms) / len(h.step_ms) if h.step_ms else math.nan for h in self.hops]

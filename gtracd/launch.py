@@ -51,16 +51,19 @@ def worker_env() -> dict:
     return env
 
 
-def start_workers(model: str, ranges: list[tuple[int, int]], extra: list[str] | None = None,
-                  timeout: float = 300.0, names: list[str] | None = None) -> list[WorkerProc]:
-    """Start one worker per range, concurrently; return once every one said it is ready."""
-    tmp = Path(tempfile.mkdtemp(prefix="gtracd-test-"))
+def start_procs(cmds: list[tuple[list[str], str]], timeout: float = 300.0, tmp: Path | None = None,
+                env: dict | None = None) -> list[WorkerProc]:
+    """Start `gtracd` processes concurrently (each `(args, name)`, given --ready-file here); return once every
+    one said it is ready, in order."""
+    tmp = tmp or Path(tempfile.mkdtemp(prefix="gtracd-test-"))
     procs = []
-    for i, (a, b) in enumerate(ranges):
-        ready = tmp / f"w{i}.json"
-        cmd = [sys.executable, "-m", "gtracd.cli", "--role", "worker", "--layers", f"{a}:{b}", "--model", model,
-               "--ephemeral", "--name", names[i] if names else f"w{i}-{a}-{b}", "--ready-file", str(ready)] + (extra or [])
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=worker_env())
+    for args, name in cmds:
+        ready = tmp / f"{name}.ready.json"
+        ready.unlink(missing_ok=True)
+        rf = ["--ready-file", str(ready)]  # a role option: before any role subcommand
+        cmd = [sys.executable, "-m", "gtracd.cli"] + (args[:2] + rf + args[2:] if args[0] == "--role" else args + rf)
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=env or worker_env())
         procs.append((p, ready))
     out: list[WorkerProc] = []
     try:
@@ -77,13 +80,24 @@ def start_workers(model: str, ranges: list[tuple[int, int]], extra: list[str] | 
 
             threading.Thread(target=drain, daemon=True).start()
             if not ev.wait(timeout) or p.poll() is not None:
-                raise RuntimeError(f"worker did not start: {''.join(log[-20:])}")
+                raise RuntimeError(f"process did not start: {''.join(log[-20:])}")
             out.append(WorkerProc(p, json.loads(ready.read_text()), log))
     except BaseException:
         for p, _ in procs:
             p.kill()
         raise
     return out
+
+
+def start_workers(model: str, ranges: list[tuple[int, int]], extra: list[str] | None = None,
+                  timeout: float = 300.0, names: list[str] | None = None) -> list[WorkerProc]:
+    """Start one worker per range, concurrently; return once every one said it is ready."""
+    cmds = []
+    for i, (a, b) in enumerate(ranges):
+        name = names[i] if names else f"w{i}-{a}-{b}"
+        cmds.append((["--role", "worker", "--layers", f"{a}:{b}", "--model", model, "--ephemeral", "--name", name]
+                     + (extra or []), name))
+    return start_procs(cmds, timeout)
 
 
 def stop_all(workers: list[WorkerProc]) -> list[int]:

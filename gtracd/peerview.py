@@ -26,6 +26,18 @@ class WorkerEntry:
     latency_ms: float | None = None  # seeker-measured EWMA; None until observed
     trust: float | None = None  # local estimate; None = initial trust
     last_seen: float = 0.0
+    free_tokens: int | None = None
+    load: float | None = None
+
+
+def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
+    """A verified heartbeat envelope -> the worker it announces (its own signature names it)."""
+    b = env.body
+    addrs = [a for a in b["addrs"] if "/p2p/" in a]
+    if not addrs:
+        return None
+    return WorkerEntry(env.sender_id, addrs[0], b["start"], b["end"], b.get("total_layers") or b["end"], b["model"],
+                       b.get("name", ""), alive=True, last_seen=now, free_tokens=b["free_tokens"], load=b["load"])
 
 
 class PeerView:
@@ -42,6 +54,22 @@ class PeerView:
         if old is not None:
             w.latency_ms, w.trust = old.latency_ms, old.trust
         self.workers[w.peer_id] = w
+
+    def heard(self, w: WorkerEntry) -> bool:
+        """A heartbeat: add or refresh the worker. True if it is new or came back."""
+        old = self.workers.get(w.peer_id)
+        self.add(w)
+        return old is None or not old.alive
+
+    def refresh(self, now: float, node_timeout_s: float) -> list[str]:
+        """Liveness: a worker is alive iff heard within node_timeout_s. Returns the ids that just went dead.
+        Workers added without heartbeats (last_seen 0: given by --peer) are left as they are."""
+        died = []
+        for w in self.workers.values():
+            if w.last_seen and w.alive and now - w.last_seen > node_timeout_s:
+                w.alive = False
+                died.append(w.peer_id)
+        return died
 
     def trust(self, pid: str) -> float:
         if pid in self.external_trust:

@@ -202,7 +202,7 @@ def test_admission_holds_reports_on_unknown_workers_until_heard_or_expired():
     adm = Admission(lg, AdmissionParams(network="n", pending_ttl_s=30))
     adm.heard("w1", 1000.0)
     assert adm.offer(signed_report(seq=1), 1000.0) == "pending" and len(lg) == 0 and adm.pending == 1
-    assert adm.offer(signed_report(seq=1), 1000.0) == "duplicate"
+    assert adm.offer(signed_report(seq=1), 1000.0) == "pending"  # a retry: still waiting, not lost
     assert [r.seq for r in adm.heard("w2", 1001.0)] == [1] and len(lg) == 1 and adm.pending == 0
     assert adm.offer(signed_report(seq=2, chain=("w1", "ghost")), 1001.0) == "pending"
     adm.expire(1040.0)

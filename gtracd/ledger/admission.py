@@ -104,7 +104,7 @@ class Admission:
             raise Dropped("wrong_network", b["network"])
         r = Report.from_envelope(env)
         held = self.ledger.get(r.reporter, r.seq)
-        if held is not None and held == r or r.key in self._pending:
+        if held is not None and held == r:
             raise Dropped("duplicate", f"seq {r.seq}")
         if peer_id_from_public(r.reporter) in r.chain:
             raise Dropped("self_report", "a worker cannot rate a chain it is part of")
@@ -118,6 +118,8 @@ class Admission:
 
     def offer(self, env: Envelope, now: float) -> str:
         """Validate and add. Returns 'admitted', 'pending', or the drop reason (counted)."""
+        if (env.sender, env.seq) in self._pending:
+            return "pending"
         try:
             r = self.check(env, now)
         except Dropped as e:

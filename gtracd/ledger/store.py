@@ -67,6 +67,17 @@ class ReportLog:
         self._f.flush()
         os.fsync(self._f.fileno())
 
+    def rewrite(self, raws: list[bytes]) -> None:
+        """Replace the whole log atomically (a small outbox after acknowledgements)."""
+        self.close()
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(b"".join(_HDR.pack(len(r)) + r for r in raws))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+
     def close(self) -> None:
         if self._f is not None:
             self._f.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import trio
 
@@ -26,7 +27,7 @@ def _quiet_libp2p() -> None:
     logging.getLogger("multiaddr").setLevel(logging.WARNING)
 
 
-def build_host(ident: Identity):
+def build_host(ident: Identity, peerstore=None):
     os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
     from libp2p import new_host
     from libp2p.crypto.ed25519 import Ed25519PrivateKey
@@ -44,7 +45,8 @@ def build_host(ident: Identity):
     # min_connections/low_watermark 0: no auto-dialling of every peer in the peerstore
     cfg = ConnectionConfig(max_connections_per_peer=1, min_connections=0, low_watermark=0,
                            auto_connect_interval=1e9)
-    host = new_host(key_pair=kp, sec_opt={NOISE_ID: noise}, muxer_opt={YAMUX_ID: Yamux}, connection_config=cfg)
+    host = new_host(key_pair=kp, sec_opt={NOISE_ID: noise}, muxer_opt={YAMUX_ID: Yamux}, connection_config=cfg,
+                    peerstore_opt=peerstore)
     _quiet_libp2p()
     return host
 
@@ -59,8 +61,45 @@ def check_loopback_or_any(listen: str) -> None:
         raise UserError(f"listen address {listen!r} must be an /ip4/ or /ip6/ TCP multiaddr")
 
 
+def lock_port(maddr) -> object | None:
+    """Two daemons can bind one port (SO_REUSEPORT): hold an exclusive lock file per fixed (address, port)."""
+    import fcntl
+    import tempfile
+
+    try:
+        port = int(maddr.value_for_protocol("tcp"))
+        ip = maddr.value_for_protocol("ip4") if "/ip4/" in str(maddr) else maddr.value_for_protocol("ip6")
+    except Exception:
+        return None
+    if port == 0:
+        return None  # the kernel picks a free port
+    d = Path(tempfile.gettempdir()) / f"gtracd-ports-{os.getuid()}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    f = open(d / f"{ip.replace(':', '_')}-{port}.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UserError(f"port {port} on {ip} is already used by another gtracd daemon") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def open_peerstore(path: Path | None):
+    """The sqlite peerstore (addresses learned survive restarts), or the in-memory default."""
+    if path is None:
+        return None
+    from libp2p.peer.persistent import create_sync_sqlite_peerstore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return create_sync_sqlite_peerstore(str(path))
+
+
 @asynccontextmanager
-async def running_host(ident: Identity, listen: str = "/ip4/127.0.0.1/tcp/0"):
+async def running_host(ident: Identity, listen: str = "/ip4/127.0.0.1/tcp/0", peerstore_path: Path | None = None):
     import multiaddr
 
     check_loopback_or_any(listen)
@@ -68,7 +107,9 @@ async def running_host(ident: Identity, listen: str = "/ip4/127.0.0.1/tcp/0"):
         maddr = multiaddr.Multiaddr(listen)
     except Exception as e:
         raise UserError(f"bad listen multiaddr {listen!r}: {e}") from None
-    host = build_host(ident)
+    lock = lock_port(maddr)
+    store = open_peerstore(peerstore_path)
+    host = build_host(ident, store)
     try:
         async with host.run(listen_addrs=[maddr]):
             try:
@@ -79,6 +120,14 @@ async def running_host(ident: Identity, listen: str = "/ip4/127.0.0.1/tcp/0"):
                     await host.close()
     except OSError as e:
         raise UserError(f"cannot listen on {listen}: {e.strerror or e}") from None
+    finally:
+        if store is not None:
+            try:
+                store.close()
+            except Exception:
+                pass
+        if lock is not None:
+            lock.close()
 
 
 async def dial(host, addr: str, timeout: float = 10.0):

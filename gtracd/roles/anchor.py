@@ -1,7 +1,325 @@
-"""`gtracd --role anchor` (control plane: not built yet)."""
+"""`gtracd --role anchor`: a replica of the trust ledger that decides what gets in.
 
-from ..errors import UserError
+Reports arrive by gossip (topic `reports`) and directly over /gtrac/ledger/1.0.0 (seekers submit there too,
+since gossip can drop). Each is validated (signature, reporter rate limit, chain members known, latencies
+plausible; see ledger.admission), added to the CRDT, fsync'd to the report log, and only then acknowledged.
+Newly admitted reports are announced on the `ledger` topic as anchor-signed deltas carrying the reporters'
+own signed envelopes. Anchors in the keyring are each other's peers: every `sync_s` each anchor runs
+anti-entropy with every other (digest -> diff -> want, and pushes what the other lacks), which also brings
+a restarted anchor up to date. Seekers pull with the same protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+
+import trio
+
+from ..errors import DecodeError
+from ..heartbeat import admit_heartbeats
+from ..identity import Keystore, peer_id_from_public
+from ..ledger import Admission, AdmissionParams, Report
+from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
+from ..net.ledgersync import PAGE, SyncError, anti_entropy
+from ..net.protocols import LEDGER
+from ..replica import Replica, rule_params, verify_report
+from ..wire.envelope import Signer
+from . import common
+
+log = logging.getLogger("gtracd.anchor")
+SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", "initial_trust", "reward", "penalty", "unknown_penalty",
+            "alpha", "latency0_ms", "reporter_budget", "reporter_window_s", "report_rate", "report_burst"]
+IDLE_S = 30.0
+DELTA_MAX = 96  # reports per ledger_delta (schema cap)
+
+
+def keyring_ids(keystore_path, me: str) -> set[str]:
+    return {peer_id_from_public(pub) for pub in Keystore(keystore_path).anchors().values()} - {me}
+
+
+class AnchorDaemon:
+    def __init__(self, node, anchors: set[str], data_dir=None):
+        s = node.settings
+        self.node, self.s = node, s
+        self.anchors = anchors  # the other anchors' peer ids (keyring)
+        d = (data_dir or s.home / "anchor") / node.name
+        self.replica = Replica(d / "ledger.log", rule_params(s))
+        self.admission = Admission(self.replica.ledger, AdmissionParams(
+            network=s.network, rate_per_s=s.report_rate, burst=s.report_burst,
+            max_latency_ms=s.request_timeout_s * 1000.0, max_age_s=s.reporter_window_s,
+            pending_ttl_s=2 * s.node_timeout_s))
+        self.signer = Signer(node.ident)
+        self._announce: dict[tuple[bytes, int], tuple[Report, float]] = {}
+        self._wake = trio.Event()
+        self.counters = {"sync_rounds": 0, "sync_failures": 0, "pulled": 0, "pushed": 0, "deltas_sent": 0,
+                         "deltas_received": 0, "submitted": 0, "bad_reports": 0}
+        node.extra_status = self.status
+        for r in self.replica.ledger.reports():
+            self.node.events("have", key=[r.reporter.hex(), r.seq], via="disk")
+
+    # ---- admission paths
+    def _admitted(self, reports: list[Report], via: str, announce_in: float | None) -> None:
+        now = time.monotonic()
+        for r in reports:
+            self.node.events("have", key=[r.reporter.hex(), r.seq], via=via)
+            if announce_in is not None:
+                self._announce.setdefault(r.key, (r, now + announce_in))
+        if reports and announce_in is not None:
+            self._wake.set()
+
+    async def on_heartbeats(self, data: bytes, origin: str) -> None:
+        now = time.time()
+        newly: list[Report] = []
+        for w in admit_heartbeats(self.node, data, now):
+            newly += self.admission.heard(w.peer_id, now)
+        if newly:
+            await self.replica.persist(newly)
+            self._admitted(newly, "pending", 0.05)
+
+    async def on_reports(self, data: bytes, origin: str) -> None:
+        env = self.node.verifier.admit(data, time.time(), kinds=("trust_report",))
+        if env is None:
+            return
+        if self.admission.offer(env, time.time()) == "admitted":
+            r = self.replica.ledger.get(env.sender, env.seq)
+            await self.replica.persist([r])
+            # the seeker also submitted it to an anchor directly; that anchor announces it first, we only if
+            # no delta carrying it shows up within a random 0.2-0.6 s
+            self._admitted([r], "gossip", random.uniform(0.2, 0.6))
+
+    async def on_ledger(self, data: bytes, origin: str) -> None:
+        v = self.node.verifier
+        env = v.admit(data, time.time(), kinds=("ledger_delta",))
+        if env is None:
+            return
+        if env.sender_id not in self.anchors:
+            v.drop("untrusted_sender")
+            return
+        if env.body["network"] != self.s.network:
+            v.drop("wrong_network")
+            return
+        self.counters["deltas_received"] += 1
+        good = self._verify_all(env.body["reports"])
+        for r in good:
+            self._announce.pop(r.key, None)  # someone announced it already
+        new = await self.replica.merge(good)
+        self._admitted(new, "delta", None)
+
+    def _verify_all(self, raws) -> list[Report]:
+        out = []
+        for raw in raws:
+            try:
+                out.append(verify_report(bytes(raw), self.s.network))
+            except DecodeError:
+                self.counters["bad_reports"] += 1
+        return out
+
+    # ---- announcing deltas
+    async def announcer(self) -> None:
+        while True:
+            if not self._announce:
+                self._wake = trio.Event()
+                await self._wake.wait()
+            now = time.monotonic()
+            due = [k for k, (_, t) in self._announce.items() if t <= now]
+            if not due:
+                nxt = min(t for _, t in self._announce.values())
+                await trio.sleep(max(0.0, nxt - now))
+                continue
+            reports = [self._announce.pop(k)[0] for k in due]
+            for i in range(0, len(reports), DELTA_MAX):
+                chunk = reports[i:i + DELTA_MAX]
+                env = self.signer.sign("ledger_delta", {"network": self.s.network, "reports": [r.raw for r in chunk]})
+                if await self.node.gossip.publish("ledger", env.raw):
+                    self.counters["deltas_sent"] += 1
+
+    # ---- the stream protocol (submissions, anti-entropy, seeker pulls)
+    async def handle(self, stream) -> None:
+        fs = FramedStream(stream)
+        remote = fs.remote_peer
+        if not self.node.links.allowed(remote):
+            await fs.reset()
+            return
+        try:
+            while True:
+                try:
+                    kind, body = await fs.read(IDLE_S)
+                except (DecodeError, FrameTooLarge) as e:
+                    self.node.verifier.drop("oversize" if isinstance(e, FrameTooLarge) else "malformed")
+                    await fs.send("error", {"code": "bad_frame", "message": str(e)[:2000]}, 10)
+                    return
+                if kind in ("submit", "digest") and body["network"] != self.s.network:
+                    await fs.send("error", {"code": "wrong_network", "message": f"this is {self.s.network}"}, 10)
+                    return
+                if kind == "submit":
+                    await fs.send("ack", await self._submit(body["reports"], remote), 10)
+                elif kind == "digest":
+                    await fs.send("diff", {"seqs": self.replica.ledger.diff(body["heads"])}, 10)
+                elif kind == "want":
+                    picked = self.replica.ledger.pick(body["seqs"])
+                    for i in range(0, max(1, len(picked)), PAGE):
+                        page = picked[i:i + PAGE]
+                        await fs.send("reports", {"reports": [r.raw for r in page],
+                                                  "more": i + PAGE < len(picked)}, 10)
+                else:
+                    await fs.send("error", {"code": "bad_frame", "message": f"an anchor does not take {kind!r}"}, 10)
+                    return
+        except (StreamClosed, trio.TooSlowError):
+            pass
+        except Exception:
+            log.exception("ledger stream from %s failed", remote)
+        finally:
+            await fs.close()
+
+    async def _submit(self, raws, remote: str) -> dict:
+        from ..wire.envelope import decode_envelope
+
+        now = time.time()
+        results: list[str] = []
+        admitted: list[Report] = []
+        if remote in self.anchors:  # another anchor pushing what it admitted (anti-entropy): signatures only
+            good = self._verify_all(raws)
+            new = await self.replica.merge(good)
+            self._admitted(new, "sync", None)
+            return {"admitted": len(new), "duplicate": len(good) - len(new), "pending": 0,
+                    "dropped": {"bad": len(raws) - len(good)} if len(raws) > len(good) else {},
+                    "results": ["admitted"] * len(good)}
+        self.counters["submitted"] += len(raws)
+        for raw in raws:
+            try:
+                env = decode_envelope(bytes(raw))
+                if not env.signature_ok():
+                    raise DecodeError("bad signature", "sig")
+            except DecodeError as e:
+                reason = "oversize" if type(e).__name__ == "Oversize" else (
+                    "bad_signature" if e.field == "sig" else "malformed")
+                self.admission.dropped[reason] += 1
+                results.append(reason)
+                continue
+            res = self.admission.offer(env, now)
+            results.append(res)
+            if res == "admitted":
+                admitted.append(self.replica.ledger.get(env.sender, env.seq))
+        await self.replica.persist(admitted)  # fsync'd before the ack leaves
+        self._admitted(admitted, "direct", 0.0)
+        dropped: dict[str, int] = {}
+        for r in results:
+            if r not in ("admitted", "duplicate", "pending"):
+                dropped[r] = dropped.get(r, 0) + 1
+        return {"admitted": len(admitted), "duplicate": results.count("duplicate"),
+                "pending": results.count("pending"), "dropped": dropped, "results": results}
+
+    # ---- anti-entropy with the other anchors
+    async def sync_forever(self) -> None:
+        while True:
+            await trio.sleep(self.s.sync_s * random.uniform(0.8, 1.2))
+            self.admission.expire(time.time())
+            async with trio.open_nursery() as n:
+                for pid in sorted(self.anchors):
+                    n.start_soon(self.sync_with, pid)
+
+    async def sync_with(self, pid: str) -> None:
+        self.counters["sync_rounds"] += 1
+
+        async def ingest(reports):
+            new = await self.replica.merge(reports)
+            self._admitted(new, "sync", None)
+            return new
+
+        def verify(raw):
+            try:
+                return verify_report(bytes(raw), self.s.network)
+            except DecodeError:
+                self.counters["bad_reports"] += 1
+                raise
+
+        try:
+            with trio.fail_after(30):
+                lp = await self.node.links.connect(pid)
+                pulled, pushed = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger, verify,
+                                                    ingest, push=True)
+        except (ConnectionError, SyncError, StreamClosed, trio.TooSlowError, DecodeError, OSError) as e:
+            self.counters["sync_failures"] += 1
+            log.debug("anti-entropy with %s failed: %r", pid, e)
+            return
+        except Exception as e:  # libp2p negotiation errors and the like: counted, retried next round
+            self.counters["sync_failures"] += 1
+            log.debug("anti-entropy with %s failed: %r", pid, e)
+            return
+        self.counters["pulled"] += pulled
+        self.counters["pushed"] += pushed
+
+    def status(self) -> dict:
+        trust, lat = self.replica.trust_latency()
+        return {"ledger": {"reports": len(self.replica.ledger), "reporters": len(self.replica.ledger.heads()),
+                           "loaded_from_disk": self.replica.loaded, "persisted": self.replica.persisted,
+                           "equivocations": self.replica.ledger.equivocations, "pending": self.admission.pending,
+                           "admitted": self.admission.admitted, "corrupt_on_disk": self.replica.log.corrupt,
+                           "torn_bytes_cut": self.replica.log.torn_bytes},
+                "admission_dropped": dict(self.admission.dropped),
+                "anchors": sorted(self.anchors), "known_workers": len(self.admission.known),
+                "trust": trust, "latency_ms": lat, "counters": self.counters}
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        node = self.node
+        for pid in self.anchors:
+            if pid in node.links.addrs:
+                node.links.keep_ids.add(pid)
+        node.host.set_stream_handler(LEDGER, self.handle)
+        async with trio.open_nursery() as n:
+            await n.start(node.gossip.serve, "heartbeats", self.on_heartbeats)
+            await n.start(node.gossip.serve, "reports", self.on_reports)
+            await n.start(node.gossip.serve, "ledger", self.on_ledger)
+            n.start_soon(self.announcer)
+            n.start_soon(self.sync_forever)
+            n.start_soon(self.sync_with_all_now)
+            task_status.started()
+
+    async def sync_with_all_now(self) -> None:
+        """At start (e.g. after a restart): catch up at once instead of waiting a sync period."""
+        async with trio.open_nursery() as n:
+            for pid in sorted(self.anchors):
+                n.start_soon(self.sync_with, pid)
 
 
 def main(argv: list[str]) -> int:
-    raise UserError("role 'anchor' is not built yet (control-plane issue)")
+    p = common.parser("anchor", "Hold a replica of the trust ledger: validate reports, persist, gossip, sync.",
+                      SETTINGS)
+    p.add_argument("--events", help="append a JSON-lines trace of ledger events here (tests, benchmarks)")
+    args = p.parse_args(argv)
+    s = common.settings_from(args, SETTINGS)
+    common.setup_logging(args.log_level)
+    ident = common.identity(args, s, "anchor")
+    name = args.name or s.key or "anchor"
+    anchors = keyring_ids(s.keystore_path, ident.peer_id)
+    if not anchors and not args.ephemeral:
+        print("gtracd anchor: the anchor keyring is empty; running without peer anchors "
+              "(add them with: gtracd keys trust-anchor FILE)", file=sys.stderr)
+    try:
+        trio.run(_serve, ident, s, name, anchors, args)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _serve(ident, s, name, anchors, args) -> None:
+    from ..node import running_node
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(common.until_signalled, outer.cancel_scope)
+        async with running_node("anchor", name, ident, s, args.events, not args.ephemeral) as node:
+            daemon = AnchorDaemon(node, anchors)
+            try:
+                await node.nursery.start(daemon.run)
+                common.write_ready(args.ready_file, {"role": "anchor", "peer_id": ident.peer_id, "addrs": node.addrs,
+                                                     "name": name, "pid": os.getpid(),
+                                                     "reports": len(daemon.replica.ledger)})
+                print(f"gtracd anchor {name} ready: {node.addrs[0]} ({len(daemon.replica.ledger)} reports on disk, "
+                      f"{len(anchors)} peer anchors)", file=sys.stderr, flush=True)
+                await trio.sleep_forever()
+            finally:
+                daemon.replica.close()

@@ -2,6 +2,12 @@
 
     gtracd --role seeker generate --prompt TEXT [--prompt TEXT ...] --peer MULTIADDR ...
     gtracd --role seeker generate --chat [--turn TEXT ...] --peer ...     (stdin when no --turn)
+    gtracd --role seeker generate --prompt TEXT --bootstrap ANCHOR_MULTIADDR   (workers found by heartbeats)
+    gtracd --role seeker serve [--testbed-reports RATE]                       (keep the cache; status)
+
+With a bootstrap list the seeker joins the network's gossip: workers come from heartbeats, trust and latency
+from its ledger replica (synced from keyring anchors in the background), and after each request it sends a
+signed trust report to the anchors (gossip + a direct stream; an fsync'd outbox keeps it until acknowledged).
 
 Several --prompt values run concurrently. --chat keeps the conversation as token ids and the workers' KV
 caches across turns, so only new tokens are prefilled. Ctrl-C cancels the sessions on every hop.
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -26,7 +33,8 @@ from . import common
 
 log = logging.getLogger("gtracd.seeker")
 SETTINGS = ["mode", "trust_floor", "penalty_ms", "larac_min_reliability", "initial_trust", "latency0_ms", "alpha",
-            "max_new_tokens", "max_length", "hop_timeout_floor_s", "hop_timeout_factor", "request_timeout_s"]
+            "max_new_tokens", "max_length", "hop_timeout_floor_s", "hop_timeout_factor", "request_timeout_s",
+            "sync_s", "node_timeout_s", "reward", "penalty", "unknown_penalty", "reporter_budget", "reporter_window_s"]
 
 
 def build_parser():
@@ -47,6 +55,11 @@ def build_parser():
     from ..config import add_setting_flags
 
     add_setting_flags(g, SETTINGS)
+    v = sub.add_parser("serve", help="keep the ledger replica and liveness view synced; write status")
+    v.add_argument("--testbed-reports", type=float, default=0.0, metavar="RATE",
+                   help="testbed load: emit RATE synthetic trust reports/s over live identities (see gtracd.testbed)")
+    v.add_argument("--events", help="append a JSON-lines trace of ledger events here (tests, benchmarks)")
+    add_setting_flags(v, SETTINGS)
     return p
 
 
@@ -83,80 +96,121 @@ def _view(s) -> PeerView:
     return PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty)
 
 
-async def run_generate(args, s, ident) -> int:
-    from ..net.host import running_host
+async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: float) -> bool:
+    """Heartbeats arrive every heartbeat_s: wait (bounded) until the live view covers every layer."""
+    from ..routing import NoRoute, route
 
-    peers = args.peer or s.bootstrap
-    if not peers:
-        raise UserError("no workers given: --peer MULTIADDR (repeat), or bootstrap in the config")
+    with trio.move_on_after(timeout):
+        while True:
+            mt = view.model_of_network()
+            if mt is not None:
+                try:
+                    route(view.snapshot(mt[0]), mode, params, rng=random.Random(0))
+                    return True
+                except NoRoute:
+                    pass
+            await trio.sleep(0.1)
+    return False
+
+
+async def run_generate(args, s, ident, name: str) -> int:
+    from ..node import running_node
+    from ..seekercache import SeekerCache, anchor_ids
+
+    if not args.peer and not s.bootstrap:
+        raise UserError("no workers given: --peer MULTIADDR (repeat), or --bootstrap ANCHOR_MULTIADDR")
     if not args.prompt and not args.chat:
         raise UserError("give --prompt TEXT (repeatable) or --chat")
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     status = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    async with running_host(ident, s.listen) as host:
+    async with running_node("seeker", name, ident, s, None, not args.ephemeral) as node:
+        host = node.host
         view = _view(s)
         net = SeekerNet(host, view)
-        problems = await discover(net, view, peers)
-        for pr in problems:
-            status(f"gtracd: worker unreachable: {pr}")
-        if not view.workers:
-            raise UserError("none of the given workers answered")
+        cache = None
+        if s.bootstrap:  # on a network: heartbeats, ledger replica, trust reports
+            cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
+            await node.nursery.start(cache.run)
+        if args.peer:
+            problems = await discover(net, view, args.peer)
+            for pr in problems:
+                status(f"gtracd: worker unreachable: {pr}")
+        if not view.workers or cache is not None and not args.peer:
+            if not await wait_for_route(view, _params(s), s.mode, s.node_timeout_s):
+                raise UserError("no live chain covering every layer was heard within "
+                                f"{s.node_timeout_s:g}s (are workers up and bootstrapped to the same network?)")
+        try:
+            return await _generate(args, s, view, net, sampling, status, cache)
+        finally:
+            if cache is not None:
+                with trio.CancelScope(shield=True):
+                    left = await cache.drain(5.0)
+                if left:
+                    status(f"gtracd: {left} trust report(s) kept in the outbox for the next run (no anchor answered)")
+                cache.close()
 
-        def new_gen(rng_seed=None):
-            return Generation(net, view, _params(s), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
-                              s.hop_timeout_factor, rng=random.Random(rng_seed))
 
-        if args.chat:
-            return await _chat(args, s, new_gen(), status)
-        results: list[dict | None] = [None] * len(args.prompt)
-        streaming = len(args.prompt) == 1 and not args.json
+async def _generate(args, s, view, net, sampling, status, cache) -> int:
+    async def report(gen: Generation, ok: bool, culprit, tokens: int) -> None:
+        gen.trust_outcome(ok, culprit)
+        if cache is not None:
+            await cache.report(gen.report_bodies(s.network, ok, culprit, tokens))
 
-        async def one(i: int, prompt: str) -> None:
-            gen = new_gen()
-            try:
-                with trio.fail_after(s.request_timeout_s + s.max_new_tokens * 2.0):
-                    await gen.start()
-                    status(f"gtracd: chain ({s.mode}, selected in {gen.selection_ms:.3f} ms): " +
-                           " -> ".join(f"{h.peer.name or h.peer.peer_id[-8:]}[{h.peer.start}:{h.peer.end}]"
-                                       for h in gen.hops))
-                    toks = await gen.tokenize(text=prompt)
-                    on_piece = (lambda t: (sys.stdout.write(t), sys.stdout.flush())) if streaming else None
-                    r = await gen.turn(toks, s.max_new_tokens, on_piece)
-                gen.trust_outcome(True, None)
-                results[i] = {"prompt": prompt, "text": r.text, "tokens": r.tokens, "chain": r.chain,
-                              "prefill_ms": r.prefill_ms, "tok_s": (len(r.step_ms) / (sum(r.step_ms) / 1e3))
-                              if r.step_ms else None, "repairs": gen.repair_log, "selection_ms": r.selection_ms,
-                              "hop_latency_ms": gen.hop_latency_ms()}
-            except GenerationFailed as e:
-                gen.trust_outcome(False, e.culprit)
-                results[i] = {"prompt": prompt, "error": str(e)}
-                await gen.cancel()
-            except trio.TooSlowError:
-                results[i] = {"prompt": prompt, "error": f"timed out after {s.request_timeout_s}s"}
-                await gen.cancel()
-            except BaseException:
-                await gen.cancel()  # Ctrl-C / cancellation: free every hop's session
-                raise
-            else:
-                await gen.aclose()
+    def new_gen(rng_seed=None):
+        return Generation(net, view, _params(s), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
+                          s.hop_timeout_factor, rng=random.Random(rng_seed))
 
-        async with trio.open_nursery() as n:
-            for i, prm in enumerate(args.prompt):
-                n.start_soon(one, i, prm)
-        failed = 0
-        for r in results:
-            if args.json:
-                print(json.dumps(r))
-            elif "error" in r:
-                failed += 1
-                print(f"gtracd: generation failed: {r['error']}", file=sys.stderr)
-            elif streaming:
-                print()
-                _stats(status, r)
-            else:
-                print(f"--- {r['prompt']}\n{r['text']}")
-                _stats(status, r)
-        return 1 if failed or any("error" in r for r in results) else 0
+    if args.chat:
+        return await _chat(args, s, new_gen(), status, report)
+    results: list[dict | None] = [None] * len(args.prompt)
+    streaming = len(args.prompt) == 1 and not args.json
+
+    async def one(i: int, prompt: str) -> None:
+        gen = new_gen()
+        try:
+            with trio.fail_after(s.request_timeout_s + s.max_new_tokens * 2.0):
+                await gen.start()
+                status(f"gtracd: chain ({s.mode}, selected in {gen.selection_ms:.3f} ms): " +
+                       " -> ".join(f"{h.peer.name or h.peer.peer_id[-8:]}[{h.peer.start}:{h.peer.end}]"
+                                   for h in gen.hops))
+                toks = await gen.tokenize(text=prompt)
+                on_piece = (lambda t: (sys.stdout.write(t), sys.stdout.flush())) if streaming else None
+                r = await gen.turn(toks, s.max_new_tokens, on_piece)
+            await report(gen, True, None, len(r.tokens))
+            results[i] = {"prompt": prompt, "text": r.text, "tokens": r.tokens, "chain": r.chain,
+                          "prefill_ms": r.prefill_ms, "tok_s": (len(r.step_ms) / (sum(r.step_ms) / 1e3))
+                          if r.step_ms else None, "repairs": gen.repair_log, "selection_ms": r.selection_ms,
+                          "hop_latency_ms": gen.hop_latency_ms()}
+        except GenerationFailed as e:
+            await report(gen, False, e.culprit, 0)
+            results[i] = {"prompt": prompt, "error": str(e)}
+            await gen.cancel()
+        except trio.TooSlowError:
+            results[i] = {"prompt": prompt, "error": f"timed out after {s.request_timeout_s}s"}
+            await gen.cancel()
+        except BaseException:
+            await gen.cancel()  # Ctrl-C / cancellation: free every hop's session
+            raise
+        else:
+            await gen.aclose()
+
+    async with trio.open_nursery() as n:
+        for i, prm in enumerate(args.prompt):
+            n.start_soon(one, i, prm)
+    failed = 0
+    for r in results:
+        if args.json:
+            print(json.dumps(r))
+        elif "error" in r:
+            failed += 1
+            print(f"gtracd: generation failed: {r['error']}", file=sys.stderr)
+        elif streaming:
+            print()
+            _stats(status, r)
+        else:
+            print(f"--- {r['prompt']}\n{r['text']}")
+            _stats(status, r)
+    return 1 if failed or any("error" in r for r in results) else 0
 
 
 def _stats(status, r: dict) -> None:
@@ -165,7 +219,7 @@ def _stats(status, r: dict) -> None:
     status(f"gtracd: {len(r['tokens'])} tokens, prefill {r['prefill_ms']:.0f} ms, {tok_s}{rep}")
 
 
-async def _chat(args, s, gen: Generation, status) -> int:
+async def _chat(args, s, gen: Generation, status, report) -> int:
     messages: list[dict] = []
     turns = list(args.turn) + list(args.prompt)
     interactive = not turns
@@ -199,11 +253,11 @@ async def _chat(args, s, gen: Generation, status) -> int:
             else:
                 print()
                 status(f"gtracd: {len(r.tokens)} tokens; prompt {len(toks)} tokens, {reused} already cached")
-        gen.trust_outcome(True, None)
+        await report(gen, True, None, len(gen.fed))
         await gen.aclose()
         return 0
     except GenerationFailed as e:
-        gen.trust_outcome(False, e.culprit)
+        await report(gen, False, e.culprit, 0)
         await gen.cancel()
         print(f"gtracd: generation failed: {e}", file=sys.stderr)
         return 1
@@ -222,9 +276,40 @@ def _readline():
         return None
 
 
+async def run_serve(args, s, ident, name: str) -> int:
+    from ..node import running_node
+    from ..seekercache import SeekerCache, anchor_ids
+    from ..testbed import synthetic_reports
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(common.until_signalled, outer.cancel_scope)
+        async with running_node("seeker", name, ident, s, args.events, not args.ephemeral) as node:
+            cache = SeekerCache(node, _view(s), anchor_ids(s.keystore_path))
+            try:
+                await node.nursery.start(cache.run)
+                if args.testbed_reports > 0:
+                    node.nursery.start_soon(synthetic_reports, cache, args.testbed_reports, _params(s), s.network)
+                common.write_ready(args.ready_file, {"role": "seeker", "peer_id": ident.peer_id, "addrs": node.addrs,
+                                                     "name": name, "pid": os.getpid()})
+                print(f"gtracd seeker {name} ready: {node.addrs[0]} ({len(cache.replica.ledger)} reports cached, "
+                      f"{len(cache.anchors)} keyring anchors)", file=sys.stderr, flush=True)
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cache.drain(2.0)
+                cache.close()
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     s = common.settings_from(args, SETTINGS)
     common.setup_logging(args.log_level)
     ident = common.identity(args, s, "seeker")
-    return trio.run(run_generate, args, s, ident)
+    name = args.name or s.key or "seeker"
+    if args.cmd == "serve":
+        try:
+            return trio.run(run_serve, args, s, ident, name)
+        except KeyboardInterrupt:
+            return 0
+    return trio.run(run_generate, args, s, ident, name)

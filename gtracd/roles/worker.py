@@ -192,15 +192,25 @@ def main(argv: list[str]) -> int:
 
 
 async def _serve(daemon: WorkerDaemon, args) -> None:
-    from ..net.host import multiaddr_of, running_host
+    from ..heartbeat import Hosted, publish_heartbeats
+    from ..node import running_node
+    from ..wire.envelope import Signer
 
     s = daemon.settings
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(common.until_signalled, nursery.cancel_scope)
-        async with running_host(daemon.ident, s.listen) as host:
-            host.set_stream_handler(INFER, daemon.handle)
-            addrs = multiaddr_of(host)
-            srv = daemon.server
+    srv = daemon.server
+    async with trio.open_nursery() as outer:
+        outer.start_soon(common.until_signalled, outer.cancel_scope)
+        async with running_node("worker", daemon.name, daemon.ident, s,
+                                persistent_peerstore=not args.ephemeral) as node:
+            node.host.set_stream_handler(INFER, daemon.handle)
+            addrs = node.addrs
+            hosted = Hosted(Signer(daemon.ident), srv.fingerprint, srv.start, srv.end, srv.shard.total, addrs,
+                            daemon.name, state=lambda: {"free_tokens": srv.table.free_tokens,
+                                                        "load": len(srv.table) / max(1, s.max_sessions)})
+            node.extra_status = lambda: {"layers": [srv.start, srv.end], "model": srv.fingerprint,
+                                         "sessions": len(srv.table), "free_tokens": srv.table.free_tokens,
+                                         "counters": daemon.counters}
+            node.nursery.start_soon(publish_heartbeats, node, [hosted], s.heartbeat_s)
             info = {"role": "worker", "peer_id": daemon.ident.peer_id, "addrs": addrs, "start": srv.start,
                     "end": srv.end, "total_layers": srv.shard.total, "model": srv.fingerprint, "name": daemon.name,
                     "pid": os.getpid()}

@@ -132,7 +132,9 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
     # Reports travel as the reporter-signed envelope bytes, so every receiver re-verifies each one.
     "submit": {"network": NETWORK, "reports": REPORT_LIST},
     "ack": {"admitted": F("int", lo=0, hi=1 << 20), "duplicate": F("int", lo=0, hi=1 << 20),
-            "pending": F("int", lo=0, hi=1 << 20), "dropped": F("dict", maxlen=32, item=F("int", lo=0, hi=1 << 20))},
+            "pending": F("int", lo=0, hi=1 << 20), "dropped": F("dict", maxlen=32, item=F("int", lo=0, hi=1 << 20)),
+            # per submitted report, in order: admitted | duplicate | pending | the drop reason
+            "results": F("list", maxlen=256, item=F("str", maxlen=32))},
     # anti-entropy round 1: per reporter (hex public key) how many reports are held and an XOR set hash
     "digest": {"network": NETWORK, "heads": HEADS},
     # round 1 reply: for every reporter whose head differs, the responder's seqs (empty: none held)

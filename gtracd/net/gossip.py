@@ -1,0 +1,116 @@
+"""Gossipsub for control traffic: heartbeats, trust reports, ledger deltas — topics namespaced by network.
+
+py-libp2p 0.8.1 defaults that are wrong for us, overridden here (see ../shared/notes/libp2p.md):
+heartbeat_interval 120 s -> 1 s; spam protection (drops > 10 msg/s per forwarder) off; adaptive gossip
+(silently stretched the heartbeat to 30 s) off; eclipse protection (wants 3 distinct IPs in a mesh, which a
+loopback or home network never has) off; degree/degree_low/degree_high set. Strict signing stays on. Pubsub
+never dials, so `Links` keeps the connections. Gossip is lossy: anything that must arrive also goes over a
+stream (reports to an anchor, anti-entropy).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+log = logging.getLogger("gtracd.gossip")
+
+TOPIC_NAMES = ("heartbeats", "reports", "ledger")
+MAX_GOSSIP = 900 * 1024  # payloads >= 1 MiB are silently dropped by py-libp2p: refuse before that
+
+
+def topic(network: str, name: str) -> str:
+    return f"/gtrac/{network}/{name}/1"
+
+
+@dataclass(frozen=True)
+class GossipParams:
+    degree: int = 6
+    degree_low: int = 4
+    degree_high: int = 12
+    heartbeat_interval: int = 1
+    gossip_window: int = 3
+    gossip_history: int = 5
+    time_to_live: int = 30
+
+
+class Gossip:
+    """Publish and receive on the network's topics. Handlers are called with (data, origin peer id str)."""
+
+    def __init__(self, pubsub, router, network: str):
+        self.pubsub = pubsub
+        self.router = router
+        self.network = network
+        self.sent: Counter[str] = Counter()
+        self.received: Counter[str] = Counter()
+        self.publish_errors = 0
+
+    def topic(self, name: str) -> str:
+        return topic(self.network, name)
+
+    async def publish(self, name: str, data: bytes) -> bool:
+        if len(data) > MAX_GOSSIP:
+            raise ValueError(f"gossip payload of {len(data)} bytes exceeds {MAX_GOSSIP}")
+        try:
+            with trio.fail_after(5):
+                await self.pubsub.publish(self.topic(name), data)
+        except (trio.TooSlowError, Exception) as e:  # gossip is best effort: counted, never fatal
+            self.publish_errors += 1
+            log.debug("publish on %s failed: %r", name, e)
+            return False
+        self.sent[name] += 1
+        return True
+
+    async def serve(self, name: str, handler, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Subscribe and feed every message to `handler(data, origin)`; runs until cancelled."""
+        sub = await self.pubsub.subscribe(self.topic(name))
+        me = self.pubsub.host.get_id().to_bytes()
+        task_status.started()
+        async for msg in sub:
+            if msg.from_id == me:
+                continue  # our own publication, delivered back to us
+            self.received[name] += 1
+            try:
+                origin = _origin(msg.from_id)
+                await handler(bytes(msg.data), origin)
+            except Exception:  # a handler bug must not stop the subscription
+                log.exception("gossip handler for %s failed", name)
+
+    def peers(self, name: str) -> int:
+        return len(self.pubsub.peer_topics.get(self.topic(name), ()))
+
+    def mesh(self, name: str) -> int:
+        return len(self.router.mesh.get(self.topic(name), ()))
+
+
+def _origin(from_id: bytes) -> str:
+    from libp2p.peer.id import ID
+
+    try:
+        return ID(from_id).to_base58()
+    except Exception:
+        return "?"
+
+
+@asynccontextmanager
+async def running_gossip(host, network: str, params: GossipParams = GossipParams()):
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.tools.anyio_service import background_trio_service
+
+    router = GossipSub(
+        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID], degree=params.degree, degree_low=params.degree_low,
+        degree_high=params.degree_high, time_to_live=params.time_to_live, gossip_window=params.gossip_window,
+        gossip_history=params.gossip_history, heartbeat_initial_delay=0.1,
+        heartbeat_interval=params.heartbeat_interval, adaptive_gossip_enabled=False, spam_protection_enabled=False,
+        eclipse_protection_enabled=False)
+    pubsub = Pubsub(host, router, strict_signing=True, max_inbound_rpc_size=2 * 1024 * 1024)
+    async with background_trio_service(pubsub):
+        async with background_trio_service(router):
+            with trio.fail_after(10):
+                await pubsub.wait_until_ready()
+            yield Gossip(pubsub, router, network)

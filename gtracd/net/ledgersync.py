@@ -1,0 +1,100 @@
+"""Client side of /gtrac/ledger/1.0.0: submit reports to an anchor, and anti-entropy (pull what this replica
+lacks; anchors also push what the other lacks). One short-lived stream per exchange, every read bounded.
+
+    submit {network, reports}      -> ack {admitted, duplicate, pending, dropped}
+    digest {network, heads}        -> diff {seqs}           (responder's seqs for reporters whose heads differ)
+    want {seqs}                    -> reports {reports, more} ... until more = false
+    submit {network, reports}      -> ack                   (anchors only: push what the responder lacks)
+"""
+
+from __future__ import annotations
+
+from ..errors import DecodeError
+from .framing import FramedStream
+from .host import open_stream
+from .protocols import LEDGER
+
+PAGE = 200  # reports per frame (each <= 8 KiB signed envelope; frame cap 2 MiB)
+READ_TIMEOUT_S = 10.0
+
+
+MAX_WANT = 20_000  # seqs asked per exchange (the `want` frame cap); the rest comes next round
+
+
+def _bounded(want: dict[str, list[int]], cap: int) -> dict[str, list[int]]:
+    out, n = {}, 0
+    for k, seqs in want.items():
+        if n >= cap:
+            break
+        out[k] = seqs[:cap - n]
+        n += len(out[k])
+    return out
+
+
+class SyncError(Exception):
+    pass
+
+
+async def _open(host, lp) -> FramedStream:
+    return FramedStream(await open_stream(host, lp, LEDGER, READ_TIMEOUT_S))
+
+
+async def _expect(fs: FramedStream, kind: str) -> dict:
+    got, body = await fs.read(READ_TIMEOUT_S)
+    if got == "error":
+        raise SyncError(f"{body['code']}: {body['message']}")
+    if got != kind:
+        raise SyncError(f"expected {kind}, got {got}")
+    return body
+
+
+async def submit(host, lp, network: str, raws: list[bytes]) -> dict:
+    """Send reports; returns the summed ack. Raises SyncError / StreamClosed / TooSlowError."""
+    fs = await _open(host, lp)
+    total = {"admitted": 0, "duplicate": 0, "pending": 0, "dropped": {}, "results": []}
+    try:
+        for i in range(0, len(raws), PAGE):
+            await fs.send("submit", {"network": network, "reports": raws[i:i + PAGE]}, READ_TIMEOUT_S)
+            ack = await _expect(fs, "ack")
+            for k in ("admitted", "duplicate", "pending"):
+                total[k] += ack[k]
+            total["results"] += ack["results"]
+            for k, v in ack["dropped"].items():
+                total["dropped"][k] = total["dropped"].get(k, 0) + v
+    finally:
+        await fs.close()
+    return total
+
+
+async def anti_entropy(host, lp, network: str, ledger, verify, ingest, push: bool) -> tuple[int, int]:
+    """One exchange with the anchor `lp`. `verify(raw) -> Report` (raises DecodeError), `ingest(reports)`
+    merges and persists. Returns (reports pulled, reports pushed)."""
+    fs = await _open(host, lp)
+    pulled = pushed = 0
+    try:
+        await fs.send("digest", {"network": network, "heads": ledger.heads()}, READ_TIMEOUT_S)
+        diff = await _expect(fs, "diff")
+        want, give = ledger.reconcile(diff["seqs"])
+        want = _bounded(want, MAX_WANT)
+        if want:
+            await fs.send("want", {"seqs": want}, READ_TIMEOUT_S)
+            while True:
+                page = await _expect(fs, "reports")
+                good = []
+                for raw in page["reports"]:
+                    try:
+                        good.append(verify(raw))
+                    except DecodeError:
+                        pass  # counted by the caller's verify
+                pulled += len(await ingest(good))
+                if not page["more"]:
+                    break
+        if push and give:
+            raws = [r.raw for r in give]
+            for i in range(0, len(raws), PAGE):
+                await fs.send("submit", {"network": network, "reports": raws[i:i + PAGE]}, READ_TIMEOUT_S)
+                ack = await _expect(fs, "ack")
+                pushed += ack["admitted"]
+    finally:
+        await fs.close()
+    return pulled, pushed

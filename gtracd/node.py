@@ -1,0 +1,121 @@
+"""What every control-plane daemon runs: one libp2p host from its key, gossip on the network's topics, the
+links it keeps, a verifier with drop counters, a status file for `gtracd status`, and an optional event
+trace (JSON lines; the tests and `gtracd bench ledger` time convergence from it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from .identity import Identity
+from .wire.verifier import Verifier
+
+log = logging.getLogger("gtracd.node")
+
+
+class Events:
+    """Append-only JSON-lines trace; a no-op without a path."""
+
+    def __init__(self, path: str | None, who: str):
+        self.who = who
+        self._f = open(path, "a", buffering=1) if path else None
+
+    def __call__(self, ev: str, **kw) -> None:
+        if self._f is not None:
+            self._f.write(json.dumps({"t": time.time(), "who": self.who, "ev": ev, **kw}) + "\n")
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def status_dir(settings) -> Path:
+    return settings.home / "run"
+
+
+def write_status(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+class Node:
+    def __init__(self, role: str, name: str, ident: Identity, settings, host, gossip, links, events: Events):
+        self.role, self.name, self.ident, self.settings = role, name, ident, settings
+        self.host, self.gossip, self.links, self.events = host, gossip, links, events
+        self.verifier = Verifier(max_skew_s=60.0)
+        self.started = time.time()
+        self.status_path = status_dir(settings) / f"{role}-{name}.json"
+        self.extra_status = lambda: {}
+
+    @property
+    def peer_id(self) -> str:
+        return self.ident.peer_id
+
+    @property
+    def addrs(self) -> list[str]:
+        from .net.host import multiaddr_of
+
+        return multiaddr_of(self.host)
+
+    def status(self) -> dict:
+        g = self.gossip
+        return {
+            "role": self.role, "name": self.name, "peer_id": self.peer_id, "pid": os.getpid(), "addrs": self.addrs,
+            "network": self.settings.network, "uptime_s": round(time.time() - self.started, 1),
+            "written_at": time.time(),
+            "gossip": {"sent": dict(g.sent), "received": dict(g.received), "publish_errors": g.publish_errors,
+                       "topic_peers": {t: g.peers(t) for t in ("heartbeats", "reports", "ledger")}},
+            "links": self.links.status(),
+            "dropped": dict(self.verifier.dropped), "accepted": self.verifier.accepted,
+            **self.extra_status(),
+        }
+
+    async def write_status_forever(self, every: float = 1.0) -> None:
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            while True:
+                try:
+                    write_status(self.status_path, self.status())
+                except OSError as e:
+                    log.warning("cannot write status %s: %s", self.status_path, e)
+                await trio.sleep(every)
+        finally:
+            try:
+                self.status_path.unlink()
+            except OSError:
+                pass
+
+
+@asynccontextmanager
+async def running_node(role: str, name: str, ident: Identity, settings, events_path: str | None = None,
+                       persistent_peerstore: bool = True):
+    """Host, gossip and links up; yields the Node inside a nursery whose cancellation is a clean shutdown
+    (the host closes first, then gossip services)."""
+    from .net.gossip import running_gossip
+    from .net.host import running_host
+    from .net.links import Links
+
+    ps = settings.home / "peers" / f"{role}-{name}.sqlite" if persistent_peerstore else None
+    events = Events(events_path, name)
+    try:
+        async with running_host(ident, settings.listen, ps) as host:
+            async with running_gossip(host, settings.network) as gossip:
+                links = Links(host, settings.bootstrap)
+                node = Node(role, name, ident, settings, host, gossip, links, events)
+                async with trio.open_nursery() as n:
+                    node.nursery = n
+                    await n.start(links.keep)
+                    n.start_soon(node.write_status_forever)
+                    yield node
+                    n.cancel_scope.cancel()
+    finally:
+        events.close()

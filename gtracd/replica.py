@@ -1,0 +1,66 @@
+"""A ledger replica as a daemon holds it: the CRDT, its derived trust/latency kept current, and the durable
+log behind it. Anchors and seekers both hold one; only anchors decide what gets in (see ledger.admission).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from .errors import DecodeError
+from .ledger import Derived, Ledger, Report, ReportLog, RuleParams
+from .wire.envelope import decode_envelope
+
+
+def rule_params(s) -> RuleParams:
+    return RuleParams(initial_trust=s.initial_trust, reward=s.reward, penalty=s.penalty,
+                      unknown_penalty=s.unknown_penalty, alpha=s.alpha, latency0_ms=s.latency0_ms,
+                      reporter_budget=s.reporter_budget, window_s=s.reporter_window_s)
+
+
+def verify_report(raw: bytes, network: str) -> Report:
+    """A reporter-signed trust report carried inside ledger traffic: schema, signature and network."""
+    env = decode_envelope(raw)
+    if env.kind != "trust_report":
+        raise DecodeError("not a trust report", "reports[]")
+    if not env.signature_ok():
+        raise DecodeError("bad signature", "reports[].sig")
+    if env.body["network"] != network:
+        raise DecodeError("another network's report", "reports[].network")
+    return Report.from_envelope(env)
+
+
+class Replica:
+    def __init__(self, path: Path | None, params: RuleParams):
+        self.ledger = Ledger()
+        self.derived = Derived(self.ledger, params)
+        self.log = ReportLog(path) if path is not None else None
+        self.loaded = 0
+        if self.log is not None:
+            for r in self.log.load():
+                self.loaded += self.ledger.add(r)
+        self._lock = trio.Lock()
+        self.persisted = self.loaded
+
+    async def persist(self, reports: list[Report]) -> None:
+        """fsync the given (already added) reports before returning: callers acknowledge after this."""
+        if self.log is None or not reports:
+            return
+        async with self._lock:
+            await trio.to_thread.run_sync(self.log.append, [r.raw for r in reports])
+            self.persisted += len(reports)
+
+    async def merge(self, reports: list[Report]) -> list[Report]:
+        """Add reports (already verified); persist and return the ones that changed the state."""
+        new = [r for r in reports if self.ledger.add(r)]
+        await self.persist(new)
+        return new
+
+    def trust_latency(self) -> tuple[dict[str, float], dict[str, float]]:
+        f = self.derived.current()
+        return f.trust, f.latency
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()

@@ -1,0 +1,244 @@
+"""The seeker's cache: a local ledger replica plus the liveness view, kept current in the background.
+
+- Heartbeats (gossip) feed the PeerView; a worker is alive iff heard within node_timeout_s.
+- Ledger data is accepted only from anchors in the keyring: anchor-signed `ledger_delta` gossip, and a pull
+  (anti-entropy, this side never pushes) from one keyring anchor every `sync_s`. Derived trust and latency
+  are folded into the view, so routing reads memory and never waits on an anchor; with every anchor down
+  it routes from what it has (and from its own observations).
+- Trust reports this seeker emits go out by gossip AND straight to an anchor over a stream; until an anchor
+  has acknowledged one (admitted, or already held) it stays in an fsync'd outbox and is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import trio
+
+from .errors import DecodeError
+from .heartbeat import admit_heartbeats
+from .identity import peer_id_from_public
+from .ledger import ReportLog
+from .net.framing import StreamClosed
+from .net.ledgersync import SyncError, anti_entropy, submit
+from .peerview import PeerView
+from .replica import Replica, rule_params, verify_report
+from .wire.envelope import Signer
+
+log = logging.getLogger("gtracd.seeker")
+DONE = ("admitted", "duplicate")
+RETRY = ("pending", "rate_limited")
+
+
+class SeekerCache:
+    def __init__(self, node, view: PeerView, anchors: set[str], data_dir=None):
+        s = node.settings
+        self.node, self.s, self.view, self.anchors = node, s, view, anchors
+        d = (data_dir or s.home / "seeker") / node.name
+        self.replica = Replica(d / "ledger.log", rule_params(s))
+        self._outbox_log = ReportLog(d / "outbox.log")
+        self.outbox = {(r.reporter, r.seq): r.raw for r in self._outbox_log.load()}
+        self.signer = Signer(node.ident)
+        self._flush_wake = trio.Event()
+        self.counters = {"reports_sent": 0, "reports_acked": 0, "reports_refused": 0, "pulls": 0, "pull_failures": 0,
+                         "pulled": 0, "deltas": 0, "bad_reports": 0, "submit_failures": 0}
+        self.refused: dict[str, int] = {}
+        self._rr = 0
+        self.last_pull_ok: float | None = None
+        self.apply_ledger()
+        for r in self.replica.ledger.reports():
+            node.events("have", key=[r.reporter.hex(), r.seq], via="disk")
+
+    # ---- ledger -> view
+    def apply_ledger(self) -> None:
+        trust, lat = self.replica.trust_latency()
+        self.view.external_trust = trust
+        self.view.external_latency = lat
+
+    async def _ingest(self, reports, via: str):
+        new = await self.replica.merge(reports)
+        for r in new:
+            self.node.events("have", key=[r.reporter.hex(), r.seq], via=via)
+        if new:
+            self.apply_ledger()
+        return new
+
+    def _verify(self, raw):
+        try:
+            return verify_report(bytes(raw), self.s.network)
+        except DecodeError:
+            self.counters["bad_reports"] += 1
+            raise
+
+    # ---- gossip handlers
+    async def on_heartbeats(self, data: bytes, origin: str) -> None:
+        for w in admit_heartbeats(self.node, data):
+            if self.view.heard(w):
+                self.node.events("worker_up", peer=w.peer_id)
+            self.node.links.addrs.setdefault(w.peer_id, w.addr)
+
+    async def on_ledger(self, data: bytes, origin: str) -> None:
+        v = self.node.verifier
+        env = v.admit(data, time.time(), kinds=("ledger_delta",))
+        if env is None:
+            return
+        if env.sender_id not in self.anchors:
+            v.drop("untrusted_sender")  # ledger data only from keyring anchors
+            return
+        if env.body["network"] != self.s.network:
+            v.drop("wrong_network")
+            return
+        self.counters["deltas"] += 1
+        good = []
+        for raw in env.body["reports"]:
+            try:
+                good.append(self._verify(raw))
+            except DecodeError:
+                pass
+        await self._ingest(good, "delta")
+
+    # ---- background loops
+    def reachable_anchors(self) -> list[str]:
+        return sorted(a for a in self.anchors if a in self.node.links.addrs and self.node.links.allowed(a))
+
+    async def pull_forever(self) -> None:
+        while True:
+            await self.pull_once()
+            await trio.sleep(self.s.sync_s * random.uniform(0.8, 1.2))
+
+    async def pull_once(self) -> bool:
+        """Anti-entropy with the next keyring anchor (round robin, skipping unreachable ones)."""
+        cands = self.reachable_anchors()
+        for k in range(len(cands)):
+            pid = cands[(self._rr + k) % len(cands)]
+            self.counters["pulls"] += 1
+            try:
+                with trio.fail_after(20):
+                    lp = await self.node.links.connect(pid)
+                    pulled, _ = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
+                                                   self._verify, lambda rs: self._ingest(rs, "pull"), push=False)
+            except Exception as e:  # unreachable / timed out / refused: try the next anchor
+                self.counters["pull_failures"] += 1
+                log.debug("pull from %s failed: %r", pid, e)
+                continue
+            self._rr = (self._rr + k + 1) % max(1, len(cands))
+            self.counters["pulled"] += pulled
+            self.last_pull_ok = time.time()
+            return True
+        return False
+
+    async def liveness_forever(self) -> None:
+        while True:
+            for pid in self.view.refresh(time.time(), self.s.node_timeout_s):
+                self.node.events("worker_down", peer=pid)
+            await trio.sleep(min(1.0, self.s.node_timeout_s / 4))
+
+    # ---- reports
+    async def report(self, bodies: list[dict]) -> list[bytes]:
+        """Sign, persist in the outbox, gossip; the flusher then submits them to an anchor."""
+        envs = [self.signer.sign("trust_report", b) for b in bodies]
+        if not envs:
+            return []
+        await trio.to_thread.run_sync(self._outbox_log.append, [e.raw for e in envs])
+        for e in envs:
+            self.outbox[(e.sender, e.seq)] = e.raw
+            self.node.events("report", key=[e.sender.hex(), e.seq], ts=e.ts)
+            await self.node.gossip.publish("reports", e.raw)
+        self.counters["reports_sent"] += len(envs)
+        self._flush_wake.set()
+        return [e.raw for e in envs]
+
+    async def flush_forever(self) -> None:
+        while True:
+            if self.outbox:
+                ok = await self.flush_once()
+                if not ok or self.outbox:
+                    with trio.move_on_after(self.s.sync_s):
+                        await self._flush_wake.wait()
+            else:
+                await self._flush_wake.wait()
+            self._flush_wake = trio.Event()
+
+    async def flush_once(self) -> bool:
+        """Submit the outbox to the first anchor that answers. True if one did."""
+        items = list(self.outbox.items())
+        cands = self.reachable_anchors()
+        random.shuffle(cands)
+        for pid in cands:
+            try:
+                with trio.fail_after(15):
+                    lp = await self.node.links.connect(pid)
+                    ack = await submit(self.node.host, lp, self.s.network, [raw for _, raw in items])
+            except (ConnectionError, SyncError, StreamClosed, trio.TooSlowError, DecodeError, OSError) as e:
+                self.counters["submit_failures"] += 1
+                log.debug("submit to %s failed: %r", pid, e)
+                continue
+            except Exception as e:
+                self.counters["submit_failures"] += 1
+                log.debug("submit to %s failed: %r", pid, e)
+                continue
+            for (key, _), res in zip(items, ack["results"], strict=False):
+                if res in DONE:
+                    self.outbox.pop(key, None)
+                    self.counters["reports_acked"] += 1
+                elif res not in RETRY:  # refused for good (stale, implausible...): say so, don't retry forever
+                    self.outbox.pop(key, None)
+                    self.counters["reports_refused"] += 1
+                    self.refused[res] = self.refused.get(res, 0) + 1
+                    log.warning("anchor %s refused trust report seq %d: %s", pid[-8:], key[1], res)
+            await trio.to_thread.run_sync(self._rewrite_outbox)
+            return True
+        return False
+
+    def _rewrite_outbox(self) -> None:
+        self._outbox_log.rewrite(list(self.outbox.values()))
+
+    async def drain(self, timeout: float) -> int:
+        """Best effort before exit: try to hand the outbox to an anchor; what is left stays on disk."""
+        with trio.move_on_after(timeout):
+            while self.outbox:
+                if not await self.flush_once():
+                    await trio.sleep(0.5)
+        return len(self.outbox)
+
+    def status(self) -> dict:
+        trust, lat = self.replica.trust_latency()
+        now = time.time()
+        return {"ledger": {"reports": len(self.replica.ledger), "reporters": len(self.replica.ledger.heads()),
+                           "loaded_from_disk": self.replica.loaded,
+                           "last_pull_age_s": None if self.last_pull_ok is None else round(now - self.last_pull_ok, 1)},
+                "anchors": {a: {"reachable": a in self.node.links.connected()} for a in sorted(self.anchors)},
+                "outbox": len(self.outbox), "refused": self.refused, "counters": self.counters,
+                "workers": {w.peer_id: {"name": w.name, "layers": [w.start, w.end], "alive": w.alive,
+                                        "heard_s_ago": round(now - w.last_seen, 1) if w.last_seen else None,
+                                        "trust": round(self.view.trust(w.peer_id), 4),
+                                        "latency_ms": round(self.view.latency(w.peer_id), 2), "load": w.load,
+                                        "free_tokens": w.free_tokens}
+                            for w in self.view.workers.values()},
+                "trust": trust, "latency_ms": lat}
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        node = self.node
+        for pid in self.anchors:
+            if pid in node.links.addrs:
+                node.links.keep_ids.add(pid)
+        node.extra_status = self.status
+        async with trio.open_nursery() as n:
+            await n.start(node.gossip.serve, "heartbeats", self.on_heartbeats)
+            await n.start(node.gossip.serve, "ledger", self.on_ledger)
+            n.start_soon(self.pull_forever)
+            n.start_soon(self.flush_forever)
+            n.start_soon(self.liveness_forever)
+            task_status.started()
+
+    def close(self) -> None:
+        self.replica.close()
+        self._outbox_log.close()
+
+
+def anchor_ids(keystore_path) -> set[str]:
+    from .identity import Keystore
+
+    return {peer_id_from_public(pub) for pub in Keystore(keystore_path).anchors().values()}

@@ -1,0 +1,107 @@
+"""`gtracd status [NAME] [--json]`: what each daemon running under a data directory sees.
+
+Every control-plane daemon rewrites <data_dir>/run/<role>-<name>.json once a second (atomically); this
+command reads those files, so it needs no network access and works while the daemon is busy. A file whose
+process is gone, or that stopped being refreshed, is shown as stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from .errors import UserError
+from .node import status_dir
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect(settings, name: str | None = None) -> list[dict]:
+    d = status_dir(settings)
+    out = []
+    for f in sorted(d.glob("*.json")) if d.exists() else []:
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if name and name not in (f.stem, doc.get("name")):
+            continue
+        age = time.time() - doc.get("written_at", 0)
+        doc["stale"] = not _alive(int(doc.get("pid", -1))) or age > 10
+        doc["age_s"] = round(age, 1)
+        out.append(doc)
+    return out
+
+
+def main(args, settings) -> int:
+    docs = collect(settings, args.name)
+    if args.json:
+        print(json.dumps(docs, indent=1, sort_keys=True, default=str))
+        return 0 if docs else 1
+    if not docs:
+        where = status_dir(settings)
+        raise UserError(f"no running daemon found under {where}" + (f" named {args.name!r}" if args.name else "")
+                        + " (daemons started with another --data-dir write their status there)")
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    for d in docs:
+        _render(con, Table, d)
+    return 0
+
+
+def _short(pid: str) -> str:
+    return pid[-10:] if pid else "?"
+
+
+def _render(con, Table, d: dict) -> None:
+    led = d.get("ledger", {})
+    head = (f"[bold]{d['role']} {d['name']}[/] {_short(d['peer_id'])}  network {d['network']}  "
+            f"up {d['uptime_s']:.0f}s" + ("  [red]STALE[/]" if d["stale"] else ""))
+    con.print(head)
+    links = d.get("links", {})
+    con.print(f"  links: {links.get('connected', 0)} connected, unreachable {len(links.get('unreachable', []))}, "
+              f"cut {len(links.get('cut', []))}; gossip sent {d['gossip']['sent']} received {d['gossip']['received']}")
+    if led:
+        con.print(f"  ledger: {led.get('reports', 0)} reports from {led.get('reporters', 0)} reporters"
+                  + (f", {led['pending']} pending" if led.get("pending") else "")
+                  + (f", last pull {led['last_pull_age_s']}s ago" if led.get("last_pull_age_s") is not None else ""))
+    anchors = d.get("anchors")
+    if isinstance(anchors, dict) and anchors:
+        con.print("  anchors: " + ", ".join(f"{_short(a)} {'up' if v['reachable'] else '[red]down[/]'}"
+                                             for a, v in anchors.items()))
+    elif isinstance(anchors, list) and anchors:
+        con.print("  peer anchors: " + ", ".join(_short(a) for a in anchors))
+    drops = {**d.get("dropped", {}), **{f"admission.{k}": v for k, v in d.get("admission_dropped", {}).items()}}
+    con.print("  dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) if drops else "none"))
+    if d.get("outbox"):
+        con.print(f"  outbox: {d['outbox']} report(s) waiting for an anchor")
+    workers = d.get("workers") or {}
+    if workers:
+        t = Table(show_header=True, header_style="bold")
+        for c in ("worker", "name", "layers", "alive", "heard", "trust", "latency ms", "load"):
+            t.add_column(c)
+        for pid, w in sorted(workers.items(), key=lambda kv: (kv[1]["layers"], kv[0])):
+            t.add_row(_short(pid), w["name"], f"{w['layers'][0]}:{w['layers'][1]}",
+                      "yes" if w["alive"] else "[red]no[/]",
+                      "-" if w["heard_s_ago"] is None else f"{w['heard_s_ago']}s ago", f"{w['trust']:.3f}",
+                      f"{w['latency_ms']:.1f}", "-" if w["load"] is None else f"{w['load']:.2f}")
+        con.print(t)
+    elif d.get("trust"):
+        t = Table(show_header=True, header_style="bold")
+        for c in ("worker", "trust", "latency ms"):
+            t.add_column(c)
+        lat = d.get("latency_ms", {})
+        for pid, tr in sorted(d["trust"].items()):
+            t.add_row(_short(pid), f"{tr:.3f}", f"{lat.get(pid, float('nan')):.1f}")
+        con.print(t)
