@@ -92,6 +92,26 @@ class ControlNet:
         self.procs.pop(name).stop()
         self.procs[name] = start_procs([self._seeker_cmd(name, rate)], 60, self.root)[0]
 
+    def partition(self, groups: list[list[str]]) -> None:
+        """Cut every link between processes of different groups (each process drops its side on SIGUSR1)."""
+        side = {n: i for i, g in enumerate(groups) for n in g}
+        for name, p in self.procs.items():
+            cut = [q.peer_id for other, q in self.procs.items() if side.get(other, -1) != side.get(name, -2)
+                   and other != name]
+            self._signal_cut(name, p, cut)
+
+    def heal(self) -> None:
+        for name, p in self.procs.items():
+            self._signal_cut(name, p, [])
+
+    def _signal_cut(self, name: str, p: WorkerProc, cut: list[str]) -> None:
+        import signal
+
+        path = self.root / "run" / f"{p.info['role']}-{name}.cut"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(cut))
+        p.proc.send_signal(signal.SIGUSR1)
+
     def events(self, name: str | None = None) -> list[dict]:
         out = []
         files = [self.events_path(name)] if name else sorted((self.root / "events").glob("*.jsonl"))

@@ -54,6 +54,7 @@ class Node:
         self.verifier = Verifier(max_skew_s=60.0)
         self.started = time.time()
         self.status_path = status_dir(settings) / f"{role}-{name}.json"
+        self.cut_path = status_dir(settings) / f"{role}-{name}.cut"
         self.extra_status = lambda: {}
 
     @property
@@ -78,6 +79,20 @@ class Node:
             "dropped": dict(self.verifier.dropped), "accepted": self.verifier.accepted,
             **self.extra_status(),
         }
+
+    async def link_cuts_on_signal(self) -> None:
+        """SIGUSR1: re-read <data_dir>/run/<role>-<name>.cut (peer ids, one per line; missing or empty = heal)
+        and cut exactly those links. The partition tests and `gtracd bench ledger` drive partitions with it."""
+        import signal
+
+        with trio.open_signal_receiver(signal.SIGUSR1) as sigs:
+            async for _ in sigs:
+                try:
+                    pids = set(self.cut_path.read_text().split())
+                except OSError:
+                    pids = set()
+                await self.links.apply_cuts(pids)
+                self.events("cut", peers=sorted(pids))
 
     async def write_status_forever(self, every: float = 1.0) -> None:
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,11 +125,13 @@ async def running_node(role: str, name: str, ident: Identity, settings, events_p
         async with running_host(ident, settings.listen, ps) as host:
             async with running_gossip(host, settings.network) as gossip:
                 links = Links(host, settings.bootstrap)
+                gossip.blocked = links.cut
                 node = Node(role, name, ident, settings, host, gossip, links, events)
                 async with trio.open_nursery() as n:
                     node.nursery = n
                     await n.start(links.keep)
                     n.start_soon(node.write_status_forever)
+                    n.start_soon(node.link_cuts_on_signal)
                     yield node
                     n.cancel_scope.cancel()
     finally:

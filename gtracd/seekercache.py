@@ -152,14 +152,15 @@ class SeekerCache:
 
     async def flush_forever(self) -> None:
         while True:
-            if self.outbox:
-                ok = await self.flush_once()
-                if not ok or self.outbox:
-                    with trio.move_on_after(self.s.sync_s):
-                        await self._flush_wake.wait()
-            else:
-                await self._flush_wake.wait()
-            self._flush_wake = trio.Event()
+            wake = self._flush_wake = trio.Event()  # before looking: a report added meanwhile sets this one
+            if not self.outbox:
+                await wake.wait()
+                continue
+            before = set(self.outbox)
+            await self.flush_once()
+            if before & set(self.outbox):  # no anchor took them (down, or asked us to retry): back off
+                with trio.move_on_after(self.s.sync_s):
+                    await wake.wait()
 
     async def flush_once(self) -> bool:
         """Submit the outbox to the first anchor that answers. True if one did."""
@@ -231,6 +232,7 @@ class SeekerCache:
             n.start_soon(self.pull_forever)
             n.start_soon(self.flush_forever)
             n.start_soon(self.liveness_forever)
+            node.links.on_connect.append(lambda pid: n.start_soon(self.pull_once) if pid in self.anchors else None)
             task_status.started()
 
     def close(self) -> None:

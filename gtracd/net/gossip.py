@@ -48,6 +48,7 @@ class Gossip:
         self.sent: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
         self.publish_errors = 0
+        self.blocked: set[str] = set()  # origins whose messages are ignored (the links' cut set)
 
     def topic(self, name: str) -> str:
         return topic(self.network, name)
@@ -73,9 +74,11 @@ class Gossip:
         async for msg in sub:
             if msg.from_id == me:
                 continue  # our own publication, delivered back to us
+            origin = _origin(msg.from_id)
+            if origin in self.blocked:
+                continue
             self.received[name] += 1
             try:
-                origin = _origin(msg.from_id)
                 await handler(bytes(msg.data), origin)
             except Exception:  # a handler bug must not stop the subscription
                 log.exception("gossip handler for %s failed", name)

@@ -35,6 +35,8 @@ class Links:
         self.dial_failures = 0
         self.last_error: dict[str, str] = {}
         self._ids: dict[str, object] = {}
+        self.on_connect: list = []  # callbacks(pid) when a kept peer (re)connects: e.g. sync at once after a heal
+        self._was: set[str] = set()
         self.me = host.get_id().to_base58()
         for a in bootstrap:
             self.learn(a, keep=True)
@@ -75,15 +77,12 @@ class Links:
         self.last_error.pop(pid, None)
         return self._ids[pid]
 
-    async def cut_link(self, pid: str) -> None:
-        self.cut.add(pid)
-        await self._drop(pid)
-
-    def heal(self, pid: str | None = None) -> None:
-        if pid is None:
-            self.cut.clear()
-        else:
-            self.cut.discard(pid)
+    async def apply_cuts(self, pids: set[str]) -> None:
+        """Make `pids` the cut set (empty: heal every link). The set is shared with the gossip filter."""
+        self.cut.clear()
+        self.cut.update(pids)
+        for pid in self.cut & self.connected():
+            await self._drop(pid)
 
     async def _drop(self, pid: str) -> None:
         from libp2p.peer.id import ID
@@ -105,10 +104,16 @@ class Links:
             async with trio.open_nursery() as n:
                 for pid in todo:
                     n.start_soon(self._try, pid)
+            now_connected = self.connected()
+            for pid in (now_connected & self.keep_ids) - self._was:
+                for cb in self.on_connect:
+                    cb(pid)
+            self._was = now_connected & self.keep_ids
             if first:
                 task_status.started()
                 first = False
-            await trio.sleep(self.interval)
+            # while links are cut, peers on the other side keep dialling us: drop them promptly
+            await trio.sleep(0.25 if self.cut else self.interval)
 
     async def _try(self, pid: str) -> None:
         try:

@@ -121,14 +121,13 @@ class AnchorDaemon:
     # ---- announcing deltas
     async def announcer(self) -> None:
         while True:
-            if not self._announce:
-                self._wake = trio.Event()
-                await self._wake.wait()
+            wake = self._wake = trio.Event()  # before looking: a report admitted meanwhile sets this one
             now = time.monotonic()
             due = [k for k, (_, t) in self._announce.items() if t <= now]
             if not due:
-                nxt = min(t for _, t in self._announce.values())
-                await trio.sleep(max(0.0, nxt - now))
+                nxt = min((t for _, t in self._announce.values()), default=now + 3600.0)
+                with trio.move_on_after(max(0.0, nxt - now)):
+                    await wake.wait()
                 continue
             reports = [self._announce.pop(k)[0] for k in due]
             for i in range(0, len(reports), DELTA_MAX):
@@ -204,6 +203,10 @@ class AnchorDaemon:
             results.append(res)
             if res == "admitted":
                 admitted.append(self.replica.ledger.get(env.sender, env.seq))
+            elif res == "duplicate" and (env.sender, env.seq) in self._announce:
+                # heard by gossip first and waiting out the jitter: the seeker chose us, announce it now
+                self._announce[(env.sender, env.seq)] = (self._announce[(env.sender, env.seq)][0], 0.0)
+                self._wake.set()
         await self.replica.persist(admitted)  # fsync'd before the ack leaves
         self._admitted(admitted, "direct", 0.0)
         dropped: dict[str, int] = {}
@@ -277,6 +280,8 @@ class AnchorDaemon:
             n.start_soon(self.announcer)
             n.start_soon(self.sync_forever)
             n.start_soon(self.sync_with_all_now)
+            # a peer anchor (re)connected, e.g. after a partition healed: anti-entropy with it now
+            node.links.on_connect.append(lambda pid: n.start_soon(self.sync_with, pid) if pid in self.anchors else None)
             task_status.started()
 
     async def sync_with_all_now(self) -> None:
