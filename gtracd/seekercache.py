@@ -38,6 +38,8 @@ class SeekerCache:
         self.node, self.s, self.view, self.anchors = node, s, view, anchors
         d = (data_dir or s.home / "seeker") / node.name
         self.replica = Replica(d / "ledger.log", rule_params(s))
+        self.view_path = d / "view.json"
+        self._load_view()
         self._outbox_log = ReportLog(d / "outbox.log")
         self.outbox = {(r.reporter, r.seq): r.raw for r in self._outbox_log.load()}
         self.signer = Signer(node.ident)
@@ -50,6 +52,45 @@ class SeekerCache:
         self.apply_ledger()
         for r in self.replica.ledger.reports():
             node.events("have", key=[r.reporter.hex(), r.seq], via="disk")
+
+    # ---- the liveness view survives restarts (a fresh process routes before the next heartbeat, and can
+    # reach the workers directly when every anchor is down)
+    def _load_view(self) -> None:
+        import json
+
+        from .peerview import WorkerEntry
+
+        try:
+            doc = json.loads(self.view_path.read_text())
+        except (OSError, ValueError):
+            return
+        now = time.time()
+        for w in doc.get("workers", []):
+            try:
+                e = WorkerEntry(**w)
+            except TypeError:
+                continue
+            e.alive = bool(e.last_seen) and now - e.last_seen <= self.s.node_timeout_s
+            self.view.workers.setdefault(e.peer_id, e)
+            if e.last_seen and now - e.last_seen <= 10 * self.s.node_timeout_s:
+                self._keep(e)  # dial it: if it is still up, its next heartbeat marks it alive
+
+    def save_view(self) -> None:
+        import dataclasses
+
+        from .node import write_status  # atomic JSON write
+
+        ws = [dataclasses.asdict(w) for w in self.view.workers.values() if w.last_seen]
+        self.view_path.parent.mkdir(parents=True, exist_ok=True)
+        write_status(self.view_path, {"workers": ws, "saved_at": time.time()})
+
+    def _keep(self, w) -> None:
+        """Stay connected to live workers' hosts, so their heartbeats reach us even with every anchor down."""
+        try:
+            pid = self.node.links.learn(w.addr)
+        except Exception:
+            return
+        self.node.links.keep_ids.add(pid)
 
     # ---- ledger -> view
     def apply_ledger(self) -> None:
@@ -77,7 +118,7 @@ class SeekerCache:
         for w in admit_heartbeats(self.node, data):
             if self.view.heard(w):
                 self.node.events("worker_up", peer=w.peer_id)
-            self.node.links.addrs.setdefault(w.peer_id, w.addr)
+                self._keep(w)
 
     async def on_ledger(self, data: bytes, origin: str) -> None:
         v = self.node.verifier
@@ -130,9 +171,21 @@ class SeekerCache:
         return False
 
     async def liveness_forever(self) -> None:
+        last_save = 0.0
         while True:
-            for pid in self.view.refresh(time.time(), self.s.node_timeout_s):
+            now = time.time()
+            for pid in self.view.refresh(now, self.s.node_timeout_s):
                 self.node.events("worker_down", peer=pid)
+                w = self.view.workers[pid]
+                host = w.addr.rsplit("/p2p/", 1)[-1]
+                if not any(x.alive and x.addr.endswith(host) for x in self.view.workers.values()):
+                    self.node.links.keep_ids.discard(host)  # stop redialling a host with no live identity
+            if now - last_save >= 5.0:
+                try:
+                    await trio.to_thread.run_sync(self.save_view)
+                except OSError as e:
+                    log.warning("cannot save the view: %s", e)
+                last_save = now
             await trio.sleep(min(1.0, self.s.node_timeout_s / 4))
 
     # ---- reports
@@ -236,6 +289,10 @@ class SeekerCache:
             task_status.started()
 
     def close(self) -> None:
+        try:
+            self.save_view()
+        except OSError:
+            pass
         self.replica.close()
         self._outbox_log.close()
 

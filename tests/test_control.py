@@ -1,0 +1,111 @@
+"""Control plane on loopback with real processes: 3 anchors, a testbed fleet of 12 worker identities,
+2 seekers emitting trust reports. Convergence, kill -9 and restart of an anchor (disk + anti-entropy, nothing
+lost), a partition and its heal, identical derived trust everywhere, and `gtracd status`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gtracd.controlnet import ControlNet
+
+REPLICAS = ("a1", "a2", "a3", "s1", "s2")
+
+
+def wait_for(pred, timeout: float, what: str, step: float = 0.1):
+    end = time.time() + timeout
+    while time.time() < end:
+        got = pred()
+        if got:
+            return got
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def emitted(cn: ControlNet, after: float = 0.0, before: float = float("inf")) -> set[tuple]:
+    return {tuple(e["key"]) for e in cn.events() if e["ev"] == "report" and after <= e["t"] < before}
+
+
+def held_by_all(cn: ControlNet, keys: set[tuple], replicas=REPLICAS) -> bool:
+    h = cn.holders()
+    return bool(keys) and all(set(replicas) <= h.get(k, set()) for k in keys)
+
+
+@pytest.fixture
+def net():
+    cn = ControlNet(network="t-control", heartbeat_s=1.0, sync_s=1.0, node_timeout_s=5.0)
+    cn.start(["a1", "a2", "a3"], fleet=12, seekers={"s1": 2.0, "s2": 2.0})
+    yield cn
+    cn.stop_all()
+
+
+def test_reports_reach_every_replica_and_survive_anchor_crash_partition_and_heal(net):
+    cn = net
+    # 1. a report reaches every anchor and every seeker
+    wait_for(lambda: held_by_all(cn, emitted(cn)), 30, "a first report on all 5 replicas")
+
+    # 2. kill -9 one anchor: the others carry on
+    cn.kill9("a3")
+    t_kill = time.time()
+    wait_for(lambda: len(emitted(cn, t_kill + 0.5)) >= 4, 20, "reports after the crash")
+    after_kill = emitted(cn, t_kill + 0.5)
+    wait_for(lambda: held_by_all(cn, after_kill, ("a1", "a2", "s1", "s2")), 20, "the survivors to converge")
+
+    # 3. restart it: it reloads what it had from disk and anti-entropy brings the rest; nothing is lost
+    cn.restart_anchor("a3")
+    t_restart = time.time()
+    on_disk = [e for e in cn.events("a3") if e["ev"] == "have" and e["via"] == "disk" and e["t"] >= t_restart - 1]
+    assert on_disk, "the restarted anchor should reload its fsync'd log"
+    so_far = emitted(cn, 0, t_restart)
+    wait_for(lambda: held_by_all(cn, so_far), 30, "the restarted anchor to hold every report")
+
+    # 4. partition {a1, a2, s1, fleet} | {a3, s2}: both sides keep admitting; then heal and converge
+    cn.partition([["a1", "a2", "s1", "fleet"], ["a3", "s2"]])
+    t_cut = time.time()
+    wait_for(lambda: len(emitted(cn, t_cut + 0.5)) >= 6, 20, "reports during the partition")
+    time.sleep(1.0)
+    h = cn.holders()
+    during = emitted(cn, t_cut + 0.5)
+    assert any("a3" not in h.get(k, set()) for k in during), "the cut should keep s1's reports from a3"
+    cn.heal()
+    t_heal = time.time()
+    upto = emitted(cn, 0, t_heal)
+    wait_for(lambda: held_by_all(cn, upto), 30, "every replica to converge after the heal")
+
+    # 5. identical derived trust on every replica once they hold the same reports
+    #    (seekers restarted with no load: their replica comes back from disk and they pull the rest)
+    cn.set_seeker_rate("s1", 0.0)
+    cn.set_seeker_rate("s2", 0.0)  # a clean stop first: each outbox drains to an anchor
+    all_reports = emitted(cn)
+    wait_for(lambda: held_by_all(cn, all_reports), 30, "every emitted report on every replica")
+    trust = wait_for(lambda: same_trust(cn), 15, "bit-identical trust on all 5 replicas")
+    assert len(trust) >= 3 and all(0.0 <= t <= 1.0 for t in trust.values())  # at least one whole chain rated
+    for name in ("s1", "s2"):
+        st = cn.status(name)
+        assert st["outbox"] == 0 and st["ledger"]["loaded_from_disk"] > 0
+
+    # 6. gtracd status: machine- and human-readable
+    out = subprocess.run([sys.executable, "-m", "gtracd.cli", "status", "--json", "--data-dir", str(cn.root)],
+                         capture_output=True, text=True, timeout=30)
+    docs = json.loads(out.stdout)
+    assert sorted(d["role"] for d in docs if not d["stale"]) == ["anchor"] * 3 + ["fleet", "seeker", "seeker"]
+    a1 = next(d for d in docs if d["name"] == "a1")
+    assert a1["ledger"]["reports"] == len(all_reports) and len(a1["anchors"]) == 2
+    assert "dropped" in a1 and "admission_dropped" in a1
+    s1 = next(d for d in docs if d["name"] == "s1")
+    assert len(s1["workers"]) == 12 and all(w["alive"] for w in s1["workers"].values())
+    human = subprocess.run([sys.executable, "-m", "gtracd.cli", "status", "--data-dir", str(cn.root)],
+                           capture_output=True, text=True, timeout=30)
+    assert human.returncode == 0 and "anchor a1" in human.stdout and "seeker s2" in human.stdout
+
+
+def same_trust(cn):
+    st = [cn.status(n) for n in REPLICAS]
+    if any(s is None for s in st) or len({s["ledger"]["reports"] for s in st}) != 1:
+        return False
+    trusts = {json.dumps(s["trust"], sort_keys=True) for s in st}
+    return st[0]["trust"] if len(trusts) == 1 else False
