@@ -110,3 +110,52 @@ def same_trust(cn):
         return False
     trusts = {json.dumps(s["trust"], sort_keys=True) for s in st}
     return st[0]["trust"] if len(trusts) == 1 else False
+
+
+@pytest.mark.model
+def test_seeker_generates_over_heartbeats_reports_to_anchors_and_routes_with_every_anchor_down(tmp_path):
+    """Real inference (tiny Llama, 2 workers) on a network: the seeker finds the workers by heartbeat, its
+    trust reports reach the anchors; with every anchor down it still routes (cached view, heartbeats straight
+    from the workers) and keeps its report in the outbox, which the next run hands over."""
+    from gtracd.launch import start_workers, stop_all
+
+    from .models import char_tokenizer, tiny_llama
+
+    folder = char_tokenizer(tiny_llama(tmp_path / "tiny", layers=4))
+    cn = ControlNet(root=tmp_path / "net", network="t-gen", heartbeat_s=1.0, sync_s=1.0, node_timeout_s=6.0)
+    cn.start(["a1", "a2"])
+    boot = ",".join(cn.anchor_addrs.values())
+    net_flags = ["--network", cn.network, "--bootstrap", boot, "--data-dir", str(cn.root)]
+    ws = start_workers(str(folder), [(0, 2), (2, 4)], extra=net_flags + ["--heartbeat-s", "1"])
+
+    def generate():
+        cmd = [sys.executable, "-m", "gtracd.cli", "--role", "seeker", *net_flags, "--keystore", str(cn.keystore),
+               "--key", "s1", "--name", "s1", "generate", "--prompt", "Hello", "--max-new-tokens", "5", "--json",
+               "--node-timeout-s", "6", "--sync-s", "1"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    def anchor_reports(name):
+        st = cn.status(name) or {}
+        return st.get("ledger", {}).get("reports", 0)
+
+    try:
+        r = generate()
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout.splitlines()[-1])
+        assert len(out["tokens"]) >= 1 and out["chain"] and "error" not in out
+        wait_for(lambda: anchor_reports("a1") == 1 and anchor_reports("a2") == 1, 20, "the report on both anchors")
+
+        cn.stop("a1")
+        cn.stop("a2")
+        r2 = generate()  # every anchor down
+        assert r2.returncode == 0, r2.stderr
+        assert "error" not in json.loads(r2.stdout.splitlines()[-1])
+        assert "kept in the outbox" in r2.stderr
+
+        cn.restart_anchor("a1")
+        r3 = generate()  # the outbox from run 2 is handed over with run 3's report
+        assert r3.returncode == 0, r3.stderr
+        wait_for(lambda: anchor_reports("a1") == 3, 20, "all three reports on the restarted anchor")
+    finally:
+        cn.stop_all()
+        assert stop_all(ws) == [0, 0]
