@@ -44,6 +44,7 @@ class SeekerCache:
         self.outbox = {(r.reporter, r.seq): r.raw for r in self._outbox_log.load()}
         self.signer = Signer(node.ident)
         self._flush_wake = trio.Event()
+        self._flush_lock = trio.Lock()
         self.counters = {"reports_sent": 0, "reports_acked": 0, "reports_refused": 0, "pulls": 0, "pull_failures": 0,
                          "pulled": 0, "deltas": 0, "bad_reports": 0, "submit_failures": 0}
         self.refused: dict[str, int] = {}
@@ -217,7 +218,13 @@ class SeekerCache:
 
     async def flush_once(self) -> bool:
         """Submit the outbox to the first anchor that answers. True if one did."""
+        async with self._flush_lock:  # the background flusher and drain() never interleave
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> bool:
         items = list(self.outbox.items())
+        if not items:
+            return True
         cands = self.reachable_anchors()
         random.shuffle(cands)
         for pid in cands:
@@ -242,7 +249,10 @@ class SeekerCache:
                     self.counters["reports_refused"] += 1
                     self.refused[res] = self.refused.get(res, 0) + 1
                     log.warning("anchor %s refused trust report seq %d: %s", pid[-8:], key[1], res)
-            await trio.to_thread.run_sync(self._rewrite_outbox)
+            try:
+                await trio.to_thread.run_sync(self._rewrite_outbox)
+            except OSError as e:  # the acknowledged entries are re-sent next time: duplicates, never losses
+                log.warning("cannot rewrite the outbox: %s", e)
             return True
         return False
 

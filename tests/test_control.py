@@ -36,8 +36,8 @@ def held_by_all(cn: ControlNet, keys: set[tuple], replicas=REPLICAS) -> bool:
 
 
 @pytest.fixture
-def net():
-    cn = ControlNet(network="t-control", heartbeat_s=1.0, sync_s=1.0, node_timeout_s=5.0)
+def net(tmp_path):
+    cn = ControlNet(root=tmp_path, network="t-control", heartbeat_s=1.0, sync_s=1.0, node_timeout_s=5.0)
     cn.start(["a1", "a2", "a3"], fleet=12, seekers={"s1": 2.0, "s2": 2.0})
     yield cn
     cn.stop_all()

@@ -16,7 +16,7 @@ from gtracd.net.ledgersync import submit
 from gtracd.net.protocols import LEDGER
 from gtracd.node import running_node
 from gtracd.roles.anchor import AnchorDaemon
-from gtracd.wire.envelope import Signer, encode_envelope
+from gtracd.wire.envelope import Signer
 
 NET = "t-adv"
 WORKER, SEEKER, MALLORY = Identity.generate(), Identity.generate(), Identity.generate()

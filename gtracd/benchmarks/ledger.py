@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import time
 
@@ -125,6 +126,7 @@ def run(duration: float = 30.0, rate: float = 2.0, identities: int = 50, heal_af
         }
     finally:
         cn.stop_all()
+        shutil.rmtree(cn.root, ignore_errors=True)
 
 
 def main(args) -> int:
