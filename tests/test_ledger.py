@@ -239,3 +239,16 @@ def test_report_log_skips_tampered_records(tmp_path):
     log.close()
     log2 = ReportLog(path)
     assert [r.seq for r in log2.load()] == [2] and log2.corrupt == 1
+
+
+def test_ledger_deltas_respect_count_and_byte_caps():
+    from gtracd.roles.anchor import DELTA_BYTES, DELTA_MAX, delta_chunks
+    from gtracd.wire.envelope import encode_envelope as enc
+
+    raws = [bytes(7000)] * 200 + [bytes(300)] * 300
+    chunks = delta_chunks(raws)
+    assert sum(map(len, chunks)) == 500 and [r for c in chunks for r in c] == raws
+    assert all(len(c) <= DELTA_MAX and sum(map(len, c)) <= DELTA_BYTES for c in chunks)
+    big = [signed_report(seq=i).raw for i in range(1, 97)]
+    for c in delta_chunks(big):  # every chunk signs under the envelope cap
+        enc(SEEKER, "ledger_delta", {"network": "n", "reports": c}, seq=1, ts=1.0)

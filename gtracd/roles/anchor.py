@@ -35,6 +35,21 @@ SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", "initial_trust", "r
             "alpha", "latency0_ms", "reporter_budget", "reporter_window_s", "report_rate", "report_burst"]
 IDLE_S = 30.0
 DELTA_MAX = 96  # reports per ledger_delta (schema cap)
+DELTA_BYTES = 512 * 1024  # well under the 768 KiB envelope cap and py-libp2p's silent 1 MiB gossip limit
+
+
+def delta_chunks(raws: list[bytes]) -> list[list[bytes]]:
+    """Split signed reports into ledger_delta bodies that respect both the count and the byte caps."""
+    out, cur, size = [], [], 0
+    for r in raws:
+        if cur and (len(cur) == DELTA_MAX or size + len(r) > DELTA_BYTES):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(r)
+        size += len(r) + 8
+    if cur:
+        out.append(cur)
+    return out
 
 
 def keyring_ids(keystore_path, me: str) -> set[str]:
@@ -129,10 +144,8 @@ class AnchorDaemon:
                 with trio.move_on_after(max(0.0, nxt - now)):
                     await wake.wait()
                 continue
-            reports = [self._announce.pop(k)[0] for k in due]
-            for i in range(0, len(reports), DELTA_MAX):
-                chunk = reports[i:i + DELTA_MAX]
-                env = self.signer.sign("ledger_delta", {"network": self.s.network, "reports": [r.raw for r in chunk]})
+            for chunk in delta_chunks([self._announce.pop(k)[0].raw for k in due]):
+                env = self.signer.sign("ledger_delta", {"network": self.s.network, "reports": chunk})
                 if await self.node.gossip.publish("ledger", env.raw):
                     self.counters["deltas_sent"] += 1
 

@@ -24,7 +24,7 @@ import time
 
 import trio
 
-from ..errors import UserError
+from ..errors import DecodeError, UserError
 from ..generation import Generation, GenerationFailed, SeekerNet
 from ..net.hop import fetch_info
 from ..peerview import PeerView, WorkerEntry
@@ -154,7 +154,10 @@ async def _generate(args, s, view, net, sampling, status, cache) -> int:
     async def report(gen: Generation, ok: bool, culprit, tokens: int) -> None:
         gen.trust_outcome(ok, culprit)
         if cache is not None:
-            await cache.report(gen.report_bodies(s.network, ok, culprit, tokens))
+            try:
+                await cache.report(gen.report_bodies(s.network, ok, culprit, tokens))
+            except DecodeError as e:  # a report we could not form must never cost the user the answer
+                log.warning("trust report not sent: %s", e)
 
     def new_gen(rng_seed=None):
         return Generation(net, view, _params(s), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
