@@ -70,7 +70,7 @@ class Links:
             self._ids[pid] = await dial(self.host, addr, self.dial_timeout)
         except UserError:
             raise
-        except (trio.TooSlowError, Exception) as e:
+        except Exception as e:  # refused, unreachable, timed out (TooSlowError), bad peer id...
             self.dial_failures += 1
             self.last_error[pid] = f"{type(e).__name__}: {e}"
             raise ConnectionError(f"cannot dial {pid}: {type(e).__name__}") from None
@@ -118,8 +118,8 @@ class Links:
     async def _try(self, pid: str) -> None:
         try:
             await self.connect(pid)
-        except ConnectionError:
-            pass
+        except (ConnectionError, UserError) as e:  # addresses learned from heartbeats are untrusted input
+            self.last_error[pid] = str(e)
 
     def status(self) -> dict:
         now_connected = self.connected()

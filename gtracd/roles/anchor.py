@@ -24,7 +24,7 @@ from ..heartbeat import admit_heartbeats
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import Admission, AdmissionParams, Report
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
-from ..net.ledgersync import PAGE, SyncError, anti_entropy
+from ..net.ledgersync import PAGE, anti_entropy
 from ..net.protocols import LEDGER
 from ..replica import Replica, rule_params, verify_report
 from ..wire.envelope import Signer
@@ -197,9 +197,9 @@ class AnchorDaemon:
             good = self._verify_all(raws)
             new = await self.replica.merge(good)
             self._admitted(new, "sync", None)
+            bad = len(raws) - len(good)
             return {"admitted": len(new), "duplicate": len(good) - len(new), "pending": 0,
-                    "dropped": {"bad": len(raws) - len(good)} if len(raws) > len(good) else {},
-                    "results": ["admitted"] * len(good)}
+                    "dropped": {"malformed": bad} if bad else {}, "results": []}
         self.counters["submitted"] += len(raws)
         for raw in raws:
             try:
@@ -258,11 +258,7 @@ class AnchorDaemon:
                 lp = await self.node.links.connect(pid)
                 pulled, pushed = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger, verify,
                                                     ingest, push=True)
-        except (ConnectionError, SyncError, StreamClosed, trio.TooSlowError, DecodeError, OSError) as e:
-            self.counters["sync_failures"] += 1
-            log.debug("anti-entropy with %s failed: %r", pid, e)
-            return
-        except Exception as e:  # libp2p negotiation errors and the like: counted, retried next round
+        except Exception as e:  # unreachable, cut, timed out, refused, negotiation failed: retried next round
             self.counters["sync_failures"] += 1
             log.debug("anti-entropy with %s failed: %r", pid, e)
             return
