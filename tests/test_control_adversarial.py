@@ -1,5 +1,6 @@
 """Forged, replayed, tampered, oversize, untrusted and garbage control messages — over real gossip and the real
-ledger stream, in one process — are dropped and counted by reason; the honest report still gets in."""
+ledger stream, in one process — are dropped and counted by reason; the honest report still gets in, and
+reaches a seeker that accepts ledger data from its keyring anchor only."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from gtracd.net.host import open_stream
 from gtracd.net.ledgersync import submit
 from gtracd.net.protocols import LEDGER
 from gtracd.node import running_node
+from gtracd.peerview import PeerView
 from gtracd.roles.anchor import AnchorDaemon
+from gtracd.seekercache import SeekerCache
 from gtracd.wire.envelope import Signer
 
 NET = "t-adv"
@@ -60,7 +63,11 @@ async def test_bad_control_messages_are_dropped_and_counted(tmp_path):
         await anode.nursery.start(anchor.run)
         boot = anode.addrs[0]
         async with running_node("seeker", "mallory", MALLORY, settings(tmp_path / "m", bootstrap=[boot]), None,
-                                False) as m:
+                                False) as m, \
+                running_node("seeker", "victim", SEEKER, settings(tmp_path / "v", bootstrap=[boot]), None,
+                             False) as vnode:
+            victim = SeekerCache(vnode, PeerView(), anchors={anode.peer_id})  # its keyring: the anchor only
+            await vnode.nursery.start(victim.run)
             await wait_until(lambda: all(m.gossip.peers(t) >= 1 for t in ("heartbeats", "reports", "ledger")),
                              "the anchor's subscriptions")
             v, adm = anode.verifier, anchor.admission
@@ -89,6 +96,11 @@ async def test_bad_control_messages_are_dropped_and_counted(tmp_path):
             await wait_until(lambda: sum(v.dropped.values()) >= 6, "the gossip drops")
             assert dict(v.dropped) == {"replay": 1, "bad_signature": 2, "oversize": 1, "malformed": 1,
                                        "untrusted_sender": 1}
+            # the seeker takes ledger data from its keyring anchor only: the honest report arrives (the anchor's
+            # delta or a pull), Mallory's delta is dropped
+            await wait_until(lambda: vnode.verifier.dropped["untrusted_sender"] == 1
+                             and len(victim.replica.ledger) == 1, "the victim seeker's replica")
+            assert victim.replica.ledger.get(SEEKER.public, good.seq) is not None
 
             # the direct stream: a forged and a duplicate report are refused with reasons in the ack
             lp = await m.links.connect(anode.peer_id)
@@ -106,4 +118,6 @@ async def test_bad_control_messages_are_dropped_and_counted(tmp_path):
             await wait_until(lambda: v.dropped["oversize"] == 2, "the oversize frame")
 
             assert len(anchor.replica.ledger) == 1  # only the honest report is in the ledger
+            assert len(victim.replica.ledger) == 1
+            victim.close()
         anode.nursery.cancel_scope.cancel()
