@@ -129,6 +129,8 @@ def register(sub) -> None:
     st.add_argument("name", nargs="?", help="only this daemon (e.g. anchor-a1, or just a1)")
     st.add_argument("--data-dir", help="state directory the daemons run with (default ~/.gtracd)")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--watch", type=float, nargs="?", const=1.0, default=0.0, metavar="SECONDS",
+                    help="live view, refreshed every SECONDS (default 1); Ctrl-C to leave")
     st.set_defaults(func=cmd_status)
 
     tb = sub.add_parser("testbed", help="control-plane load for tests and benchmarks (no inference)")

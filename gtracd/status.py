@@ -47,16 +47,26 @@ def main(args, settings) -> int:
     if args.json:
         print(json.dumps(docs, indent=1, sort_keys=True, default=str))
         return 0 if docs else 1
-    if not docs:
+    if not docs and not args.watch:
         where = status_dir(settings)
         raise UserError(f"no running daemon found under {where}" + (f" named {args.name!r}" if args.name else "")
                         + " (daemons started with another --data-dir write their status there)")
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console, Group
+    from rich.live import Live
 
     con = Console()
-    for d in docs:
-        _render(con, Table, d)
+    if not args.watch:
+        for d in docs:
+            con.print(render(d))
+        return 0
+    with Live(Group(*map(render, docs)), console=con, refresh_per_second=2, screen=False) as live:
+        try:
+            while True:
+                time.sleep(args.watch)
+                docs = collect(settings, args.name)
+                live.update(Group(*map(render, docs)) if docs else f"no running daemon under {status_dir(settings)}")
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -64,28 +74,35 @@ def _short(pid: str) -> str:
     return pid[-10:] if pid else "?"
 
 
-def _render(con, Table, d: dict) -> None:
+def render(d: dict):
+    """One daemon's view as a rich renderable."""
+    from rich.console import Group
+    from rich.table import Table
+
+    lines = []
     led = d.get("ledger", {})
-    head = (f"[bold]{d['role']} {d['name']}[/] {_short(d['peer_id'])}  network {d['network']}  "
-            f"up {d['uptime_s']:.0f}s" + ("  [red]STALE[/]" if d["stale"] else ""))
-    con.print(head)
+    lines.append(f"[bold]{d['role']} {d['name']}[/] {_short(d['peer_id'])}  network {d['network']}  "
+                 f"up {d['uptime_s']:.0f}s" + ("  [red]STALE[/]" if d["stale"] else ""))
     links = d.get("links", {})
-    con.print(f"  links: {links.get('connected', 0)} connected, unreachable {len(links.get('unreachable', []))}, "
-              f"cut {len(links.get('cut', []))}; gossip sent {d['gossip']['sent']} received {d['gossip']['received']}")
+    lines.append(f"  links: {links.get('connected', 0)} connected, unreachable {len(links.get('unreachable', []))}, "
+                 f"cut {len(links.get('cut', []))}; gossip sent {d['gossip']['sent']} received "
+                 f"{d['gossip']['received']}")
     if led:
-        con.print(f"  ledger: {led.get('reports', 0)} reports from {led.get('reporters', 0)} reporters"
-                  + (f", {led['pending']} pending" if led.get("pending") else "")
-                  + (f", last pull {led['last_pull_age_s']}s ago" if led.get("last_pull_age_s") is not None else ""))
+        lines.append(f"  ledger: {led.get('reports', 0)} reports from {led.get('reporters', 0)} reporters"
+                     + (f", {led['pending']} pending" if led.get("pending") else "")
+                     + (f", last pull {led['last_pull_age_s']}s ago" if led.get("last_pull_age_s") is not None
+                        else ""))
     anchors = d.get("anchors")
     if isinstance(anchors, dict) and anchors:
-        con.print("  anchors: " + ", ".join(f"{_short(a)} {'up' if v['reachable'] else '[red]down[/]'}"
-                                             for a, v in anchors.items()))
+        lines.append("  anchors: " + ", ".join(f"{_short(a)} {'up' if v['reachable'] else '[red]down[/]'}"
+                                               for a, v in anchors.items()))
     elif isinstance(anchors, list) and anchors:
-        con.print("  peer anchors: " + ", ".join(_short(a) for a in anchors))
+        lines.append("  peer anchors: " + ", ".join(_short(a) for a in anchors))
     drops = {**d.get("dropped", {}), **{f"admission.{k}": v for k, v in d.get("admission_dropped", {}).items()}}
-    con.print("  dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) if drops else "none"))
+    lines.append("  dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) if drops else "none"))
     if d.get("outbox"):
-        con.print(f"  outbox: {d['outbox']} report(s) waiting for an anchor")
+        lines.append(f"  outbox: {d['outbox']} report(s) waiting for an anchor")
+    parts: list = ["\n".join(lines)]
     workers = d.get("workers") or {}
     if workers:
         t = Table(show_header=True, header_style="bold")
@@ -96,7 +113,7 @@ def _render(con, Table, d: dict) -> None:
                       "yes" if w["alive"] else "[red]no[/]",
                       "-" if w["heard_s_ago"] is None else f"{w['heard_s_ago']}s ago", f"{w['trust']:.3f}",
                       f"{w['latency_ms']:.1f}", "-" if w["load"] is None else f"{w['load']:.2f}")
-        con.print(t)
+        parts.append(t)
     elif d.get("trust"):
         t = Table(show_header=True, header_style="bold")
         for c in ("worker", "trust", "latency ms"):
@@ -104,4 +121,5 @@ def _render(con, Table, d: dict) -> None:
         lat = d.get("latency_ms", {})
         for pid, tr in sorted(d["trust"].items()):
             t.add_row(_short(pid), f"{tr:.3f}", f"{lat.get(pid, float('nan')):.1f}")
-        con.print(t)
+        parts.append(t)
+    return Group(*parts)
