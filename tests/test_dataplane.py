@@ -18,6 +18,7 @@ from gtracd.peerview import PeerView  # noqa: E402
 from gtracd.roles.seeker import discover  # noqa: E402
 from gtracd.routing import Params  # noqa: E402
 from gtracd.wire import encode_tensor  # noqa: E402
+from gtracd.wire.envelope import encode_envelope  # noqa: E402
 
 from .cluster import start_workers, stop_all  # noqa: E402
 from .models import tiny_llama  # noqa: E402
@@ -261,6 +262,14 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
             assert gen.repairs == 1 and gen.repair_log[0]["failed"] == middle
             assert r2.tokens == ref
             assert tok.decode(r2.tokens) == tok.decode(ref)
+            # the trust reports it owes: the killed hop as culprit, then the repaired chain's success; each one
+            # is a valid signed envelope
+            fail, ok = gen.report_bodies("n", True, None, len(r2.tokens))
+            assert fail["outcome"] == "failure" and fail["chain"][fail["culprit"]] == middle and fail["culprit"] == 1
+            assert ok["outcome"] == "success" and ok["chain"] == gen.chain and middle not in ok["chain"]
+            assert len(ok["latency_ms"]) == 3 and all(ms > 0 for ms in ok["latency_ms"])
+            for b in (fail, ok):
+                encode_envelope(Identity.generate(), "trust_report", b, seq=1, ts=1.0)
     finally:
         stop_all(ws)
 
