@@ -4,13 +4,12 @@ log behind it. Anchors and seekers both hold one; only anchors decide what gets 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import trio
 
-from .errors import DecodeError
-from .ledger import Derived, Ledger, Report, ReportLog, RuleParams
-from .wire.envelope import decode_envelope
+from .ledger import Derived, Ledger, Report, ReportLog, RuleParams, verified_reports
 
 
 def rule_params(s) -> RuleParams:
@@ -19,16 +18,19 @@ def rule_params(s) -> RuleParams:
                       reporter_budget=s.reporter_budget, window_s=s.reporter_window_s)
 
 
-def verify_report(raw: bytes, network: str) -> Report:
-    """A reporter-signed trust report carried inside ledger traffic: schema, signature and network."""
-    env = decode_envelope(raw)
-    if env.kind != "trust_report":
-        raise DecodeError("not a trust report", "reports[]")
-    if not env.signature_ok():
-        raise DecodeError("bad signature", "reports[].sig")
+def delta_reports(verifier, data: bytes, anchors: set[str], network: str) -> tuple[list[Report], int] | None:
+    """A `ledger_delta` from gossip: None (drop counted) unless an anchor in the keyring signed it for this
+    network; else its reports that verify, and how many did not."""
+    env = verifier.admit(data, time.time(), kinds=("ledger_delta",))
+    if env is None:
+        return None
+    if env.sender_id not in anchors:
+        verifier.drop("untrusted_sender")  # ledger data only from keyring anchors
+        return None
     if env.body["network"] != network:
-        raise DecodeError("another network's report", "reports[].network")
-    return Report.from_envelope(env)
+        verifier.drop("wrong_network")
+        return None
+    return verified_reports(env.body["reports"], network)
 
 
 class Replica:

@@ -24,7 +24,7 @@ from .ledger import ReportLog
 from .net.framing import StreamClosed
 from .net.ledgersync import SyncError, anti_entropy, submit
 from .peerview import PeerView
-from .replica import Replica, rule_params, verify_report
+from .replica import Replica, delta_reports, rule_params
 from .wire.envelope import Signer
 
 log = logging.getLogger("gtracd.seeker")
@@ -107,13 +107,6 @@ class SeekerCache:
             self.apply_ledger()
         return new
 
-    def _verify(self, raw):
-        try:
-            return verify_report(bytes(raw), self.s.network)
-        except DecodeError:
-            self.counters["bad_reports"] += 1
-            raise
-
     # ---- gossip handlers
     async def on_heartbeats(self, data: bytes, origin: str) -> None:
         for w in admit_heartbeats(self.node, data):
@@ -122,23 +115,12 @@ class SeekerCache:
                 self._keep(w)
 
     async def on_ledger(self, data: bytes, origin: str) -> None:
-        v = self.node.verifier
-        env = v.admit(data, time.time(), kinds=("ledger_delta",))
-        if env is None:
+        got = delta_reports(self.node.verifier, data, self.anchors, self.s.network)  # keyring anchors only
+        if got is None:
             return
-        if env.sender_id not in self.anchors:
-            v.drop("untrusted_sender")  # ledger data only from keyring anchors
-            return
-        if env.body["network"] != self.s.network:
-            v.drop("wrong_network")
-            return
+        good, bad = got
         self.counters["deltas"] += 1
-        good = []
-        for raw in env.body["reports"]:
-            try:
-                good.append(self._verify(raw))
-            except DecodeError:
-                pass
+        self.counters["bad_reports"] += bad
         await self._ingest(good, "delta")
 
     # ---- background loops
@@ -159,14 +141,15 @@ class SeekerCache:
             try:
                 with trio.fail_after(20):
                     lp = await self.node.links.connect(pid)
-                    pulled, _ = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
-                                                   self._verify, lambda rs: self._ingest(rs, "pull"), push=False)
+                    pulled, _, bad = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
+                                                        lambda rs: self._ingest(rs, "pull"), push=False)
             except Exception as e:  # unreachable / timed out / refused: try the next anchor
                 self.counters["pull_failures"] += 1
                 log.debug("pull from %s failed: %r", pid, e)
                 continue
             self._rr = (self._rr + k + 1) % max(1, len(cands))
             self.counters["pulled"] += pulled
+            self.counters["bad_reports"] += bad
             self.last_pull_ok = time.time()
             return True
         return False

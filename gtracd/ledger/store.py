@@ -12,8 +12,8 @@ import struct
 from pathlib import Path
 
 from ..errors import DecodeError
-from ..wire.envelope import decode_envelope
 from .crdt import Report
+from .signed import verified_report
 
 _HDR = struct.Struct(">I")
 MAX_RECORD = 64 * 1024
@@ -41,13 +41,9 @@ class ReportLog:
             i += 4 + n
             good = i
             try:
-                env = decode_envelope(raw)
-                if env.kind != "trust_report" or not env.signature_ok():
-                    raise DecodeError("not a signed trust report", "record")
+                out.append(verified_report(raw))
             except DecodeError:
                 self.corrupt += 1
-                continue
-            out.append(Report.from_envelope(env))
         if good < len(data):  # torn tail from a crash mid-append: cut it so new records stay framed
             self.torn_bytes = len(data) - good
             with open(self.path, "r+b") as f:

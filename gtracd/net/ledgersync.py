@@ -9,7 +9,7 @@ lacks; anchors also push what the other lacks). One short-lived stream per excha
 
 from __future__ import annotations
 
-from ..errors import DecodeError
+from ..ledger import verified_reports
 from .framing import FramedStream
 from .host import open_stream
 from .protocols import LEDGER
@@ -66,11 +66,11 @@ async def submit(host, lp, network: str, raws: list[bytes]) -> dict:
     return total
 
 
-async def anti_entropy(host, lp, network: str, ledger, verify, ingest, push: bool) -> tuple[int, int]:
-    """One exchange with the anchor `lp`. `verify(raw) -> Report` (raises DecodeError), `ingest(reports)`
-    merges and persists. Returns (reports pulled, reports pushed)."""
+async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool) -> tuple[int, int, int]:
+    """One exchange with the anchor `lp`; every pulled report is verified, `ingest(reports)` merges and
+    persists them. Returns (reports pulled, reports pushed, pulled reports that failed to verify)."""
     fs = await _open(host, lp)
-    pulled = pushed = 0
+    pulled = pushed = bad = 0
     try:
         await fs.send("digest", {"network": network, "heads": ledger.heads()}, READ_TIMEOUT_S)
         diff = await _expect(fs, "diff")
@@ -80,12 +80,8 @@ async def anti_entropy(host, lp, network: str, ledger, verify, ingest, push: boo
             await fs.send("want", {"seqs": want}, READ_TIMEOUT_S)
             while True:
                 page = await _expect(fs, "reports")
-                good = []
-                for raw in page["reports"]:
-                    try:
-                        good.append(verify(raw))
-                    except DecodeError:
-                        pass  # counted by the caller's verify
+                good, n_bad = verified_reports(page["reports"], network)
+                bad += n_bad
                 pulled += len(await ingest(good))
                 if not page["more"]:
                     break
@@ -97,4 +93,4 @@ async def anti_entropy(host, lp, network: str, ledger, verify, ingest, push: boo
                 pushed += ack["admitted"]
     finally:
         await fs.close()
-    return pulled, pushed
+    return pulled, pushed, bad

@@ -19,14 +19,14 @@ import time
 
 import trio
 
-from ..errors import DecodeError
+from ..errors import DecodeError, Oversize
 from ..heartbeat import admit_heartbeats
 from ..identity import Keystore, peer_id_from_public
-from ..ledger import Admission, AdmissionParams, Report
+from ..ledger import Admission, AdmissionParams, Report, verified_reports
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import PAGE, anti_entropy
 from ..net.protocols import LEDGER
-from ..replica import Replica, rule_params, verify_report
+from ..replica import Replica, delta_reports, rule_params
 from ..wire.envelope import Signer
 from . import common
 
@@ -107,31 +107,16 @@ class AnchorDaemon:
             self._admitted([r], "gossip", random.uniform(0.2, 0.6))
 
     async def on_ledger(self, data: bytes, origin: str) -> None:
-        v = self.node.verifier
-        env = v.admit(data, time.time(), kinds=("ledger_delta",))
-        if env is None:
+        got = delta_reports(self.node.verifier, data, self.anchors, self.s.network)
+        if got is None:
             return
-        if env.sender_id not in self.anchors:
-            v.drop("untrusted_sender")
-            return
-        if env.body["network"] != self.s.network:
-            v.drop("wrong_network")
-            return
+        good, bad = got
         self.counters["deltas_received"] += 1
-        good = self._verify_all(env.body["reports"])
+        self.counters["bad_reports"] += bad
         for r in good:
             self._announce.pop(r.key, None)  # someone announced it already
         new = await self.replica.merge(good)
         self._admitted(new, "delta", None)
-
-    def _verify_all(self, raws) -> list[Report]:
-        out = []
-        for raw in raws:
-            try:
-                out.append(verify_report(bytes(raw), self.s.network))
-            except DecodeError:
-                self.counters["bad_reports"] += 1
-        return out
 
     # ---- announcing deltas
     async def announcer(self) -> None:
@@ -194,10 +179,10 @@ class AnchorDaemon:
         results: list[str] = []
         admitted: list[Report] = []
         if remote in self.anchors:  # another anchor pushing what it admitted (anti-entropy): signatures only
-            good = self._verify_all(raws)
+            good, bad = verified_reports(raws, self.s.network)
+            self.counters["bad_reports"] += bad
             new = await self.replica.merge(good)
             self._admitted(new, "sync", None)
-            bad = len(raws) - len(good)
             return {"admitted": len(new), "duplicate": len(good) - len(new), "pending": 0,
                     "dropped": {"malformed": bad} if bad else {}, "results": []}
         self.counters["submitted"] += len(raws)
@@ -207,7 +192,7 @@ class AnchorDaemon:
                 if not env.signature_ok():
                     raise DecodeError("bad signature", "sig")
             except DecodeError as e:
-                reason = "oversize" if type(e).__name__ == "Oversize" else (
+                reason = "oversize" if isinstance(e, Oversize) else (
                     "bad_signature" if e.field == "sig" else "malformed")
                 self.admission.dropped[reason] += 1
                 results.append(reason)
@@ -246,23 +231,17 @@ class AnchorDaemon:
             self._admitted(new, "sync", None)
             return new
 
-        def verify(raw):
-            try:
-                return verify_report(bytes(raw), self.s.network)
-            except DecodeError:
-                self.counters["bad_reports"] += 1
-                raise
-
         try:
             with trio.fail_after(30):
                 lp = await self.node.links.connect(pid)
-                pulled, pushed = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger, verify,
-                                                    ingest, push=True)
+                pulled, pushed, bad = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
+                                                         ingest, push=True)
         except Exception as e:  # unreachable, cut, timed out, refused, negotiation failed: retried next round
             self.counters["sync_failures"] += 1
             log.debug("anti-entropy with %s failed: %r", pid, e)
             return
         self.counters["pulled"] += pulled
+        self.counters["bad_reports"] += bad
         self.counters["pushed"] += pushed
 
     def status(self) -> dict:

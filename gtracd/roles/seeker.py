@@ -135,7 +135,7 @@ async def run_generate(args, s, ident, name: str) -> int:
             problems = await discover(net, view, args.peer)
             for pr in problems:
                 status(f"gtracd: worker unreachable: {pr}")
-        if not view.workers or cache is not None and not args.peer:
+        if not view.workers or (cache is not None and not args.peer):
             if not await wait_for_route(view, _params(s), s.mode, s.node_timeout_s):
                 raise UserError("no live chain covering every layer was heard within "
                                 f"{s.node_timeout_s:g}s (are workers up and bootstrapped to the same network?)")
