@@ -148,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--json", action="store_true")
 
     from . import commands
+    from .lab import cli as lab_cli
 
     commands.register(sub)
+    lab_cli.register(sub)
     return p
 
 

@@ -30,6 +30,7 @@ class ControlNet:
     node_timeout_s: float = 10.0
     procs: dict[str, WorkerProc] = field(default_factory=dict)
     anchor_addrs: dict[str, str] = field(default_factory=dict)
+    anchor_extra: list[str] = field(default_factory=list)  # more setting flags for the anchors (the lab's)
 
     @property
     def keystore(self) -> Path:
@@ -54,7 +55,8 @@ class ControlNet:
         port = self.anchor_addrs[name].split("/tcp/")[1].split("/")[0]
         boot = ",".join(a for n, a in self.anchor_addrs.items() if n != name)
         return (["--role", "anchor", "--key", name, "--listen", f"/ip4/127.0.0.1/tcp/{port}",
-                 "--bootstrap", boot, "--events", str(self.events_path(name))] + self.common(name), name)
+                 "--bootstrap", boot, "--events", str(self.events_path(name))] + self.common(name)
+                + self.anchor_extra, name)
 
     def _boot_all(self) -> str:
         return ",".join(self.anchor_addrs.values())

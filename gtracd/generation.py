@@ -175,7 +175,8 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class Generation:
     def __init__(self, net: SeekerNet, view: PeerView, params: Params, mode: str = "g-trac",
                  sampling: dict | None = None, max_length: int = 4096, hop_timeout_floor_s: float = 2.0,
-                 hop_timeout_factor: float = 10.0, open_timeout_s: float = 10.0, rng: random.Random | None = None):
+                 hop_timeout_factor: float = 10.0, open_timeout_s: float = 10.0, rng: random.Random | None = None,
+                 max_repairs: int | None = None):
         self.net, self.view, self.params, self.mode = net, view, params, mode
         self.sampling = sampling or {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
         self.max_length = max_length
@@ -191,6 +192,11 @@ class Generation:
         self.repair_log: list[dict] = []
         self.eos_ids: list[int] = []
         self.exact_replay_max = 8  # longer histories: decode steps merged into one chunk (see replay_plan)
+        self.max_repairs = max_repairs  # None: one repair per failing call; 1: the paper's one-shot per request
+        self.repair_attempts = 0
+        self.selected: list[tuple[str, float, float]] = []  # (peer, trust, latency ms) as routing saw them
+        self.trace: list[dict] = []  # per forward pass: e2e, summed hop wall and compute time, hops
+        self._calls: list[tuple[float, float]] = []
 
     # ------------------------------------------------------------------ chain
     @property
@@ -209,6 +215,7 @@ class Generation:
         except NoRoute as e:
             raise GenerationFailed(f"no chain covers the model: {e}") from None
         self.selection_ms = (time.perf_counter() - t0) * 1e3
+        self.selected = [(p.id, p.trust, p.latency_ms) for p in r.chain]
         self.hops = [Hop(self.view.workers[p.id], await self.net.session(p.id, self.open_timeout)) for p in r.chain]
         try:
             async with trio.open_nursery() as n:
@@ -231,7 +238,7 @@ class Generation:
 
     def _open_body(self, w: WorkerEntry) -> dict:
         return {"session": self.sid, "model": w.model, "start": w.start, "end": w.end,
-                "max_length": self.max_length, "sampling": self.sampling}
+                "max_length": self.max_length, "sampling": self.sampling, "peer": w.peer_id, "nonce": os.urandom(16)}
 
     async def _open_or_repair(self, i: int) -> None:
         hop = self.hops[i]
@@ -251,6 +258,10 @@ class Generation:
         old = self.hops[i]
         pid = old.peer.peer_id
         self.failed.add(pid)
+        if self.max_repairs is not None and len(self.repair_log) >= self.max_repairs:
+            await old.session.abort()
+            raise GenerationFailed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) after "
+                                   f"{len(self.repair_log)} repair(s) this request", culprit=pid)
         self.view.workers[pid].alive = isinstance(err, HopError)  # a transport failure: presumed gone
         self.net.forget(pid)
         await old.session.abort()
@@ -262,6 +273,7 @@ class Generation:
             raise GenerationFailed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
                                    f"replacement with trust >= {self.params.trust_floor:g} is known", culprit=pid)
         log.warning("hop %d %s failed (%s); repairing with %s", i, pid[-8:], err, rep.id[-8:])
+        self.repair_attempts += 1
         try:
             hs = await self.net.session(rep.id, self.open_timeout)
             new = Hop(self.view.workers[rep.id], hs, history=list(old.history))
@@ -291,6 +303,7 @@ class Generation:
                 continue
             hop.history.append(chunk)
             hop.call_ms.append(ms)
+            self._calls.append((ms, res.get("compute_ms", 0.0)))
             if chunk.n == 1:
                 hop.step_ms.append(ms)
                 hop.compute_ms.append(res["compute_ms"])
@@ -301,6 +314,8 @@ class Generation:
     async def forward(self, pos: int, tokens: list[int], ctx: list[int]) -> dict:
         kind = "prefill" if len(tokens) > 1 else "step"
         chunk = Chunk(pos, len(tokens), tokens=list(tokens))
+        t0 = time.perf_counter()
+        self._calls = []
         last = len(self.hops) - 1
         for i in range(len(self.hops)):
             extra = {"ctx": ctx[-16:]} if i == last else {}
@@ -312,6 +327,8 @@ class Generation:
                 chunk = Chunk(pos, len(tokens), hidden={"dtype": h.dtype, "shape": list(h.shape), "data": bytes(h.data)})
         if res.get("token") is None:
             raise GenerationFailed("the last hop returned no token", culprit=self.hops[last].peer.peer_id)
+        self.trace.append({"e2e_ms": (time.perf_counter() - t0) * 1e3, "hop_wall_ms": sum(c[0] for c in self._calls),
+                           "hop_cpu_ms": sum(c[1] for c in self._calls), "hops": len(self.hops)})
         return res
 
     def _truncate(self, pos: int) -> None:

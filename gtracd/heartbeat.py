@@ -33,6 +33,7 @@ class Hosted:
     addrs: list[str]
     name: str = ""
     state: object = None
+    alive: object = None  # callable: False while this identity is down (the lab's crash/flapping peers)
 
     def body(self, network: str) -> dict:
         live = self.state() if self.state else {}
@@ -46,6 +47,9 @@ class Hosted:
 
 def heartbeat_messages(node_signer: Signer, network: str, hosted: list[Hosted]) -> list[bytes]:
     """The gossip payloads for one heartbeat round: a plain heartbeat for one identity, else batches."""
+    hosted = [h for h in hosted if h.alive is None or h.alive()]
+    if not hosted:
+        return []
     items = [h.signer.sign("heartbeat", h.body(network)).raw for h in hosted]
     if len(items) == 1 and hosted[0].signer.ident.public == node_signer.ident.public:
         return items

@@ -56,6 +56,28 @@ def peer_id_from_public(pub: bytes) -> str:
     return b58encode(b"\x00" + bytes([len(proto)]) + proto)
 
 
+def b58decode(text: str) -> bytes:
+    n = 0
+    for ch in text:
+        i = _B58.find(ch)
+        if i < 0:
+            raise ValueError(f"not base58: {ch!r}")
+        n = n * 58 + i
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    return b"\0" * (len(text) - len(text.lstrip("1"))) + body
+
+
+def public_from_peer_id(peer_id: str) -> bytes | None:
+    """The Ed25519 public key inside an identity-multihash peer id (None if it is not one)."""
+    try:
+        raw = b58decode(peer_id)
+    except ValueError:
+        return None
+    if len(raw) != 38 or raw[:6] != b"\x00\x24\x08\x01\x12\x20":
+        return None
+    return raw[6:]
+
+
 def verify(pub: bytes, sig: bytes, msg: bytes) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(pub).verify(sig, msg)

@@ -30,7 +30,7 @@ def delta_reports(verifier, data: bytes, anchors: set[str], network: str) -> tup
     if env.body["network"] != network:
         verifier.drop("wrong_network")
         return None
-    return verified_reports(env.body["reports"], network)
+    return verified_reports(env.body["reports"], network, anchors)
 
 
 class Replica:

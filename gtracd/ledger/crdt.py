@@ -12,6 +12,13 @@ known culprit -> that peer -penalty (floor 0); culprit unknown -> every hop -unk
 ballot-stuffing) resistance: one reporter moves one worker by at most `reporter_budget` in absolute value per
 window of `window_s` seconds; what exceeds the budget is dropped. Latency: EWMA with weight alpha over the
 seeker-measured hop latencies, starting at latency0_ms. Initial trust comes from configuration.
+
+Epochs: a `ledger_epoch` record (signed by a keyring anchor, e.g. an experiment's operator) is held in the
+same set, keyed by its signer and seq, and folds in the same total order: an epoch above the current one
+restarts derivation at its timestamp (trust back to the priors it carries or initial_trust, latency back to
+latency0_ms, reporter budgets cleared); a record of the current epoch adds its priors (long prior lists are
+split). Reports older than the epoch stay in the set (it is grow-only) but no longer count. Replicas holding
+the same records still derive bit-identical numbers: it is one more step of the same deterministic fold.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ class Report:
     ts: float
     chain: tuple[str, ...]
     latency_ms: tuple[float, ...]
-    outcome: str  # "success" | "failure"
+    outcome: str  # "success" | "failure" | "epoch" (a ledger_epoch record)
     culprit: int = -1  # index into chain; -1 unknown / none
     raw: bytes = field(default=b"", compare=False)  # the signed envelope, for forwarding
+    epoch: int = 0  # ledger_epoch records only
+    priors: tuple[tuple[str, float], ...] = ()  # ledger_epoch records only: (peer id, trust), sorted
 
     @property
     def key(self) -> tuple[bytes, int]:
@@ -38,13 +47,18 @@ class Report:
     @property
     def digest(self) -> bytes:
         h = hashlib.sha256()
-        h.update(repr((self.reporter, self.seq, self.ts, self.chain, self.latency_ms, self.outcome,
-                       self.culprit)).encode())
+        fields = (self.reporter, self.seq, self.ts, self.chain, self.latency_ms, self.outcome, self.culprit)
+        if self.outcome == "epoch":
+            fields += (self.epoch, self.priors)
+        h.update(repr(fields).encode())
         return h.digest()
 
     @classmethod
     def from_envelope(cls, env) -> Report:
         b = env.body
+        if env.kind == "ledger_epoch":
+            return cls(env.sender, env.seq, env.ts, (), (), "epoch", -1, env.raw, b["epoch"],
+                       tuple(sorted((k, float(v)) for k, v in b["priors"].items())))
         return cls(env.sender, env.seq, env.ts, tuple(b["chain"]), tuple(float(x) for x in b["latency_ms"]),
                    b["outcome"], b["culprit"], env.raw)
 
@@ -199,6 +213,7 @@ class Fold:
         self.spent: dict[tuple[bytes, str, int], float] = {}
         self.last: tuple | None = None
         self.applied = 0
+        self.epoch = 0
 
     def _move(self, rep: Report, peer: str, delta: float) -> None:
         p = self.p
@@ -213,6 +228,17 @@ class Fold:
 
     def apply(self, r: Report) -> None:
         p = self.p
+        self.last = _order(r)
+        self.applied += 1
+        if r.outcome == "epoch":
+            if r.epoch < self.epoch:
+                return
+            if r.epoch > self.epoch:  # a fresh epoch: derivation restarts here
+                self.epoch = r.epoch
+                self.trust, self.latency, self.spent = {}, {}, {}
+            for peer, t in r.priors:
+                self.trust[peer] = t
+            return
         for peer, ms in zip(r.chain, r.latency_ms, strict=False):
             prev = self.latency.get(peer, p.latency0_ms)
             self.latency[peer] = (1.0 - p.alpha) * prev + p.alpha * ms
@@ -224,8 +250,6 @@ class Fold:
         else:
             for peer in r.chain:
                 self._move(r, peer, -p.unknown_penalty)
-        self.last = _order(r)
-        self.applied += 1
 
 
 def derive(ledger: Ledger, p: RuleParams = RuleParams()) -> tuple[dict[str, float], dict[str, float]]:

@@ -41,7 +41,7 @@ class ReportLog:
             i += 4 + n
             good = i
             try:
-                out.append(verified_report(raw))
+                out.append(verified_report(raw, None, None))  # our own admitted records
             except DecodeError:
                 self.corrupt += 1
         if good < len(data):  # torn tail from a crash mid-append: cut it so new records stay framed

@@ -11,6 +11,7 @@ import time
 import trio
 
 from ..errors import DecodeError, GtracError
+from ..wire.binding import binding_ok
 from .framing import FramedStream, StreamClosed
 from .host import open_stream
 from .protocols import INFER, WRITE_TIMEOUT_S
@@ -68,9 +69,13 @@ class HopSession:
         return rbody
 
     async def open(self, body: dict, timeout: float) -> None:
+        """Open the session; with a nonce in `body`, the identity must prove it is served at this host."""
         res = await self.request("open", body, "opened", timeout)
-        self.max_length = res.get("max_length", body["max_length"])
         self.opened = True
+        if body.get("nonce") is not None and not binding_ok(self.peer, self.peer_id.to_base58(), body["nonce"],
+                                                            body["session"], res.get("proof")):
+            raise HopError(self.peer, "unbound", "no valid proof that this identity is served at the dialled host")
+        self.max_length = res.get("max_length", body["max_length"])
 
     async def timed(self, kind: str, body: dict, timeout: float) -> tuple[dict, float]:
         t0 = time.perf_counter()

@@ -66,7 +66,8 @@ async def submit(host, lp, network: str, raws: list[bytes]) -> dict:
     return total
 
 
-async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool) -> tuple[int, int, int]:
+async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool,
+                       epoch_signers: set[str]) -> tuple[int, int, int]:
     """One exchange with the anchor `lp`; every pulled report is verified, `ingest(reports)` merges and
     persists them. Returns (reports pulled, reports pushed, pulled reports that failed to verify)."""
     fs = await _open(host, lp)
@@ -80,7 +81,7 @@ async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool) -> tu
             await fs.send("want", {"seqs": want}, READ_TIMEOUT_S)
             while True:
                 page = await _expect(fs, "reports")
-                good, n_bad = verified_reports(page["reports"], network)
+                good, n_bad = verified_reports(page["reports"], network, epoch_signers)
                 bad += n_bad
                 pulled += len(await ingest(good))
                 if not page["more"]:

@@ -61,12 +61,13 @@ class AnchorDaemon:
         s = node.settings
         self.node, self.s = node, s
         self.anchors = anchors  # the other anchors' peer ids (keyring)
+        self.epoch_signers = frozenset(anchors | {node.ident.peer_id})  # who may start a ledger epoch
         d = (data_dir or s.home / "anchor") / node.name
         self.replica = Replica(d / "ledger.log", rule_params(s))
         self.admission = Admission(self.replica.ledger, AdmissionParams(
             network=s.network, rate_per_s=s.report_rate, burst=s.report_burst,
             max_latency_ms=s.request_timeout_s * 1000.0, max_age_s=s.reporter_window_s,
-            pending_ttl_s=2 * s.node_timeout_s))
+            pending_ttl_s=2 * s.node_timeout_s), epoch_signers=self.epoch_signers)
         self.signer = Signer(node.ident)
         self._announce: dict[tuple[bytes, int], tuple[Report, float]] = {}
         self._wake = trio.Event()
@@ -179,7 +180,7 @@ class AnchorDaemon:
         results: list[str] = []
         admitted: list[Report] = []
         if remote in self.anchors:  # another anchor pushing what it admitted (anti-entropy): signatures only
-            good, bad = verified_reports(raws, self.s.network)
+            good, bad = verified_reports(raws, self.s.network, self.epoch_signers)
             self.counters["bad_reports"] += bad
             new = await self.replica.merge(good)
             self._admitted(new, "sync", None)
@@ -235,7 +236,8 @@ class AnchorDaemon:
             with trio.fail_after(30):
                 lp = await self.node.links.connect(pid)
                 pulled, pushed, bad = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
-                                                         ingest, push=True)
+                                                         ingest, push=True,
+                                                         epoch_signers=self.epoch_signers)
         except Exception as e:  # unreachable, cut, timed out, refused, negotiation failed: retried next round
             self.counters["sync_failures"] += 1
             log.debug("anti-entropy with %s failed: %r", pid, e)

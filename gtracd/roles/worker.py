@@ -7,10 +7,12 @@ read frames, so a `cancel` arriving mid-step is seen at once and answered with a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import trio
 
@@ -19,6 +21,7 @@ from ..errors import DecodeError, UserError
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.protocols import INFER, WRITE_TIMEOUT_S
 from ..sessions import Refused
+from ..wire.binding import sign_binding
 from . import common
 
 log = logging.getLogger("gtracd.worker")
@@ -37,15 +40,47 @@ def parse_layers(text: str) -> tuple[int, int]:
     return start, end
 
 
+@dataclass
+class Served:
+    """One identity this process serves: its key, the shard it computes with (identities hosting the same
+    range in one process share one), and an optional behaviour (the lab's injected delay, failure, CPU burn,
+    corruption, crash; None for a real worker)."""
+
+    ident: object
+    server: object
+    name: str
+    behaviour: object = None
+
+    @property
+    def peer_id(self) -> str:
+        return self.ident.peer_id
+
+
+def _internal_sid(peer_id: str, sid: bytes) -> bytes:
+    """Sessions of different identities sharing one shard never collide (a seeker uses one session id on
+    every hop, and a repair may land on another identity of the same process)."""
+    return hashlib.sha256(peer_id.encode() + b"\0" + bytes(sid)).digest()[:16]
+
+
 class WorkerDaemon:
-    def __init__(self, server, ident, settings, name: str):
-        self.server = server
-        self.ident = ident
+    def __init__(self, served: list[Served], host_id: str, settings, name: str):
+        self.served = {s.peer_id: s for s in served}
+        self.default = served[0]
+        self.host_id = host_id  # the libp2p (Noise) identity of this process
         self.settings = settings
         self.name = name
         self.compute = trio.CapacityLimiter(1)
-        self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0}
+        self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0, "injected": 0}
         self.idle_timeout = settings.session_ttl_s
+
+    # single-identity workers (the common case) read these
+    @property
+    def server(self):
+        return self.default.server
+
+    @property
+    def ident(self):
+        return self.default.ident
 
     async def run_compute(self, fn, *a, inline: bool = False):
         async with self.compute:
@@ -55,13 +90,14 @@ class WorkerDaemon:
 
     async def handle(self, stream) -> None:
         fs = FramedStream(stream)
-        owned: set[bytes] = set()
+        owned: dict[bytes, tuple[Served, bytes]] = {}  # seeker's session id -> (identity, internal id)
         inbox_send, inbox = trio.open_memory_channel(16)
+        closed = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader, fs, inbox_send, nursery.cancel_scope)
+                nursery.start_soon(self._reader, fs, inbox_send, owned, closed)
                 async for item in inbox:
-                    await self._serve(fs, item, owned)
+                    await self._serve(fs, item, owned, closed)
                 nursery.cancel_scope.cancel()
         except* (StreamClosed, trio.TooSlowError):
             pass  # the seeker went away or stopped reading: its sessions are freed below
@@ -69,29 +105,33 @@ class WorkerDaemon:
             self.counters["errors"] += 1
             log.error("stream handler failed: %r", eg.exceptions)
         finally:
-            for sid in owned:
-                self.server.close(sid)
+            for sv, isid in owned.values():
+                sv.server.close(isid)
             await fs.close()
 
-    async def _reader(self, fs: FramedStream, send, scope: trio.CancelScope) -> None:
+    async def _reader(self, fs: FramedStream, send, owned, closed: trio.Event) -> None:
         async with send:
-            while True:
-                try:
-                    item = await fs.read(self.idle_timeout)
-                except FrameTooLarge as e:  # unframeable from here on: answer, then drop the stream
-                    self.counters["bad_frames"] += 1
-                    await send.send(("_bad", e))
-                    return
-                except DecodeError as e:
-                    self.counters["bad_frames"] += 1
-                    item = ("_bad", e)
-                except (StreamClosed, trio.TooSlowError):
-                    return
-                if item[0] == "cancel":  # out of band: mark now, the step in flight answers "cancelled"
-                    sess = self.server.sessions.get(item[1]["session"])
-                    if sess is not None:
-                        sess.cancelled = True
-                await send.send(item)
+            try:
+                while True:
+                    try:
+                        item = await fs.read(self.idle_timeout)
+                    except FrameTooLarge as e:  # unframeable from here on: answer, then drop the stream
+                        self.counters["bad_frames"] += 1
+                        await send.send(("_bad", e))
+                        return
+                    except DecodeError as e:
+                        self.counters["bad_frames"] += 1
+                        item = ("_bad", e)
+                    except (StreamClosed, trio.TooSlowError):
+                        return
+                    if item[0] == "cancel":  # out of band: mark now, the step in flight answers "cancelled"
+                        hit = owned.get(item[1]["session"])
+                        sess = hit[0].server.sessions.get(hit[1]) if hit else None
+                        if sess is not None:
+                            sess.cancelled = True
+                    await send.send(item)
+            finally:
+                closed.set()
 
     async def _error(self, fs, code: str, message: str, sid: bytes | None = None) -> None:
         self.counters["errors"] += 1
@@ -100,54 +140,54 @@ class WorkerDaemon:
             body["session"] = sid
         await fs.send("error", body, WRITE_TIMEOUT_S)
 
-    async def _serve(self, fs: FramedStream, item, owned: set[bytes]) -> None:
+    def _open(self, body: dict, owned) -> dict:
+        sid = body["session"]
+        sv = self.served.get(body["peer"]) if body.get("peer") else self.default
+        if sv is None or (sv.behaviour is not None and not sv.behaviour.alive(time.monotonic())):
+            raise Refused("unknown_peer", f"identity {str(body.get('peer'))[-8:]} is not served here")
+        if sid in owned:
+            raise Refused("bad_frame", "session already open on this stream")
+        isid = _internal_sid(sv.peer_id, sid)
+        reply = sv.server.open({**body, "session": isid})
+        owned[sid] = (sv, isid)
+        if sv.behaviour is not None:
+            sv.behaviour.opened()
+        reply["session"] = sid
+        if body.get("nonce") is not None:
+            reply["proof"] = sign_binding(sv.ident, self.host_id, body["nonce"], sid)
+        return reply
+
+    async def _serve(self, fs: FramedStream, item, owned, closed: trio.Event) -> None:
         kind, body = item
         self.counters["frames"] += 1
-        srv = self.server
         sid = body.get("session") if isinstance(body, dict) else None
         try:
             if kind == "_bad":
                 code = "bad_tensor" if body.field and "hidden" in body.field else "bad_frame"
                 await self._error(fs, code, str(body))
             elif kind == "info":
-                await fs.send("info_reply", srv.info(self.ident.peer_id, self.name, __version__), WRITE_TIMEOUT_S)
+                await fs.send("info_reply", self.server.info(self.ident.peer_id, self.name, __version__),
+                              WRITE_TIMEOUT_S)
             elif kind == "tokenize":
-                await fs.send("tokens", await self.run_compute(srv.tokenize, body), WRITE_TIMEOUT_S)
+                await fs.send("tokens", await self.run_compute(self.server.tokenize, body), WRITE_TIMEOUT_S)
             elif kind == "open":
-                reply = srv.open(body)
-                owned.add(sid)
+                reply = self._open(body, owned)
                 self.counters["sessions"] += 1
                 await fs.send("opened", reply, WRITE_TIMEOUT_S)
             elif kind in ("prefill", "step"):
-                if sid not in owned:
-                    raise Refused("unknown_session", "session not opened on this stream")
-                sess = srv.sessions.get(sid)
-                if sess is not None and sess.cancelled:
-                    raise Refused("cancelled", "session was cancelled")
-                srv.table.touch(sid, time.monotonic(), busy=True)
-                try:
-                    res = await self.run_compute(srv.extend, body, inline=kind == "step")
-                finally:
-                    srv.table.touch(sid, time.monotonic(), busy=False)
-                sess = srv.sessions.get(sid)
-                if sess is not None and sess.cancelled:
-                    raise Refused("cancelled", "cancelled during the step; session closed")
-                await fs.send("result", res, WRITE_TIMEOUT_S)
-            elif kind == "cancel":
-                if sid in owned:
-                    srv.close(sid)
-                    owned.discard(sid)
-                    self.counters["cancelled"] += 1
-            elif kind == "close":
-                if sid in owned:
-                    srv.close(sid)
-                    owned.discard(sid)
+                await self._extend(fs, kind, body, owned, closed)
+            elif kind in ("cancel", "close"):
+                hit = owned.pop(sid, None)
+                if hit is not None:
+                    hit[0].server.close(hit[1])
+                    if kind == "cancel":
+                        self.counters["cancelled"] += 1
             else:
                 await self._error(fs, "bad_frame", f"a worker does not take {kind!r} frames")
         except Refused as e:
             if e.code == "cancelled" and sid in owned:
-                srv.close(sid)
-                owned.discard(sid)
+                sv, isid = owned.pop(sid)
+                sv.server.close(isid)
                 self.counters["cancelled"] += 1
             await self._error(fs, e.code, str(e), sid)
         except DecodeError as e:
@@ -158,6 +198,50 @@ class WorkerDaemon:
             log.exception("internal error on %s", kind)
             await self._error(fs, "internal", f"{type(e).__name__}: {e}", sid)
 
+    async def _extend(self, fs: FramedStream, kind: str, body: dict, owned, closed: trio.Event) -> None:
+        sid = body["session"]
+        hit = owned.get(sid)
+        if hit is None:
+            raise Refused("unknown_session", "session not opened on this stream")
+        sv, isid = hit
+        srv = sv.server
+        sess = srv.sessions.get(isid)
+        if sess is not None and sess.cancelled:
+            raise Refused("cancelled", "session was cancelled")
+        act = sv.behaviour.decide(kind, time.monotonic()) if sv.behaviour is not None else None
+        if act is not None:
+            if act.gone:  # crashed / left: vanish like a dead process would (the transport breaks)
+                self.counters["injected"] += 1
+                await fs.reset()
+                raise StreamClosed("injected: peer gone")
+            if act.delay_s > 0:
+                await trio.sleep(act.delay_s)
+            if act.stall:  # a failed stage stalls (the paper's failure): the seeker's deadline catches it
+                self.counters["injected"] += 1
+                with trio.move_on_after(act.stall_s):
+                    await closed.wait()
+                raise Refused("injected_failure", "stalled (injected failure)")
+        srv.table.touch(isid, time.monotonic(), busy=True)
+        try:
+            res = await self.run_compute(self._compute, srv, {**body, "session": isid}, act, inline=kind == "step")
+        finally:
+            srv.table.touch(isid, time.monotonic(), busy=False)
+        sess = srv.sessions.get(isid)
+        if sess is not None and sess.cancelled:
+            raise Refused("cancelled", "cancelled during the step; session closed")
+        res["session"] = sid
+        await fs.send("result", res, WRITE_TIMEOUT_S)
+
+    @staticmethod
+    def _compute(srv, body: dict, act) -> dict:
+        if act is not None and act.burn_s > 0:  # the plan's cpu_load: real CPU time on this core
+            end = time.perf_counter() + act.burn_s
+            while time.perf_counter() < end:
+                pass
+        res = srv.extend(body)
+        if act is not None and act.corrupt is not None:  # byzantine: perturbed activations / token
+            act.corrupt(res)
+        return res
 
 
 def main(argv: list[str]) -> int:
@@ -185,7 +269,7 @@ def main(argv: list[str]) -> int:
     log.info("loaded layers %d:%d of %s in %.2fs", start, end, folder, time.perf_counter() - t0)
     name = args.name or f"worker-{start}-{end}"
     try:
-        trio.run(_serve, WorkerDaemon(server, ident, s, name), args)
+        trio.run(_serve, WorkerDaemon([Served(ident, server, name)], ident.peer_id, s, name), args)
     except KeyboardInterrupt:
         pass
     return 0

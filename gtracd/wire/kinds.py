@@ -47,6 +47,12 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
         "culprit": F("int", lo=-1, hi=63),  # index into chain; -1 unknown / none
         "tokens": F("int", lo=0, hi=1 << 31),
     },
+    # a fresh ledger epoch, signed by a keyring anchor (the operator's): derivation restarts at it, with these
+    # per-peer trust priors (e.g. an experiment's plan); long prior lists are split into several records of
+    # the same epoch. Never a worker's claim about itself: only keyring anchors' records are admitted.
+    "ledger_epoch": {"network": F("str", minlen=1, maxlen=64), "epoch": F("int", lo=1, hi=U63),
+                     "priors": F("dict", maxlen=96, item=F("float", lo=0.0, hi=1.0)),
+                     "note": F("str", maxlen=256, optional=True)},
     # anchors forward the reporter-signed reports they admitted (each verifiable on its own)
     "ledger_delta": {"network": F("str", minlen=1, maxlen=64),
                      "reports": F("list", maxlen=96, item=BIN_ENVELOPE)},
@@ -66,9 +72,13 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "end": F("int", lo=1, hi=100_000),
         "max_length": F("int", lo=1, hi=1 << 20),
         "sampling": F("map", fields=SAMPLING, optional=True),
+        # the identity the seeker wants (a process may serve many) and a fresh nonce it must sign
+        "peer": replace(PEER_ID, optional=True),
+        "nonce": F("bin", minlen=16, maxlen=32, optional=True),
     },
     "opened": {"session": SESSION, "cached": F("int", lo=0, hi=1 << 20),
-               "max_length": F("int", lo=1, hi=1 << 20, optional=True)},  # granted (<= requested)
+               "max_length": F("int", lo=1, hi=1 << 20, optional=True),  # granted (<= requested)
+               "proof": F("bin", minlen=64, maxlen=64, optional=True)},  # wire.binding: identity <-> this host
     # prefill and step both extend the session at absolute position `pos` (positions >= pos are dropped
     # from the cache first). Hop 0 takes `text` or `tokens`; later hops take `hidden`.
     "prefill": {
@@ -146,5 +156,6 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
 
 ERROR_CODES = (
     "bad_frame", "bad_tensor", "unknown_session", "too_long", "busy", "cancelled", "wrong_model",
-    "wrong_layers", "internal", "timeout", "closed", "wrong_network", "not_anchor",
+    "wrong_layers", "internal", "timeout", "closed", "wrong_network", "not_anchor", "unknown_peer", "unbound",
+    "injected_failure",
 )

@@ -33,6 +33,7 @@ DEFAULT_LIMITS = Limits(
         "heartbeat": 4 * KIB,
         "heartbeat_batch": 512 * KIB,
         "trust_report": 8 * KIB,
+        "ledger_epoch": 8 * KIB,
         "ledger_delta": 768 * KIB,
     },
     frame={

@@ -1,0 +1,146 @@
+"""`gtracd lab plan|up|host|sweep|figures`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+HOST_SETTINGS = ["network", "listen", "bootstrap", "data_dir", "heartbeat_s"]
+
+
+def register(sub) -> None:
+    from ..config import add_setting_flags
+
+    lab = sub.add_parser("lab", help="emulated edge network of many virtual peers, and the paper's experiments")
+    lsub = lab.add_subparsers(dest="lab_cmd", required=True)
+
+    p = lsub.add_parser("plan", help="write a deployment plan (CSV, the reference's columns) from profiles/")
+    p.add_argument("--peers", type=int, required=True)
+    p.add_argument("--layers", type=int, default=36)
+    p.add_argument("--shard-sizes", default="3,6,9", help="layers per shard, comma-separated (each divides --layers)")
+    p.add_argument("--mix", default="golden=0.12,honey_pot=0.35,turtle=0.2,normal=0.33",
+                   help="profile weights, e.g. golden=0.1,honey_pot=0.35,turtle=0.2,normal=0.35")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profiles", help="profiles folder (default: the source tree's profiles/ or GTRACD_PROFILES)")
+    p.add_argument("-o", "--output", help="write here (default stdout)")
+
+    u = lsub.add_parser("up", help="bring a plan's network up on loopback (anchors + host processes); Ctrl-C stops")
+    _lab_args(u)
+    u.add_argument("--dir", help="state directory (default: a new temporary one)")
+
+    h = lsub.add_parser("host", help="(internal) one process serving a group of a plan's virtual peers")
+    h.add_argument("--plan", required=True)
+    h.add_argument("--group", type=int, required=True)
+    h.add_argument("--groups", type=int, required=True)
+    h.add_argument("--secret", required=True)
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--time-scale", type=float, default=1.0)
+    h.add_argument("--stall-s", type=float, default=30.0)
+    h.add_argument("--model", required=True)
+    h.add_argument("--profiles")
+    h.add_argument("--ready-file")
+    h.add_argument("--log-level", default="WARNING")
+    h.add_argument("--config")
+    add_setting_flags(h, HOST_SETTINGS)
+
+    s = lsub.add_parser("sweep", help="modes x target lengths x N requests through a real seeker; logs, figures")
+    _lab_args(s)
+    s.add_argument("--modes", default="naive,g-trac,sp,mr,larac")
+    s.add_argument("--requests", type=int, default=100)
+    s.add_argument("--tokens", default="10,50,100", help="target lengths, comma-separated")
+    s.add_argument("--out", required=True, help="output folder (logs, summary.json, figures)")
+    s.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (paper: 1)")
+    s.add_argument("--no-figures", action="store_true")
+    s.add_argument("--json", action="store_true", help="print summary.json as the last line of stdout")
+
+    f = lsub.add_parser("figures", help="(re)draw the figures of a sweep's output folder")
+    f.add_argument("out")
+    lab.set_defaults(func=main)
+
+
+def _lab_args(p) -> None:
+    p.add_argument("--plan", required=True, help="deployment plan CSV")
+    p.add_argument("--model", help="default: smollm2-135m for 30-layer plans, else tiny-llama-L")
+    p.add_argument("--time-scale", type=float, default=1.0, help="scales every injected delay and derived deadline")
+    p.add_argument("--processes", type=int, default=2, help="host processes the virtual peers are spread over")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profiles", help="profiles folder")
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{what} wants comma-separated integers, got {text!r}") from None
+
+
+def main(args) -> int:
+    cmd = args.lab_cmd
+    if getattr(args, "time_scale", 1.0) is not None and getattr(args, "time_scale", 1.0) <= 0:
+        raise UserError("--time-scale must be > 0")
+    if cmd == "plan":
+        from .plan import format_plan, generate_plan, parse_mix
+        from .profiles import load_catalog
+
+        cat = load_catalog(args.profiles)
+        plan = generate_plan(cat, args.peers, args.layers, _ints(args.shard_sizes, "--shard-sizes"),
+                             parse_mix(args.mix, cat), args.seed)
+        text = format_plan(plan)
+        if args.output:
+            Path(args.output).write_text(text)
+            print(f"gtracd lab plan: {len(plan.rows)} peers over {plan.layers} layers -> {args.output} "
+                  f"({', '.join(f'{k} {v}' for k, v in sorted(plan.templates().items()))})", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if cmd == "up":
+        from .network import run_up
+
+        return run_up(args)
+    if cmd == "host":
+        from ..config import flags_from, load_settings
+        from .host import main as host_main
+
+        return host_main(args, load_settings(args.config, flags_from(args, HOST_SETTINGS)))
+    if cmd == "sweep":
+        from .sweep import SweepConfig, run
+
+        if args.concurrency < 1 or args.processes < 1:
+            raise UserError("--concurrency and --processes must be >= 1")
+        cfg = SweepConfig(Path(args.plan), [m.strip() for m in args.modes.split(",") if m.strip()],
+                          _ints(args.tokens, "--tokens"), args.requests, args.seed, Path(args.out), args.time_scale,
+                          args.concurrency, args.processes, args.model, args.profiles, figures=not args.no_figures)
+        summary = run(cfg, lambda m: print(m, file=sys.stderr, flush=True))
+        _print_table(summary)
+        if args.json:
+            print(json.dumps(summary))
+        return 0
+    if cmd == "figures":
+        from .figures import draw_all
+
+        out = Path(args.out)
+        made = draw_all(out, json.loads((out / "summary.json").read_text()))
+        print("\n".join(str(p) for p in made))
+        return 0
+    raise UserError(f"unknown lab command {cmd}")
+
+
+def _print_table(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"lab sweep: {summary['peers']} peers, time scale {summary['time_scale']:g}")
+    for c in ("mode", "tokens", "SSR", "95% Wilson", "tok p50 ms", "tok p99 ms", "chain", "repairs", "match"):
+        t.add_column(c, justify="right")
+    def f(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    for m, cells in summary["modes"].items():
+        for L, c in cells.items():
+            t.add_row(m, L, f"{c['ssr']:.0%}", f"{c['wilson_lo']:.2f}-{c['wilson_hi']:.2f}",
+                      f(c["token_latency_ms_p50"]), f(c["token_latency_ms_p99"]), f(c["chain_len_median"]),
+                      str(c["repairs"]), f"{c['tokens_match']}/{c['successes']}")
+    Console(stderr=True).print(t)

@@ -1,0 +1,121 @@
+"""`gtracd lab host`: one worker process serving many virtual peers of a plan (needs the worker extra).
+
+Each virtual peer has its own identity and signed heartbeat and serves the real data plane (sessions, KV
+caches, frames, repair, the binding proof); peers of one layer range share one real shard, as the paper's
+replicas share a physical shard, and each adds its own behaviour (lab.behaviour): delay, stall, CPU burn,
+slower host, corruption, crash, flapping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+
+import trio
+
+log = logging.getLogger("gtracd.lab")
+
+
+def corrupter(rng: random.Random, vocab: int):
+    """A byzantine stage: perturb the hidden state (noise of the activations' own scale), or, on the last
+    hop, answer another token."""
+    from ..engine.tensors import from_wire, to_wire
+    from ..wire.tensor import decode_tensor
+
+    def corrupt(res: dict) -> None:
+        import torch
+
+        if res.get("hidden") is not None:
+            h = from_wire(decode_tensor(res["hidden"])).clone()
+            g = torch.Generator().manual_seed(rng.getrandbits(31))
+            h += torch.randn(h.shape, generator=g, dtype=h.dtype) * (h.std() + 1e-3)
+            res["hidden"] = to_wire(h)
+        elif res.get("token") is not None:
+            res["token"] = (res["token"] + 1 + rng.randrange(vocab - 1)) % vocab
+            res["piece"] = ""
+    return corrupt
+
+
+def main(args, s) -> int:
+    from ..engine import require_torch
+    from ..roles import common
+    from .behaviour import Behaviour
+    from .layout import groups, host_identity, peer_identity
+    from .plan import load_plan
+    from .profiles import load_catalog
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    common.setup_logging(args.log_level)
+    require_torch()
+    from ..engine.models import resolve_model
+    from ..engine.server import ShardServer
+    from ..engine.shard import set_threads
+    from ..roles.worker import Served, WorkerDaemon
+
+    set_threads(1)
+    catalog = load_catalog(args.profiles)
+    plan = load_plan(args.plan, catalog)
+    rows = groups(plan, args.groups)[args.group]
+    folder = resolve_model(args.model, log=lambda m: print(m, file=sys.stderr, flush=True))
+    shards = {}
+    t0 = time.perf_counter()
+    for a, b in sorted({(r.start, r.end) for r in rows}):
+        shards[(a, b)] = ShardServer(folder, a, b, max_sessions=4096, cache_tokens=1 << 22, ttl_s=600.0)
+    if shards and next(iter(shards.values())).shard.total != plan.layers:
+        total = next(iter(shards.values())).shard.total
+        from ..errors import UserError
+
+        raise UserError(f"the plan has {plan.layers} layers but model {args.model} has {total}")
+    log.info("loaded %d shards in %.2fs", len(shards), time.perf_counter() - t0)
+    now = time.monotonic()
+    served = []
+    for r in rows:
+        srv = shards[(r.start, r.end)]
+        rng = random.Random(f"{args.seed}/{r.peer_id}")
+        beh = Behaviour(r, args.time_scale, catalog.hosts[r.host_type].speed, catalog.cpu_unit_ms, now, rng,
+                        corrupter(rng, srv.vocab), stall_s=args.stall_s,
+                        compute_ms_per_layer=catalog.compute_ms_per_layer)
+        served.append(Served(peer_identity(args.secret, r.peer_id), srv, r.peer_id, beh))
+    host = host_identity(args.secret, args.group)
+    name = f"lab-host-{args.group}"
+    daemon = WorkerDaemon(served, host.peer_id, s, name)
+    try:
+        trio.run(_serve, daemon, host, s, args)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _serve(daemon, host, s, args) -> None:
+    from ..heartbeat import Hosted, publish_heartbeats
+    from ..net.protocols import INFER
+    from ..node import running_node
+    from ..roles import common
+    from ..wire.envelope import Signer
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(common.until_signalled, outer.cancel_scope)
+        async with running_node("worker", daemon.name, host, s, persistent_peerstore=False) as node:
+            node.host.set_stream_handler(INFER, daemon.handle)
+            addrs = node.addrs
+            hosted = []
+            for sv in daemon.served.values():
+                srv, beh = sv.server, sv.behaviour
+                hosted.append(Hosted(Signer(sv.ident), srv.fingerprint, srv.start, srv.end, srv.shard.total, addrs,
+                                     sv.name, state=lambda srv=srv: {"free_tokens": srv.table.free_tokens,
+                                                                     "load": len(srv.table) / 4096},
+                                     alive=lambda beh=beh: beh.alive(time.monotonic())))
+            node.extra_status = lambda: {
+                "lab": {"peers": len(hosted), "counters": daemon.counters,
+                        "behaviour": {sv.name: sv.behaviour.counts for sv in daemon.served.values()
+                                      if any(sv.behaviour.counts.values())}}}
+            node.nursery.start_soon(publish_heartbeats, node, hosted, s.heartbeat_s)
+            common.write_ready(args.ready_file, {"role": "worker", "peer_id": host.peer_id, "addrs": addrs,
+                                                 "peers": {sv.name: sv.peer_id for sv in daemon.served.values()},
+                                                 "pid": os.getpid()})
+            print(f"gtracd lab host {args.group}: {len(hosted)} virtual peers ready: {addrs[0]}", file=sys.stderr,
+                  flush=True)
+            await trio.sleep_forever()

@@ -1,0 +1,192 @@
+"""`gtracd lab up`: a plan's emulated network on loopback — keyring anchors and a few host processes that
+each serve many virtual peers — started together and stopped together (a lab that cannot start stops
+everything it started).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from .plan import Plan
+
+
+def model_for(plan: Plan, model: str | None) -> str:
+    """The plan's depth picks the model: SmolLM2 for 30 layers, else a tiny random Llama of that depth."""
+    if model:
+        return model
+    return "smollm2-135m" if plan.layers == 30 else f"tiny-llama-{plan.layers}"
+
+
+@dataclass
+class LabSettings:
+    """Every timing the lab derives from the time scale, in one place (paper values x scale, with floors
+    where the machine's own overhead would otherwise trip them)."""
+
+    time_scale: float = 1.0
+
+    @property
+    def heartbeat_s(self) -> float:
+        return max(1.0, 8.0 * self.time_scale)
+
+    @property
+    def node_timeout_s(self) -> float:
+        return max(5.0, 30.0 * self.time_scale)
+
+    @property
+    def latency0_ms(self) -> float:
+        return 250.0 * self.time_scale
+
+    @property
+    def penalty_ms(self) -> float:
+        return 1000.0 * self.time_scale
+
+    @property
+    def hop_timeout_floor_s(self) -> float:
+        return max(0.25, 2.0 * self.time_scale)
+
+    def ledger_flags(self) -> dict:
+        """Settings anchors and the sweep's seeker share (the ledger must derive the same numbers)."""
+        return {"latency0_ms": self.latency0_ms, "node_timeout_s": self.node_timeout_s, "sync_s": 1.0,
+                # the paper has no per-reporter budget or rate limit: one seeker drives a whole sweep
+                "reporter_budget": 1e9, "report_rate": 1000.0, "report_burst": 10000.0,
+                "request_timeout_s": 3600.0}
+
+
+@dataclass
+class Lab:
+    plan_path: Path
+    plan: Plan
+    model: str
+    settings: LabSettings
+    processes: int = 2
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gtracd-lab-")))
+    seed: int = 0
+    profiles: str | None = None
+    network: str = "gtrac-lab"
+    secret: str = field(default_factory=lambda: secrets.token_hex(8))
+    hosts: list = field(default_factory=list)
+    cn: object = None
+    peers: dict[str, str] = field(default_factory=dict)  # plan peer id -> identity peer id
+
+    @property
+    def keystore(self) -> Path:
+        return self.root / "keys"
+
+    def start(self, status=lambda m: None, timeout: float = 300.0) -> None:
+        from ..controlnet import ControlNet
+        from ..launch import start_procs
+        from .layout import groups
+
+        ls = self.settings
+        flags = []
+        for k, v in ls.ledger_flags().items():
+            flags += [f"--{k.replace('_', '-')}", str(v)]
+        # ControlNet passes --sync-s and --node-timeout-s itself: keep one copy of each
+        self.cn = ControlNet(root=self.root, network=self.network, heartbeat_s=ls.heartbeat_s, sync_s=1.0,
+                             node_timeout_s=ls.node_timeout_s,
+                             anchor_extra=_drop_flags(flags, ("--sync-s", "--node-timeout-s")))
+        n_groups = len(groups(self.plan, self.processes))
+        status(f"gtracd lab: starting 2 anchors and {n_groups} host processes for {len(self.plan.rows)} virtual "
+               f"peers ({self.model}, {self.plan.layers} layers, time scale {ls.time_scale:g})")
+        try:
+            self.cn.start(["anchor-1", "anchor-2"])
+            boot = ",".join(self.cn.anchor_addrs.values())
+            cmds = []
+            for g in range(n_groups):
+                cmds.append((["lab", "host", "--plan", str(self.plan_path), "--group", str(g), "--groups",
+                              str(self.processes), "--secret", self.secret, "--seed", str(self.seed),
+                              "--time-scale", str(ls.time_scale), "--model", self.model,
+                              "--network", self.network, "--bootstrap", boot, "--data-dir", str(self.root),
+                              "--heartbeat-s", str(ls.heartbeat_s), "--log-level", "ERROR"]
+                             + (["--profiles", str(self.profiles)] if self.profiles else []), f"host-{g}"))
+            self.hosts = start_procs(cmds, timeout, self.root)
+        except BaseException as e:
+            self.stop()
+            if isinstance(e, RuntimeError):
+                raise UserError(f"the lab could not start (everything it started is stopped): {_last_line(e)}") \
+                    from None
+            raise
+        for h in self.hosts:
+            self.peers.update(h.info["peers"])
+        self.write_state()
+
+    def write_state(self) -> None:
+        state = {"network": self.network, "plan": str(self.plan_path), "model": self.model,
+                 "time_scale": self.settings.time_scale, "data_dir": str(self.root), "keystore": str(self.keystore),
+                 "anchors": list(self.cn.anchor_addrs.values()), "anchor_keys": list(self.cn.anchor_addrs),
+                 "hosts": [h.info["addrs"][0] for h in self.hosts], "peers": self.peers,
+                 "settings": {"heartbeat_s": self.settings.heartbeat_s, **self.settings.ledger_flags()},
+                 "pid": os.getpid(), "started": time.time()}
+        (self.root / "lab.json").write_text(json.dumps(state, indent=1))
+
+    def alive(self) -> bool:
+        return all(h.proc.poll() is None for h in self.hosts) and all(
+            p.proc.poll() is None for p in (self.cn.procs.values() if self.cn else []))
+
+    def stop(self) -> list[int]:
+        rcs = [h.stop() for h in self.hosts]
+        if self.cn is not None:
+            rcs += list(self.cn.stop_all().values())
+        self.hosts = []
+        return rcs
+
+
+def _drop_flags(flags: list[str], names: tuple[str, ...]) -> list[str]:
+    out, skip = [], False
+    for f in flags:
+        if skip:
+            skip = False
+            continue
+        if f in names:
+            skip = True
+            continue
+        out.append(f)
+    return out
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [x for x in str(e).splitlines() if x.strip()]
+    useful = [x for x in lines if "error" in x.lower()] or lines
+    return useful[-1].strip()[:300] if useful else str(e)
+
+
+def run_up(args) -> int:
+    """`gtracd lab up`: start the lab and keep it running until Ctrl-C / SIGTERM."""
+    import signal
+
+    from .plan import load_plan
+    from .profiles import load_catalog
+
+    catalog = load_catalog(args.profiles)
+    plan = load_plan(args.plan, catalog)
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="gtracd-lab-"))
+    root.mkdir(parents=True, exist_ok=True)
+    lab = Lab(Path(args.plan), plan, model_for(plan, args.model), LabSettings(args.time_scale), args.processes,
+              root, args.seed, args.profiles)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    lab.start(say)
+    say(f"gtracd lab: up; state in {root / 'lab.json'}")
+    say(f"  a seeker on this lab: gtracd --role seeker --network {lab.network} --keystore {lab.keystore} "
+        f"--bootstrap {','.join(lab.cn.anchor_addrs.values())} generate --prompt ...")
+    stop = {"flag": False}
+
+    def handler(signum, frame):
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    try:
+        while not stop["flag"] and lab.alive():
+            time.sleep(0.5)
+    finally:
+        rcs = lab.stop()
+        say(f"gtracd lab: stopped (exit codes {rcs})")
+    return 0

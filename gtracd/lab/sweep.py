@@ -1,0 +1,359 @@
+"""`gtracd lab sweep`: the paper's experiment end to end on the lab network, through a real seeker.
+
+For every mode and target length: a fresh ledger epoch (anchor-signed, carrying the plan's trust0 priors;
+latency back to the initial estimate) — the paper resets trust between algorithms — then N requests, each
+routed by the mode from the seeker's live view and ledger replica, generated over the real data plane with
+the paper's bounded one-shot repair, and reported to the anchors as signed trust reports, exactly as a
+seeker daemon does. Outputs: the reference's three logs, selected peers, summary.json, figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from ..errors import UserError
+from .logs import REQUEST_COLUMNS, SELECTED_COLUMNS, TRACE_COLUMNS, TRUST_COLUMNS, CsvLog, summarize
+from .network import Lab, LabSettings, model_for
+
+log = logging.getLogger("gtracd.lab")
+PRIORS_PER_RECORD = 96  # ledger_epoch schema cap
+
+
+@dataclass
+class SweepConfig:
+    plan: Path
+    modes: list[str]
+    lengths: list[int]
+    requests: int
+    seed: int
+    out: Path
+    time_scale: float = 1.0
+    concurrency: int = 1
+    processes: int = 2
+    model: str | None = None
+    profiles: str | None = None
+    prompt_len: int = 16
+    prompts: int = 8
+    figures: bool = True
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def make_prompts(seed: int, n: int, length: int) -> list[list[int]]:
+    """Deterministic prompts as token ids (valid in every model the lab runs: ids 3..99)."""
+    rng = random.Random(f"prompts/{seed}")
+    return [[1] + [rng.randrange(3, 100) for _ in range(length - 1)] for _ in range(n)]
+
+
+def reference_tokens(model: str, prompts: list[list[int]], steps: int) -> list[list[int]]:
+    """The same model's monolithic greedy output for every prompt (what each success is checked against)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from ..engine import require_torch
+
+    require_torch()
+    from ..engine.models import resolve_model
+    from ..engine.reference import greedy, load
+    from ..engine.shard import set_threads
+
+    set_threads(1)
+    m = load(resolve_model(model, log=lambda x: print(x, file=sys.stderr)))
+    return [greedy(m, p, steps).tokens for p in prompts]
+
+
+def run(cfg: SweepConfig, status=lambda m: None) -> dict:
+    os.environ.setdefault("GTRACD_LIBP2P_LOG", "ERROR")  # thousands of requests: library noise is counted, not shown
+    from .plan import load_plan
+    from .profiles import load_catalog
+
+    for m in cfg.modes:
+        if m not in ("g-trac", "sp", "mr", "larac", "naive"):
+            raise UserError(f"--modes: unknown mode {m!r} (g-trac, sp, mr, larac, naive)")
+    if cfg.requests < 1 or not cfg.lengths or min(cfg.lengths) < 1:
+        raise UserError("need --requests >= 1 and --tokens lengths >= 1")
+    catalog = load_catalog(cfg.profiles)
+    plan = load_plan(cfg.plan, catalog)
+    model = model_for(plan, cfg.model)
+    prompts = make_prompts(cfg.seed, cfg.prompts, cfg.prompt_len)
+    status(f"gtracd lab sweep: monolithic reference tokens of {model} for {len(prompts)} prompts ...")
+    refs = reference_tokens(model, prompts, max(cfg.lengths))
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    lab = Lab(cfg.plan, plan, model, LabSettings(cfg.time_scale), cfg.processes, cfg.out / "lab", cfg.seed,
+              cfg.profiles)
+    if lab.root.exists():
+        import shutil
+
+        shutil.rmtree(lab.root)
+    lab.root.mkdir(parents=True)
+    t0 = time.time()
+    lab.start(status)
+    status(f"gtracd lab sweep: lab up in {time.time() - t0:.1f} s")
+    try:
+        summary = trio.run(_sweep, lab, cfg, prompts, refs, status)
+    finally:
+        rcs = lab.stop()
+        status(f"gtracd lab sweep: lab stopped (exit codes {rcs})")
+    summary["wall_s"] = round(time.time() - t0, 1)
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if cfg.figures:
+        try:
+            from .figures import draw_all
+
+            made = draw_all(cfg.out, summary)
+            status(f"gtracd lab sweep: figures {', '.join(p.name for p in made)}")
+        except ImportError:
+            status("gtracd lab sweep: no figures (pip install 'gtracd[lab]' for matplotlib)")
+    return summary
+
+
+class _Progress:
+    """One live line on the terminal: mode, length, request i/N, running SSR."""
+
+    def __init__(self, total: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("SSR {task.fields[ssr]}"), TimeElapsedColumn(),
+                          console=Console(stderr=True), transient=False)
+        self.total = total
+
+    def __enter__(self):
+        self.p.__enter__()
+        return self
+
+    def __exit__(self, *a):
+        self.p.__exit__(*a)
+
+    def cell(self, mode: str, length: int, n: int):
+        return self.p.add_task(f"{mode:>6} {length:>4} tokens", total=n, ssr="-")
+
+    def advance(self, task, ok: int, done: int) -> None:
+        self.p.update(task, advance=1, ssr=f"{ok / done:.0%}")
+
+
+async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
+    from ..config import load_settings
+    from ..generation import Generation, GenerationFailed, SeekerNet
+    from ..identity import Identity, Keystore
+    from ..node import running_node
+    from ..peerview import PeerView
+    from ..routing import Params
+    from ..seekercache import SeekerCache, anchor_ids
+
+    ls = lab.settings
+    s = load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),
+                             "data_dir": str(lab.root), "keystore": str(lab.keystore), **ls.ledger_flags(),
+                             "penalty_ms": ls.penalty_ms, "hop_timeout_floor_s": ls.hop_timeout_floor_s}, env={})
+    params = Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms, min_reliability=s.larac_min_reliability)
+    run_id = f"{cfg.plan.stem}-{int(time.time())}"
+    name_of = {v: k for k, v in lab.peers.items()}  # identity -> plan peer id
+    rows = lab.plan.by_id()
+    logs = {"req": CsvLog(cfg.out / f"requests_{run_id}.csv", REQUEST_COLUMNS),
+            "trust": CsvLog(cfg.out / f"trust_{run_id}.csv", TRUST_COLUMNS),
+            "sel": CsvLog(cfg.out / f"selected_{run_id}.csv", SELECTED_COLUMNS)}
+    summary = {"plan": str(cfg.plan), "peers": len(lab.plan.rows), "layers": lab.plan.layers, "model": lab.model,
+               "time_scale": cfg.time_scale, "requests": cfg.requests, "concurrency": cfg.concurrency,
+               "run_id": run_id, "settings": {"trust_floor": s.trust_floor, "latency0_ms": s.latency0_ms,
+                                              "penalty_ms": s.penalty_ms,
+                                              "hop_timeout_floor_s": s.hop_timeout_floor_s,
+                                              "hop_timeout_factor": s.hop_timeout_factor, "max_repairs": 1,
+                                              "heartbeat_s": ls.heartbeat_s, "node_timeout_s": ls.node_timeout_s},
+               "modes": {}}
+    async with running_node("seeker", "lab-seeker", Identity.generate(), s, None, False) as node:
+        view = PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty)
+        cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
+        await node.nursery.start(cache.run)
+        net = SeekerNet(node.host, view)
+        want = set(lab.peers.values())
+        with trio.fail_after(max(60.0, 4 * ls.heartbeat_s)):
+            while not want <= {p for p, w in view.workers.items() if w.alive}:
+                await trio.sleep(0.1)
+        status(f"gtracd lab sweep: the seeker hears all {len(want)} virtual peers by heartbeat")
+        operator = Keystore(lab.keystore).load("anchor-1")
+        total = len(cfg.modes) * len(cfg.lengths) * cfg.requests
+        try:
+            with _Progress(total) as prog:
+                for mode in cfg.modes:
+                    summary["modes"][mode] = {}
+                    for length in cfg.lengths:
+                        await new_epoch(node, cache, operator, lab, s.network)
+                        for w in view.workers.values():  # the seeker's own estimates restart too
+                            w.trust, w.latency_ms = None, None
+                        net._ids.clear()
+                        records: list[dict] = []
+                        task = prog.cell(mode, length, cfg.requests)
+                        sem = trio.Semaphore(cfg.concurrency)
+
+                        async def one(i: int, mode=mode, length=length, records=records, task=task, sem=sem):
+                            async with sem:
+                                rec = await _request(i, mode, length, cfg, lab, s, params, net, view, cache,
+                                                     prompts, refs, name_of, rows, run_id, logs, Generation,
+                                                     GenerationFailed)
+                            records.append(rec)
+                            prog.advance(task, sum(r["success"] for r in records), len(records))
+
+                        async with trio.open_nursery() as n:
+                            for i in range(cfg.requests):
+                                n.start_soon(one, i)
+                                await trio.sleep(0)
+                        summary["modes"][mode][str(length)] = summarize(records)
+                        for lg in list(logs.values()):
+                            lg.flush()
+        finally:
+            for lg in list(logs.values()):
+                lg.close()
+            with trio.CancelScope(shield=True):
+                await cache.drain(5.0)
+            cache.close()
+    return summary
+
+
+async def new_epoch(node, cache, operator, lab: Lab, network: str) -> int:
+    """Start a fresh ledger epoch with the plan's trust0 priors: records signed by a keyring anchor's key
+    (the operator's), submitted to every anchor; returns once this seeker's replica derives from it."""
+    from ..net.ledgersync import submit
+    from ..wire.envelope import Signer
+
+    epoch = cache.replica.derived.current().epoch + 1
+    priors = sorted((lab.peers[r.peer_id], r.trust0) for r in lab.plan.rows)
+    signer = Signer(operator)
+    raws = []
+    for i in range(0, len(priors), PRIORS_PER_RECORD):
+        part = dict(priors[i:i + PRIORS_PER_RECORD])
+        raws.append(signer.sign("ledger_epoch", {"network": network, "epoch": epoch, "priors": part,
+                                                 "note": f"lab plan {lab.plan_path.name}"}).raw)
+    accepted = 0
+    for pid in sorted(cache.anchors):
+        try:
+            with trio.fail_after(15):
+                lp = await node.links.connect(pid)
+                ack = await submit(node.host, lp, network, raws)
+            accepted += all(r in ("admitted", "duplicate") for r in ack["results"])
+        except Exception as e:  # one anchor down is fine: anti-entropy brings it the epoch
+            log.warning("epoch not submitted to anchor %s: %r", pid[-8:], e)
+    if not accepted:
+        raise UserError("no anchor accepted the new ledger epoch")
+    with trio.fail_after(20):
+        while True:
+            f = cache.replica.derived.current()
+            if f.epoch == epoch and all(p in f.trust for p, _ in priors):
+                break
+            await cache.pull_once()
+            await trio.sleep(0.05)
+    cache.apply_ledger()
+    return epoch
+
+
+async def _request(i, mode, length, cfg, lab, s, params, net, view, cache, prompts, refs, name_of, rows, run_id,
+                   logs, Generation, GenerationFailed) -> dict:
+    prompt = prompts[i % len(prompts)]
+    gen = Generation(net, view, params, mode, {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0},
+                     max_length=len(prompt) + length + 8, hop_timeout_floor_s=s.hop_timeout_floor_s,
+                     hop_timeout_factor=s.hop_timeout_factor, open_timeout_s=max(2.0, 10.0 * cfg.time_scale),
+                     rng=random.Random(f"{cfg.seed}/{mode}/{length}/{i}"), max_repairs=1)
+    t0 = time.perf_counter()
+    ts = time.time()
+    tokens: list[int] = []
+    err = culprit = None
+    try:
+        with trio.fail_after(60.0 + length * 5.0):
+            await gen.start()
+            r = await gen.turn(prompt, length, ignore_eos=True)
+            tokens = r.tokens
+    except GenerationFailed as e:
+        err, culprit = str(e), e.culprit
+    except trio.TooSlowError:
+        err = "request timed out"
+    e2e = (time.perf_counter() - t0) * 1e3
+    ok = err is None and len(tokens) == length
+    if ok:
+        await gen.aclose()
+    else:
+        await gen.cancel()
+    gen.trust_outcome(ok, culprit)
+    raws = []
+    try:
+        raws = await cache.report(gen.report_bodies(s.network, ok, culprit, len(tokens)))
+    except Exception as e:  # a report we could not form never costs the run
+        log.warning("trust report not sent: %r", e)
+    await _await_reports(cache, raws)
+    rid = gen.sid.hex()
+    chain = gen.chain if gen.hops else [p for p, _, _ in gen.selected]
+    first_fail = gen.repair_log[0]["failed"] if gen.repair_log else culprit
+    trust_now = [view.trust(p) for p in chain]
+    ref = refs[i % len(prompts)][:length]
+    logs["req"].row({
+        "run_id": run_id, "ts_unix": ts, "mode": mode, "engine": "gtracd", "model": lab.model, "request_id": rid,
+        "prompt_len_tokens": len(prompt), "target_new_tokens": length, "generated_new_tokens": len(tokens),
+        "completed": ok, "request_success": ok, "request_e2e_ms": e2e, "selection_overhead_ms": gen.selection_ms,
+        "repair_used": ok and bool(gen.repair_log), "repair_attempted": gen.repair_attempts > 0,
+        "repair_succeeded": bool(gen.repair_log), "failed_id": name_of.get(first_fail, first_fail or ""),
+        "failed_error": (gen.repair_log[0]["error"] if gen.repair_log else (err or ""))[:200],
+        "failed_stage": gen.repair_log[0]["hop"] if gen.repair_log else (
+            chain.index(culprit) if culprit in chain else ""),
+        "chain_ids": ";".join(name_of.get(p, p) for p in chain),
+        "chain_layers": ";".join(f"{rows[name_of[p]].layer_start}-{rows[name_of[p]].layer_end}"
+                                 for p in chain if p in name_of),
+        "client_rss_mb": rss_mb(), "trust_tau": s.trust_floor,
+        "trust_min_in_chain": min(trust_now) if trust_now else "",
+        "trust_mean_in_chain": sum(trust_now) / len(trust_now) if trust_now else ""})
+    in_chain = set(chain)
+    for pid, w in view.workers.items():
+        pname = name_of.get(pid)
+        if pname is None:
+            continue
+        row = rows[pname]
+        logs["trust"].row({"run_id": run_id, "ts_unix": time.time(), "mode": mode, "request_id": rid,
+                           "node_id": pname, "trust": view.trust(pid), "lat_ewma_ms": view.latency(pid),
+                           "alive": w.alive, "layer_start": row.layer_start, "layer_end": row.layer_end,
+                           "in_chain": pid in in_chain, "failed_id": name_of.get(first_fail, "")})
+    for pid, trust, lat in gen.selected:
+        logs["sel"].row({"run_id": run_id, "mode": mode, "target_new_tokens": length, "request_id": rid,
+                         "node_id": name_of.get(pid, pid), "trust": trust, "lat_ewma_ms": lat})
+    if ok:
+        tr = _trace_log(logs, cfg.out, mode, lab.model)
+        for k, t in enumerate(gen.trace):
+            tr.row({"token_idx": k, "trace_id": rid, "e2e_latency_ms": t["e2e_ms"], "sum_hop_cpu_ms": t["hop_cpu_ms"],
+                    "sum_hop_wall_ms": t["hop_wall_ms"], "num_hops": t["hops"], "max_hop_rss_mb": "",
+                    "client_rss_mb": rss_mb()})
+    return {"success": ok, "token_ms": [t["e2e_ms"] for t in gen.trace] if ok else [],
+            "chain_len": len(gen.selected), "selection_ms": gen.selection_ms if gen.selected else None,
+            "repairs": len(gen.repair_log), "tokens_match": ok and tokens == ref}
+
+
+def _trace_log(logs: dict, out: Path, mode: str, model: str) -> CsvLog:
+    """The reference's per-token trace file of one mode (opened on its first successful request)."""
+    key = ("trace", mode)
+    if key not in logs:
+        safe = model.replace("/", "_")
+        logs[key] = CsvLog(out / f"distributed_trace_{mode}_{safe}_{int(time.time())}.csv", TRACE_COLUMNS)
+    return logs[key]
+
+
+async def _await_reports(cache, raws: list[bytes], timeout: float = 2.0) -> None:
+    """Requests run back to back: let this request's reports come back through an anchor into the seeker's
+    replica (tens of ms) before the next routing decision, as the paper's trust updates do."""
+    from ..wire.envelope import decode_envelope
+
+    keys = []
+    for raw in raws:
+        e = decode_envelope(raw)
+        keys.append((e.sender, e.seq))
+    with trio.move_on_after(timeout):
+        while not all(k in cache.replica.ledger for k in keys):
+            await trio.sleep(0.005)
