@@ -18,7 +18,11 @@ from .peerview import WorkerEntry, entry_from_heartbeat
 from .wire.envelope import Signer
 
 log = logging.getLogger("gtracd.heartbeat")
-BATCH_BYTES = 400 * 1024
+# py-libp2p's yamux splits a write into 64 KiB frames, each under its own lock: two tasks writing one pubsub
+# stream at once interleave the frames of anything bigger, the receiver's protobuf parse fails and its stream
+# handler dies (seen with 336 identities' heartbeats in one 84 KB batch). Every gossip payload stays < 48 KiB.
+GOSSIP_PAYLOAD_MAX = 48 * 1024
+BATCH_BYTES = GOSSIP_PAYLOAD_MAX - 1024
 
 
 @dataclass

@@ -45,6 +45,7 @@ class SeekerCache:
         self.signer = Signer(node.ident)
         self._flush_wake = trio.Event()
         self._flush_lock = trio.Lock()
+        self.ingested = trio.Event()  # set (and replaced) whenever new ledger records arrive
         self.counters = {"reports_sent": 0, "reports_acked": 0, "reports_refused": 0, "pulls": 0, "pull_failures": 0,
                          "pulled": 0, "deltas": 0, "bad_reports": 0, "submit_failures": 0}
         self.refused: dict[str, int] = {}
@@ -105,6 +106,8 @@ class SeekerCache:
             self.node.events("have", key=[r.reporter.hex(), r.seq], via=via)
         if new:
             self.apply_ledger()
+            self.ingested.set()
+            self.ingested = trio.Event()
         return new
 
     # ---- gossip handlers

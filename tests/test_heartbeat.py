@@ -40,6 +40,20 @@ def test_many_identities_travel_as_one_batch_each_item_signed_by_its_identity():
     assert admit_heartbeats(fake_node(), heartbeat_messages(host, "n", [solo])[0])[0].peer_id == host.ident.peer_id
 
 
+def test_every_gossip_payload_fits_one_yamux_frame_and_down_identities_are_silent():
+    from gtracd.heartbeat import GOSSIP_PAYLOAD_MAX
+
+    host = Signer(Identity.generate())
+    hs = hosted(400)  # a lab process serving hundreds of virtual peers
+    msgs = heartbeat_messages(host, "n", hs)
+    assert len(msgs) > 1 and all(len(m) < GOSSIP_PAYLOAD_MAX for m in msgs)
+    got = [w.peer_id for m in msgs for w in admit_heartbeats(fake_node(), m, time.time())]
+    assert sorted(got) == sorted(h.signer.ident.peer_id for h in hs)
+    hs[0].alive = lambda: False  # a crashed / flapping virtual peer stops heartbeating
+    got = {w.peer_id for m in heartbeat_messages(host, "n", hs) for w in admit_heartbeats(fake_node(), m)}
+    assert hs[0].signer.ident.peer_id not in got and len(got) == 399
+
+
 def test_a_forged_item_inside_a_valid_batch_is_dropped_alone():
     host = Signer(Identity.generate())
     hs = hosted(3)

@@ -249,9 +249,11 @@ def test_ledger_deltas_respect_count_and_byte_caps():
     chunks = delta_chunks(raws)
     assert sum(map(len, chunks)) == 500 and [r for c in chunks for r in c] == raws
     assert all(len(c) <= DELTA_MAX and sum(map(len, c)) <= DELTA_BYTES for c in chunks)
-    big = [signed_report(seq=i).raw for i in range(1, 97)]
-    for c in delta_chunks(big):  # every chunk signs under the envelope cap
-        enc(SEEKER, "ledger_delta", {"network": "n", "reports": c}, seq=1, ts=1.0)
+    from gtracd.heartbeat import GOSSIP_PAYLOAD_MAX
+
+    big = [signed_report(seq=i).raw for i in range(1, 300)]
+    for c in delta_chunks(big):  # every chunk signs under the envelope cap and fits one yamux frame
+        assert len(enc(SEEKER, "ledger_delta", {"network": "n", "reports": c}, seq=1, ts=1.0).raw) < GOSSIP_PAYLOAD_MAX
 
 
 # ---- ledger epochs (anchor-signed priors; the lab resets trust between experiments with them)

@@ -77,6 +77,7 @@ def reference_tokens(model: str, prompts: list[list[int]], steps: int) -> list[l
 
 def run(cfg: SweepConfig, status=lambda m: None) -> dict:
     os.environ.setdefault("GTRACD_LIBP2P_LOG", "ERROR")  # thousands of requests: library noise is counted, not shown
+    logging.getLogger("gtracd.seeker").setLevel(logging.ERROR)  # repairs are expected here; the logs count them
     from .plan import load_plan
     from .profiles import load_catalog
 
@@ -92,13 +93,12 @@ def run(cfg: SweepConfig, status=lambda m: None) -> dict:
     status(f"gtracd lab sweep: monolithic reference tokens of {model} for {len(prompts)} prompts ...")
     refs = reference_tokens(model, prompts, max(cfg.lengths))
     cfg.out.mkdir(parents=True, exist_ok=True)
-    lab = Lab(cfg.plan, plan, model, LabSettings(cfg.time_scale), cfg.processes, cfg.out / "lab", cfg.seed,
-              cfg.profiles)
-    if lab.root.exists():
-        import shutil
+    import shutil
+    import tempfile
 
-        shutil.rmtree(lab.root)
-    lab.root.mkdir(parents=True)
+    # the lab's state (anchor keys, ledgers, status files) lives apart from the results and goes with the lab
+    lab = Lab(cfg.plan, plan, model, LabSettings(cfg.time_scale), cfg.processes,
+              Path(tempfile.mkdtemp(prefix="gtracd-lab-")), cfg.seed, cfg.profiles)
     t0 = time.time()
     lab.start(status)
     status(f"gtracd lab sweep: lab up in {time.time() - t0:.1f} s")
@@ -107,6 +107,7 @@ def run(cfg: SweepConfig, status=lambda m: None) -> dict:
     finally:
         rcs = lab.stop()
         status(f"gtracd lab sweep: lab stopped (exit codes {rcs})")
+        shutil.rmtree(lab.root, ignore_errors=True)
     summary["wall_s"] = round(time.time() - t0, 1)
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
     if cfg.figures:
@@ -356,4 +357,4 @@ async def _await_reports(cache, raws: list[bytes], timeout: float = 2.0) -> None
         keys.append((e.sender, e.seq))
     with trio.move_on_after(timeout):
         while not all(k in cache.replica.ledger for k in keys):
-            await trio.sleep(0.005)
+            await cache.ingested.wait()

@@ -20,7 +20,7 @@ import time
 import trio
 
 from ..errors import DecodeError, Oversize
-from ..heartbeat import admit_heartbeats
+from ..heartbeat import GOSSIP_PAYLOAD_MAX, admit_heartbeats
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import Admission, AdmissionParams, Report, verified_reports
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
@@ -35,7 +35,7 @@ SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", "initial_trust", "r
             "alpha", "latency0_ms", "reporter_budget", "reporter_window_s", "report_rate", "report_burst"]
 IDLE_S = 30.0
 DELTA_MAX = 96  # reports per ledger_delta (schema cap)
-DELTA_BYTES = 512 * 1024  # well under the 768 KiB envelope cap and py-libp2p's silent 1 MiB gossip limit
+DELTA_BYTES = GOSSIP_PAYLOAD_MAX - 1024  # one yamux frame (see heartbeat.GOSSIP_PAYLOAD_MAX)
 
 
 def delta_chunks(raws: list[bytes]) -> list[list[bytes]]:
