@@ -29,14 +29,6 @@ def tiny_gpt2(path: Path, layers: int = 6, seed: int = 0) -> Path:
 
 
 def char_tokenizer(path: Path) -> Path:
-    """A character-level tokenizer (printable ASCII, ids < 100) saved next to a tiny model, so the real text
-    paths (tokenize on hop 0, detokenize on the last hop) run without any download."""
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast
+    from gtracd.engine.models import char_tokenizer as build
 
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{chr(c): c - 29 for c in range(32, 127)}}
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tk.decoder = decoders.Fuse()
-    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(
-        str(path))
-    return path
+    return build(path)

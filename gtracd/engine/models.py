@@ -108,8 +108,23 @@ def prepare_tiny(name: str, log=print) -> Path:
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                           tie_word_embeddings=True, eos_token_id=2, bos_token_id=1)
         LlamaForCausalLM(cfg).eval().save_pretrained(str(tmp), safe_serialization=True)
+        char_tokenizer(tmp)
 
     return _build_once(name, build, log)
+
+
+def char_tokenizer(path: Path) -> Path:
+    """A character-level tokenizer (printable ASCII -> ids 3..97) saved next to a tiny model, so text prompts,
+    hop-0 tokenization and last-hop detokenization run on it with no download."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{chr(c): c - 29 for c in range(32, 127)}}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tk.decoder = decoders.Fuse()
+    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(
+        str(path))
+    return path
 
 
 def resolve_model(spec: str, prepare: bool = True, log=print) -> Path:

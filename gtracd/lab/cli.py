@@ -56,7 +56,7 @@ def register(sub) -> None:
     s.add_argument("--no-figures", action="store_true")
     s.add_argument("--json", action="store_true", help="print summary.json as the last line of stdout")
 
-    f = lsub.add_parser("figures", help="(re)draw the figures of a sweep's output folder")
+    f = lsub.add_parser("figures", help="(re)draw the figures and summary.md of a sweep's output folder")
     f.add_argument("out")
     lab.set_defaults(func=main)
 
@@ -120,10 +120,16 @@ def main(args) -> int:
         return 0
     if cmd == "figures":
         from .figures import draw_all
+        from .logs import markdown_table
 
         out = Path(args.out)
-        made = draw_all(out, json.loads((out / "summary.json").read_text()))
-        print("\n".join(str(p) for p in made))
+        try:
+            summary = json.loads((out / "summary.json").read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{out}: no readable summary.json ({e})") from None
+        made = draw_all(out, summary)
+        (out / "summary.md").write_text(markdown_table(summary))
+        print("\n".join(str(p) for p in [*made, out / "summary.md"]))
         return 0
     raise UserError(f"unknown lab command {cmd}")
 

@@ -9,7 +9,6 @@ fig7_selection.png  selection time vs network size (`gtracd bench routing`)     
 
 from __future__ import annotations
 
-import glob
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .logs import read_csv  # noqa: E402
+from .logs import logs, read_csv  # noqa: E402
 
 COLORS = {"g-trac": "#1b9e77", "sp": "#d95f02", "mr": "#7570b3", "larac": "#e7298a", "naive": "#66a61e"}
 
@@ -41,8 +40,8 @@ def fig_ssr(out: Path, summary: dict) -> Path:
                 continue
             xs.append(i + (j - (len(modes) - 1) / 2) * w)
             ys.append(c["ssr"] * 100)
-            lo.append((c["ssr"] - c["wilson_lo"]) * 100)
-            hi.append((c["wilson_hi"] - c["ssr"]) * 100)
+            lo.append(max(0.0, c["ssr"] - c["wilson_lo"]) * 100)  # float rounding can put a bound past the rate
+            hi.append(max(0.0, c["wilson_hi"] - c["ssr"]) * 100)
         ax.bar(xs, ys, w, yerr=[lo, hi], capsize=2, label=m, color=COLORS.get(m))
     ax.set_xticks(range(len(lengths)), [f"{L} tokens" for L in lengths])
     ax.set_ylabel("service success rate (%)")
@@ -59,12 +58,12 @@ def fig_ssr(out: Path, summary: dict) -> Path:
 def _traces(out: Path) -> dict[str, dict[str, list[float]]]:
     """mode -> target length -> per-token latencies of successful requests (from the reference's logs)."""
     reqs = {}
-    for f in glob.glob(str(out / "requests_*.csv")):
-        for r in read_csv(Path(f)):
+    for f in logs(out, "requests_"):
+        for r in read_csv(f):
             reqs[r["request_id"]] = (r["mode"], r["target_new_tokens"])
     got: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for f in glob.glob(str(out / "distributed_trace_*.csv")):
-        for r in read_csv(Path(f)):
+    for f in logs(out, "distributed_trace_"):
+        for r in read_csv(f):
             m = reqs.get(r["trace_id"])
             if m:
                 got[m[0]][m[1]].append(float(r["e2e_latency_ms"]))
@@ -96,8 +95,8 @@ def fig_latency(out: Path, summary: dict) -> Path:
 
 def fig_chains(out: Path, summary: dict) -> Path:
     lens: dict[str, list[int]] = defaultdict(list)
-    for f in glob.glob(str(out / "requests_*.csv")):
-        for r in read_csv(Path(f)):
+    for f in logs(out, "requests_"):
+        for r in read_csv(f):
             if r["chain_ids"]:
                 lens[r["mode"]].append(len(r["chain_ids"].split(";")))
     modes = [m for m in summary["modes"] if m in lens]
@@ -124,13 +123,13 @@ def fig_landscape(out: Path, summary: dict, length: int | None = None) -> Path:
     pts: dict[str, list[tuple[float, float]]] = defaultdict(list)
     lengths = sorted({int(k) for m in summary["modes"] for k in summary["modes"][m]})
     length = length or (50 if 50 in lengths else lengths[len(lengths) // 2])
-    for f in glob.glob(str(out / "selected_*.csv")):
-        for r in read_csv(Path(f)):
+    for f in logs(out, "selected_"):
+        for r in read_csv(f):
             if int(r["target_new_tokens"]) == length:
                 pts[r["mode"]].append((float(r["lat_ewma_ms"]), float(r["trust"])))
     modes = [m for m in summary["modes"] if m in pts]
     fig, axes = plt.subplots(1, max(1, len(modes)), figsize=(2.6 * max(1, len(modes)), 3.0), squeeze=False,
-                             sharey=True)
+                             sharey=True, sharex=True)
     for ax, m in zip(axes[0], modes, strict=False):
         xs, ys = zip(*pts[m], strict=True)
         ax.scatter(xs, ys, s=6, alpha=0.35, color=COLORS.get(m))

@@ -50,8 +50,18 @@ def _cell(v) -> str:
 
 
 def read_csv(path: Path) -> list[dict]:
+    """A log, plain or gzipped (results committed to the repository are gzipped)."""
+    if str(path).endswith(".gz"):
+        import gzip
+
+        with gzip.open(path, "rt", newline="") as f:
+            return list(csv.DictReader(f))
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def logs(out: Path, prefix: str) -> list[Path]:
+    return sorted([*out.glob(f"{prefix}*.csv"), *out.glob(f"{prefix}*.csv.gz")])
 
 
 def summarize(requests: list[dict]) -> dict:
@@ -68,3 +78,19 @@ def summarize(requests: list[dict]) -> dict:
             "selection_ms_p50": percentile([r["selection_ms"] for r in requests if r["selection_ms"] is not None], 50),
             "repairs": sum(1 for r in requests if r["repairs"]),
             "tokens_match": sum(1 for r in ok if r["tokens_match"])}
+
+
+def markdown_table(summary: dict) -> str:
+    """summary.json as a Markdown table (docs/experiments.md)."""
+    def f(v, spec=".1f"):
+        return "–" if v is None else format(v, spec)
+
+    out = ["| mode | tokens | SSR | 95 % Wilson | per-token p50 ms | mean | p99 | chain (median) | repaired | "
+           "selection p50 ms | tokens match |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m, cells in summary["modes"].items():
+        for L, c in cells.items():
+            out.append(f"| {m} | {L} | {c['successes']}/{c['requests']} ({c['ssr']:.0%}) | "
+                       f"{c['wilson_lo']:.2f}–{c['wilson_hi']:.2f} | {f(c['token_latency_ms_p50'])} | "
+                       f"{f(c['token_latency_ms_mean'])} | {f(c['token_latency_ms_p99'])} | {f(c['chain_len_median'], 'g')} | "
+                       f"{c['repairs']} | {f(c['selection_ms_p50'], '.3f')} | {c['tokens_match']}/{c['successes']} |")
+    return "\n".join(out) + "\n"

@@ -16,7 +16,7 @@ def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float,
     den = 1.0 + z2 / n
     centre = (p + z2 / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))  # p inside despite rounding
 
 
 def percentile(xs: list[float], q: float) -> float | None:

@@ -110,13 +110,18 @@ def run(cfg: SweepConfig, status=lambda m: None) -> dict:
         shutil.rmtree(lab.root, ignore_errors=True)
     summary["wall_s"] = round(time.time() - t0, 1)
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    from .logs import markdown_table
+
+    (cfg.out / "summary.md").write_text(markdown_table(summary))
     if cfg.figures:
         try:
             from .figures import draw_all
 
             made = draw_all(cfg.out, summary)
             status(f"gtracd lab sweep: figures {', '.join(p.name for p in made)}")
-        except ImportError:
+        except ModuleNotFoundError as e:
+            if e.name != "matplotlib":
+                raise
             status("gtracd lab sweep: no figures (pip install 'gtracd[lab]' for matplotlib)")
     return summary
 
@@ -128,10 +133,13 @@ class _Progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        console = Console(stderr=True)
         self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("SSR {task.fields[ssr]}"), TimeElapsedColumn(),
-                          console=Console(stderr=True), transient=False)
+                          console=console, transient=False, disable=not console.is_terminal)
+        self.plain = not console.is_terminal  # logs and CI: one line per finished cell instead of a live bar
         self.total = total
+        self.t0: dict = {}
 
     def __enter__(self):
         self.p.__enter__()
@@ -141,10 +149,16 @@ class _Progress:
         self.p.__exit__(*a)
 
     def cell(self, mode: str, length: int, n: int):
-        return self.p.add_task(f"{mode:>6} {length:>4} tokens", total=n, ssr="-")
+        task = self.p.add_task(f"{mode:>6} {length:>4} tokens", total=n, ssr="-")
+        self.t0[task] = (f"{mode} {length} tokens", n, time.time())
+        return task
 
     def advance(self, task, ok: int, done: int) -> None:
         self.p.update(task, advance=1, ssr=f"{ok / done:.0%}")
+        name, n, t0 = self.t0[task]
+        if self.plain and done == n:
+            print(f"gtracd lab sweep: {name}: {done}/{n} requests, SSR {ok / done:.0%}, {time.time() - t0:.0f} s",
+                  file=sys.stderr, flush=True)
 
 
 async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
