@@ -24,10 +24,23 @@ def reports(draw):
 SETS = st.lists(reports(), max_size=25)
 PROP = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 
+ANCHOR = Identity.generate()
+
+
+@st.composite
+def epochs(draw):  # ledger epochs: anchor-signed priors that restart derivation
+    priors = tuple(sorted((p, draw(st.floats(0, 1))) for p in draw(st.lists(st.sampled_from(PEERS), max_size=3,
+                                                                            unique=True))))
+    return Report(ANCHOR.public, draw(st.integers(100, 110)), draw(st.floats(0, 20000)), (), (), "epoch", -1,
+                  epoch=draw(st.integers(1, 3)), priors=priors)
+
+
+MIXED = st.lists(st.one_of(reports(), reports(), epochs()), max_size=25)
+
 
 @PROP
-@given(SETS, SETS, SETS)
-def test_merge_laws(a, b, c):
+@given(MIXED, MIXED, MIXED)
+def test_merge_laws(a, b, c):  # trust reports and ledger epochs alike
     A, B, C = Ledger(a), Ledger(b), Ledger(c)
     assert A.merge(B) == B.merge(A)
     assert A.merge(B).merge(C) == A.merge(B.merge(C))
@@ -257,28 +270,6 @@ def test_ledger_deltas_respect_count_and_byte_caps():
 
 
 # ---- ledger epochs (anchor-signed priors; the lab resets trust between experiments with them)
-
-ANCHOR = Identity.generate()
-
-
-@st.composite
-def epochs(draw):
-    priors = tuple(sorted((p, draw(st.floats(0, 1))) for p in draw(st.lists(st.sampled_from(PEERS), max_size=3,
-                                                                            unique=True))))
-    return Report(ANCHOR.public, draw(st.integers(100, 110)), draw(st.floats(0, 20000)), (), (), "epoch", -1,
-                  epoch=draw(st.integers(1, 3)), priors=priors)
-
-
-MIXED = st.lists(st.one_of(reports(), reports(), epochs()), max_size=25)
-
-
-@PROP
-@given(MIXED, MIXED, MIXED)
-def test_merge_laws_hold_with_epochs(a, b, c):
-    A, B, C = Ledger(a), Ledger(b), Ledger(c)
-    assert A.merge(B) == B.merge(A)
-    assert A.merge(B).merge(C) == A.merge(B.merge(C))
-    assert A.merge(A) == A
 
 
 @PROP

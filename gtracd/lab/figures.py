@@ -27,6 +27,15 @@ def _note(fig, summary: dict) -> None:
              f"{summary.get('requests', '?')} requests per cell", ha="right", va="bottom", fontsize=7, color="0.4")
 
 
+def _save(fig, path: Path, summary: dict | None) -> Path:
+    if summary is not None:
+        _note(fig, summary)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
 def fig_ssr(out: Path, summary: dict) -> Path:
     modes = list(summary["modes"])
     lengths = sorted({int(k) for m in modes for k in summary["modes"][m]})
@@ -47,12 +56,7 @@ def fig_ssr(out: Path, summary: dict) -> Path:
     ax.set_ylabel("service success rate (%)")
     ax.set_ylim(0, 105)
     ax.legend(ncol=len(modes), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    _note(fig, summary)
-    fig.tight_layout()
-    p = out / "fig3_ssr.png"
-    fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return p
+    return _save(fig, out / "fig3_ssr.png", summary)
 
 
 def _traces(out: Path) -> dict[str, dict[str, list[float]]]:
@@ -85,12 +89,7 @@ def fig_latency(out: Path, summary: dict) -> Path:
             ax.set_xticks(range(1, len(keep) + 1), [m for m, _ in keep], fontsize=8)
         ax.set_title(f"{L} tokens", fontsize=9)
     axes[0][0].set_ylabel("per-token latency (ms), successful requests")
-    _note(fig, summary)
-    fig.tight_layout()
-    p = out / "fig4_latency.png"
-    fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return p
+    return _save(fig, out / "fig4_latency.png", summary)
 
 
 def fig_chains(out: Path, summary: dict) -> Path:
@@ -111,12 +110,7 @@ def fig_chains(out: Path, summary: dict) -> Path:
     ax.set_ylabel("requests (%)")
     ax.set_xticks(allv)
     ax.legend(fontsize=8)
-    _note(fig, summary)
-    fig.tight_layout()
-    p = out / "fig5_chains.png"
-    fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return p
+    return _save(fig, out / "fig5_chains.png", summary)
 
 
 def fig_landscape(out: Path, summary: dict, length: int | None = None) -> Path:
@@ -138,12 +132,7 @@ def fig_landscape(out: Path, summary: dict, length: int | None = None) -> Path:
         ax.set_xlabel("estimated latency (ms)", fontsize=8)
     axes[0][0].set_ylabel("trust at selection")
     fig.suptitle(f"peers selected, {length}-token tasks", fontsize=9)
-    _note(fig, summary)
-    fig.tight_layout()
-    p = out / "fig6_landscape.png"
-    fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return p
+    return _save(fig, out / "fig6_landscape.png", summary)
 
 
 def fig_selection(out: Path, summary: dict, rows: list[dict] | None = None) -> Path:
@@ -161,11 +150,7 @@ def fig_selection(out: Path, summary: dict, rows: list[dict] | None = None) -> P
     ax.set_ylabel("selection time p50 (ms)")
     ax.legend(fontsize=8)
     fig.text(0.99, 0.01, "gtracd bench routing, this machine", ha="right", va="bottom", fontsize=7, color="0.4")
-    fig.tight_layout()
-    p = out / "fig7_selection.png"
-    fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return p
+    return _save(fig, out / "fig7_selection.png", None)
 
 
 def draw_all(out: Path, summary: dict) -> list[Path]:
