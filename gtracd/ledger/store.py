@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from pathlib import Path
 
 from ..errors import DecodeError
@@ -26,6 +27,7 @@ class ReportLog:
         self.corrupt = 0
         self.torn_bytes = 0
         self._f = None
+        self._lock = threading.Lock()  # appends run in worker threads; close() may come from the event loop
 
     def load(self) -> list[Report]:
         out: list[Report] = []
@@ -54,14 +56,15 @@ class ReportLog:
     def append(self, raws: list[bytes]) -> None:
         if not raws:
             return
-        if self._f is None:
-            new = not self.path.exists()
-            self._f = open(self.path, "ab")
-            if new:
-                _fsync_dir(self.path.parent)
-        self._f.write(b"".join(_HDR.pack(len(r)) + r for r in raws))
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        with self._lock:  # a close() racing an append waits for it (it used to null the file mid-write)
+            if self._f is None:
+                new = not self.path.exists()
+                self._f = open(self.path, "ab")
+                if new:
+                    _fsync_dir(self.path.parent)
+            self._f.write(b"".join(_HDR.pack(len(r)) + r for r in raws))
+            self._f.flush()
+            os.fsync(self._f.fileno())
 
     def rewrite(self, raws: list[bytes]) -> None:
         """Replace the whole log atomically (a small outbox after acknowledgements)."""
@@ -75,9 +78,10 @@ class ReportLog:
         _fsync_dir(self.path.parent)
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+        with self._lock:
+            if self._f is not None:
+                self._f.close()
+                self._f = None
 
 
 def _fsync_dir(d: Path) -> None:
