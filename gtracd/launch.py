@@ -62,8 +62,10 @@ def start_procs(cmds: list[tuple[list[str], str]], timeout: float = 300.0, tmp: 
         ready.unlink(missing_ok=True)
         rf = ["--ready-file", str(ready)]  # a role option: before any role subcommand
         cmd = [sys.executable, "-m", "gtracd.cli"] + (args[:2] + rf + args[2:] if args[0] == "--role" else args + rf)
+        # own session: a Ctrl-C or SIGTERM aimed at the caller's process group reaches only the caller, which
+        # stops its children once each (a second SIGTERM mid-shutdown would kill them uncleanly)
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env=env or worker_env())
+                             env=env or worker_env(), start_new_session=True)
         procs.append((p, ready))
     out: list[WorkerProc] = []
     try:
