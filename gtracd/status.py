@@ -75,18 +75,22 @@ def _short(pid: str) -> str:
 
 
 def render(d: dict):
-    """One daemon's view as a rich renderable."""
+    """One daemon's view as a rich renderable. Names and ids can come from the network (heartbeats): they are
+    escaped or shown as plain Text, never interpreted as markup."""
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     lines = []
     led = d.get("ledger", {})
-    lines.append(f"[bold]{d['role']} {d['name']}[/] {_short(d['peer_id'])}  network {d['network']}  "
+    lines.append(f"[bold]{escape(str(d['role']))} {escape(str(d['name']))}[/] {escape(_short(d['peer_id']))}  "
+                 f"network {escape(str(d['network']))}  "
                  f"up {d['uptime_s']:.0f}s" + ("  [red]STALE[/]" if d["stale"] else ""))
     links = d.get("links", {})
     lines.append(f"  links: {links.get('connected', 0)} connected, unreachable {len(links.get('unreachable', []))}, "
-                 f"cut {len(links.get('cut', []))}; gossip sent {d['gossip']['sent']} received "
-                 f"{d['gossip']['received']}")
+                 f"cut {len(links.get('cut', []))}; gossip sent {escape(str(d['gossip']['sent']))} received "
+                 f"{escape(str(d['gossip']['received']))}")
     if led:
         lines.append(f"  ledger: {led.get('reports', 0)} reports from {led.get('reporters', 0)} reporters"
                      + (f", {led['pending']} pending" if led.get("pending") else "")
@@ -94,12 +98,12 @@ def render(d: dict):
                         else ""))
     anchors = d.get("anchors")
     if isinstance(anchors, dict) and anchors:
-        lines.append("  anchors: " + ", ".join(f"{_short(a)} {'up' if v['reachable'] else '[red]down[/]'}"
+        lines.append("  anchors: " + ", ".join(f"{escape(_short(a))} {'up' if v['reachable'] else '[red]down[/]'}"
                                                for a, v in anchors.items()))
     elif isinstance(anchors, list) and anchors:
-        lines.append("  peer anchors: " + ", ".join(_short(a) for a in anchors))
+        lines.append("  peer anchors: " + ", ".join(escape(_short(a)) for a in anchors))
     drops = {**d.get("dropped", {}), **{f"admission.{k}": v for k, v in d.get("admission_dropped", {}).items()}}
-    lines.append("  dropped: " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) if drops else "none"))
+    lines.append("  dropped: " + (escape(", ".join(f"{k} {v}" for k, v in sorted(drops.items()))) if drops else "none"))
     if d.get("outbox"):
         lines.append(f"  outbox: {d['outbox']} report(s) waiting for an anchor")
     parts: list = ["\n".join(lines)]
@@ -109,7 +113,7 @@ def render(d: dict):
         for c in ("worker", "name", "layers", "alive", "heard", "trust", "latency ms", "load"):
             t.add_column(c)
         for pid, w in sorted(workers.items(), key=lambda kv: (kv[1]["layers"], kv[0])):
-            t.add_row(_short(pid), w["name"], f"{w['layers'][0]}:{w['layers'][1]}",
+            t.add_row(Text(_short(pid)), Text(str(w["name"])), f"{w['layers'][0]}:{w['layers'][1]}",
                       "yes" if w["alive"] else "[red]no[/]",
                       "-" if w["heard_s_ago"] is None else f"{w['heard_s_ago']}s ago", f"{w['trust']:.3f}",
                       f"{w['latency_ms']:.1f}", "-" if w["load"] is None else f"{w['load']:.2f}")
@@ -120,6 +124,6 @@ def render(d: dict):
             t.add_column(c)
         lat = d.get("latency_ms", {})
         for pid, tr in sorted(d["trust"].items()):
-            t.add_row(_short(pid), f"{tr:.3f}", f"{lat.get(pid, float('nan')):.1f}")
+            t.add_row(Text(_short(pid)), f"{tr:.3f}", f"{lat.get(pid, float('nan')):.1f}")
         parts.append(t)
     return Group(*parts)
