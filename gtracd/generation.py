@@ -216,7 +216,16 @@ class Generation:
             raise GenerationFailed(f"no chain covers the model: {e}") from None
         self.selection_ms = (time.perf_counter() - t0) * 1e3
         self.selected = [(p.id, p.trust, p.latency_ms) for p in r.chain]
-        self.hops = [Hop(self.view.workers[p.id], await self.net.session(p.id, self.open_timeout)) for p in r.chain]
+        self.hops = []
+        for p in r.chain:
+            try:
+                hs = await self.net.session(p.id, self.open_timeout)
+            except HopFailed as e:  # unreachable before anything was sent: that peer's failure, attributed
+                self.failed.add(p.id)
+                self.view.workers[p.id].alive = False
+                raise GenerationFailed(f"cannot reach {p.id[-8:]} (layers {p.start}:{p.end}): {e}",
+                                       culprit=p.id) from None
+            self.hops.append(Hop(self.view.workers[p.id], hs))
         try:
             async with trio.open_nursery() as n:
                 for i in range(len(self.hops)):

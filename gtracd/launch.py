@@ -81,7 +81,11 @@ def start_procs(cmds: list[tuple[list[str], str]], timeout: float = 300.0, tmp: 
                 ev.set()  # exited
 
             threading.Thread(target=drain, daemon=True).start()
-            if not ev.wait(timeout) or p.poll() is not None:
+            if not ev.wait(timeout) or p.poll() is not None or not ready.exists():
+                try:  # it exited (its stderr ended before poll() saw it): its own last words explain why
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
                 raise RuntimeError(f"process did not start: {''.join(log[-20:])}")
             out.append(WorkerProc(p, json.loads(ready.read_text()), log))
     except BaseException:

@@ -140,8 +140,10 @@ def test_behaviours():
     crash = Behaviour(_row(crash_after_requests=2), 1.0, 1.0, 0.05, 0.0, rng)
     crash.opened()
     assert crash.alive(0.0)
-    crash.opened()
-    assert not crash.alive(0.0) and crash.decide("step", 0.0).gone
+    crash.opened()  # the 2nd session is served to the end; then the peer is gone (no heartbeat, no new session)
+    assert not crash.alive(0.0) and not crash.decide("step", 0.0).gone
+    timed = Behaviour(_row(crash_at_s=10.0), 0.5, 1.0, 0.05, 0.0, rng)
+    assert timed.alive(4.9) and timed.decide("step", 5.1).gone and not timed.alive(5.2)
     flap = Behaviour(_row(flap_period_s=10.0, flap_down_s=4.0), 0.5, 1.0, 0.05, 0.0, rng)
     assert flap.alive(2.0) and not flap.alive(3.5) and flap.alive(5.5)  # period 5 s, down 2 s at scale 0.5
     grow = Behaviour(_row(net_delay_ms=10, delay_growth_per_min=1.0), 1.0, 1.0, 0.05, 0.0, rng)

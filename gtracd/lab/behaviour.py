@@ -52,14 +52,16 @@ class Behaviour:
         return self.row.extra.get(name, default)
 
     def alive(self, now: float) -> bool:
-        if self.crashed:
-            return False
-        at = self._x("crash_at_s")
-        if at is not None and now - self.t0 >= at * self.scale:
-            self.crashed = True
-            return False
+        """Heartbeating and taking new sessions. A crash peer that served its n sessions is gone."""
         n = self._x("crash_after_requests")
         if n is not None and self.sessions >= n:
+            self.crashed = True
+        return not self.crashed and self._up(now)
+
+    def _up(self, now: float) -> bool:
+        """Not crashed by time and not in a flapping peer's down phase (what a stage in flight sees)."""
+        at = self._x("crash_at_s")
+        if at is not None and now - self.t0 >= at * self.scale:
             self.crashed = True
             return False
         period, down = self._x("flap_period_s"), self._x("flap_down_s")
@@ -81,7 +83,7 @@ class Behaviour:
 
     def decide(self, kind: str, now: float) -> Action:
         self.counts["stages"] += 1
-        if not self.alive(now):
+        if not self._up(now):
             self.counts["gone"] += 1
             return Action(gone=True)
         a = Action(delay_s=(self.delay_ms(now) + self.compute_ms) * self.scale / 1e3, stall_s=self.stall_s,

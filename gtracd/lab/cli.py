@@ -72,15 +72,23 @@ def _lab_args(p) -> None:
 
 def _ints(text: str, what: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        out = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"{what} wants comma-separated integers, got {text!r}") from None
+    if not out or len(set(out)) != len(out):
+        raise UserError(f"{what} wants distinct comma-separated integers, got {text!r}")
+    return out
 
 
 def main(args) -> int:
+    import math
+
     cmd = args.lab_cmd
-    if getattr(args, "time_scale", 1.0) is not None and getattr(args, "time_scale", 1.0) <= 0:
-        raise UserError("--time-scale must be > 0")
+    ts = getattr(args, "time_scale", 1.0)
+    if not (math.isfinite(ts) and ts > 0):
+        raise UserError(f"--time-scale must be a finite number > 0, got {ts}")
+    if getattr(args, "processes", 1) < 1:
+        raise UserError("--processes must be >= 1")
     if cmd == "plan":
         from .plan import format_plan, generate_plan, parse_mix
         from .profiles import load_catalog
@@ -90,7 +98,10 @@ def main(args) -> int:
                              parse_mix(args.mix, cat), args.seed)
         text = format_plan(plan)
         if args.output:
-            Path(args.output).write_text(text)
+            try:
+                Path(args.output).write_text(text)
+            except OSError as e:
+                raise UserError(f"cannot write {args.output}: {e.strerror}") from None
             print(f"gtracd lab plan: {len(plan.rows)} peers over {plan.layers} layers -> {args.output} "
                   f"({', '.join(f'{k} {v}' for k, v in sorted(plan.templates().items()))})", file=sys.stderr)
         else:
@@ -108,8 +119,8 @@ def main(args) -> int:
     if cmd == "sweep":
         from .sweep import SweepConfig, run
 
-        if args.concurrency < 1 or args.processes < 1:
-            raise UserError("--concurrency and --processes must be >= 1")
+        if args.concurrency < 1:
+            raise UserError("--concurrency must be >= 1")
         cfg = SweepConfig(Path(args.plan), [m.strip() for m in args.modes.split(",") if m.strip()],
                           _ints(args.tokens, "--tokens"), args.requests, args.seed, Path(args.out), args.time_scale,
                           args.concurrency, args.processes, args.model, args.profiles, figures=not args.no_figures)
@@ -127,6 +138,9 @@ def main(args) -> int:
             summary = json.loads((out / "summary.json").read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"{out}: no readable summary.json ({e})") from None
+        if not isinstance(summary, dict) or not isinstance(summary.get("modes"), dict) or not any(
+                isinstance(c, dict) and c for c in summary["modes"].values()):
+            raise UserError(f"{out}/summary.json holds no (mode, length) results to draw")
         made = draw_all(out, summary)
         (out / "summary.md").write_text(markdown_table(summary))
         print("\n".join(str(p) for p in [*made, out / "summary.md"]))
@@ -149,4 +163,7 @@ def _print_table(summary: dict) -> None:
             t.add_row(m, L, f"{c['ssr']:.0%}", f"{c['wilson_lo']:.2f}-{c['wilson_hi']:.2f}",
                       f(c["token_latency_ms_p50"]), f(c["token_latency_ms_p99"]), f(c["chain_len_median"]),
                       str(c["repairs"]), f"{c['tokens_match']}/{c['successes']}")
-    Console(stderr=True).print(t)
+    con = Console(stderr=True)
+    if not con.is_terminal:  # logs and CI: wide enough to keep every column
+        con = Console(stderr=True, width=140)
+    con.print(t)

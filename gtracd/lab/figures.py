@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .logs import logs, read_csv  # noqa: E402
+from .logs import chain_ids, logs, read_csv  # noqa: E402
 
 COLORS = {"g-trac": "#1b9e77", "sp": "#d95f02", "mr": "#7570b3", "larac": "#e7298a", "naive": "#66a61e"}
 
@@ -96,8 +96,8 @@ def fig_chains(out: Path, summary: dict) -> Path:
     lens: dict[str, list[int]] = defaultdict(list)
     for f in logs(out, "requests_"):
         for r in read_csv(f):
-            if r["chain_ids"]:
-                lens[r["mode"]].append(len(r["chain_ids"].split(";")))
+            if chain_ids(r):
+                lens[r["mode"]].append(len(chain_ids(r)))
     modes = [m for m in summary["modes"] if m in lens]
     allv = sorted({v for m in modes for v in lens[m]})
     fig, ax = plt.subplots(figsize=(7, 3.4))

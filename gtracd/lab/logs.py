@@ -18,6 +18,13 @@ TRUST_COLUMNS = ("run_id", "ts_unix", "mode", "request_id", "node_id", "trust", 
 TRACE_COLUMNS = ("token_idx", "trace_id", "e2e_latency_ms", "sum_hop_cpu_ms", "sum_hop_wall_ms", "num_hops",
                  "max_hop_rss_mb", "client_rss_mb")
 SELECTED_COLUMNS = ("run_id", "mode", "target_new_tokens", "request_id", "node_id", "trust", "lat_ewma_ms")
+CHAIN_SEP = "->"  # chain_ids / chain_layers, as the reference writes them
+
+
+def chain_ids(row: dict) -> list[str]:
+    """A request log row's chain (older gtracd logs joined it with ';')."""
+    text = row["chain_ids"]
+    return [x for x in (text.split(CHAIN_SEP) if CHAIN_SEP in text else text.split(";")) if x]
 
 
 class CsvLog:

@@ -139,6 +139,67 @@ class Lab:
         return rcs
 
 
+PRIORS_PER_RECORD = 96  # ledger_epoch schema cap
+
+
+def priors_records(operator, lab: Lab, network: str, epoch: int) -> list[bytes]:
+    """The plan's trust0 priors as ledger_epoch records signed by a keyring anchor's key (pure)."""
+    from ..wire.envelope import Signer
+
+    priors = sorted((lab.peers[r.peer_id], r.trust0) for r in lab.plan.rows)
+    signer = Signer(operator)
+    return [signer.sign("ledger_epoch", {"network": network, "epoch": epoch,
+                                         "priors": dict(priors[i:i + PRIORS_PER_RECORD]),
+                                         "note": f"lab plan {lab.plan_path.name}"}).raw
+            for i in range(0, len(priors), PRIORS_PER_RECORD)]
+
+
+async def submit_priors(node, anchors: list[str], operator, lab: Lab, network: str, epoch: int) -> None:
+    """Submit the priors epoch to every anchor; one anchor is enough (anti-entropy brings the others)."""
+    import logging
+
+    import trio
+
+    from ..net.ledgersync import submit
+
+    raws = priors_records(operator, lab, network, epoch)
+    accepted = 0
+    for pid in anchors:
+        try:
+            with trio.fail_after(15):
+                lp = await node.links.connect(pid)
+                ack = await submit(node.host, lp, network, raws)
+            accepted += all(r in ("admitted", "duplicate") for r in ack["results"])
+        except Exception as e:  # one anchor down is fine
+            logging.getLogger("gtracd.lab").warning("epoch not submitted to anchor %s: %r", pid[-8:], e)
+    if not accepted:
+        raise UserError("no anchor accepted the plan's trust priors (ledger epoch)")
+
+
+def announce_priors(lab: Lab) -> int:
+    """`lab up`: put the plan's trust0 into the anchors' ledger as an anchor-signed epoch (numbered by the
+    clock, so it is above any epoch a reused --dir already holds). Returns the epoch."""
+    import trio
+
+    from ..config import load_settings
+    from ..identity import Identity, Keystore, peer_id_from_public
+    from ..node import running_node
+
+    s = load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),
+                             "data_dir": str(lab.root), "keystore": str(lab.keystore)}, env={})
+    ks = Keystore(lab.keystore)
+    epoch = int(time.time())
+
+    async def run() -> None:
+        async with running_node("seeker", "lab-operator", Identity.generate(), s, None, False) as node:
+            anchors = sorted(peer_id_from_public(p) for p in ks.anchors().values())
+            await submit_priors(node, anchors, ks.load("anchor-1"), lab, lab.network, epoch)
+            node.nursery.cancel_scope.cancel()
+
+    trio.run(run)
+    return epoch
+
+
 def _drop_flags(flags: list[str], names: tuple[str, ...]) -> list[str]:
     out, skip = [], False
     for f in flags:
@@ -172,10 +233,24 @@ def run_up(args) -> int:
     lab = Lab(Path(args.plan), plan, model_for(plan, args.model), LabSettings(args.time_scale), args.processes,
               root, args.seed, args.profiles)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    lab.start(say)
+    try:
+        lab.start(say)
+        epoch = announce_priors(lab)
+        say(f"gtracd lab: the plan's trust0 priors are ledger epoch {epoch} (anchor-signed)")
+    except BaseException:
+        lab.stop()
+        if not args.dir:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+    flags = " ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in lab.settings.ledger_flags().items()
+                     if not k.startswith("report_"))  # the rate limits are the anchors' alone
     say(f"gtracd lab: up; state in {root / 'lab.json'}")
-    say(f"  a seeker on this lab: gtracd --role seeker --network {lab.network} --keystore {lab.keystore} "
-        f"--bootstrap {','.join(lab.cn.anchor_addrs.values())} generate --prompt ...")
+    say(f"  a seeker on this lab (same ledger settings as its anchors): gtracd --role seeker --network {lab.network} "
+        f"--keystore {lab.keystore} --data-dir {root / 'seekers'} --bootstrap {','.join(lab.cn.anchor_addrs.values())} "
+        f"generate --prompt TEXT {flags} --penalty-ms {lab.settings.penalty_ms:g} "
+        f"--hop-timeout-floor-s {lab.settings.hop_timeout_floor_s:g}")
     stop = {"flag": False}
 
     def handler(signum, frame):
@@ -189,4 +264,8 @@ def run_up(args) -> int:
     finally:
         rcs = lab.stop()
         say(f"gtracd lab: stopped (exit codes {rcs})")
+        if not args.dir:  # a temporary lab leaves nothing behind (its anchor keys included)
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
     return 0

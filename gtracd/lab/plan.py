@@ -82,8 +82,8 @@ def _num(text: str, where: str, typ=float, lo: float | None = None, hi: float | 
         v = typ(text)
     except (TypeError, ValueError):
         raise PlanError(f"{where}: {text!r} is not {'an integer' if typ is int else 'a number'}") from None
-    if typ is float and v != v:
-        raise PlanError(f"{where}: NaN")
+    if typ is float and (v != v or v in (float("inf"), float("-inf"))):
+        raise PlanError(f"{where}: {text!r} is not a finite number")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         rng = f"[{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
         raise PlanError(f"{where}: {text} is outside {rng}")
@@ -154,7 +154,7 @@ def parse_plan(text: str, catalog: Catalog, name: str = "plan", layers: int | No
             typ = int if c in INT_EXTRAS else float
             extra[c] = _num(d[c], at(c), typ, 0, 1 if c in RATE_FIELDS else None)
         rows.append(PlanRow(pid, d["template"], d["host_id"], d["host_type"], d["ip"], port, ls, le,
-                            _num(d["cpu_load"], at("cpu_load"), float, 0),
+                            _num(d["cpu_load"], at("cpu_load"), float, 0, 1000),
                             _num(d["fail_rate"], at("fail_rate"), float, 0, 1),
                             _num(d["trust0"], at("trust0"), float, 0, 1),
                             _num(d["net_delay_ms"], at("net_delay_ms"), float, 0, 600_000), extra))
@@ -179,9 +179,11 @@ def parse_plan(text: str, catalog: Catalog, name: str = "plan", layers: int | No
 def load_plan(path: Path | str, catalog: Catalog, layers: int | None = None) -> Plan:
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise PlanError(f"cannot read plan {p}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise PlanError(f"{p.name}: not UTF-8 text (byte {e.start}): is this a CSV plan?") from None
     return parse_plan(text, catalog, p.name, layers)
 
 
@@ -215,8 +217,8 @@ def parse_mix(text: str, catalog: Catalog) -> dict[str, float]:
             weight = float(w)
         except ValueError:
             raise UserError(f"--mix: {part!r} wants NAME=WEIGHT") from None
-        if weight < 0:
-            raise UserError(f"--mix: negative weight in {part!r}")
+        if not (weight >= 0 and weight != float("inf")):
+            raise UserError(f"--mix: {part!r} wants a finite weight >= 0")
         out[prof.name] = out.get(prof.name, 0.0) + weight
     total = sum(out.values())
     if total <= 0:
@@ -241,6 +243,8 @@ def generate_plan(catalog: Catalog, peers: int, layers: int, shard_sizes: list[i
     from each profile's ranges. Same arguments, same plan."""
     if peers < 1 or layers < 1:
         raise UserError("need --peers >= 1 and --layers >= 1")
+    if not shard_sizes or len(set(shard_sizes)) != len(shard_sizes):
+        raise UserError(f"--shard-sizes wants distinct sizes, got {shard_sizes}")
     for s in shard_sizes:
         if s < 1 or layers % s:
             raise UserError(f"--shard-sizes: {s} does not divide {layers} layers")

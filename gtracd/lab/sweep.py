@@ -20,12 +20,19 @@ from pathlib import Path
 
 import trio
 
-from ..errors import UserError
-from .logs import REQUEST_COLUMNS, SELECTED_COLUMNS, TRACE_COLUMNS, TRUST_COLUMNS, CsvLog, summarize
+from ..errors import GtracError, UserError
+from .logs import (
+    CHAIN_SEP,
+    REQUEST_COLUMNS,
+    SELECTED_COLUMNS,
+    TRACE_COLUMNS,
+    TRUST_COLUMNS,
+    CsvLog,
+    summarize,
+)
 from .network import Lab, LabSettings, model_for
 
 log = logging.getLogger("gtracd.lab")
-PRIORS_PER_RECORD = 96  # ledger_epoch schema cap
 
 
 @dataclass
@@ -81,6 +88,8 @@ def run(cfg: SweepConfig, status=lambda m: None) -> dict:
     from .plan import load_plan
     from .profiles import load_catalog
 
+    if not cfg.modes:
+        raise UserError("--modes is empty (choose from g-trac, sp, mr, larac, naive)")
     for m in cfg.modes:
         if m not in ("g-trac", "sp", "mr", "larac", "naive"):
             raise UserError(f"--modes: unknown mode {m!r} (g-trac, sp, mr, larac, naive)")
@@ -100,9 +109,9 @@ def run(cfg: SweepConfig, status=lambda m: None) -> dict:
     lab = Lab(cfg.plan, plan, model, LabSettings(cfg.time_scale), cfg.processes,
               Path(tempfile.mkdtemp(prefix="gtracd-lab-")), cfg.seed, cfg.profiles)
     t0 = time.time()
-    lab.start(status)
-    status(f"gtracd lab sweep: lab up in {time.time() - t0:.1f} s")
     try:
+        lab.start(status)
+        status(f"gtracd lab sweep: lab up in {time.time() - t0:.1f} s")
         summary = trio.run(_sweep, lab, cfg, prompts, refs, status)
     finally:
         rcs = lab.stop()
@@ -239,34 +248,17 @@ async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
 
 
 async def new_epoch(node, cache, operator, lab: Lab, network: str) -> int:
-    """Start a fresh ledger epoch with the plan's trust0 priors: records signed by a keyring anchor's key
-    (the operator's), submitted to every anchor; returns once this seeker's replica derives from it."""
-    from ..net.ledgersync import submit
-    from ..wire.envelope import Signer
+    """Start a fresh ledger epoch with the plan's trust0 priors (signed by a keyring anchor's key, submitted to
+    every anchor); returns once this seeker's replica derives from it."""
+    from .network import submit_priors
 
     epoch = cache.replica.derived.current().epoch + 1
-    priors = sorted((lab.peers[r.peer_id], r.trust0) for r in lab.plan.rows)
-    signer = Signer(operator)
-    raws = []
-    for i in range(0, len(priors), PRIORS_PER_RECORD):
-        part = dict(priors[i:i + PRIORS_PER_RECORD])
-        raws.append(signer.sign("ledger_epoch", {"network": network, "epoch": epoch, "priors": part,
-                                                 "note": f"lab plan {lab.plan_path.name}"}).raw)
-    accepted = 0
-    for pid in sorted(cache.anchors):
-        try:
-            with trio.fail_after(15):
-                lp = await node.links.connect(pid)
-                ack = await submit(node.host, lp, network, raws)
-            accepted += all(r in ("admitted", "duplicate") for r in ack["results"])
-        except Exception as e:  # one anchor down is fine: anti-entropy brings it the epoch
-            log.warning("epoch not submitted to anchor %s: %r", pid[-8:], e)
-    if not accepted:
-        raise UserError("no anchor accepted the new ledger epoch")
+    await submit_priors(node, sorted(cache.anchors), operator, lab, network, epoch)
+    want = {lab.peers[r.peer_id] for r in lab.plan.rows}
     with trio.fail_after(20):
         while True:
             f = cache.replica.derived.current()
-            if f.epoch == epoch and all(p in f.trust for p, _ in priors):
+            if f.epoch == epoch and want <= set(f.trust):
                 break
             await cache.pull_once()
             await trio.sleep(0.05)
@@ -294,6 +286,8 @@ async def _request(i, mode, length, cfg, lab, s, params, net, view, cache, promp
         err, culprit = str(e), e.culprit
     except trio.TooSlowError:
         err = "request timed out"
+    except GtracError as e:  # anything else the network threw at this request fails it, never the sweep
+        err = f"{type(e).__name__}: {e}"
     e2e = (time.perf_counter() - t0) * 1e3
     ok = err is None and len(tokens) == length
     if ok:
@@ -309,21 +303,28 @@ async def _request(i, mode, length, cfg, lab, s, params, net, view, cache, promp
     await _await_reports(cache, raws)
     rid = gen.sid.hex()
     chain = gen.chain if gen.hops else [p for p, _, _ in gen.selected]
-    first_fail = gen.repair_log[0]["failed"] if gen.repair_log else culprit
+    # failed_id / failed_error / failed_stage: what ended a failed request (its culprit, "unknown" if none was
+    # named); for a success, the failure its repair survived
+    if not ok:
+        fail_id, fail_err = (culprit or "unknown"), (err or "")
+        fail_stage = chain.index(culprit) if culprit in chain else ""
+    elif gen.repair_log:
+        fail_id, fail_err, fail_stage = gen.repair_log[0]["failed"], gen.repair_log[0]["error"], gen.repair_log[0]["hop"]
+    else:
+        fail_id, fail_err, fail_stage = "", "", ""
     trust_now = [view.trust(p) for p in chain]
     ref = refs[i % len(prompts)][:length]
     logs["req"].row({
         "run_id": run_id, "ts_unix": ts, "mode": mode, "engine": "gtracd", "model": lab.model, "request_id": rid,
-        "prompt_len_tokens": len(prompt), "target_new_tokens": length, "generated_new_tokens": len(tokens),
+        "prompt_len_tokens": len(prompt), "target_new_tokens": length,
+        "generated_new_tokens": len(tokens) if ok else len(gen.trace),  # tokens produced before a failure too
         "completed": ok, "request_success": ok, "request_e2e_ms": e2e, "selection_overhead_ms": gen.selection_ms,
-        "repair_used": ok and bool(gen.repair_log), "repair_attempted": gen.repair_attempts > 0,
-        "repair_succeeded": bool(gen.repair_log), "failed_id": name_of.get(first_fail, first_fail or ""),
-        "failed_error": (gen.repair_log[0]["error"] if gen.repair_log else (err or ""))[:200],
-        "failed_stage": gen.repair_log[0]["hop"] if gen.repair_log else (
-            chain.index(culprit) if culprit in chain else ""),
-        "chain_ids": ";".join(name_of.get(p, p) for p in chain),
-        "chain_layers": ";".join(f"{rows[name_of[p]].layer_start}-{rows[name_of[p]].layer_end}"
-                                 for p in chain if p in name_of),
+        "repair_used": bool(gen.repair_log), "repair_attempted": gen.repair_attempts > 0,
+        "repair_succeeded": ok and bool(gen.repair_log), "failed_id": name_of.get(fail_id, fail_id),
+        "failed_error": fail_err[:200], "failed_stage": fail_stage,
+        "chain_ids": CHAIN_SEP.join(name_of.get(p, p) for p in chain),
+        "chain_layers": CHAIN_SEP.join(f"{rows[name_of[p]].layer_start}-{rows[name_of[p]].layer_end}"
+                                       for p in chain if p in name_of),
         "client_rss_mb": rss_mb(), "trust_tau": s.trust_floor,
         "trust_min_in_chain": min(trust_now) if trust_now else "",
         "trust_mean_in_chain": sum(trust_now) / len(trust_now) if trust_now else ""})
@@ -336,7 +337,7 @@ async def _request(i, mode, length, cfg, lab, s, params, net, view, cache, promp
         logs["trust"].row({"run_id": run_id, "ts_unix": time.time(), "mode": mode, "request_id": rid,
                            "node_id": pname, "trust": view.trust(pid), "lat_ewma_ms": view.latency(pid),
                            "alive": w.alive, "layer_start": row.layer_start, "layer_end": row.layer_end,
-                           "in_chain": pid in in_chain, "failed_id": name_of.get(first_fail, "")})
+                           "in_chain": pid in in_chain, "failed_id": name_of.get(fail_id, fail_id)})
     for pid, trust, lat in gen.selected:
         logs["sel"].row({"run_id": run_id, "mode": mode, "target_new_tokens": length, "request_id": rid,
                          "node_id": name_of.get(pid, pid), "trust": trust, "lat_ewma_ms": lat})

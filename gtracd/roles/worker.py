@@ -92,12 +92,12 @@ class WorkerDaemon:
         fs = FramedStream(stream)
         owned: dict[bytes, tuple[Served, bytes]] = {}  # seeker's session id -> (identity, internal id)
         inbox_send, inbox = trio.open_memory_channel(16)
-        closed = trio.Event()
+        interrupted = trio.Event()  # the stream ended or a cancel came: a stalled stage stops
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader, fs, inbox_send, owned, closed)
+                nursery.start_soon(self._reader, fs, inbox_send, owned, interrupted)
                 async for item in inbox:
-                    await self._serve(fs, item, owned, closed)
+                    await self._serve(fs, item, owned, interrupted)
                 nursery.cancel_scope.cancel()
         except* (StreamClosed, trio.TooSlowError):
             pass  # the seeker went away or stopped reading: its sessions are freed below
@@ -109,7 +109,7 @@ class WorkerDaemon:
                 sv.server.close(isid)
             await fs.close()
 
-    async def _reader(self, fs: FramedStream, send, owned, closed: trio.Event) -> None:
+    async def _reader(self, fs: FramedStream, send, owned, interrupted: trio.Event) -> None:
         async with send:
             try:
                 while True:
@@ -129,9 +129,10 @@ class WorkerDaemon:
                         sess = hit[0].server.sessions.get(hit[1]) if hit else None
                         if sess is not None:
                             sess.cancelled = True
+                        interrupted.set()
                     await send.send(item)
             finally:
-                closed.set()
+                interrupted.set()
 
     async def _error(self, fs, code: str, message: str, sid: bytes | None = None) -> None:
         self.counters["errors"] += 1
@@ -157,7 +158,7 @@ class WorkerDaemon:
             reply["proof"] = sign_binding(sv.ident, self.host_id, body["nonce"], sid)
         return reply
 
-    async def _serve(self, fs: FramedStream, item, owned, closed: trio.Event) -> None:
+    async def _serve(self, fs: FramedStream, item, owned, interrupted: trio.Event) -> None:
         kind, body = item
         self.counters["frames"] += 1
         sid = body.get("session") if isinstance(body, dict) else None
@@ -175,7 +176,7 @@ class WorkerDaemon:
                 self.counters["sessions"] += 1
                 await fs.send("opened", reply, WRITE_TIMEOUT_S)
             elif kind in ("prefill", "step"):
-                await self._extend(fs, kind, body, owned, closed)
+                await self._extend(fs, kind, body, owned, interrupted)
             elif kind in ("cancel", "close"):
                 hit = owned.pop(sid, None)
                 if hit is not None:
@@ -198,7 +199,7 @@ class WorkerDaemon:
             log.exception("internal error on %s", kind)
             await self._error(fs, "internal", f"{type(e).__name__}: {e}", sid)
 
-    async def _extend(self, fs: FramedStream, kind: str, body: dict, owned, closed: trio.Event) -> None:
+    async def _extend(self, fs: FramedStream, kind: str, body: dict, owned, interrupted: trio.Event) -> None:
         sid = body["session"]
         hit = owned.get(sid)
         if hit is None:
@@ -219,7 +220,7 @@ class WorkerDaemon:
             if act.stall:  # a failed stage stalls (the paper's failure): the seeker's deadline catches it
                 self.counters["injected"] += 1
                 with trio.move_on_after(act.stall_s):
-                    await closed.wait()
+                    await interrupted.wait()
                 raise Refused("injected_failure", "stalled (injected failure)")
         srv.table.touch(isid, time.monotonic(), busy=True)
         try:
