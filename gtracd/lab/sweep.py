@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from .logs import (
     TRACE_COLUMNS,
     TRUST_COLUMNS,
     CsvLog,
+    markdown_table,
     summarize,
 )
 from .network import Lab, LabSettings, model_for
@@ -101,10 +104,10 @@ def run(cfg: SweepConfig, status=lambda m: None) -> dict:
     prompts = make_prompts(cfg.seed, cfg.prompts, cfg.prompt_len)
     status(f"gtracd lab sweep: monolithic reference tokens of {model} for {len(prompts)} prompts ...")
     refs = reference_tokens(model, prompts, max(cfg.lengths))
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    import shutil
-    import tempfile
-
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out {cfg.out}: {e.strerror}") from None
     # the lab's state (anchor keys, ledgers, status files) lives apart from the results and goes with the lab
     lab = Lab(cfg.plan, plan, model, LabSettings(cfg.time_scale), cfg.processes,
               Path(tempfile.mkdtemp(prefix="gtracd-lab-")), cfg.seed, cfg.profiles)
@@ -119,8 +122,6 @@ def run(cfg: SweepConfig, status=lambda m: None) -> dict:
         shutil.rmtree(lab.root, ignore_errors=True)
     summary["wall_s"] = round(time.time() - t0, 1)
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    from .logs import markdown_table
-
     (cfg.out / "summary.md").write_text(markdown_table(summary))
     if cfg.figures:
         try:
