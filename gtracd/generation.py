@@ -122,6 +122,9 @@ class SeekerNet:
     def forget(self, pid: str) -> None:
         self._ids.pop(pid, None)
 
+    def forget_all(self) -> None:
+        self._ids.clear()
+
 
 def merge(chunks: list[Chunk]) -> Chunk:
     """Consecutive chunks as one (same positions, concatenated inputs)."""

@@ -6,15 +6,9 @@ from pathlib import Path
 
 
 def tiny_llama(path: Path, layers: int = 6, seed: int = 0) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from gtracd.engine.models import tiny_llama as build
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True, eos_token_id=2, bos_token_id=1)
-    LlamaForCausalLM(cfg).eval().save_pretrained(str(path))
-    return path
+    return build(path, layers, seed)
 
 
 def tiny_gpt2(path: Path, layers: int = 6, seed: int = 0) -> Path:

@@ -99,18 +99,20 @@ def prepare_tiny(name: str, log=print) -> Path:
     if not 1 <= layers <= 512:
         raise UserError(f"{name}: 1 to 512 layers")
 
-    def build(tmp: Path) -> None:
-        import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
+    return _build_once(name, lambda tmp: char_tokenizer(tiny_llama(tmp, layers, seed=layers)), log)
 
-        torch.manual_seed(layers)
-        cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                          tie_word_embeddings=True, eos_token_id=2, bos_token_id=1)
-        LlamaForCausalLM(cfg).eval().save_pretrained(str(tmp), safe_serialization=True)
-        char_tokenizer(tmp)
 
-    return _build_once(name, build, log)
+def tiny_llama(path: Path, layers: int, seed: int = 0) -> Path:
+    """A random Llama-style model (hidden 64, vocab 256) saved with save_pretrained: deterministic per seed."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, eos_token_id=2, bos_token_id=1)
+    LlamaForCausalLM(cfg).eval().save_pretrained(str(path), safe_serialization=True)
+    return path
 
 
 def char_tokenizer(path: Path) -> Path:

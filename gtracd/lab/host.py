@@ -16,27 +16,9 @@ import time
 
 import trio
 
+from ..errors import UserError
+
 log = logging.getLogger("gtracd.lab")
-
-
-def corrupter(rng: random.Random, vocab: int):
-    """A byzantine stage: perturb the hidden state (noise of the activations' own scale), or, on the last
-    hop, answer another token."""
-    from ..engine.tensors import from_wire, to_wire
-    from ..wire.tensor import decode_tensor
-
-    def corrupt(res: dict) -> None:
-        import torch
-
-        if res.get("hidden") is not None:
-            h = from_wire(decode_tensor(res["hidden"])).clone()
-            g = torch.Generator().manual_seed(rng.getrandbits(31))
-            h += torch.randn(h.shape, generator=g, dtype=h.dtype) * (h.std() + 1e-3)
-            res["hidden"] = to_wire(h)
-        elif res.get("token") is not None:
-            res["token"] = (res["token"] + 1 + rng.randrange(vocab - 1)) % vocab
-            res["piece"] = ""
-    return corrupt
 
 
 def main(args, s) -> int:
@@ -51,6 +33,7 @@ def main(args, s) -> int:
     common.setup_logging(args.log_level)
     require_torch()
     from ..engine.models import resolve_model
+    from ..engine.perturb import corrupter
     from ..engine.server import ShardServer
     from ..engine.shard import set_threads
     from ..roles.worker import Served, WorkerDaemon
@@ -64,10 +47,8 @@ def main(args, s) -> int:
     t0 = time.perf_counter()
     for a, b in sorted({(r.start, r.end) for r in rows}):
         shards[(a, b)] = ShardServer(folder, a, b, max_sessions=4096, cache_tokens=1 << 22, ttl_s=600.0)
-    if shards and next(iter(shards.values())).shard.total != plan.layers:
-        total = next(iter(shards.values())).shard.total
-        from ..errors import UserError
-
+    total = next(iter(shards.values())).shard.total if shards else plan.layers
+    if total != plan.layers:
         raise UserError(f"the plan has {plan.layers} layers but model {args.model} has {total}")
     log.info("loaded %d shards in %.2fs", len(shards), time.perf_counter() - t0)
     now = time.monotonic()

@@ -86,13 +86,10 @@ class Lab:
         from .layout import groups
 
         ls = self.settings
-        flags = []
-        for k, v in ls.ledger_flags().items():
-            flags += [f"--{k.replace('_', '-')}", str(v)]
-        # ControlNet passes --sync-s and --node-timeout-s itself: keep one copy of each
+        # ControlNet passes --sync-s and --node-timeout-s itself
+        extra = {k: v for k, v in ls.ledger_flags().items() if k not in ("sync_s", "node_timeout_s")}
         self.cn = ControlNet(root=self.root, network=self.network, heartbeat_s=ls.heartbeat_s, sync_s=1.0,
-                             node_timeout_s=ls.node_timeout_s,
-                             anchor_extra=_drop_flags(flags, ("--sync-s", "--node-timeout-s")))
+                             node_timeout_s=ls.node_timeout_s, anchor_extra=setting_flags(extra))
         n_groups = len(groups(self.plan, self.processes))
         status(f"gtracd lab: starting 2 anchors and {n_groups} host processes for {len(self.plan.rows)} virtual "
                f"peers ({self.model}, {self.plan.layers} layers, time scale {ls.time_scale:g})")
@@ -182,8 +179,9 @@ def announce_priors(lab: Lab) -> int:
     import trio
 
     from ..config import load_settings
-    from ..identity import Identity, Keystore, peer_id_from_public
+    from ..identity import Identity, Keystore
     from ..node import running_node
+    from ..seekercache import anchor_ids
 
     s = load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),
                              "data_dir": str(lab.root), "keystore": str(lab.keystore)}, env={})
@@ -192,25 +190,16 @@ def announce_priors(lab: Lab) -> int:
 
     async def run() -> None:
         async with running_node("seeker", "lab-operator", Identity.generate(), s, None, False) as node:
-            anchors = sorted(peer_id_from_public(p) for p in ks.anchors().values())
-            await submit_priors(node, anchors, ks.load("anchor-1"), lab, lab.network, epoch)
+            await submit_priors(node, sorted(anchor_ids(lab.keystore)), ks.load("anchor-1"), lab, lab.network, epoch)
             node.nursery.cancel_scope.cancel()
 
     trio.run(run)
     return epoch
 
 
-def _drop_flags(flags: list[str], names: tuple[str, ...]) -> list[str]:
-    out, skip = [], False
-    for f in flags:
-        if skip:
-            skip = False
-            continue
-        if f in names:
-            skip = True
-            continue
-        out.append(f)
-    return out
+def setting_flags(values: dict) -> list[str]:
+    """Settings as command-line flags: {"sync_s": 1.0} -> ["--sync-s", "1"]."""
+    return [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", f"{v:g}")]
 
 
 def _last_line(e: BaseException) -> str:
@@ -221,7 +210,9 @@ def _last_line(e: BaseException) -> str:
 
 def run_up(args) -> int:
     """`gtracd lab up`: start the lab and keep it running until Ctrl-C / SIGTERM."""
+    import shutil
     import signal
+    import threading
 
     from .plan import load_plan
     from .profiles import load_catalog
@@ -233,39 +224,32 @@ def run_up(args) -> int:
     lab = Lab(Path(args.plan), plan, model_for(plan, args.model), LabSettings(args.time_scale), args.processes,
               root, args.seed, args.profiles)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+
+    def stop_lab() -> list[int]:
+        rcs = lab.stop()
+        if not args.dir:  # a temporary lab leaves nothing behind (its anchor keys included)
+            shutil.rmtree(root, ignore_errors=True)
+        return rcs
+
     try:
         lab.start(say)
         epoch = announce_priors(lab)
         say(f"gtracd lab: the plan's trust0 priors are ledger epoch {epoch} (anchor-signed)")
     except BaseException:
-        lab.stop()
-        if not args.dir:
-            import shutil
-
-            shutil.rmtree(root, ignore_errors=True)
+        stop_lab()
         raise
-    flags = " ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in lab.settings.ledger_flags().items()
-                     if not k.startswith("report_"))  # the rate limits are the anchors' alone
+    seeker = {k: v for k, v in lab.settings.ledger_flags().items() if not k.startswith("report_")}  # anchors' own
+    seeker.update(penalty_ms=lab.settings.penalty_ms, hop_timeout_floor_s=lab.settings.hop_timeout_floor_s)
     say(f"gtracd lab: up; state in {root / 'lab.json'}")
     say(f"  a seeker on this lab (same ledger settings as its anchors): gtracd --role seeker --network {lab.network} "
         f"--keystore {lab.keystore} --data-dir {root / 'seekers'} --bootstrap {','.join(lab.cn.anchor_addrs.values())} "
-        f"generate --prompt TEXT {flags} --penalty-ms {lab.settings.penalty_ms:g} "
-        f"--hop-timeout-floor-s {lab.settings.hop_timeout_floor_s:g}")
-    stop = {"flag": False}
-
-    def handler(signum, frame):
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+        f"generate --prompt TEXT {' '.join(setting_flags(seeker))}")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        while not stop["flag"] and lab.alive():
-            time.sleep(0.5)
+        while not stop.wait(0.5) and lab.alive():  # a signal ends the wait at once; a dead child within 0.5 s
+            pass
     finally:
-        rcs = lab.stop()
-        say(f"gtracd lab: stopped (exit codes {rcs})")
-        if not args.dir:  # a temporary lab leaves nothing behind (its anchor keys included)
-            import shutil
-
-            shutil.rmtree(root, ignore_errors=True)
+        say(f"gtracd lab: stopped (exit codes {stop_lab()})")
     return 0

@@ -23,6 +23,7 @@ from pathlib import Path
 import trio
 
 from ..errors import GtracError, UserError
+from ..generation import Generation, GenerationFailed
 from .logs import (
     CHAIN_SEP,
     REQUEST_COLUMNS,
@@ -139,7 +140,7 @@ def run(cfg: SweepConfig, status=lambda m: None) -> dict:
 class _Progress:
     """One live line on the terminal: mode, length, request i/N, running SSR."""
 
-    def __init__(self, total: int):
+    def __init__(self):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -148,7 +149,6 @@ class _Progress:
                           TextColumn("SSR {task.fields[ssr]}"), TimeElapsedColumn(),
                           console=console, transient=False, disable=not console.is_terminal)
         self.plain = not console.is_terminal  # logs and CI: one line per finished cell instead of a live bar
-        self.total = total
         self.t0: dict = {}
 
     def __enter__(self):
@@ -173,7 +173,7 @@ class _Progress:
 
 async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
     from ..config import load_settings
-    from ..generation import Generation, GenerationFailed, SeekerNet
+    from ..generation import SeekerNet
     from ..identity import Identity, Keystore
     from ..node import running_node
     from ..peerview import PeerView
@@ -210,16 +210,15 @@ async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
                 await trio.sleep(0.1)
         status(f"gtracd lab sweep: the seeker hears all {len(want)} virtual peers by heartbeat")
         operator = Keystore(lab.keystore).load("anchor-1")
-        total = len(cfg.modes) * len(cfg.lengths) * cfg.requests
         try:
-            with _Progress(total) as prog:
+            with _Progress() as prog:
                 for mode in cfg.modes:
                     summary["modes"][mode] = {}
                     for length in cfg.lengths:
                         await new_epoch(node, cache, operator, lab, s.network)
                         for w in view.workers.values():  # the seeker's own estimates restart too
                             w.trust, w.latency_ms = None, None
-                        net._ids.clear()
+                        net.forget_all()
                         records: list[dict] = []
                         task = prog.cell(mode, length, cfg.requests)
                         sem = trio.Semaphore(cfg.concurrency)
@@ -227,8 +226,7 @@ async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
                         async def one(i: int, mode=mode, length=length, records=records, task=task, sem=sem):
                             async with sem:
                                 rec = await _request(i, mode, length, cfg, lab, s, params, net, view, cache,
-                                                     prompts, refs, name_of, rows, run_id, logs, Generation,
-                                                     GenerationFailed)
+                                                     prompts, refs, name_of, rows, run_id, logs)
                             records.append(rec)
                             prog.advance(task, sum(r["success"] for r in records), len(records))
 
@@ -268,7 +266,7 @@ async def new_epoch(node, cache, operator, lab: Lab, network: str) -> int:
 
 
 async def _request(i, mode, length, cfg, lab, s, params, net, view, cache, prompts, refs, name_of, rows, run_id,
-                   logs, Generation, GenerationFailed) -> dict:
+                   logs) -> dict:
     prompt = prompts[i % len(prompts)]
     gen = Generation(net, view, params, mode, {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0},
                      max_length=len(prompt) + length + 8, hop_timeout_floor_s=s.hop_timeout_floor_s,
@@ -314,6 +312,7 @@ async def _request(i, mode, length, cfg, lab, s, params, net, view, cache, promp
     else:
         fail_id, fail_err, fail_stage = "", "", ""
     trust_now = [view.trust(p) for p in chain]
+    rss = rss_mb()  # once per request, not per logged token
     ref = refs[i % len(prompts)][:length]
     logs["req"].row({
         "run_id": run_id, "ts_unix": ts, "mode": mode, "engine": "gtracd", "model": lab.model, "request_id": rid,
@@ -326,7 +325,7 @@ async def _request(i, mode, length, cfg, lab, s, params, net, view, cache, promp
         "chain_ids": CHAIN_SEP.join(name_of.get(p, p) for p in chain),
         "chain_layers": CHAIN_SEP.join(f"{rows[name_of[p]].layer_start}-{rows[name_of[p]].layer_end}"
                                        for p in chain if p in name_of),
-        "client_rss_mb": rss_mb(), "trust_tau": s.trust_floor,
+        "client_rss_mb": rss, "trust_tau": s.trust_floor,
         "trust_min_in_chain": min(trust_now) if trust_now else "",
         "trust_mean_in_chain": sum(trust_now) / len(trust_now) if trust_now else ""})
     in_chain = set(chain)
@@ -347,7 +346,7 @@ async def _request(i, mode, length, cfg, lab, s, params, net, view, cache, promp
         for k, t in enumerate(gen.trace):
             tr.row({"token_idx": k, "trace_id": rid, "e2e_latency_ms": t["e2e_ms"], "sum_hop_cpu_ms": t["hop_cpu_ms"],
                     "sum_hop_wall_ms": t["hop_wall_ms"], "num_hops": t["hops"], "max_hop_rss_mb": "",
-                    "client_rss_mb": rss_mb()})
+                    "client_rss_mb": rss})
     return {"success": ok, "token_ms": [t["e2e_ms"] for t in gen.trace] if ok else [],
             "chain_len": len(gen.selected), "selection_ms": gen.selection_ms if gen.selected else None,
             "repairs": len(gen.repair_log), "tokens_match": ok and tokens == ref}
