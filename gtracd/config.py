@@ -47,13 +47,16 @@ class Settings:
     report_rate: float = field(default=5.0, metadata={"help": "anchor: sustained trust reports/s per reporter"})
     report_burst: float = field(default=50.0, metadata={"help": "anchor: report burst per reporter"})
     # --- worker
-    model: str = field(default="smollm2-135m", metadata={"help": "smollm2-135m | local HF folder | hub id"})
+    model: str = field(default="smollm2-135m", metadata={
+        "help": "worker: smollm2-135m | tiny-llama-L | HF folder | hub id; seeker: the one model it serves (or its fingerprint)"})
     layers: str = field(default="", metadata={"help": "START:END layer range hosted by a worker"})
     torch_threads: int = field(default=1, metadata={"help": "torch threads per worker process"})
     max_sessions: int = field(default=64, metadata={"help": "concurrent KV-cache sessions per worker"})
     cache_tokens: int = field(default=65536, metadata={"help": "KV-cache token budget per worker"})
     session_ttl_s: float = field(default=600.0, metadata={"help": "idle session lifetime"})
     max_length: int = field(default=4096, metadata={"help": "max positions per session"})
+    peer_streams: int = field(default=16, metadata={"help": "worker: concurrent inference streams per remote peer"})
+    max_streams: int = field(default=256, metadata={"help": "worker: concurrent inference streams in total"})
     # --- seeker
     max_new_tokens: int = field(default=64, metadata={"help": "tokens to generate"})
     hop_timeout_floor_s: float = field(default=2.0, metadata={"help": "minimum per-hop deadline"})

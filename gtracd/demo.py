@@ -53,13 +53,13 @@ def main(args) -> int:
 
 async def _ask(cn, question: str, max_new: int) -> int:
     from .config import load_settings
-    from .generation import Generation, GenerationFailed, SeekerNet
     from .identity import Identity
     from .node import running_node
-    from .peerview import PeerView
     from .roles.seeker import wait_for_route
     from .routing import Params
-    from .seekercache import SeekerCache, anchor_ids
+    from .seeker.cache import SeekerCache, anchor_ids
+    from .seeker.generation import Generation, GenerationFailed, SeekerNet
+    from .seeker.peerview import PeerView
 
     s = load_settings(None, {"network": cn.network, "bootstrap": list(cn.anchor_addrs.values()),
                              "data_dir": str(cn.root), "keystore": str(cn.keystore), "sync_s": 1.0}, env={})

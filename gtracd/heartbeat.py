@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import trio
 
 from . import __version__
-from .peerview import WorkerEntry, entry_from_heartbeat
+from .seeker.peerview import WorkerEntry, entry_from_heartbeat
 from .wire.envelope import Signer
 
 log = logging.getLogger("gtracd.heartbeat")

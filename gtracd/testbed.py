@@ -65,9 +65,10 @@ async def synthetic_reports(cache, rate: float, params: Params, network: str, se
     rng = random.Random(seed)
     while True:
         await trio.sleep(rng.expovariate(rate) if rate > 0 else 3600)
-        mt = cache.view.model_of_network()
-        if mt is None:
+        fps = sorted(cache.view.models_seen())  # synthetic load: any announced model will do
+        if not fps:
             continue
+        mt = (fps[0],)
         try:
             r = route(cache.view.snapshot(mt[0]), "g-trac", params, rng=rng)
         except NoRoute:

@@ -103,7 +103,7 @@ class Block:
         if name.split('.')[0] in ('torch', 'transformers', 'safetensors'):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
-import gtracd.roles.anchor, gtracd.roles.seeker, gtracd.seekercache, gtracd.status, gtracd.testbed
+import gtracd.roles.anchor, gtracd.roles.seeker, gtracd.seeker.cache, gtracd.status, gtracd.testbed
 import gtracd.benchmarks.ledger, gtracd.demo
 from gtracd.cli import main
 for argv in (['--role', 'anchor', '--help'], ['--role', 'seeker', 'serve', '--help'], ['status', '--help']):

@@ -16,9 +16,9 @@ from gtracd.net.host import open_stream
 from gtracd.net.ledgersync import submit
 from gtracd.net.protocols import LEDGER
 from gtracd.node import running_node
-from gtracd.peerview import PeerView
 from gtracd.roles.anchor import AnchorDaemon
-from gtracd.seekercache import SeekerCache
+from gtracd.seeker.cache import SeekerCache
+from gtracd.seeker.peerview import PeerView
 from gtracd.wire.envelope import Signer
 
 NET = "t-adv"

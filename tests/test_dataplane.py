@@ -9,14 +9,14 @@ import trio
 
 torch = pytest.importorskip("torch")
 
-from gtracd.generation import Generation, SeekerNet  # noqa: E402
 from gtracd.identity import Identity  # noqa: E402
 from gtracd.net.framing import FramedStream  # noqa: E402
 from gtracd.net.host import dial, open_stream, running_host  # noqa: E402
 from gtracd.net.protocols import INFER  # noqa: E402
-from gtracd.peerview import PeerView  # noqa: E402
 from gtracd.roles.seeker import discover  # noqa: E402
 from gtracd.routing import Params  # noqa: E402
+from gtracd.seeker.generation import Generation, SeekerNet  # noqa: E402
+from gtracd.seeker.peerview import PeerView  # noqa: E402
 from gtracd.wire import encode_tensor  # noqa: E402
 from gtracd.wire.envelope import encode_envelope  # noqa: E402
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.model
 @pytest.fixture(scope="module")
 def tiny_cluster(tmp_path_factory):
     folder = tiny_llama(tmp_path_factory.mktemp("tiny"), layers=6)
-    ws = start_workers(str(folder), [(0, 3), (3, 6)], extra=["--cache-tokens", "300", "--max-sessions", "4"])
+    ws = start_workers(str(folder), [(0, 3), (3, 6)], extra=["--cache-tokens", "400", "--max-sessions", "4"])
     yield folder, ws
     assert stop_all(ws) == [0, 0]  # clean shutdown on SIGTERM
 
@@ -188,9 +188,9 @@ async def test_cache_budget_evicts_idle_lru_and_refuses_oversize(tiny_cluster):
         fp = (await fs.read(5))[1]["model"]
         await fs.send("open", {"session": os.urandom(16), "model": fp, "start": 3, "end": 6, "max_length": 999}, 5)
         kind, body = await fs.read(5)
-        assert kind == "opened" and body["max_length"] == 300  # clamped to this worker's cache budget
+        assert kind == "opened" and body["max_length"] == 300  # clamped to one peer's share (3/4 of 400)
         sids = [os.urandom(16) for _ in range(3)]
-        for sid in sids:  # 3 x 120 tokens > 300: the oldest idle session is evicted
+        for sid in sids:  # 3 x 120 tokens > 300: this peer's oldest idle session is evicted
             await fs.send("open", {"session": sid, "model": fp, "start": 3, "end": 6, "max_length": 200}, 5)
             assert (await fs.read(5))[0] == "opened"
             await fs.send("prefill", {"session": sid, "pos": 0,

@@ -11,7 +11,7 @@ import pytest
 from gtracd.errors import UserError
 from gtracd.heartbeat import Hosted, admit_heartbeats, heartbeat_messages
 from gtracd.identity import Identity
-from gtracd.peerview import PeerView
+from gtracd.seeker.peerview import PeerView
 from gtracd.wire.envelope import Signer
 from gtracd.wire.verifier import Verifier
 

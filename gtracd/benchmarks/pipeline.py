@@ -55,12 +55,12 @@ def monolithic(model: str, tokens: int) -> dict:
 
 
 async def distributed(addrs: list[str], tokens: int, victim_after: int | None, kill) -> dict:
-    from ..generation import Generation, SeekerNet
     from ..identity import Identity
     from ..net.host import running_host
-    from ..peerview import PeerView
     from ..roles.seeker import discover
     from ..routing import Params
+    from ..seeker.generation import Generation, SeekerNet
+    from ..seeker.peerview import PeerView
 
     async with running_host(Identity.generate()) as host:
         view = PeerView()

@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -20,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from .fingerprint import fingerprint  # noqa: F401  (re-exported: workers and tools import it from here)
 
 BUILTIN = {"smollm2-135m": "SmolLM2-135M-Instruct"}
 
@@ -156,39 +155,3 @@ def resolve_model(spec: str, prepare: bool = True, log=print) -> Path:
             raise UserError(f"cannot fetch {spec} from the hub ({type(e).__name__}); offline users: "
                             f"use smollm2-135m or a local folder") from None
     raise UserError(f"unknown model {spec!r}: smollm2-135m, a local folder, or a hub id ORG/NAME")
-
-
-def fingerprint(folder: Path | str) -> str:
-    """sha256 over the config, every tensor's name/dtype/shape and the weight bytes. Cached next to the
-    weights (keyed by file sizes and mtimes). Workers chain only with identical fingerprints."""
-    folder = Path(folder)
-    files = sorted(folder.glob("*.safetensors"))
-    stamp = [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files]
-    cache = folder / ".gtracd-fingerprint.json"
-    try:
-        doc = json.loads(cache.read_text())
-        if doc.get("stamp") == stamp:
-            return doc["fingerprint"]
-    except (OSError, ValueError, KeyError):
-        pass
-    from safetensors import safe_open
-
-    h = hashlib.sha256()
-    cfg = json.loads((folder / "config.json").read_text())
-    for volatile in ("transformers_version", "_name_or_path", "torch_dtype", "dtype"):
-        cfg.pop(volatile, None)
-    h.update(json.dumps(cfg, sort_keys=True).encode())
-    for f in files:
-        with safe_open(str(f), framework="pt") as st:
-            for k in sorted(st.keys()):
-                sl = st.get_slice(k)
-                h.update(f"{k}:{sl.get_dtype()}:{sl.get_shape()}".encode())
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                h.update(chunk)
-    fp = h.hexdigest()[:32]
-    try:
-        cache.write_text(json.dumps({"stamp": stamp, "fingerprint": fp}))
-    except OSError:
-        pass
-    return fp

@@ -70,14 +70,15 @@ class ShardServer:
             self.sessions.pop(sid, None)
 
     # ---------------------------------------------------------------- frames
-    def open(self, body: dict) -> dict:
+    def open(self, body: dict, owner: str = "") -> dict:
+        """`owner`: the remote peer that opens it (per-peer caps and fair share, see sessions.py)."""
         if body["model"] != self.fingerprint:
             raise Refused("wrong_model", f"this worker serves model {self.fingerprint}, not {body['model']}")
         if (body["start"], body["end"]) != (self.start, self.end):
             raise Refused("wrong_layers", f"this worker hosts layers {self.start}:{self.end}, not "
                                           f"{body['start']}:{body['end']}")
         sid = body["session"]
-        self._drop(self.table.open(sid, body["max_length"], self.clock()))
+        self._drop(self.table.open(sid, body["max_length"], self.clock(), owner))
         self.sessions[sid] = Session(sid, self.shard.new_cache(), body.get("sampling") or {})
         return {"session": sid, "cached": 0, "max_length": self.table.get(sid).max_length}
 

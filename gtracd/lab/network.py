@@ -181,7 +181,7 @@ def announce_priors(lab: Lab) -> int:
     from ..config import load_settings
     from ..identity import Identity, Keystore
     from ..node import running_node
-    from ..seekercache import anchor_ids
+    from ..seeker.cache import anchor_ids
 
     s = load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),
                              "data_dir": str(lab.root), "keystore": str(lab.keystore)}, env={})
@@ -242,7 +242,7 @@ def run_up(args) -> int:
     seeker.update(penalty_ms=lab.settings.penalty_ms, hop_timeout_floor_s=lab.settings.hop_timeout_floor_s)
     say(f"gtracd lab: up; state in {root / 'lab.json'}")
     say(f"  a seeker on this lab (same ledger settings as its anchors): gtracd --role seeker --network {lab.network} "
-        f"--keystore {lab.keystore} --data-dir {root / 'seekers'} --bootstrap {','.join(lab.cn.anchor_addrs.values())} "
+        f"--keystore {lab.keystore} --model {lab.model} --data-dir {root / 'seekers'} --bootstrap {','.join(lab.cn.anchor_addrs.values())} "
         f"generate --prompt TEXT {' '.join(setting_flags(seeker))}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

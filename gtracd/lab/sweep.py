@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 from ..errors import GtracError, UserError
-from ..generation import Generation, GenerationFailed
+from ..seeker.generation import Generation, GenerationFailed
 from .logs import (
     CHAIN_SEP,
     REQUEST_COLUMNS,
@@ -173,12 +173,12 @@ class _Progress:
 
 async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
     from ..config import load_settings
-    from ..generation import SeekerNet
     from ..identity import Identity, Keystore
     from ..node import running_node
-    from ..peerview import PeerView
     from ..routing import Params
-    from ..seekercache import SeekerCache, anchor_ids
+    from ..seeker.cache import SeekerCache, anchor_ids
+    from ..seeker.generation import SeekerNet
+    from ..seeker.peerview import PeerView
 
     ls = lab.settings
     s = load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),

@@ -24,8 +24,8 @@ class HopFailed(GtracError):
 
 
 class HopError(GtracError):
-    def __init__(self, peer: str, code: str, message: str):
-        self.peer, self.code = peer, code
+    def __init__(self, peer: str, code: str, message: str, retry_after_s: float | None = None):
+        self.peer, self.code, self.retry_after_s = peer, code, retry_after_s
         super().__init__(f"worker {peer[-8:]} refused ({code}): {message}")
 
 
@@ -62,7 +62,7 @@ class HopSession:
             await self.abort()
             raise HopFailed(self.peer, f"sent a malformed frame ({e})") from None
         if rkind == "error":
-            raise HopError(self.peer, rbody["code"], rbody["message"])
+            raise HopError(self.peer, rbody["code"], rbody["message"], rbody.get("retry_after_s"))
         if rkind != expect:
             await self.abort()
             raise HopFailed(self.peer, f"answered {rkind} to {kind}")

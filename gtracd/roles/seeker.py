@@ -25,14 +25,14 @@ import time
 import trio
 
 from ..errors import DecodeError, UserError
-from ..generation import Generation, GenerationFailed, SeekerNet
 from ..net.hop import fetch_info
-from ..peerview import PeerView, WorkerEntry
 from ..routing import Params
+from ..seeker.generation import Generation, GenerationFailed, SeekerNet
+from ..seeker.peerview import PeerView, WorkerEntry
 from . import common
 
 log = logging.getLogger("gtracd.seeker")
-SETTINGS = ["mode", "trust_floor", "penalty_ms", "larac_min_reliability", "initial_trust", "latency0_ms", "alpha",
+SETTINGS = ["model", "mode", "trust_floor", "penalty_ms", "larac_min_reliability", "initial_trust", "latency0_ms", "alpha",
             "max_new_tokens", "max_length", "hop_timeout_floor_s", "hop_timeout_factor", "request_timeout_s",
             "sync_s", "node_timeout_s", "reward", "penalty", "unknown_penalty", "reporter_budget", "reporter_window_s"]
 
@@ -93,7 +93,11 @@ def _params(s) -> Params:
 
 
 def _view(s) -> PeerView:
-    return PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty)
+    """The seeker's view, pinned to the one model it serves (`--model`, default the built-in SmolLM2)."""
+    from ..engine.fingerprint import pinned_fingerprint  # torch-free
+
+    return PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
+                    model=pinned_fingerprint(s.model))
 
 
 async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: float) -> bool:
@@ -102,7 +106,7 @@ async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: flo
 
     with trio.move_on_after(timeout):
         while True:
-            mt = view.model_of_network()
+            mt = view.pinned()
             if mt is not None:
                 try:
                     route(view.snapshot(mt[0]), mode, params, rng=random.Random(0))
@@ -115,7 +119,7 @@ async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: flo
 
 async def run_generate(args, s, ident, name: str) -> int:
     from ..node import running_node
-    from ..seekercache import SeekerCache, anchor_ids
+    from ..seeker.cache import SeekerCache, anchor_ids
 
     if not args.peer and not s.bootstrap:
         raise UserError("no workers given: --peer MULTIADDR (repeat), or --bootstrap ANCHOR_MULTIADDR")
@@ -281,7 +285,7 @@ def _readline():
 
 async def run_serve(args, s, ident, name: str) -> int:
     from ..node import running_node
-    from ..seekercache import SeekerCache, anchor_ids
+    from ..seeker.cache import SeekerCache, anchor_ids
     from ..testbed import synthetic_reports
 
     async with trio.open_nursery() as outer:

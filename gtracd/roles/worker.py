@@ -20,13 +20,49 @@ from .. import __version__
 from ..errors import DecodeError, UserError
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.protocols import INFER, WRITE_TIMEOUT_S
-from ..sessions import Refused
+from ..sessions import BUSY_RETRY_S, Refused
+from ..wire import decode_frame
 from ..wire.binding import sign_binding
 from . import common
 
 log = logging.getLogger("gtracd.worker")
 SETTINGS = ["model", "layers", "torch_threads", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
-            "heartbeat_s"]
+            "heartbeat_s", "peer_streams", "max_streams"]
+INBOX = 1  # frames read ahead per stream (a `cancel` is still seen mid-step: the reader keeps reading)
+PEER_INFLIGHT_BYTES = 128 << 20  # frames read but not yet served, per remote peer
+TOTAL_INFLIGHT_BYTES = 512 << 20  # ... and overall
+
+
+class InFlight:
+    """Bytes of frames read but not yet served, per remote peer and overall. A reader over its peer's cap (or
+    the total) waits before reading on, so TCP backpressure reaches the sender; one frame always fits (each
+    is capped by the wire limits already)."""
+
+    def __init__(self, per_peer: int = PEER_INFLIGHT_BYTES, total: int = TOTAL_INFLIGHT_BYTES):
+        self.per_peer, self.total = per_peer, total
+        self.by: dict[str, int] = {}
+        self.sum = 0
+        self._changed = trio.Event()
+
+    def fits(self, peer: str, n: int) -> bool:
+        used = self.by.get(peer, 0)
+        return (used == 0 or used + n <= self.per_peer) and (self.sum == 0 or self.sum + n <= self.total)
+
+    async def acquire(self, peer: str, n: int) -> None:
+        while not self.fits(peer, n):
+            await self._changed.wait()
+        self.by[peer] = self.by.get(peer, 0) + n
+        self.sum += n
+
+    def release(self, peer: str, n: int) -> None:
+        left = self.by.get(peer, 0) - n
+        if left > 0:
+            self.by[peer] = left
+        else:
+            self.by.pop(peer, None)
+        self.sum -= n
+        self._changed.set()
+        self._changed = trio.Event()
 
 
 def parse_layers(text: str) -> tuple[int, int]:
@@ -70,8 +106,11 @@ class WorkerDaemon:
         self.settings = settings
         self.name = name
         self.compute = trio.CapacityLimiter(1)
-        self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0, "injected": 0}
+        self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0, "injected": 0,
+                         "refused_streams": 0, "busy": 0}
         self.idle_timeout = settings.session_ttl_s
+        self.streams: dict[str, int] = {}  # open inference streams per remote peer
+        self.inflight = InFlight()
 
     # single-identity workers (the common case) read these
     @property
@@ -90,14 +129,26 @@ class WorkerDaemon:
 
     async def handle(self, stream) -> None:
         fs = FramedStream(stream)
+        remote = fs.remote_peer
+        if self.streams.get(remote, 0) >= self.settings.peer_streams or \
+                sum(self.streams.values()) >= self.settings.max_streams:
+            self.counters["refused_streams"] += 1  # explicit, and never a failure of this worker (seeker.blame)
+            await fs.quietly(lambda: self._error(fs, "busy", "too many streams from your peer (or in total)",
+                                                 retry_after_s=BUSY_RETRY_S))
+            await fs.close()
+            return
+        self.streams[remote] = self.streams.get(remote, 0) + 1
         owned: dict[bytes, tuple[Served, bytes]] = {}  # seeker's session id -> (identity, internal id)
-        inbox_send, inbox = trio.open_memory_channel(16)
+        inbox_send, inbox = trio.open_memory_channel(INBOX)
         interrupted = trio.Event()  # the stream ended or a cancel came: a stalled stage stops
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader, fs, inbox_send, owned, interrupted)
-                async for item in inbox:
-                    await self._serve(fs, item, owned, interrupted)
+                nursery.start_soon(self._reader, fs, remote, inbox_send, owned, interrupted)
+                async for item, size in inbox:
+                    try:
+                        await self._serve(fs, item, owned, interrupted, remote)
+                    finally:
+                        self.inflight.release(remote, size)
                 nursery.cancel_scope.cancel()
         except* (StreamClosed, trio.TooSlowError):
             pass  # the seeker went away or stopped reading: its sessions are freed below
@@ -105,19 +156,29 @@ class WorkerDaemon:
             self.counters["errors"] += 1
             log.error("stream handler failed: %r", eg.exceptions)
         finally:
+            left = self.streams.get(remote, 1) - 1
+            if left > 0:
+                self.streams[remote] = left
+            else:
+                self.streams.pop(remote, None)
             for sv, isid in owned.values():
                 sv.server.close(isid)
             await fs.close()
 
-    async def _reader(self, fs: FramedStream, send, owned, interrupted: trio.Event) -> None:
+    async def _reader(self, fs: FramedStream, remote: str, send, owned, interrupted: trio.Event) -> None:
         async with send:
             try:
                 while True:
+                    size = 0
                     try:
-                        item = await fs.read(self.idle_timeout)
+                        raw = await fs.read_raw(self.idle_timeout)
+                        size = len(raw)
+                        with trio.fail_after(self.idle_timeout):
+                            await self.inflight.acquire(remote, size)
+                        item = decode_frame(raw, fs.limits)
                     except FrameTooLarge as e:  # unframeable from here on: answer, then drop the stream
                         self.counters["bad_frames"] += 1
-                        await send.send(("_bad", e))
+                        await send.send((("_bad", e), 0))
                         return
                     except DecodeError as e:
                         self.counters["bad_frames"] += 1
@@ -130,18 +191,25 @@ class WorkerDaemon:
                         if sess is not None:
                             sess.cancelled = True
                         interrupted.set()
-                    await send.send(item)
+                    try:
+                        await send.send((item, size))
+                    except BaseException:
+                        self.inflight.release(remote, size)
+                        raise
             finally:
                 interrupted.set()
 
-    async def _error(self, fs, code: str, message: str, sid: bytes | None = None) -> None:
-        self.counters["errors"] += 1
+    async def _error(self, fs, code: str, message: str, sid: bytes | None = None,
+                     retry_after_s: float | None = None) -> None:
+        self.counters["busy" if code == "busy" else "errors"] += 1
         body = {"code": code, "message": message[:2000]}
         if sid is not None:
             body["session"] = sid
+        if retry_after_s is not None:
+            body["retry_after_s"] = float(retry_after_s)
         await fs.send("error", body, WRITE_TIMEOUT_S)
 
-    def _open(self, body: dict, owned) -> dict:
+    def _open(self, body: dict, owned, remote: str) -> dict:
         sid = body["session"]
         sv = self.served.get(body["peer"]) if body.get("peer") else self.default
         if sv is None or (sv.behaviour is not None and not sv.behaviour.alive(time.monotonic())):
@@ -149,7 +217,7 @@ class WorkerDaemon:
         if sid in owned:
             raise Refused("bad_frame", "session already open on this stream")
         isid = _internal_sid(sv.peer_id, sid)
-        reply = sv.server.open({**body, "session": isid})
+        reply = sv.server.open({**body, "session": isid}, remote)
         owned[sid] = (sv, isid)
         if sv.behaviour is not None:
             sv.behaviour.opened()
@@ -158,7 +226,7 @@ class WorkerDaemon:
             reply["proof"] = sign_binding(sv.ident, self.host_id, body["nonce"], sid)
         return reply
 
-    async def _serve(self, fs: FramedStream, item, owned, interrupted: trio.Event) -> None:
+    async def _serve(self, fs: FramedStream, item, owned, interrupted: trio.Event, remote: str) -> None:
         kind, body = item
         self.counters["frames"] += 1
         sid = body.get("session") if isinstance(body, dict) else None
@@ -172,7 +240,7 @@ class WorkerDaemon:
             elif kind == "tokenize":
                 await fs.send("tokens", await self.run_compute(self.server.tokenize, body), WRITE_TIMEOUT_S)
             elif kind == "open":
-                reply = self._open(body, owned)
+                reply = self._open(body, owned, remote)
                 self.counters["sessions"] += 1
                 await fs.send("opened", reply, WRITE_TIMEOUT_S)
             elif kind in ("prefill", "step"):
@@ -190,7 +258,7 @@ class WorkerDaemon:
                 sv, isid = owned.pop(sid)
                 sv.server.close(isid)
                 self.counters["cancelled"] += 1
-            await self._error(fs, e.code, str(e), sid)
+            await self._error(fs, e.code, str(e), sid, e.retry_after_s)
         except DecodeError as e:
             await self._error(fs, "bad_frame", str(e), sid)
         except (StreamClosed, trio.TooSlowError):

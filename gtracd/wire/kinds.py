@@ -112,6 +112,7 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "session": F("bin", maxlen=16, optional=True),
         "code": F("str", maxlen=64),
         "message": F("str", maxlen=2048),
+        "retry_after_s": F("float", lo=0.0, hi=3600.0, optional=True),  # `busy`: when to try this worker again
     },
     "cancel": {"session": SESSION},
     "close": {"session": SESSION},
@@ -157,5 +158,5 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
 ERROR_CODES = (
     "bad_frame", "bad_tensor", "unknown_session", "too_long", "busy", "cancelled", "wrong_model",
     "wrong_layers", "internal", "timeout", "closed", "wrong_network", "not_anchor", "unknown_peer", "unbound",
-    "injected_failure",
+    "injected_failure", "draining",
 )

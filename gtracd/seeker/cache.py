@@ -17,15 +17,15 @@ import time
 
 import trio
 
-from .errors import DecodeError
-from .heartbeat import admit_heartbeats
-from .identity import peer_id_from_public
-from .ledger import ReportLog
-from .net.framing import StreamClosed
-from .net.ledgersync import SyncError, anti_entropy, submit
+from ..errors import DecodeError
+from ..heartbeat import admit_heartbeats
+from ..identity import peer_id_from_public
+from ..ledger import ReportLog
+from ..net.framing import StreamClosed
+from ..net.ledgersync import SyncError, anti_entropy, submit
+from ..replica import Replica, delta_reports, rule_params
+from ..wire.envelope import Signer
 from .peerview import PeerView
-from .replica import Replica, delta_reports, rule_params
-from .wire.envelope import Signer
 
 log = logging.getLogger("gtracd.seeker")
 DONE = ("admitted", "duplicate")
@@ -80,7 +80,7 @@ class SeekerCache:
     def save_view(self) -> None:
         import dataclasses
 
-        from .node import write_status  # atomic JSON write
+        from ..node import write_status  # atomic JSON write
 
         ws = [dataclasses.asdict(w) for w in self.view.workers.values() if w.last_seen]
         self.view_path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +295,6 @@ class SeekerCache:
 
 
 def anchor_ids(keystore_path) -> set[str]:
-    from .identity import Keystore
+    from ..identity import Keystore
 
     return {peer_id_from_public(pub) for pub in Keystore(keystore_path).anchors().values()}

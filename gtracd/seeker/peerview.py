@@ -7,10 +7,9 @@ this seeker's own observations; the anchors' ledger (control plane) supersedes i
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
-from .routing import Peer, Snapshot
+from ..routing import Peer, Snapshot
 
 
 @dataclass
@@ -42,7 +41,10 @@ def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
 
 class PeerView:
     def __init__(self, initial_trust: float = 0.97, latency0_ms: float = 250.0, alpha: float = 0.3,
-                 reward: float = 0.03, penalty: float = 0.20, unknown_penalty: float = 0.05):
+                 reward: float = 0.03, penalty: float = 0.20, unknown_penalty: float = 0.05,
+                 model: str | None = None):
+        self.model = model  # the pinned fingerprint this seeker serves (None: in-process use, see pinned())
+        self.busy_until: dict[str, float] = {}  # worker -> monotonic time its `busy` refusal asked us to wait
         self.workers: dict[str, WorkerEntry] = {}
         self.initial_trust, self.latency0_ms, self.alpha = initial_trust, latency0_ms, alpha
         self.reward, self.penalty, self.unknown_penalty = reward, penalty, unknown_penalty
@@ -105,13 +107,35 @@ class PeerView:
             for pid in chain:
                 bump(pid, -self.unknown_penalty)
 
-    def model_of_network(self) -> tuple[str, int] | None:
-        """The model fingerprint most workers serve, and its depth."""
-        if not self.workers:
-            return None
-        fp, _ = Counter(w.model for w in self.workers.values()).most_common(1)[0]
-        total = next(w.total_layers for w in self.workers.values() if w.model == fp)
-        return fp, total
+    def pinned(self) -> tuple[str, int] | None:
+        """The model this seeker serves and its depth, as announced by the workers serving it. The model is
+        pinned (`--model`); never chosen by how many heartbeats announce it. Without a pin (in-process library
+        use) every known worker must announce the same fingerprint, else None."""
+        fp = self.model
+        if fp is None:
+            fps = {w.model for w in self.workers.values()}
+            if len(fps) != 1:
+                return None
+            fp = fps.pop()
+        depths = [w.total_layers for w in self.workers.values() if w.model == fp]
+        return (fp, max(depths)) if depths else None
+
+    def models_seen(self) -> dict[str, int]:
+        """fingerprint -> how many known workers announce it (for error messages only)."""
+        out: dict[str, int] = {}
+        for w in self.workers.values():
+            out[w.model] = out.get(w.model, 0) + 1
+        return out
+
+    def refused(self, pid: str, until: float) -> None:
+        """A `busy` refusal: route around this worker until `until` (monotonic); it costs no trust."""
+        self.busy_until[pid] = until
+
+    def busy(self, now: float) -> set[str]:
+        gone = [p for p, t in self.busy_until.items() if t <= now]
+        for p in gone:
+            del self.busy_until[p]
+        return set(self.busy_until)
 
     def snapshot(self, model: str) -> Snapshot:
         ws = [w for w in self.workers.values() if w.model == model]

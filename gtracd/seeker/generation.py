@@ -20,18 +20,24 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .errors import GtracError
-from .net.hop import HopError, HopFailed, HopSession
+from ..errors import GtracError
+from ..net.hop import HopError, HopFailed, HopSession
+from ..routing import NoRoute, Params, replacement, route
+from ..sessions import BUSY_RETRY_S
+from ..wire import encode_tensor
+from .blame import verdict
 from .peerview import PeerView, WorkerEntry
-from .routing import NoRoute, Params, replacement, route
-from .wire import encode_tensor
 
 log = logging.getLogger("gtracd.seeker")
 
 
 class GenerationFailed(GtracError):
-    def __init__(self, message: str, culprit: str | None = None):
-        self.culprit = culprit
+    """`culprit`: the worker to blame (a failure report names it); None when no worker is at fault (a refusal,
+    an eviction, no route). `blamed` False: report nothing at all (see seeker.blame)."""
+
+    def __init__(self, message: str, culprit: str | None = None, blamed: bool = True):
+        self.culprit = culprit if blamed else None
+        self.blamed = blamed
         super().__init__(message)
 
 
@@ -101,7 +107,7 @@ class SeekerNet:
 
     async def peer_id(self, pid: str, timeout: float = 10.0):
         if pid not in self._ids:
-            from .net.host import dial
+            from ..net.host import dial
 
             w = self.view.workers[pid]
             self._ids[pid] = await dial(self.host, w.addr, timeout)
@@ -197,6 +203,7 @@ class Generation:
         self.exact_replay_max = 8  # longer histories: decode steps merged into one chunk (see replay_plan)
         self.max_repairs = max_repairs  # None: one repair per failing call; 1: the paper's one-shot per request
         self.repair_attempts = 0
+        self.final_blamed = True  # False when the request ended on a failure no worker is blamed for
         self.selected: list[tuple[str, float, float]] = []  # (peer, trust, latency ms) as routing saw them
         self.trace: list[dict] = []  # per forward pass: e2e, summed hop wall and compute time, hops
         self._calls: list[tuple[float, float]] = []
@@ -207,14 +214,20 @@ class Generation:
         return [h.peer.peer_id for h in self.hops]
 
     async def start(self) -> None:
-        mt = self.view.model_of_network()
+        mt = self.view.pinned()
         if mt is None:
-            raise GenerationFailed("no workers known: give --peer MULTIADDR (or bootstrap to a network)")
+            seen = self.view.models_seen()
+            if not seen:
+                raise GenerationFailed("no workers known: give --peer MULTIADDR (or bootstrap to a network)")
+            want = self.view.model or "one model"
+            raise GenerationFailed(f"no worker serves {want}; workers announce " +
+                                   ", ".join(f"{fp} ({n})" for fp, n in sorted(seen.items())) +
+                                   " (pin the model with --model NAME|FOLDER|FINGERPRINT)")
         self.model = mt[0]
         snap = self.view.snapshot(self.model)
         t0 = time.perf_counter()
         try:
-            r = route(snap, self.mode, self.params, rng=self.rng, exclude=self.failed)
+            r = route(snap, self.mode, self.params, rng=self.rng, exclude=self.failed | self.view.busy(time.monotonic()))
         except NoRoute as e:
             raise GenerationFailed(f"no chain covers the model: {e}") from None
         self.selection_ms = (time.perf_counter() - t0) * 1e3
@@ -226,8 +239,7 @@ class Generation:
             except HopFailed as e:  # unreachable before anything was sent: that peer's failure, attributed
                 self.failed.add(p.id)
                 self.view.workers[p.id].alive = False
-                raise GenerationFailed(f"cannot reach {p.id[-8:]} (layers {p.start}:{p.end}): {e}",
-                                       culprit=p.id) from None
+                raise self._failed(f"cannot reach {p.id[-8:]} (layers {p.start}:{p.end}): {e}", p.id, True) from None
             self.hops.append(Hop(self.view.workers[p.id], hs))
         try:
             async with trio.open_nursery() as n:
@@ -266,14 +278,21 @@ class Generation:
         return max(self.floor_s, self.factor * est) * (1.0 + n / 16.0)
 
     # ------------------------------------------------------------------ repair
+    def _failed(self, message: str, culprit: str | None, blamed: bool) -> GenerationFailed:
+        self.final_blamed = blamed
+        return GenerationFailed(message, culprit, blamed)
+
     async def _repair(self, i: int, err: Exception) -> None:
         old = self.hops[i]
         pid = old.peer.peer_id
         self.failed.add(pid)
+        v = verdict(err)
+        if v.kind == "refusal":  # route around it for as long as it asked
+            self.view.refused(pid, time.monotonic() + (v.retry_after_s or BUSY_RETRY_S))
         if self.max_repairs is not None and len(self.repair_log) >= self.max_repairs:
             await old.session.abort()
-            raise GenerationFailed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) after "
-                                   f"{len(self.repair_log)} repair(s) this request", culprit=pid)
+            raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) after "
+                               f"{len(self.repair_log)} repair(s) this request", pid, v.blamed)
         self.view.workers[pid].alive = isinstance(err, HopError)  # a transport failure: presumed gone
         self.net.forget(pid)
         await old.session.abort()
@@ -282,8 +301,8 @@ class Generation:
         failed_peer = snap.by_id.get(pid)
         rep = replacement(snap, failed_peer, self.params, exclude=self.failed | set(self.chain)) if failed_peer else None
         if rep is None:
-            raise GenerationFailed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
-                                   f"replacement with trust >= {self.params.trust_floor:g} is known", culprit=pid)
+            raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
+                               f"replacement with trust >= {self.params.trust_floor:g} is known", pid, v.blamed)
         log.warning("hop %d %s failed (%s); repairing with %s", i, pid[-8:], err, rep.id[-8:])
         self.repair_attempts += 1
         try:
@@ -294,9 +313,15 @@ class Generation:
                 await hs.timed("prefill", ch.body(self.sid, sample=False), self.deadline(new, ch.n))
         except (HopFailed, HopError) as e2:
             self.failed.add(rep.id)
-            raise GenerationFailed(f"repair of hop {i} on {rep.id[-8:]} failed too: {e2}", culprit=pid) from None
+            v2 = verdict(e2)
+            if v2.kind == "refusal":
+                self.view.refused(rep.id, time.monotonic() + (v2.retry_after_s or BUSY_RETRY_S))
+            # blame the original hop if it was at fault, else the replacement if it was
+            who = pid if v.blamed else (rep.id if v2.blamed else None)
+            raise self._failed(f"repair of hop {i} on {rep.id[-8:]} failed too: {e2}", who, who is not None) from None
         self.hops[i] = new
         self.repair_log.append({"hop": i, "failed": pid, "replacement": rep.id, "error": str(err),
+                                "blamed": v.blamed, "verdict": v.kind,
                                 "repair_ms": (time.perf_counter() - t0) * 1e3,
                                 "chain": [h.peer.peer_id for h in self.hops[:i]] + [pid] +
                                          [h.peer.peer_id for h in self.hops[i + 1:]],
@@ -310,7 +335,8 @@ class Generation:
                 res, ms = await hop.session.timed(kind, chunk.body(self.sid, **extra), self.deadline(hop, chunk.n))
             except (HopFailed, HopError) as e:
                 if attempt == 1:
-                    raise GenerationFailed(f"hop {i} failed again after repair: {e}", culprit=hop.peer.peer_id) from None
+                    v = verdict(e)
+                    raise self._failed(f"hop {i} failed again after repair: {e}", hop.peer.peer_id, v.blamed) from None
                 await self._repair(i, e)
                 continue
             hop.history.append(chunk)
@@ -358,7 +384,7 @@ class Generation:
                 return res["tokens"]
             except (HopFailed, HopError) as e:
                 if attempt == 1:
-                    raise GenerationFailed(f"tokenization failed: {e}", culprit=hop.peer.peer_id) from None
+                    raise self._failed(f"tokenization failed: {e}", hop.peer.peer_id, verdict(e).blamed) from None
                 await self._repair(0, e)
         raise AssertionError("unreachable")
 
@@ -411,21 +437,26 @@ class Generation:
         return TurnResult(out, "".join(text), prefill_ms, steps, self.repairs, self.chain, self.selection_ms, eos)
 
     def trust_outcome(self, success: bool, culprit: str | None) -> None:
+        blamed = [r for r in self.repair_log if r.get("blamed", True)]
         chain = self.chain + [r["failed"] for r in self.repair_log]
-        if success and not self.repair_log:
-            self.view.outcome(chain, True)
-        for r in self.repair_log:
+        if success and not blamed:
+            self.view.outcome(self.chain, True)
+        for r in blamed:
             self.view.outcome(chain, False, r["failed"])
-        if not success:
+        if not success and self.final_blamed:
             self.view.outcome(chain, False, culprit)
 
     def report_bodies(self, network: str, success: bool, culprit: str | None, tokens: int) -> list[dict]:
-        """The trust reports this request owes the anchors (pure): one failure per repaired hop, naming it as
-        the culprit, then the final outcome. Latencies are what this seeker measured, per completed hop."""
+        """The trust reports this request owes the anchors (pure): one failure per repaired hop the blame rules
+        fault (seeker.blame: refusals and evictions cost nothing), naming it as the culprit, then the final
+        outcome (none when the request ended on an unblamed failure). Latencies are what this seeker measured,
+        per completed hop."""
         base = {"network": network, "request_id": self.sid, "model": self.model or "", "mode": self.mode,
                 "tokens": tokens}
         out = []
         for r in self.repair_log:
+            if not r.get("blamed", True):
+                continue
             out.append({**base, "chain": r["chain"], "latency_ms": r["latency_ms"][:r["hop"]], "outcome": "failure",
                         "culprit": r["hop"]})
         if not self.hops:
@@ -439,7 +470,7 @@ class Generation:
             lats.append(ms)
         if success and len(lats) == len(chain):
             out.append({**base, "chain": chain, "latency_ms": lats, "outcome": "success", "culprit": -1})
-        elif not success:
+        elif not success and self.final_blamed:
             idx = chain.index(culprit) if culprit in chain else -1
             out.append({**base, "chain": chain, "latency_ms": lats[:idx] if idx >= 0 else lats,
                         "outcome": "failure", "culprit": idx})

@@ -1,0 +1,46 @@
+"""What a failed hop costs the worker (pure): the blame rules.
+
+A worker is blamed (a failure report naming it, -penalty) only for what it did wrong: no answer in time, a
+broken stream, an error it caused, a model or range it announced but does not serve, an identity it cannot
+prove, or wrong output caught by a spot check. It is never blamed for saying no before doing any work
+(`busy` with a retry-after, `draining`), for dropping our session from its cache (`unknown_session`: evicted
+by budget or TTL, which the worker's fair-share admission allows), or for errors the seeker caused
+(`cancelled`, `too_long`). Unblamed failures are still routed around: the seeker repairs the hop like any
+other failure, and a `busy` worker is skipped until its retry-after passes.
+
+Known limit: a worker that always answers `busy` or `unknown_session` is never blamed, but it never earns a
+success either (trust only rises through completed requests), so it only wastes its own slot in routing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REFUSALS = ("busy", "draining")  # said no before doing any work
+EVICTIONS = ("unknown_session",)  # our session left its cache (budget / TTL)
+SEEKER_SIDE = ("cancelled", "too_long")  # the seeker's own doing
+WRONG_OUTPUT = "wrong_output"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # refusal | eviction | seeker | timeout | transport | error | wrong_output
+    blamed: bool
+    retry_after_s: float | None = None
+
+
+def verdict(err: BaseException) -> Verdict:
+    """Classify a hop failure (HopError / HopFailed / a spot-check mismatch) into its blame verdict."""
+    code = getattr(err, "code", None)
+    if code is None:  # HopFailed: the transport broke or the deadline passed
+        why = str(err)
+        return Verdict("timeout" if ("timed out" in why or "no answer" in why) else "transport", True)
+    if code in REFUSALS:
+        return Verdict("refusal", False, getattr(err, "retry_after_s", None))
+    if code in EVICTIONS:
+        return Verdict("eviction", False)
+    if code in SEEKER_SIDE:
+        return Verdict("seeker", False)
+    if code == WRONG_OUTPUT:
+        return Verdict("wrong_output", True)
+    return Verdict("error", True)
