@@ -69,12 +69,11 @@ def test_room_for_a_newcomer_comes_from_the_peer_over_its_share():
 
 
 def test_busy_sessions_are_never_evicted():
-    t = SessionTable(max_sessions=2, token_budget=100, ttl_s=600)
-    x, y = sid(), sid()
-    t.open(x, 100, 0.0, "A")
-    t.open(y, 100, 0.0, "A")
-    t.touch(x, 1.0, busy=True)
-    t.touch(y, 1.0, busy=True)
+    t = SessionTable(max_sessions=3, token_budget=100, ttl_s=600)
+    for owner in ("A", "A", "B"):
+        x = sid()
+        t.open(x, 100, 0.0, owner)
+        t.touch(x, 1.0, busy=True)
     with pytest.raises(Refused) as e:
         t.open(sid(), 10, 2.0, "B")
-    assert e.value.code == "busy"
+    assert e.value.code == "busy" and len(t) == 3
