@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from .identity import Identity
+from .net.librarylogs import LIBRARY_LOGS
 from .wire.verifier import Verifier
 
 log = logging.getLogger("gtracd.node")
@@ -75,7 +76,7 @@ class Node:
             "written_at": time.time(),
             "gossip": {"sent": dict(g.sent), "received": dict(g.received), "publish_errors": g.publish_errors,
                        "topic_peers": {t: g.peers(t) for t in ("heartbeats", "reports", "ledger")}},
-            "links": self.links.status(),
+            "links": self.links.status(), "library_logs": dict(LIBRARY_LOGS),
             "dropped": dict(self.verifier.dropped), "accepted": self.verifier.accepted,
             **self.extra_status(),
         }

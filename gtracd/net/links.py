@@ -1,13 +1,19 @@
 """Who this daemon is connected to, and keeping it that way (pubsub never dials).
 
 `Links` dials the bootstrap list and every address learned since (heartbeats, anchors), re-dials lost
-connections every `interval`, and holds a set of cut peers: the in-process link cuts the partition tests
-use (never dialled, disconnected when found connected, and refused by the stream handlers).
+connections, and holds a set of cut peers: the in-process link cuts the partition tests use (never dialled,
+disconnected when found connected, and refused by the stream handlers).
+
+Dial hygiene (addresses come from untrusted heartbeats): one address per peer id, at most `max_addrs` peers
+known and `max_keep` kept (the oldest learned, unkept, unconnected ones are forgotten first); a peer that
+fails to dial is retried after exponential backoff with jitter (interval x 2^failures, capped at
+`max_backoff`, x0.5-1.5), so a thousand announced addresses cost a bounded number of dials per minute.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 
 import trio
@@ -25,12 +31,17 @@ def split_addr(addr: str) -> str:
 
 
 class Links:
-    def __init__(self, host, bootstrap: list[str] = (), interval: float = 2.0, dial_timeout: float = 5.0):
+    def __init__(self, host, bootstrap: list[str] = (), interval: float = 2.0, dial_timeout: float = 5.0,
+                 max_addrs: int = 1024, max_keep: int = 256, max_backoff: float = 120.0):
         self.host = host
         self.interval = interval
         self.dial_timeout = dial_timeout
-        self.addrs: dict[str, str] = {}  # peer id -> multiaddr
+        self.max_addrs, self.max_keep, self.max_backoff = max_addrs, max_keep, max_backoff
+        self.addrs: dict[str, str] = {}  # peer id -> multiaddr (insertion order: oldest first)
         self.keep_ids: set[str] = set()  # peers to stay connected to
+        self.fails: dict[str, int] = {}  # consecutive dial failures per peer
+        self.next_try: dict[str, float] = {}  # monotonic time before which a failed peer is not redialled
+        self.forgotten = 0
         self.cut: set[str] = set()
         self.dial_failures = 0
         self.last_error: dict[str, str] = {}
@@ -44,10 +55,37 @@ class Links:
     def learn(self, addr: str, keep: bool = False) -> str:
         pid = split_addr(addr)
         if pid != self.me:
-            self.addrs[pid] = addr
-            if keep:
-                self.keep_ids.add(pid)
+            if pid not in self.addrs and len(self.addrs) >= self.max_addrs:
+                self._forget_one()
+            if pid in self.addrs or len(self.addrs) < self.max_addrs:
+                self.addrs[pid] = addr
+                if keep:
+                    self.hold(pid)
         return pid
+
+    def hold(self, pid: str) -> bool:
+        """Stay connected to `pid` (bounded: False when `max_keep` peers are kept already)."""
+        if pid in self.keep_ids:
+            return True
+        if len(self.keep_ids) >= self.max_keep:
+            return False
+        self.keep_ids.add(pid)
+        return True
+
+    def _forget_one(self) -> None:
+        connected = self.connected()
+        for pid in self.addrs:  # oldest first
+            if pid not in self.keep_ids and pid not in connected:
+                del self.addrs[pid]
+                self.fails.pop(pid, None)
+                self.next_try.pop(pid, None)
+                self.forgotten += 1
+                return
+
+    def backoff(self, pid: str) -> float:
+        """Seconds until `pid` is redialled after its latest failure (exponential, with jitter)."""
+        n = self.fails.get(pid, 0)
+        return min(self.max_backoff, self.interval * 2 ** min(n, 16)) * random.uniform(0.5, 1.5)
 
     def allowed(self, pid: str) -> bool:
         return pid not in self.cut
@@ -73,8 +111,12 @@ class Links:
         except Exception as e:  # refused, unreachable, timed out (TooSlowError), bad peer id...
             self.dial_failures += 1
             self.last_error[pid] = f"{type(e).__name__}: {e}"
+            self.fails[pid] = self.fails.get(pid, 0) + 1
+            self.next_try[pid] = time.monotonic() + self.backoff(pid)
             raise ConnectionError(f"cannot dial {pid}: {type(e).__name__}") from None
         self.last_error.pop(pid, None)
+        self.fails.pop(pid, None)
+        self.next_try.pop(pid, None)
         return self._ids[pid]
 
     async def apply_cuts(self, pids: set[str]) -> None:
@@ -100,7 +142,9 @@ class Links:
             now_connected = self.connected()
             for pid in list(self.cut & now_connected):
                 await self._drop(pid)
-            todo = [p for p in self.keep_ids if p not in now_connected and p not in self.cut]
+            now = time.monotonic()
+            todo = [p for p in self.keep_ids if p not in now_connected and p not in self.cut
+                    and self.next_try.get(p, 0.0) <= now]
             async with trio.open_nursery() as n:
                 for pid in todo:
                     n.start_soon(self._try, pid)
@@ -125,4 +169,6 @@ class Links:
         now_connected = self.connected()
         return {"connected": len(now_connected), "keep": len(self.keep_ids),
                 "unreachable": sorted(p for p in self.keep_ids if p not in now_connected),
-                "cut": sorted(self.cut), "dial_failures": self.dial_failures, "at": time.time()}
+                "cut": sorted(self.cut), "dial_failures": self.dial_failures, "known": len(self.addrs),
+                "forgotten": self.forgotten, "backing_off": sum(1 for t in self.next_try.values() if t > time.monotonic()),
+                "at": time.time()}

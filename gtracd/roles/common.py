@@ -48,7 +48,12 @@ def identity(args, settings, default_key: str) -> Identity:
 
 
 def setup_logging(level: str) -> None:
+    """Our log lines at `level`. libp2p's own records (e.g. one ERROR per failed redial) are counted, not
+    printed, unless `--log-level debug`: without a handler Python's last-resort handler would print them."""
+    from ..net.librarylogs import count_library_logs
+
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    count_library_logs(level.lower() == "debug")
 
 
 def write_ready(path: str | None, info: dict) -> None:

@@ -92,7 +92,7 @@ class SeekerCache:
             pid = self.node.links.learn(w.addr)
         except Exception:
             return
-        self.node.links.keep_ids.add(pid)
+        self.node.links.hold(pid)  # bounded: heartbeats are untrusted input
 
     # ---- ledger -> view
     def apply_ledger(self) -> None:
