@@ -44,6 +44,13 @@ class Settings:
     sync_s: float = field(default=2.0, metadata={"help": "registry / anti-entropy period"})
     reporter_budget: float = field(default=0.5, metadata={"help": "max trust one reporter moves per peer per window"})
     reporter_window_s: float = field(default=3600.0, metadata={"help": "slander-resistance window"})
+    wrong_output_penalty: float = field(default=0.5, metadata={"help": "trust removed by a spot check's wrong_output"})
+    standing_age_s: float = field(default=86400.0, metadata={"help": "a reporter is established after this age..."})
+    standing_reports: int = field(default=20, metadata={"help": "...and this many corroborated reports"})
+    newcomer_budget: float = field(default=0.02, metadata={
+        "help": "max trust all non-established reporters together move a worker established ones watch"})
+    spot_check_rate: float = field(default=0.1, metadata={"help": "seeker: share of hops re-executed on a replica"})
+    spot_check_calls: int = field(default=4, metadata={"help": "seeker: calls compared per checked hop"})
     report_rate: float = field(default=5.0, metadata={"help": "anchor: sustained trust reports/s per reporter"})
     report_burst: float = field(default=50.0, metadata={"help": "anchor: report burst per reporter"})
     # --- worker

@@ -11,11 +11,17 @@ import trio
 
 from .ledger import Derived, Ledger, Report, ReportLog, RuleParams, verified_reports
 
+# the settings every replica of a network must share: they decide the derived numbers
+RULE_SETTINGS = ["initial_trust", "reward", "penalty", "unknown_penalty", "alpha", "latency0_ms", "reporter_budget",
+                 "reporter_window_s", "wrong_output_penalty", "standing_age_s", "standing_reports", "newcomer_budget"]
+
 
 def rule_params(s) -> RuleParams:
     return RuleParams(initial_trust=s.initial_trust, reward=s.reward, penalty=s.penalty,
                       unknown_penalty=s.unknown_penalty, alpha=s.alpha, latency0_ms=s.latency0_ms,
-                      reporter_budget=s.reporter_budget, window_s=s.reporter_window_s)
+                      reporter_budget=s.reporter_budget, window_s=s.reporter_window_s,
+                      wrong_output_penalty=s.wrong_output_penalty, standing_age_s=s.standing_age_s,
+                      standing_reports=s.standing_reports, newcomer_budget=s.newcomer_budget)
 
 
 def delta_reports(verifier, data: bytes, anchors: set[str], network: str) -> tuple[list[Report], int] | None:

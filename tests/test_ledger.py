@@ -13,12 +13,20 @@ PEERS = [f"w{i}" for i in range(5)]
 
 @st.composite
 def reports(draw):
-    chain = tuple(draw(st.lists(st.sampled_from(PEERS), min_size=1, max_size=3, unique=True)))
-    outcome = draw(st.sampled_from(["success", "failure"]))
-    culprit = -1 if outcome == "success" else draw(st.integers(-1, len(chain) - 1))
+    outcome = draw(st.sampled_from(["success", "failure", "wrong_output"]))
+    n = 3 if outcome == "wrong_output" else None
+    chain = tuple(draw(st.lists(st.sampled_from(PEERS), min_size=n or 1, max_size=n or 3, unique=True)))
+    culprit = {"success": -1, "wrong_output": 0}.get(outcome)
+    if culprit is None:
+        culprit = draw(st.integers(-1, len(chain) - 1))
     lats = tuple(draw(st.lists(st.floats(0, 5000), min_size=len(chain), max_size=len(chain))))
+    evidence = tuple(bytes([i]) * 32 for i in range(4)) if outcome == "wrong_output" else ()
     return Report(draw(st.sampled_from(REPORTERS)), draw(st.integers(0, 20)), draw(st.floats(0, 20000)), chain, lats,
-                  outcome, culprit)
+                  outcome, culprit, evidence=evidence)
+
+
+# reporter standing switched on within the drawn time span (the defaults need a day of history)
+STANDING = RuleParams(standing_age_s=2000.0, standing_reports=2, window_s=5000.0, newcomer_budget=0.02)
 
 
 SETS = st.lists(reports(), max_size=25)
@@ -50,14 +58,14 @@ def test_merge_laws(a, b, c):  # trust reports and ledger epochs alike
 
 @PROP
 @given(MIXED, st.randoms(use_true_random=False), st.integers(1, 3))
-def test_any_order_any_duplication_derives_identical_trust(rs, rnd, dup):  # ledger epochs included
-    ref = derive(Ledger(rs))
+def test_any_order_any_duplication_derives_identical_trust(rs, rnd, dup):  # ledger epochs, reporter standing
     shuffled = [r for r in rs for _ in range(dup)]
     rnd.shuffle(shuffled)
-    got = derive(Ledger(shuffled))
-    assert got == ref  # bit-identical floats, not approximately equal
     half = len(shuffled) // 2
-    assert derive(Ledger(shuffled[:half]).merge(Ledger(shuffled[half:]))) == ref
+    for p in (RuleParams(), STANDING):
+        ref = derive(Ledger(rs), p)
+        assert derive(Ledger(shuffled), p) == ref  # bit-identical floats, not approximately equal
+        assert derive(Ledger(shuffled[:half]).merge(Ledger(shuffled[half:])), p) == ref
 
 
 @PROP
@@ -154,15 +162,72 @@ def test_anti_entropy_converges_any_two_replicas(a, b):
 @given(MIXED, st.randoms(use_true_random=False))
 def test_incremental_derivation_equals_full_derivation(rs, rnd):  # across epoch boundaries too
     lg = Ledger()
-    d = Derived(lg)
+    d = Derived(lg, STANDING)
     rnd.shuffle(rs)
     for r in rs:
         lg.add(r)
         if rnd.random() < 0.3:
             f = d.current()
-            assert (f.trust, f.latency) == derive(lg)
+            assert (f.trust, f.latency) == derive(lg, STANDING)
     f = d.current()
-    assert (f.trust, f.latency) == derive(lg)
+    assert (f.trust, f.latency) == derive(lg, STANDING)
+
+
+# ---- reporter standing: sybil swarms against established reporters
+
+def _key(i: int) -> bytes:
+    return i.to_bytes(2, "big") * 16
+
+
+def _history(honest: int = 3, rounds: int = 12, workers=("W", "H"), start: float = 0.0) -> list[Report]:
+    """`honest` reporters, each rating W a success and the honey pot H a failure every 100 s: established by
+    the end (age 1100 s > 1000 s, every report corroborated by the others)."""
+    out = []
+    for k in range(rounds):
+        for i in range(honest):
+            ts = start + 100.0 * k + i
+            out.append(Report(_key(i), 2 * k, ts, (workers[0],), (50.0,), "success"))
+            out.append(Report(_key(i), 2 * k + 1, ts + 0.5, (workers[1],), (50.0,), "failure", 0))
+    return out
+
+
+SYBIL = RuleParams(standing_age_s=1000.0, standing_reports=5, window_s=3600.0, newcomer_budget=0.02)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 200), st.integers(1, 10), st.randoms(use_true_random=False))
+def test_fresh_sybils_cannot_move_a_worker_established_reporters_watch(k, each, rnd):
+    hist = _history()
+    t0, _ = derive(Ledger(hist), SYBIL)
+    assert t0["W"] >= 0.99 and t0["H"] < 0.5
+    attack = []
+    for j in range(k):  # k fresh identities, each sending `each` slanders of W and ballots for H
+        for n in range(each):
+            ts = 1200.0 + rnd.random() * 600
+            attack.append(Report(_key(1000 + j), 2 * n, ts, ("W",), (50.0,), "failure", 0))
+            attack.append(Report(_key(1000 + j), 2 * n + 1, ts, ("H",), (50.0,), "success"))
+    t, _ = derive(Ledger(hist + attack), SYBIL)
+    assert t["W"] >= t0["W"] - SYBIL.newcomer_budget - 1e-12 and t["W"] >= 0.96
+    assert t["H"] <= t0["H"] + SYBIL.newcomer_budget + 1e-12 and t["H"] < 0.96
+
+
+def test_established_reporters_still_move_trust_and_a_new_network_keeps_the_paper_rules():
+    hist = _history()
+    f = Derived(Ledger(hist), SYBIL).current()
+    assert all(f.established(_key(i), 1200.0) for i in range(3))
+    t, _ = derive(Ledger(hist + [Report(_key(0), 99, 3700.0, ("W",), (50.0,), "failure", 0)]), SYBIL)  # next window
+    assert math.isclose(t["W"], 1.0 - 0.20)  # an established reporter's failure counts in full
+    t, _ = derive(Ledger([Report(_key(7), 1, 10.0, ("W",), (50.0,), "failure", 0)]), SYBIL)
+    assert math.isclose(t["W"], 0.97 - 0.20)  # nobody established yet: the paper's rule unchanged
+
+
+def test_sybils_that_corroborate_each_other_still_need_age():
+    swarm = [Report(_key(500 + j), n, 1000.0 + 10.0 * n + j * 0.01, ("W",), (50.0,), "failure", 0)
+             for j in range(20) for n in range(30)]  # 20 identities x 30 mutually corroborated reports, 300 s
+    f = Derived(Ledger(_history(start=0.0) + swarm), SYBIL).current()
+    assert all(f.corroborated[_key(500 + j)] >= SYBIL.standing_reports for j in range(20))
+    assert not any(f.established(_key(500 + j), 1300.0) for j in range(20))
+    assert f.trust["W"] >= 1.0 - SYBIL.newcomer_budget - 0.2  # the established watchers' view holds
 
 
 def test_report_from_signed_envelope():

@@ -146,11 +146,29 @@ def test_heartbeat_schema_violation_names_field(body, field):
     (report(outcome="failure", culprit=2), "body.culprit"),
     (report(culprit=0), "body.culprit"),
     (report(request_id=b"short"), "body.request_id"),
+    # a spot check's wrong_output is admitted only with its evidence
+    (report(outcome="wrong_output", chain=["a", "b", "c"], latency_ms=[], culprit=0), "body.evidence"),
+    (report(outcome="wrong_output", chain=["a", "b"], latency_ms=[], culprit=0,
+            evidence={"input": b"i" * 32, "outputs": [b"x" * 32, b"y" * 32]}), "body.evidence.outputs"),
+    (report(outcome="wrong_output", chain=["a", "b", "a"], latency_ms=[], culprit=0,
+            evidence={"input": b"i" * 32, "outputs": [b"x" * 32, b"y" * 32, b"y" * 32]}), "body.chain"),
+    (report(outcome="wrong_output", chain=["a", "b", "c"], latency_ms=[], culprit=1,
+            evidence={"input": b"i" * 32, "outputs": [b"x" * 32, b"y" * 32, b"y" * 32]}), "body.chain"),
+    (report(outcome="wrong_output", chain=["a", "b", "c"], latency_ms=[], culprit=0,
+            evidence={"input": b"i" * 32, "outputs": [b"y" * 32, b"y" * 32, b"y" * 32]}), "body.evidence"),
+    (report(evidence={"input": b"i" * 32, "outputs": [b"x" * 32, b"y" * 32, b"y" * 32]}), "body.evidence"),
 ])
 def test_report_schema_violation_names_field(body, field):
     with pytest.raises(DecodeError) as ei:
         encode_envelope(ALICE, "trust_report", body, 1, NOW)
     assert ei.value.field == field
+
+
+def test_a_wrong_output_report_with_evidence_is_accepted():
+    ev = {"input": b"i" * 32, "outputs": [b"x" * 32, b"y" * 32, b"z" * 32]}  # witness and arbiter may differ
+    env = encode_envelope(ALICE, "trust_report", report(outcome="wrong_output", chain=["a", "b", "c"], latency_ms=[],
+                                                        culprit=0, evidence=ev), 1, NOW)
+    assert decode_envelope(env.raw).body["evidence"]["outputs"][0] == b"x" * 32
 
 
 @pytest.mark.parametrize("outer,field", [

@@ -8,9 +8,18 @@ Trust and latency are never stored: `derive` folds the reports in a total order 
 replica holding the same set computes bit-identical floats.
 
 Rules (the paper's, asymmetric and additive): success -> every chain peer +reward (cap 1); failure with a
-known culprit -> that peer -penalty (floor 0); culprit unknown -> every hop -unknown_penalty. Slander (and
+known culprit -> that peer -penalty (floor 0); culprit unknown -> every hop -unknown_penalty; a spot check's
+`wrong_output` (chain = accused, witness, arbiter) -> the accused -wrong_output_penalty. Slander (and
 ballot-stuffing) resistance: one reporter moves one worker by at most `reporter_budget` in absolute value per
-window of `window_s` seconds; what exceeds the budget is dropped. Latency: EWMA with weight alpha over the
+window of `window_s` seconds; what exceeds the budget is dropped.
+
+Reporter standing (sybil resistance, docs/decisions.md): a reporter is *established* once its first folded
+report is `standing_age_s` old and `standing_reports` of its reports were corroborated (another reporter
+reported the same outcome class on the same worker within `window_s` before it). Once an established reporter
+has rated a worker, every report from non-established reporters together moves that worker by at most
+`newcomer_budget` (absolute, cumulative over the epoch): K fresh identities, however many, cannot move a
+worker that established reporters watch, in either direction. Before anyone is established (a new network)
+the paper's rules apply unchanged. All of it is state of the same fold, updated in the same total order. Latency: EWMA with weight alpha over the
 seeker-measured hop latencies, starting at latency0_ms. Initial trust comes from configuration.
 
 Epochs: a `ledger_epoch` record (signed by a keyring anchor, e.g. an experiment's operator) is held in the
@@ -34,11 +43,12 @@ class Report:
     ts: float
     chain: tuple[str, ...]
     latency_ms: tuple[float, ...]
-    outcome: str  # "success" | "failure" | "epoch" (a ledger_epoch record)
+    outcome: str  # "success" | "failure" | "wrong_output" | "epoch" (a ledger_epoch record)
     culprit: int = -1  # index into chain; -1 unknown / none
     raw: bytes = field(default=b"", compare=False)  # the signed envelope, for forwarding
     epoch: int = 0  # ledger_epoch records only
     priors: tuple[tuple[str, float], ...] = ()  # ledger_epoch records only: (peer id, trust), sorted
+    evidence: tuple[bytes, ...] = ()  # wrong_output only: digests of the input, then each chain peer's output
 
     @property
     def key(self) -> tuple[bytes, int]:
@@ -50,6 +60,8 @@ class Report:
         fields = (self.reporter, self.seq, self.ts, self.chain, self.latency_ms, self.outcome, self.culprit)
         if self.outcome == "epoch":
             fields += (self.epoch, self.priors)
+        if self.outcome == "wrong_output":
+            fields += (self.evidence,)
         h.update(repr(fields).encode())
         return h.digest()
 
@@ -59,8 +71,10 @@ class Report:
         if env.kind == "ledger_epoch":
             return cls(env.sender, env.seq, env.ts, (), (), "epoch", -1, env.raw, b["epoch"],
                        tuple(sorted((k, float(v)) for k, v in b["priors"].items())))
+        ev = b.get("evidence")
+        evidence = (bytes(ev["input"]), *(bytes(x) for x in ev["outputs"])) if ev else ()
         return cls(env.sender, env.seq, env.ts, tuple(b["chain"]), tuple(float(x) for x in b["latency_ms"]),
-                   b["outcome"], b["culprit"], env.raw)
+                   b["outcome"], b["culprit"], env.raw, evidence=evidence)
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,10 @@ class RuleParams:
     latency0_ms: float = 250.0
     reporter_budget: float = 0.5
     window_s: float = 3600.0
+    wrong_output_penalty: float = 0.5
+    standing_age_s: float = 86400.0
+    standing_reports: int = 20
+    newcomer_budget: float = 0.02
 
 
 def _order(r: Report) -> tuple:
@@ -208,23 +226,70 @@ class Fold:
 
     def __init__(self, p: RuleParams):
         self.p = p
-        self.trust: dict[str, float] = {}
-        self.latency: dict[str, float] = {}
-        self.spent: dict[tuple[bytes, str, int], float] = {}
         self.last: tuple | None = None
         self.applied = 0
         self.epoch = 0
+        self._reset()
 
-    def _move(self, rep: Report, peer: str, delta: float) -> None:
+    def _reset(self) -> None:
+        self.trust: dict[str, float] = {}
+        self.latency: dict[str, float] = {}
+        self.spent: dict[tuple[bytes, str, int], float] = {}
+        # reporter standing
+        self.first: dict[bytes, float] = {}  # reporter -> ts of its first report this epoch
+        self.corroborated: dict[bytes, int] = {}
+        self.recent: dict[str, dict[bytes, tuple[float, bool]]] = {}  # worker -> reporter -> (ts, outcome ok)
+        self.watched: set[str] = set()  # workers an established reporter has rated
+        self.newcomer_spent: dict[str, float] = {}  # worker -> |trust| moved by non-established reporters
+
+    def established(self, reporter: bytes, ts: float) -> bool:
+        f = self.first.get(reporter)
+        return (f is not None and ts - f >= self.p.standing_age_s
+                and self.corroborated.get(reporter, 0) >= self.p.standing_reports)
+
+    def _move(self, rep: Report, peer: str, delta: float, est: bool) -> None:
         p = self.p
         k = (rep.reporter, peer, int(rep.ts // p.window_s))
         left = p.reporter_budget - self.spent.get(k, 0.0)
+        pool = not est and peer in self.watched
+        if pool:
+            left = min(left, p.newcomer_budget - self.newcomer_spent.get(peer, 0.0))
         if left <= 0.0:
             return
         d = max(-left, min(left, delta))
         self.spent[k] = self.spent.get(k, 0.0) + abs(d)
+        if pool:
+            self.newcomer_spent[peer] = self.newcomer_spent.get(peer, 0.0) + abs(d)
         t = self.trust.get(peer, p.initial_trust) + d
         self.trust[peer] = 1.0 if t > 1.0 else (0.0 if t < 0.0 else t)
+
+    def _targets(self, r: Report) -> list[tuple[str, float, bool]]:
+        """(worker, trust delta, outcome ok) per worker this report rates."""
+        p = self.p
+        if r.outcome == "success":
+            return [(peer, p.reward, True) for peer in r.chain]
+        if r.outcome == "wrong_output":
+            return [(r.chain[r.culprit], -p.wrong_output_penalty, False)]
+        if r.culprit >= 0:
+            return [(r.chain[r.culprit], -p.penalty, False)]
+        return [(peer, -p.unknown_penalty, False) for peer in r.chain]
+
+    def _stand(self, r: Report, targets, est: bool) -> None:
+        """Corroboration and watching, after the report moved trust."""
+        horizon = r.ts - self.p.window_s
+        corroborated = False
+        for peer, _, ok in targets:
+            seen = self.recent.setdefault(peer, {})
+            if not corroborated:
+                corroborated = any(q != r.reporter and ts >= horizon and qok == ok for q, (ts, qok) in seen.items())
+            seen[r.reporter] = (r.ts, ok)
+            if len(seen) > 256:  # keep it bounded: forget reporters silent for a whole window
+                for q in [q for q, (ts, _) in seen.items() if ts < horizon]:
+                    del seen[q]
+            if est:
+                self.watched.add(peer)
+        if corroborated:
+            self.corroborated[r.reporter] = self.corroborated.get(r.reporter, 0) + 1
 
     def apply(self, r: Report) -> None:
         p = self.p
@@ -235,21 +300,19 @@ class Fold:
                 return
             if r.epoch > self.epoch:  # a fresh epoch: derivation restarts here
                 self.epoch = r.epoch
-                self.trust, self.latency, self.spent = {}, {}, {}
+                self._reset()
             for peer, t in r.priors:
                 self.trust[peer] = t
             return
         for peer, ms in zip(r.chain, r.latency_ms, strict=False):
             prev = self.latency.get(peer, p.latency0_ms)
             self.latency[peer] = (1.0 - p.alpha) * prev + p.alpha * ms
-        if r.outcome == "success":
-            for peer in r.chain:
-                self._move(r, peer, p.reward)
-        elif r.culprit >= 0:
-            self._move(r, r.chain[r.culprit], -p.penalty)
-        else:
-            for peer in r.chain:
-                self._move(r, peer, -p.unknown_penalty)
+        self.first.setdefault(r.reporter, r.ts)
+        est = self.established(r.reporter, r.ts)
+        targets = self._targets(r)
+        for peer, delta, _ in targets:
+            self._move(r, peer, delta, est)
+        self._stand(r, targets, est)
 
 
 def derive(ledger: Ledger, p: RuleParams = RuleParams()) -> tuple[dict[str, float], dict[str, float]]:

@@ -26,13 +26,12 @@ from ..ledger import Admission, AdmissionParams, Report, verified_reports
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import PAGE, anti_entropy
 from ..net.protocols import LEDGER
-from ..replica import Replica, delta_reports, rule_params
+from ..replica import RULE_SETTINGS, Replica, delta_reports, rule_params
 from ..wire.envelope import Signer
 from . import common
 
 log = logging.getLogger("gtracd.anchor")
-SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", "initial_trust", "reward", "penalty", "unknown_penalty",
-            "alpha", "latency0_ms", "reporter_budget", "reporter_window_s", "report_rate", "report_burst"]
+SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", *RULE_SETTINGS, "report_rate", "report_burst"]
 IDLE_S = 30.0
 DELTA_MAX = 96  # reports per ledger_delta (schema cap)
 DELTA_BYTES = GOSSIP_PAYLOAD_MAX - 1024  # one yamux frame (see heartbeat.GOSSIP_PAYLOAD_MAX)

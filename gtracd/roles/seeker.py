@@ -26,15 +26,16 @@ import trio
 
 from ..errors import DecodeError, UserError
 from ..net.hop import fetch_info
+from ..replica import RULE_SETTINGS
 from ..routing import Params
 from ..seeker.generation import Generation, GenerationFailed, SeekerNet
 from ..seeker.peerview import PeerView, WorkerEntry
 from . import common
 
 log = logging.getLogger("gtracd.seeker")
-SETTINGS = ["model", "mode", "trust_floor", "penalty_ms", "larac_min_reliability", "initial_trust", "latency0_ms", "alpha",
-            "max_new_tokens", "max_length", "hop_timeout_floor_s", "hop_timeout_factor", "request_timeout_s",
-            "sync_s", "node_timeout_s", "reward", "penalty", "unknown_penalty", "reporter_budget", "reporter_window_s"]
+SETTINGS = ["model", "mode", "trust_floor", "penalty_ms", "larac_min_reliability", "max_new_tokens", "max_length",
+            "hop_timeout_floor_s", "hop_timeout_factor", "request_timeout_s", "sync_s", "node_timeout_s",
+            "spot_check_rate", "spot_check_calls", *RULE_SETTINGS]
 
 
 def build_parser():

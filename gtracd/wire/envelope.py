@@ -95,6 +95,17 @@ def _cross_checks(kind: str, body: dict) -> None:
             raise DecodeError("culprit index outside the chain", "body.culprit")
         if body["outcome"] == "success" and (body["culprit"] != -1 or len(body["latency_ms"]) != len(body["chain"])):
             raise DecodeError("a success names no culprit and has a latency per hop", "body.culprit")
+        ev = body.get("evidence")
+        if body["outcome"] == "wrong_output":  # admitted only with its evidence (seeker/spotcheck.py)
+            if ev is None:
+                raise DecodeError("a wrong_output report carries evidence (input and output digests)", "body.evidence")
+            if len(body["chain"]) != 3 or len(set(body["chain"])) != 3 or body["culprit"] != 0:
+                raise DecodeError("a wrong_output chain is [accused, witness, arbiter], culprit 0", "body.chain")
+            accused, witness, arbiter = (bytes(x) for x in ev["outputs"])
+            if accused == witness or accused == arbiter:
+                raise DecodeError("the evidence shows no mismatch with the accused's output", "body.evidence")
+        elif ev is not None:
+            raise DecodeError("only a wrong_output report carries evidence", "body.evidence")
 
 
 class Signer:

@@ -43,9 +43,14 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
         "chain": F("list", minlen=1, maxlen=64, item=PEER_ID),
         # seeker-measured latency of each hop it completed, in chain order (may be shorter than chain)
         "latency_ms": F("list", maxlen=64, item=F("float", lo=0.0, hi=1e7)),
-        "outcome": F("str", choices=("success", "failure")),
+        "outcome": F("str", choices=("success", "failure", "wrong_output")),
         "culprit": F("int", lo=-1, hi=63),  # index into chain; -1 unknown / none
         "tokens": F("int", lo=0, hi=1 << 31),
+        # wrong_output (a spot check, seeker/spotcheck.py): chain = [accused, witness, arbiter] (the same layer
+        # range), culprit 0; sha256 of the hop input and of each one's output, in chain order
+        "evidence": F("map", optional=True, fields={"input": F("bin", minlen=32, maxlen=32),
+                                                     "outputs": F("list", minlen=3, maxlen=3,
+                                                                  item=F("bin", minlen=32, maxlen=32))}),
     },
     # a fresh ledger epoch, signed by a keyring anchor (the operator's): derivation restarts at it, with these
     # per-peer trust priors (e.g. an experiment's plan); long prior lists are split into several records of
