@@ -66,6 +66,11 @@ def cmd_bench(args) -> int:
         from .benchmarks import pipeline
 
         return pipeline.main(args)
+    if args.bench == "attack":
+        from .benchmarks import attack
+
+        attack.run(args.scale, args.only, args.json)
+        return 0
     if args.bench == "ledger":
         from .benchmarks import ledger
 
@@ -169,7 +174,7 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_route)
 
-    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger")
+    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | attack")
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")
     br.add_argument("--json", action="store_true")
@@ -184,4 +189,9 @@ def register(sub) -> None:
     bl.add_argument("--rate", type=float, default=2.0, help="trust reports/s per seeker")
     bl.add_argument("--identities", type=int, default=50)
     bl.add_argument("--json", action="store_true")
+    ba = bsub.add_parser("attack", help="every attack of the trust layer against live loopback daemons")
+    ba.add_argument("--only", default="", help="comma-separated scenarios: spoof,hijack,flood,fuzz,byzantine,"
+                                                "accusations,cost,sybil (default all)")
+    ba.add_argument("--scale", type=float, default=1.0, help="fuzz cases and checked hops x this (1 = the goals)")
+    ba.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)

@@ -166,7 +166,8 @@ async def _generate(args, s, view, net, sampling, status, cache) -> int:
 
     def new_gen(rng_seed=None):
         return Generation(net, view, _params(s), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
-                          s.hop_timeout_factor, rng=random.Random(rng_seed))
+                          s.hop_timeout_factor, rng=random.Random(rng_seed), spot_check_rate=s.spot_check_rate,
+                          spot_check_calls=s.spot_check_calls)
 
     if args.chat:
         return await _chat(args, s, new_gen(), status, report)

@@ -107,8 +107,9 @@ class WorkerDaemon:
         self.name = name
         self.compute = trio.CapacityLimiter(1)
         self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0, "injected": 0,
-                         "refused_streams": 0, "busy": 0}
+                         "refused_streams": 0, "busy": 0, "internal": 0}
         self.idle_timeout = settings.session_ttl_s
+        self.refusals: dict[str, int] = {}  # error frames sent, by code
         self.streams: dict[str, int] = {}  # open inference streams per remote peer
         self.inflight = InFlight()
 
@@ -202,6 +203,7 @@ class WorkerDaemon:
     async def _error(self, fs, code: str, message: str, sid: bytes | None = None,
                      retry_after_s: float | None = None) -> None:
         self.counters["busy" if code == "busy" else "errors"] += 1
+        self.refusals[code] = self.refusals.get(code, 0) + 1
         body = {"code": code, "message": message[:2000]}
         if sid is not None:
             body["session"] = sid
@@ -265,6 +267,7 @@ class WorkerDaemon:
             raise
         except Exception as e:  # a bug must not take the worker down: report it, keep serving
             log.exception("internal error on %s", kind)
+            self.counters["internal"] += 1
             await self._error(fs, "internal", f"{type(e).__name__}: {e}", sid)
 
     async def _extend(self, fs: FramedStream, kind: str, body: dict, owned, interrupted: trio.Event) -> None:
@@ -362,7 +365,7 @@ async def _serve(daemon: WorkerDaemon, args) -> None:
                                                         "load": len(srv.table) / max(1, s.max_sessions)})
             node.extra_status = lambda: {"layers": [srv.start, srv.end], "model": srv.fingerprint,
                                          "sessions": len(srv.table), "free_tokens": srv.table.free_tokens,
-                                         "counters": daemon.counters}
+                                         "counters": daemon.counters, "refusals": daemon.refusals}
             node.nursery.start_soon(publish_heartbeats, node, [hosted], s.heartbeat_s)
             info = {"role": "worker", "peer_id": daemon.ident.peer_id, "addrs": addrs, "start": srv.start,
                     "end": srv.end, "total_layers": srv.shard.total, "model": srv.fingerprint, "name": daemon.name,

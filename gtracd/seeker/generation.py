@@ -26,6 +26,7 @@ from ..routing import NoRoute, Params, replacement, route
 from ..sessions import BUSY_RETRY_S
 from ..wire import encode_tensor
 from .blame import verdict
+from .checker import SpotChecker, checked_call
 from .peerview import PeerView, WorkerEntry
 
 log = logging.getLogger("gtracd.seeker")
@@ -185,7 +186,8 @@ class Generation:
     def __init__(self, net: SeekerNet, view: PeerView, params: Params, mode: str = "g-trac",
                  sampling: dict | None = None, max_length: int = 4096, hop_timeout_floor_s: float = 2.0,
                  hop_timeout_factor: float = 10.0, open_timeout_s: float = 10.0, rng: random.Random | None = None,
-                 max_repairs: int | None = None):
+                 max_repairs: int | None = None, spot_check_rate: float = 0.0, spot_check_calls: int = 4,
+                 check_rng: random.Random | None = None):
         self.net, self.view, self.params, self.mode = net, view, params, mode
         self.sampling = sampling or {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
         self.max_length = max_length
@@ -207,6 +209,7 @@ class Generation:
         self.selected: list[tuple[str, float, float]] = []  # (peer, trust, latency ms) as routing saw them
         self.trace: list[dict] = []  # per forward pass: e2e, summed hop wall and compute time, hops
         self._calls: list[tuple[float, float]] = []
+        self.checker = SpotChecker(spot_check_rate, spot_check_calls, self.sid, check_rng or random.SystemRandom())
 
     # ------------------------------------------------------------------ chain
     @property
@@ -250,6 +253,7 @@ class Generation:
             if failed is not None:
                 raise failed from None
             raise
+        self.checker.plan(len(self.hops))
 
     @property
     def repairs(self) -> int:
@@ -294,6 +298,7 @@ class Generation:
             raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) after "
                                f"{len(self.repair_log)} repair(s) this request", pid, v.blamed)
         self.view.workers[pid].alive = isinstance(err, HopError)  # a transport failure: presumed gone
+        await self.checker.drop(i)  # a replaced hop's witness no longer mirrors it
         self.net.forget(pid)
         await old.session.abort()
         t0 = time.perf_counter()
@@ -332,7 +337,11 @@ class Generation:
         for attempt in (0, 1):
             hop = self.hops[i]
             try:
-                res, ms = await hop.session.timed(kind, chunk.body(self.sid, **extra), self.deadline(hop, chunk.n))
+                if self.checker.active(i) is not None:
+                    res, ms = await checked_call(self, i, kind, chunk, extra)
+                    hop = self.hops[i]  # a liar caught by the check was replaced by its witness
+                else:
+                    res, ms = await hop.session.timed(kind, chunk.body(self.sid, **extra), self.deadline(hop, chunk.n))
             except (HopFailed, HopError) as e:
                 if attempt == 1:
                     v = verdict(e)
@@ -439,6 +448,8 @@ class Generation:
     def trust_outcome(self, success: bool, culprit: str | None) -> None:
         blamed = [r for r in self.repair_log if r.get("blamed", True)]
         chain = self.chain + [r["failed"] for r in self.repair_log]
+        for w in self.checker.wrong_outputs:
+            self.view.outcome(w["chain"][:1], False, w["chain"][0])
         if success and not blamed:
             self.view.outcome(self.chain, True)
         for r in blamed:
@@ -453,7 +464,8 @@ class Generation:
         per completed hop."""
         base = {"network": network, "request_id": self.sid, "model": self.model or "", "mode": self.mode,
                 "tokens": tokens}
-        out = []
+        out = [{**base, "chain": w["chain"], "latency_ms": [], "outcome": "wrong_output", "culprit": 0,
+                "evidence": w["evidence"]} for w in self.checker.wrong_outputs]
         for r in self.repair_log:
             if not r.get("blamed", True):
                 continue
@@ -481,12 +493,14 @@ class Generation:
 
     async def cancel(self) -> None:
         with trio.CancelScope(shield=True):
+            await self.checker.close()
             async with trio.open_nursery() as n:
                 for h in self.hops:
                     n.start_soon(h.session.cancel, self.sid)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
+            await self.checker.close()
             async with trio.open_nursery() as n:
                 for h in self.hops:
                     n.start_soon(h.session.close, self.sid)

@@ -1,0 +1,736 @@
+"""`gtracd bench attack`: each attack of issue 10 against a live loopback network of real daemons.
+
+Three networks, each on loopback with its own keyring anchors:
+- *workers*: 2 anchors and 2 real worker processes (`gtracd --role worker`, tiny-llama-4, layers 0:2 and 2:4).
+  Spoofed identity, model hijack, session flood and the fuzzer run here, against a seeker in this process.
+- *lab*: 2 anchors and 5 lab host processes (`gtracd lab host`), one virtual peer each: a golden peer on layers
+  0-1 and 3, and on layer 2 a byzantine peer (fast, trusted, lies on 30 % of its calls) with two honest
+  replicas on other hosts. Byzantine detection, false accusations and the cost of spot checks run here.
+- *ledger*: 3 anchors and a testbed fleet (worker identities that heartbeat). Established reporters, then 20
+  fresh sybil reporters slander an honest worker and stuff ballots for a honey pot.
+
+Every figure is measured in this run; the last line is JSON (`--json` prints only it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from ..config import load_settings
+from ..identity import Identity
+from ..routing import Params
+
+GOALS = {"spoof_credit_gained": "== 0", "model_hijacked": "false", "flood_honest_success_rate": "== 1.0",
+         "flood_honest_trust_drop": "== 0", "byzantine_requests_to_detect": "<= 20",
+         "false_accusations": "== 0 over >= 1000 checked hops", "slander_honest_min_trust": ">= trust_floor",
+         "ballot_stuffing_honeypot_max_trust": "< trust_floor", "fuzz_crashes": "== 0 over >= 1,000,000 cases",
+         "spot_check_cost": "<= 0.10"}
+MODEL = "tiny-llama-4"
+PROMPTS = [[5 + (7 * i + k) % 90 for k in range(12)] for i in range(16)]
+
+
+def say(msg: str) -> None:
+    print(f"gtracd bench attack: {msg}", file=sys.stderr, flush=True)
+
+
+def _settings(network: str, boot: list[str], root: Path, keystore: Path, **flags):
+    return load_settings(None, {"network": network, "bootstrap": boot, "data_dir": str(root),
+                                "keystore": str(keystore), "node_timeout_s": 10.0, "sync_s": 1.0, **flags}, env={})
+
+
+class Seeker:
+    """An honest seeker in this process: its node, cache (ledger replica, heartbeats, outbox) and view."""
+
+    def __init__(self, node, cache, view, net, s, model: str):
+        self.node, self.cache, self.view, self.net, self.s, self.model = node, cache, view, net, s, model
+        self.params = Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms)
+        self.reports: list[dict] = []
+
+    async def wait_alive(self, ids, timeout: float = 60.0) -> None:
+        with trio.fail_after(timeout):
+            while not set(ids) <= {p for p, w in self.view.workers.items() if w.alive}:
+                await trio.sleep(0.05)
+
+    async def request(self, prompt, tokens: int, mode: str = "g-trac", rate: float = 0.0, calls: int = 4,
+                      exclude=()) -> dict:
+        """One generation; its trust reports are sent like a real seeker's. Returns what happened."""
+        from ..seeker.generation import Generation, GenerationFailed
+
+        gen = Generation(self.net, self.view, self.params, mode, max_length=len(prompt) + tokens + 4,
+                         hop_timeout_floor_s=2.0, spot_check_rate=rate, spot_check_calls=calls)
+        gen.failed |= set(exclude)
+        out = {"ok": False, "tokens": [], "chain": [], "error": None}
+        t0 = time.perf_counter()
+        culprit = None
+        try:
+            with trio.fail_after(60):
+                await gen.start()
+                out["routed"] = [p for p, _, _ in gen.selected]  # what routing chose, before any repair
+                r = await gen.turn(list(prompt), tokens, ignore_eos=True)
+            out.update(ok=True, tokens=r.tokens, step_ms=r.step_ms)
+        except GenerationFailed as e:
+            out["error"], culprit = str(e), e.culprit
+        except trio.TooSlowError:
+            out["error"] = "timed out"
+        out["s"] = time.perf_counter() - t0
+        out["chain"] = gen.chain
+        if out["ok"]:
+            await gen.aclose()
+        else:
+            await gen.cancel()
+        gen.trust_outcome(out["ok"], culprit)
+        bodies = gen.report_bodies(self.s.network, out["ok"], culprit, len(out["tokens"]))
+        self.reports += bodies
+        out["reports"] = bodies
+        out["checks"] = dict(gen.checker.counters)
+        out["wrong_outputs"] = gen.checker.wrong_outputs
+        out["repairs"] = gen.repair_log
+        await self.cache.report(bodies)
+        return out
+
+
+@asynccontextmanager
+async def seeker(network: str, boot: list[str], root: Path, keystore: Path, model: str, **flags):
+    from ..engine.fingerprint import pinned_fingerprint
+    from ..node import running_node
+    from ..seeker.cache import SeekerCache, anchor_ids
+    from ..seeker.generation import SeekerNet
+    from ..seeker.peerview import PeerView
+
+    s = _settings(network, boot, root, keystore, **flags)
+    async with running_node("seeker", f"bench-seeker-{os.urandom(3).hex()}", Identity.generate(), s, None,
+                            False) as node:
+        view = PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
+                        model=pinned_fingerprint(model))
+        cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
+        await node.nursery.start(cache.run)
+        try:
+            yield Seeker(node, cache, view, SeekerNet(node.host, view), s, model)
+        finally:
+            with trio.CancelScope(shield=True):
+                await cache.drain(5.0)
+            cache.close()
+
+
+@asynccontextmanager
+async def attacker(network: str, boot: list[str], root: Path):
+    """A node run by the attacker: its own identity, joined to the network's gossip."""
+    from ..node import running_node
+
+    s = _settings(network, boot, root, root / "attacker-keys")
+    async with running_node("seeker", f"attacker-{os.urandom(3).hex()}", Identity.generate(), s, None,
+                            False) as node:
+        yield node
+
+
+def _ledger_trust(cn, name: str) -> dict:
+    st = cn.status(name) or {}
+    return st.get("trust", {})
+
+
+# ---------------------------------------------------------------- network 1: real workers
+
+
+class WorkerNet:
+    def __init__(self, root: Path):
+        from ..controlnet import ControlNet
+
+        self.root = root
+        self.cn = ControlNet(root=root / "cn", network="attack-workers", heartbeat_s=1.0, sync_s=1.0,
+                             node_timeout_s=10.0)
+        self.workers = []
+
+    def start(self) -> None:
+        from ..engine.models import resolve_model
+        from ..launch import start_workers
+
+        folder = resolve_model(MODEL, log=say)
+        self.cn.start(["a1", "a2"])
+        flags = ["--network", self.cn.network, "--bootstrap", ",".join(self.cn.anchor_addrs.values()),
+                 "--data-dir", str(self.cn.root), "--heartbeat-s", "1", "--max-sessions", "8",
+                 "--cache-tokens", "2048"]
+        self.workers = start_workers(str(folder), [(0, 2), (2, 4)], extra=flags)
+
+    @property
+    def boot(self) -> list[str]:
+        return list(self.cn.anchor_addrs.values())
+
+    def ids(self) -> list[str]:
+        return [w.info["peer_id"] for w in self.workers]
+
+    def alive(self) -> bool:
+        return all(w.proc.poll() is None for w in self.workers) and all(
+            p.proc.poll() is None for p in self.cn.procs.values())
+
+    def stop(self) -> list[int]:
+        from ..launch import stop_all
+
+        rcs = stop_all(self.workers)
+        return rcs + list(self.cn.stop_all().values())
+
+    def seeker(self, **flags):
+        return seeker(self.cn.network, self.boot, self.cn.root, self.cn.keystore, MODEL, **flags)
+
+
+async def spoof(net: WorkerNet, requests: int = 10) -> dict:
+    """An identity advertises the honest worker's address for its own identity and layer range."""
+    from ..heartbeat import Hosted, publish_heartbeats
+    from ..wire.envelope import Signer
+
+    victim = net.workers[0].info
+    async with attacker(net.cn.network, net.boot, net.root) as node, net.seeker() as sk:
+        spoofer = Identity.generate()
+        hosted = [Hosted(Signer(spoofer), victim["model"], victim["start"], victim["end"], victim["total_layers"],
+                         victim["addrs"], "honest-looking")]
+        node.nursery.start_soon(publish_heartbeats, node, hosted, 1.0)
+        await sk.wait_alive(net.ids() + [spoofer.peer_id])
+        before = _ledger_trust(net.cn, "a1").get(spoofer.peer_id, sk.s.initial_trust)
+        chosen = 0
+        for i in range(requests):
+            r = await sk.request(PROMPTS[i % len(PROMPTS)], 6, mode="naive")
+            chosen += spoofer.peer_id in r.get("routed", [])
+        await _settle(sk)
+        credited = sum(1 for b in sk.reports if b["outcome"] == "success" and spoofer.peer_id in b["chain"])
+        after = _ledger_trust(net.cn, "a1").get(spoofer.peer_id, sk.s.initial_trust)
+        node.nursery.cancel_scope.cancel()
+    return {"spoof_chosen": chosen, "spoof_success_reports": credited,
+            "spoof_credit_gained": max(0.0, after - before) + credited}
+
+
+async def hijack(net: WorkerNet, identities: int = 20, requests: int = 4) -> dict:
+    """One process announces many identities covering the model with another fingerprint."""
+    from ..heartbeat import Hosted, publish_heartbeats
+    from ..wire.envelope import Signer
+
+    async with attacker(net.cn.network, net.boot, net.root) as node, net.seeker() as sk:
+        fake = [Identity.generate() for _ in range(identities)]
+        hosted = [Hosted(Signer(f), "f" * 32, 0, 4, 4, node.addrs, f"fast-{k}") for k, f in enumerate(fake)]
+        node.nursery.start_soon(publish_heartbeats, node, hosted, 1.0)
+        await sk.wait_alive(net.ids() + [f.peer_id for f in fake])
+        fake_ids = {f.peer_id for f in fake}
+        hijacked = False
+        ok = 0
+        for i in range(requests):
+            r = await sk.request(PROMPTS[i], 6)
+            hijacked |= bool(fake_ids & set(r["chain"]))
+            ok += r["ok"]
+        node.nursery.cancel_scope.cancel()
+    return {"model_hijacked": hijacked, "hijack_announced_identities": identities,
+            "hijack_honest_success_rate": ok / requests}
+
+
+async def _flood_peer(host, addr: str, model: str, start: int, end: int, streams: int, stop: trio.Event,
+                      counts: dict) -> None:
+    """Open as many sessions as the worker grants on `streams` streams, fill their caches, keep them idle,
+    and keep asking for more until told to stop."""
+    from ..net.framing import FramedStream
+    from ..net.host import dial, open_stream
+    from ..net.protocols import INFER
+
+    pid = await dial(host, addr)
+
+    async def one(k: int) -> None:
+        try:
+            fs = FramedStream(await open_stream(host, pid, INFER, 5.0))
+        except Exception:
+            counts["stream_refused"] += 1
+            return
+        try:
+            while not stop.is_set():
+                sid = os.urandom(16)
+                await fs.send("open", {"session": sid, "model": model, "start": start, "end": end,
+                                       "max_length": 2048}, 5.0)
+                kind, body = await fs.read(5.0)
+                if kind != "opened":
+                    counts[body.get("code", kind)] = counts.get(body.get("code", kind), 0) + 1
+                    with trio.move_on_after(0.3):
+                        await stop.wait()
+                    continue
+                counts["opened"] += 1
+                await fs.send("prefill", {"session": sid, "pos": 0, "tokens": [7] * 200}, 5.0)
+                kind, body = await fs.read(10.0)
+                counts["filled" if kind == "result" else body.get("code", kind)] = \
+                    counts.get("filled" if kind == "result" else body.get("code", kind), 0) + 1
+        except Exception:
+            counts["stream_lost"] += 1
+        finally:
+            await fs.close()
+
+    async with trio.open_nursery() as n:
+        for k in range(streams):
+            n.start_soon(one, k)
+
+
+async def flood(net: WorkerNet, requests: int = 12, streams: int = 24) -> dict:
+    """A peer floods the first worker with sessions filling its cache; an honest seeker keeps generating."""
+    target = net.workers[0].info
+    async with attacker(net.cn.network, net.boot, net.root) as node, net.seeker() as sk:
+        await sk.wait_alive(net.ids())
+        await _settle(sk)
+        before = {w: _ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
+        stop = trio.Event()
+        counts = {"opened": 0, "stream_refused": 0, "stream_lost": 0}
+        node.nursery.start_soon(_flood_peer, node.host, target["addrs"][0], target["model"], target["start"],
+                                target["end"], streams, stop, counts)
+        with trio.fail_after(30):
+            while counts["opened"] < 6:
+                await trio.sleep(0.05)
+        ok = 0
+        for i in range(requests):
+            r = await sk.request(PROMPTS[i % len(PROMPTS)], 8)
+            ok += r["ok"]
+        stop.set()
+        await _settle(sk)
+        blamed = sum(1 for b in sk.reports if b["outcome"] != "success")
+        after = {w: _ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
+        node.nursery.cancel_scope.cancel()
+    return {"flood_honest_success_rate": ok / requests,
+            "flood_honest_trust_drop": max(0.0, max(before[w] - after[w] for w in before)),
+            "flood_failure_reports": blamed, "flood_attacker": counts}
+
+
+async def _settle(sk: Seeker, timeout: float = 20.0) -> None:
+    """Until the outbox is acknowledged and the replica caught up with the anchors."""
+    with trio.move_on_after(timeout):
+        while sk.cache.outbox:
+            await sk.cache.flush_once()
+            await trio.sleep(0.1)
+    await trio.sleep(2.5)  # anchors announce and sync within sync_s
+
+
+# ---------------------------------------------------------------- fuzzing
+
+
+def _nested(depth: int) -> bytes:
+    return b"\x91" * depth + b"\x01"  # msgpack fixarray(1) x depth, then 1
+
+
+def _fuzz_frames(rng: random.Random, n: int) -> list[bytes]:
+    """n malformed inference frames, each length-prefixed: garbage, wrong types, unknown kinds, bad tensors,
+    missing fields, oversize fields, truncated msgpack. Never an oversize length header (that ends the
+    stream by design; those are sent separately)."""
+    import msgpack
+
+    sid = os.urandom(16)
+    shapes = [
+        lambda: os.urandom(rng.randrange(1, 64)),
+        lambda: msgpack.packb({"v": 1, "kind": rng.choice(["open", "step", "prefill", "zzz", "result"]),
+                               "body": rng.choice([{}, [], 3, "x", {"session": b"short"}, None])}),
+        lambda: msgpack.packb({"v": rng.choice([0, 2, "1", None]), "kind": "step", "body": {}}),
+        lambda: msgpack.packb({"v": 1, "kind": "step", "body": {
+            "session": sid, "pos": rng.choice([-1, 2**40, "0"]), "hidden": {"dtype": "float32", "shape": [1, 1, 64],
+                                                                               "data": b"\0" * 3}}}),
+        lambda: msgpack.packb({"v": 1, "kind": "prefill", "body": {
+            "session": sid, "pos": 0, "hidden": {"dtype": rng.choice(["int8", "float32", "object"]),
+                                                  "shape": [1, rng.randrange(-2, 3), 64], "data": b""}}}),
+        lambda: msgpack.packb({"v": 1, "kind": "open", "body": {"session": sid, "model": "m" * 500, "start": 0,
+                                                                "end": 2, "max_length": 1}}),
+        lambda: msgpack.packb({"v": 1, "kind": "tokenize", "body": {"messages": [{"role": "god", "content": 1}]}}),
+        lambda: msgpack.packb({"v": 1, "kind": "step", "body": {"session": sid, "pos": 0}})[:-3],
+        lambda: b"\xc1" * rng.randrange(1, 9),  # never-used msgpack byte
+        lambda: _nested(rng.randrange(30, 200)),  # deep nesting
+    ]
+    out = []
+    for _ in range(n):
+        body = shapes[rng.randrange(len(shapes))]()
+        out.append(struct.pack(">I", len(body)) + body)
+    return out
+
+
+async def fuzz_streams(host, addr: str, cases: int, streams: int = 4, batch: int = 200) -> dict:
+    """Throw `cases` malformed frames at a worker's inference streams, reading every reply."""
+    from ..net.framing import FramedStream
+    from ..net.host import dial, open_stream
+    from ..net.protocols import INFER
+
+    pid = await dial(host, addr)
+    sent = {"frames": 0, "replies": 0, "reopened": 0}
+    rng = random.Random(1)
+    pool = _fuzz_frames(rng, 4000)
+
+    async def one(share: int) -> None:
+        fs = FramedStream(await open_stream(host, pid, INFER, 5.0))
+        done = 0
+        try:
+            while done < share:
+                k = min(batch, share - done)
+                start = rng.randrange(len(pool) - k)
+                await fs.stream.write(b"".join(pool[start:start + k]))
+                for _ in range(k):
+                    kind, _ = await fs.read(30.0)
+                    sent["replies"] += 1
+                done += k
+                sent["frames"] += k
+        finally:
+            await fs.close()
+
+    async with trio.open_nursery() as n:
+        for _k in range(streams):
+            n.start_soon(one, cases // streams)
+    # oversize length headers end a stream each (by design): a few, on fresh streams
+    for _ in range(20):
+        fs = FramedStream(await open_stream(host, pid, INFER, 5.0))
+        await fs.stream.write(struct.pack(">I", 1 << 31) + b"x" * 16)
+        try:
+            await fs.read(5.0)
+        except Exception:
+            pass
+        await fs.close()
+        sent["frames"] += 1
+        sent["reopened"] += 1
+    return sent
+
+
+async def fuzz_gossip(node, cases: int) -> int:
+    """Malformed envelopes published on every topic (the pubsub layer signs them: they reach the handlers)."""
+    rng = random.Random(2)
+    import msgpack
+
+    topics = ("heartbeats", "reports", "ledger")
+    for i in range(cases):
+        choice = i % 4
+        if choice == 0:
+            data = os.urandom(rng.randrange(1, 256))
+        elif choice == 1:
+            data = msgpack.packb({"v": 1, "kind": "heartbeat", "from": os.urandom(32), "seq": i, "ts": time.time(),
+                                  "body": {"network": "x"}, "sig": os.urandom(64)})
+        elif choice == 2:
+            data = msgpack.packb({"v": 1, "kind": "ledger_delta", "from": os.urandom(32), "seq": i,
+                                  "ts": time.time(), "body": {"network": "attack-workers", "reports": [b"x"]},
+                                  "sig": os.urandom(64)})
+        else:
+            data = msgpack.packb({"v": 1, "kind": "trust_report", "from": os.urandom(32), "seq": -i,
+                                  "ts": "now", "body": [], "sig": b""})
+        await node.gossip.publish(topics[i % 3], data)
+        if i % 20 == 0:  # ~400/s: py-libp2p's subscription queues drop (uncounted) what floods them faster
+            await trio.sleep(0.05)
+    return cases
+
+
+def _gossip_counts(net: WorkerNet) -> tuple[int, int, dict]:
+    """(gossip messages received, envelopes accepted, drops by reason) summed over every daemon."""
+    received, accepted, dropped = 0, 0, {}
+    names = list(net.cn.procs) + [w.info["name"] for w in net.workers]
+    for name in names:
+        st = net.cn.status(name) or {}
+        received += sum((st.get("gossip") or {}).get("received", {}).values())
+        accepted += st.get("accepted", 0)
+        for k, v in (st.get("dropped") or {}).items():
+            dropped[k] = dropped.get(k, 0) + v
+    return received, accepted, dropped
+
+
+async def fuzz(net: WorkerNet, stream_cases: int = 1_000_000, gossip_cases: int = 20_000) -> dict:
+    """Malformed frames at the workers' inference streams and malformed envelopes on every gossip topic;
+    every one must be answered or dropped with a counted reason, and every daemon must keep serving."""
+    t0 = time.perf_counter()
+    await trio.sleep(1.5)  # status files are written every second
+    g_recv0, g_acc0, g_drop0 = _gossip_counts(net)
+    w0 = {w.info["name"]: net.cn.status(w.info["name"]) or {} for w in net.workers}
+    async with attacker(net.cn.network, net.boot, net.root) as node:
+        for a in net.cn.anchor_addrs.values():
+            await node.links.connect(a.rsplit("/p2p/", 1)[1])
+        with trio.fail_after(30):  # publish into a formed mesh, not into the void
+            while not all(node.gossip.peers(t) for t in ("heartbeats", "reports", "ledger")):
+                await trio.sleep(0.1)
+        sent = {"frames": 0, "replies": 0, "reopened": 0}
+        for w in net.workers:
+            got = await fuzz_streams(node.host, w.info["addrs"][0], stream_cases // len(net.workers))
+            for k in sent:
+                sent[k] += got[k]
+        g = await fuzz_gossip(node, gossip_cases)
+        await trio.sleep(3.0)  # let the gossip drain
+    await trio.sleep(1.5)
+    g_recv1, g_acc1, g_drop1 = _gossip_counts(net)
+    counted, internal = 0, 0
+    by_reason: dict[str, int] = {}
+    for w in net.workers:
+        before, after = w0[w.info["name"]], net.cn.status(w.info["name"]) or {}
+        c0, c1 = before.get("counters", {}), after.get("counters", {})
+        internal += c1.get("internal", 0) - c0.get("internal", 0)
+        r0, r1 = before.get("refusals", {}), after.get("refusals", {})
+        for k, v in r1.items():
+            if v - r0.get(k, 0):
+                by_reason[k] = by_reason.get(k, 0) + v - r0.get(k, 0)
+        counted += sum(r1.values()) - sum(r0.values())
+    gossip_dropped = {k: v - g_drop0.get(k, 0) for k, v in g_drop1.items() if v - g_drop0.get(k, 0)}
+    async with net.seeker() as sk:  # still serving?
+        await sk.wait_alive(net.ids())
+        r = await sk.request(PROMPTS[0], 6)
+    crashes = sum(1 for w in net.workers if w.proc.poll() is not None) + sum(
+        1 for p in net.cn.procs.values() if p.proc.poll() is not None) + internal
+    return {"fuzz_cases": sent["frames"] + g, "fuzz_stream_frames": sent["frames"],
+            "fuzz_stream_answered_by_reason": by_reason, "fuzz_stream_unanswered": sent["frames"] - counted,
+            "fuzz_gossip_envelopes": g, "fuzz_gossip_deliveries": g_recv1 - g_recv0,
+            "fuzz_gossip_dropped_by_reason": gossip_dropped,
+            # every delivery is an accepted envelope (the workers' own heartbeats meanwhile) or a counted drop
+            "fuzz_gossip_unaccounted": (g_recv1 - g_recv0) - (g_acc1 - g_acc0) - sum(gossip_dropped.values()),
+            "fuzz_crashes": crashes,
+            "fuzz_service_ok_after": r["ok"], "fuzz_s": round(time.perf_counter() - t0, 1)}
+
+
+# ---------------------------------------------------------------- network 2: the lab (byzantine)
+
+LAB_PLAN = """peer_id,template,host_id,host_type,ip,port,layer_start,layer_end,cpu_load,fail_rate,trust0,net_delay_ms,byzantine_rate
+g0,guaranteed_safe,H0,P,127.0.0.1,7100,0,1,1,0,1,2,
+byz,byzantine,H1,P,127.0.0.1,7101,2,2,1,0,1,1,0.3
+h1,guaranteed_safe,H2,P,127.0.0.1,7102,2,2,1,0,1,4,
+h2,guaranteed_safe,H3,P,127.0.0.1,7103,2,2,1,0,1,4,
+g3,guaranteed_safe,H4,P,127.0.0.1,7104,3,3,1,0,1,2,
+"""
+
+
+class LabNet:
+    def __init__(self, root: Path):
+        self.root = root
+        self.lab = None
+
+    def start(self) -> None:
+        from ..lab.network import Lab, LabSettings
+        from ..lab.plan import load_plan
+        from ..lab.profiles import load_catalog
+
+        path = self.root / "byzantine.csv"
+        path.write_text(LAB_PLAN)
+        plan = load_plan(path, load_catalog(None))
+        self.lab = Lab(path, plan, MODEL, LabSettings(0.01), processes=5, root=self.root / "lab",
+                       network="attack-lab")
+        self.lab.start(say)
+
+    def seeker(self, **flags):
+        lab = self.lab
+        return seeker(lab.network, list(lab.cn.anchor_addrs.values()), lab.root, lab.keystore, MODEL,
+                      **lab.settings.ledger_flags(), **flags)
+
+    def alive(self) -> bool:
+        return self.lab.alive()
+
+    def stop(self) -> list[int]:
+        return self.lab.stop()
+
+
+async def byzantine(net: LabNet, max_requests: int = 60, rate: float = 0.25, tokens: int = 16) -> dict:
+    """Requests until a spot check catches the byzantine peer, counting those that routed through it."""
+    peers = net.lab.peers
+    byz = peers["byz"]
+    async with net.seeker() as sk:
+        await sk.wait_alive(peers.values())
+        ref = await sk.request(PROMPTS[0], tokens, exclude=[byz])  # what honest workers compute
+        through = 0
+        detected = None
+        exact = total = 0
+        for i in range(max_requests):
+            r = await sk.request(PROMPTS[0], tokens, rate=rate)
+            through += byz in r.get("routed", [])
+            if r["ok"]:
+                total += 1
+                exact += r["tokens"] == ref["tokens"]
+            if any(w["chain"][0] == byz for w in r["wrong_outputs"]):
+                detected = i + 1  # requests issued until a check caught it (as a hop or as a witness)
+                break
+        await _settle(sk)
+        trust_after = _ledger_trust(net.lab.cn, "anchor-1").get(byz)
+        avoided = 0
+        for _i in range(3):  # the liar is now below the floor: routing leaves it out
+            r = await sk.request(PROMPTS[1], 4)
+            avoided += byz not in r["chain"]
+    return {"byzantine_requests_to_detect": detected, "byzantine_routed_through": through,
+            "byzantine_lie_rate": 0.3, "spot_check_rate": rate,
+            "byzantine_trust_after": trust_after, "byzantine_avoided_after": avoided / 3,
+            "byzantine_exact_before_detection": f"{exact}/{total}"}
+
+
+async def accusations(net: LabNet, min_checked: int = 1000, tokens: int = 24) -> dict:
+    """An honest network, every hop checked on every call: how many honest workers get accused?"""
+    byz = net.lab.peers["byz"]
+    checked = wrong = mismatches = requests = 0
+    async with net.seeker() as sk:
+        await sk.wait_alive(net.lab.peers.values())
+        while checked < min_checked:
+            r = await sk.request(PROMPTS[requests % len(PROMPTS)], tokens, rate=1.0, calls=10**6, exclude=[byz])
+            requests += 1
+            checked += r["checks"]["calls"]
+            mismatches += r["checks"]["mismatches"]
+            wrong += len(r["wrong_outputs"])
+            if requests > 4 * min_checked:
+                break
+    return {"false_accusations": wrong, "checked_hops": checked, "check_mismatches": mismatches,
+            "accusation_requests": requests}
+
+
+async def spot_cost(net: LabNet, rounds: int = 12, tokens: int = 32, rate: float = 0.25) -> dict:
+    """tok/s with spot checks at `rate` against none, interleaved on the same network in the same run."""
+    byz = net.lab.peers["byz"]
+    tps = {0.0: [], rate: []}
+    async with net.seeker() as sk:
+        await sk.wait_alive(net.lab.peers.values())
+        for i in range(rounds):
+            for r_ in ((0.0, rate) if i % 2 == 0 else (rate, 0.0)):
+                r = await sk.request(PROMPTS[i % len(PROMPTS)], tokens, rate=r_, exclude=[byz])
+                if r["ok"] and r.get("step_ms"):
+                    tps[r_].append(len(r["step_ms"]) / (sum(r["step_ms"]) / 1e3) + 0.0)
+    base, checked = sum(tps[0.0]) / len(tps[0.0]), sum(tps[rate]) / len(tps[rate])
+    return {"tok_s_no_checks": round(base, 1), "tok_s_checks": round(checked, 1),
+            "spot_check_cost": round(max(0.0, 1.0 - checked / base), 4), "spot_check_cost_rate": rate}
+
+
+# ---------------------------------------------------------------- network 3: the ledger (sybils)
+
+
+class LedgerNet:
+    RULES = {"standing_age_s": 8.0, "standing_reports": 3, "newcomer_budget": 0.02, "reporter_window_s": 3600.0}
+
+    def __init__(self, root: Path):
+        from ..controlnet import ControlNet
+        from ..lab.network import setting_flags
+
+        self.cn = ControlNet(root=root / "ledger", network="attack-ledger", heartbeat_s=1.0, sync_s=1.0,
+                             node_timeout_s=30.0, anchor_extra=setting_flags(self.RULES))
+
+    def start(self) -> None:
+        self.cn.start(["a1", "a2", "a3"], fleet=6)
+
+    def alive(self) -> bool:
+        return all(p.proc.poll() is None for p in self.cn.procs.values())
+
+    def stop(self) -> list[int]:
+        return list(self.cn.stop_all().values())
+
+
+def _report(signer, network: str, chain: list[str], outcome: str) -> bytes:
+    return signer.sign("trust_report", {"network": network, "request_id": os.urandom(16), "model": "testbed-model",
+                                        "mode": "g-trac", "chain": chain, "latency_ms": [40.0] * len(chain)
+                                        if outcome == "success" else [], "outcome": outcome,
+                                        "culprit": -1 if outcome == "success" else 0, "tokens": 8}).raw
+
+
+async def sybils(net: LedgerNet, honest: int = 3, sybil_count: int = 20, each: int = 10) -> dict:
+    """3 established reporters see W succeed and the honey pot H fail; then 20 fresh identities slander W and
+    vote for H. Trust as the anchors derive it, polled throughout."""
+    from ..net.ledgersync import submit
+    from ..wire.envelope import Signer
+
+    cn = net.cn
+    fleet = cn.procs["fleet"].info["identities"]
+    w, h = fleet[0], fleet[1]
+    age = LedgerNet.RULES["standing_age_s"]
+    async with attacker(cn.network, list(cn.anchor_addrs.values()), cn.root) as node:
+        anchor = next(iter(cn.anchor_addrs.values())).rsplit("/p2p/", 1)[1]
+        lp = await node.links.connect(anchor)
+        honest_signers = [Signer(Identity.generate()) for _ in range(honest)]
+        t_end = time.time() + age + 2.0
+        while time.time() < t_end:  # established: old enough, corroborated by each other
+            raws = [_report(s, cn.network, [w], "success") for s in honest_signers]
+            raws += [_report(s, cn.network, [h], "failure") for s in honest_signers]
+            await submit(node.host, lp, cn.network, raws)
+            await trio.sleep(0.5)
+        await trio.sleep(2.0)
+        t0 = _ledger_trust(cn, "a1")
+        sybil_signers = [Signer(Identity.generate()) for _ in range(sybil_count)]
+        low, high = t0.get(w, 1.0), t0.get(h, 0.0)
+        for _k in range(each):
+            raws = [_report(s, cn.network, [w], "failure") for s in sybil_signers]
+            raws += [_report(s, cn.network, [h], "success") for s in sybil_signers]
+            for i in range(0, len(raws), 200):
+                await submit(node.host, lp, cn.network, raws[i:i + 200])
+            await trio.sleep(0.3)
+            tr = _ledger_trust(cn, "a1")
+            low, high = min(low, tr.get(w, 1.0)), max(high, tr.get(h, 0.0))
+        await trio.sleep(3.0)
+        final = {n: _ledger_trust(cn, n) for n in ("a1", "a2", "a3")}
+        for tr in final.values():
+            low, high = min(low, tr.get(w, 1.0)), max(high, tr.get(h, 0.0))
+    same = len({json.dumps(t, sort_keys=True) for t in final.values()}) == 1
+    return {"slander_honest_min_trust": round(low, 4), "ballot_stuffing_honeypot_max_trust": round(high, 4),
+            "sybil_reporters": sybil_count, "established_reporters": honest,
+            "honest_trust_before_attack": round(t0.get(w, 1.0), 4), "honeypot_trust_before_attack":
+                round(t0.get(h, 0.0), 4), "replicas_identical_after": same}
+
+
+# ---------------------------------------------------------------- the bench
+
+async def _run_async(nets: dict, scale: float, only: set[str]) -> dict:
+    out: dict = {}
+    wn, ln, gn = nets.get("workers"), nets.get("lab"), nets.get("ledger")
+    if wn is not None:
+        if "spoof" in only:
+            say("spoofed identity")
+            out.update(await spoof(wn))
+        if "hijack" in only:
+            say("model hijack")
+            out.update(await hijack(wn))
+        if "flood" in only:
+            say("session flood")
+            out.update(await flood(wn))
+        if "fuzz" in only:
+            say("fuzzing live daemons")
+            out.update(await fuzz(wn, int(1_000_000 * scale), int(20_000 * scale)))
+    if ln is not None:
+        if "byzantine" in only:
+            say("byzantine worker")
+            out.update(await byzantine(ln))
+        if "accusations" in only:
+            say("false accusations (honest network, every hop checked)")
+            out.update(await accusations(ln, max(50, int(1000 * scale))))
+        if "cost" in only:
+            say("cost of spot checks")
+            out.update(await spot_cost(ln))
+    if gn is not None and "sybil" in only:
+        say("sybil slander and ballot stuffing")
+        out.update(await sybils(gn))
+    return out
+
+
+SCENARIOS = {"spoof": "workers", "hijack": "workers", "flood": "workers", "fuzz": "workers",
+             "byzantine": "lab", "accusations": "lab", "cost": "lab", "sybil": "ledger"}
+
+
+def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
+    want = set(only.split(",")) if only else set(SCENARIOS)
+    unknown = want - set(SCENARIOS)
+    if unknown:
+        from ..errors import UserError
+
+        raise UserError(f"unknown scenario(s) {sorted(unknown)}: {', '.join(SCENARIOS)}")
+    root = Path(tempfile.mkdtemp(prefix="gtracd-attack-"))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from ..roles.common import setup_logging
+
+    setup_logging("ERROR")  # the attacks' expected warnings (repairs, refusals) are counted in the figures
+    kinds = {SCENARIOS[w] for w in want}
+    nets: dict = {}
+    t0 = time.time()
+    try:
+        if "workers" in kinds:
+            nets["workers"] = WorkerNet(root / "w")
+        if "lab" in kinds:
+            nets["lab"] = LabNet(root)
+        if "ledger" in kinds:
+            nets["ledger"] = LedgerNet(root)
+        for n in nets.values():
+            n.start()
+        res = trio.run(_run_async, nets, scale, want)
+        res["daemons_alive_at_end"] = all(n.alive() for n in nets.values())
+    finally:
+        rcs = [rc for n in nets.values() for rc in n.stop()]
+        shutil.rmtree(root, ignore_errors=True)
+    res["exit_codes_clean"] = all(rc == 0 for rc in rcs)
+    res["bench_s"] = round(time.time() - t0, 1)
+    res["goals"] = GOALS
+    if not as_json:
+        for k, v in res.items():
+            if k != "goals":
+                print(f"{k:40s} {v}")
+    print(json.dumps(res))
+    return res
