@@ -49,7 +49,7 @@ class Settings:
     standing_reports: int = field(default=20, metadata={"help": "...and this many corroborated reports"})
     newcomer_budget: float = field(default=0.02, metadata={
         "help": "max trust all non-established reporters together move a worker established ones watch"})
-    spot_check_rate: float = field(default=0.1, metadata={"help": "seeker: share of hops re-executed on a replica"})
+    spot_check_rate: float = field(default=0.25, metadata={"help": "seeker: share of hops re-executed on a replica"})
     spot_check_calls: int = field(default=4, metadata={"help": "seeker: calls compared per checked hop"})
     report_rate: float = field(default=5.0, metadata={"help": "anchor: sustained trust reports/s per reporter"})
     report_burst: float = field(default=50.0, metadata={"help": "anchor: report burst per reporter"})

@@ -130,7 +130,7 @@ def test_seeker_generates_over_heartbeats_reports_to_anchors_and_routes_with_eve
 
     def generate():
         cmd = [sys.executable, "-m", "gtracd.cli", "--role", "seeker", *net_flags, "--keystore", str(cn.keystore),
-               "--key", "s1", "--name", "s1", "--model", str(folder), "generate", "--prompt", "Hello", "--max-new-tokens", "5", "--json",
+               "--key", "s1", "--name", "s1", "generate", "--model", str(folder), "--prompt", "Hello", "--max-new-tokens", "5", "--json",
                "--node-timeout-s", "6", "--sync-s", "1"]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 

@@ -521,11 +521,16 @@ class LabNet:
 
 
 async def byzantine(net: LabNet, max_requests: int = 60, rate: float = 0.25, tokens: int = 16) -> dict:
-    """Requests until a spot check catches the byzantine peer, counting those that routed through it."""
+    """Requests until a spot check catches the byzantine peer, counting those that routed through it. The
+    plan's trust0 priors are in force (an anchor-signed ledger epoch): the liar looks trusted and is fastest."""
+    from ..identity import Keystore
+    from ..lab.sweep import new_epoch
+
     peers = net.lab.peers
     byz = peers["byz"]
     async with net.seeker() as sk:
         await sk.wait_alive(peers.values())
+        await new_epoch(sk.node, sk.cache, Keystore(net.lab.keystore).load("anchor-1"), net.lab, sk.s.network)
         ref = await sk.request(PROMPTS[0], tokens, exclude=[byz])  # what honest workers compute
         through = 0
         detected = None
@@ -660,40 +665,27 @@ async def sybils(net: LedgerNet, honest: int = 3, sybil_count: int = 20, each: i
 
 # ---------------------------------------------------------------- the bench
 
+# name -> (network, what it shows, the scenario at full size given the network and --scale)
+SCENARIOS = {
+    "spoof": ("workers", "spoofed identity", lambda n, x: spoof(n)),
+    "hijack": ("workers", "model hijack", lambda n, x: hijack(n)),
+    "flood": ("workers", "session flood", lambda n, x: flood(n)),
+    "fuzz": ("workers", "fuzzing live daemons", lambda n, x: fuzz(n, int(1_000_000 * x), int(20_000 * x))),
+    "byzantine": ("lab", "byzantine worker", lambda n, x: byzantine(n)),
+    "accusations": ("lab", "false accusations (honest network, every hop checked)",
+                    lambda n, x: accusations(n, max(50, int(1000 * x)))),
+    "cost": ("lab", "cost of spot checks", lambda n, x: spot_cost(n)),
+    "sybil": ("ledger", "sybil slander and ballot stuffing", lambda n, x: sybils(n)),
+}
+
+
 async def _run_async(nets: dict, scale: float, only: set[str]) -> dict:
     out: dict = {}
-    wn, ln, gn = nets.get("workers"), nets.get("lab"), nets.get("ledger")
-    if wn is not None:
-        if "spoof" in only:
-            say("spoofed identity")
-            out.update(await spoof(wn))
-        if "hijack" in only:
-            say("model hijack")
-            out.update(await hijack(wn))
-        if "flood" in only:
-            say("session flood")
-            out.update(await flood(wn))
-        if "fuzz" in only:
-            say("fuzzing live daemons")
-            out.update(await fuzz(wn, int(1_000_000 * scale), int(20_000 * scale)))
-    if ln is not None:
-        if "byzantine" in only:
-            say("byzantine worker")
-            out.update(await byzantine(ln))
-        if "accusations" in only:
-            say("false accusations (honest network, every hop checked)")
-            out.update(await accusations(ln, max(50, int(1000 * scale))))
-        if "cost" in only:
-            say("cost of spot checks")
-            out.update(await spot_cost(ln))
-    if gn is not None and "sybil" in only:
-        say("sybil slander and ballot stuffing")
-        out.update(await sybils(gn))
+    for name, (kind, what, scenario) in SCENARIOS.items():
+        if name in only:
+            say(what)
+            out.update(await scenario(nets[kind], scale))
     return out
-
-
-SCENARIOS = {"spoof": "workers", "hijack": "workers", "flood": "workers", "fuzz": "workers",
-             "byzantine": "lab", "accusations": "lab", "cost": "lab", "sybil": "ledger"}
 
 
 def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
@@ -708,7 +700,7 @@ def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
     from ..roles.common import setup_logging
 
     setup_logging("ERROR")  # the attacks' expected warnings (repairs, refusals) are counted in the figures
-    kinds = {SCENARIOS[w] for w in want}
+    kinds = {SCENARIOS[w][0] for w in want}
     nets: dict = {}
     t0 = time.time()
     try:

@@ -491,16 +491,16 @@ class Generation:
     def hop_latency_ms(self) -> list[float]:
         return [sum(h.step_ms) / len(h.step_ms) if h.step_ms else math.nan for h in self.hops]
 
-    async def cancel(self) -> None:
+    async def _end(self, how: str) -> None:
         with trio.CancelScope(shield=True):
             await self.checker.close()
             async with trio.open_nursery() as n:
                 for h in self.hops:
-                    n.start_soon(h.session.cancel, self.sid)
+                    n.start_soon(getattr(h.session, how), self.sid)
+
+    async def cancel(self) -> None:
+        """Ctrl-C, errors: cancel the session on every hop (bounded, shielded)."""
+        await self._end("cancel")
 
     async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            await self.checker.close()
-            async with trio.open_nursery() as n:
-                for h in self.hops:
-                    n.start_soon(h.session.close, self.sid)
+        await self._end("close")
