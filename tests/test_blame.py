@@ -77,3 +77,34 @@ def test_busy_sessions_are_never_evicted():
     with pytest.raises(Refused) as e:
         t.open(sid(), 10, 2.0, "B")
     assert e.value.code == "busy" and len(t) == 3
+
+
+async def test_bytes_in_flight_are_capped_per_peer_and_overall():
+    import trio
+
+    from gtracd.roles.worker import InFlight
+
+    f = InFlight(per_peer=100, total=150)
+    await f.acquire("a", 60)
+    await f.acquire("a", 40)
+    with trio.move_on_after(0.05) as cs:
+        await f.acquire("a", 1)  # a is at its cap: waits
+    assert cs.cancelled_caught
+    await f.acquire("b", 50)  # another peer still fits under the total
+    got = trio.Event()
+
+    async def more_b():
+        await f.acquire("b", 10)  # over the total until a releases
+        got.set()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(more_b)
+        await trio.sleep(0.02)
+        assert not got.is_set()
+        f.release("a", 60)
+        with trio.fail_after(1):
+            await got.wait()
+    assert f.by == {"a": 40, "b": 60} and f.sum == 100
+    f.release("a", 40)
+    f.release("b", 60)
+    await f.acquire("c", 10_000)  # with nothing in flight one frame always fits (frames are capped by the wire)

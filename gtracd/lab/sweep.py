@@ -87,7 +87,6 @@ def reference_tokens(model: str, prompts: list[list[int]], steps: int) -> list[l
 
 
 def run(cfg: SweepConfig, status=lambda m: None) -> dict:
-    os.environ.setdefault("GTRACD_LIBP2P_LOG", "ERROR")  # thousands of requests: library noise is counted, not shown
     logging.getLogger("gtracd.seeker").setLevel(logging.ERROR)  # repairs are expected here; the logs count them
     from .plan import load_plan
     from .profiles import load_catalog

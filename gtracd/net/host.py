@@ -17,13 +17,10 @@ log = logging.getLogger("gtracd.net")
 
 
 def _quiet_libp2p() -> None:
-    lg = logging.getLogger("libp2p")
-    lg.propagate = True  # libp2p detaches its logger; route its warnings to ours
-    level = os.environ.get("GTRACD_LIBP2P_LOG", "WARNING").upper()
-    lg.setLevel(level)
-    for name, child in list(logging.root.manager.loggerDict.items()):
-        if name.startswith("libp2p.") and isinstance(child, logging.Logger) and child.level:
-            child.setLevel(level)  # some libp2p modules pin themselves to INFO
+    """libp2p's records are counted, and printed only when our root logger is at DEBUG (librarylogs)."""
+    from .librarylogs import count_library_logs
+
+    count_library_logs(debug=logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
     logging.getLogger("multiaddr").setLevel(logging.WARNING)
 
 

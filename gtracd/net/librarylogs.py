@@ -2,7 +2,8 @@
 
 Importing libp2p clears the "libp2p" logger's handlers and stops propagation, so its records (one ERROR per
 failed redial of a dead peer, for instance) fell through to Python's last-resort handler and reached the
-user's terminal. A counting handler takes them instead; `gtracd status` shows the counts.
+user's terminal. A counting handler takes them instead; `gtracd status` shows the counts. Building a host
+calls this again (libp2p modules imported later may pin their own levels).
 """
 
 from __future__ import annotations
@@ -24,5 +25,9 @@ def count_library_logs(debug: bool = False) -> None:
     lg = logging.getLogger("libp2p")
     lg.handlers.clear()
     lg.addHandler(_Count())
-    lg.setLevel(logging.DEBUG if debug else logging.WARNING)
+    level = logging.DEBUG if debug else logging.WARNING
+    lg.setLevel(level)
     lg.propagate = debug
+    for name, child in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("libp2p.") and isinstance(child, logging.Logger) and child.level:
+            child.setLevel(level)  # some libp2p modules pin themselves to INFO

@@ -157,6 +157,12 @@ class WorkerDaemon:
             self.counters["errors"] += 1
             log.error("stream handler failed: %r", eg.exceptions)
         finally:
+            while True:  # frames read but never served (the stream ended): their bytes are no longer in flight
+                try:
+                    _, size = inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                self.inflight.release(remote, size)
             left = self.streams.get(remote, 1) - 1
             if left > 0:
                 self.streams[remote] = left
