@@ -713,6 +713,54 @@ async def sybils(net: LedgerNet, honest: int = 3, sybil_count: int = 20, each: i
                 round(t0.get(h, 0.0), 4), "replicas_identical_after": same}
 
 
+# ---------------------------------------------------------------- the comparison's tolerance
+
+
+def tolerance(model: str = "smollm2-135m", start: int = 10, end: int = 20) -> dict:
+    """The gaps the spot-check tolerance (spotcheck.RTOL) sits between, measured on real layers: honest
+    replicas (other thread count, merged repair chunk) vs lies (noise at the activations' std, and 1 % of it).
+    Each figure is max |a - b| / max |b| over a 48-token prefill and 8 decode steps."""
+    import torch
+
+    from ..engine.models import resolve_model
+    from ..engine.shard import Shard
+    from ..seeker.spotcheck import RTOL
+
+    sh = Shard(resolve_model(model, log=say), start, end)
+    g = torch.Generator().manual_seed(0)
+    width = sh.config.hidden_size
+    prompt = torch.randn(1, 48, width, generator=g) * 3
+    steps = [torch.randn(1, 1, width, generator=g) * 3 for _ in range(8)]
+    threads = torch.get_num_threads()
+
+    def run(n: int, merged: bool = False):
+        torch.set_num_threads(n)
+        c = sh.new_cache()
+        first = sh.forward(c, 0, hidden=prompt).hidden
+        if merged:
+            last = sh.forward(c, 48, hidden=torch.cat(steps, 1)).hidden[:, -1:]
+        else:
+            for k, x in enumerate(steps):
+                last = sh.forward(c, 48 + k, hidden=x).hidden
+        return first, last
+
+    def rel(a, b) -> float:
+        return float((a - b).abs().max() / b.abs().max())
+
+    try:
+        one, two, merged, again = run(1), run(2), run(1, merged=True), run(1)
+    finally:
+        torch.set_num_threads(threads)
+    h = one[1]
+    noise = torch.randn(h.shape, generator=torch.Generator().manual_seed(1))
+    return {"tolerance_rtol": RTOL, "honest_same_kernels_identical": all(
+                torch.equal(a, b) for a, b in zip(one, again, strict=True)),
+            "honest_threads_1_vs_2": max(rel(two[0], one[0]), rel(two[1], one[1])),
+            "honest_single_vs_merged_steps": rel(merged[1], one[1]),
+            "lie_noise_at_std": rel(h + noise * h.std(), h), "lie_noise_at_1pct_std": rel(h + noise * h.std() * 0.01, h),
+            "tolerance_model_layers": f"{model} {start}:{end}"}
+
+
 # ---------------------------------------------------------------- the bench
 
 # name -> (network, what it shows, the scenario at full size given the network and --scale)
@@ -726,13 +774,14 @@ SCENARIOS = {
                     lambda n, x: accusations(n, max(50, int(1000 * x)))),
     "cost": ("cost", "cost of spot checks (SmolLM2, 3 hops, 2 replicas each)", lambda n, x: spot_cost(n)),
     "sybil": ("ledger", "sybil slander and ballot stuffing", lambda n, x: sybils(n)),
+    "tolerance": (None, "the spot-check tolerance against measured honest and lying gaps", None),
 }
 
 
 async def _run_async(nets: dict, scale: float, only: set[str]) -> dict:
     out: dict = {}
     for name, (kind, what, scenario) in SCENARIOS.items():
-        if name in only:
+        if name in only and kind is not None:
             say(what)
             out.update(await scenario(nets[kind], scale))
     return out
@@ -751,8 +800,11 @@ def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
 
     setup_logging("ERROR")  # the attacks' expected warnings (repairs, refusals) are counted in the figures
     kinds = {SCENARIOS[w][0] for w in want}
-    nets: dict = {}
     t0 = time.time()
+    if "tolerance" in want:
+        say(SCENARIOS["tolerance"][1])
+        tol = tolerance()
+    nets: dict = {}
     try:
         if "workers" in kinds:
             nets["workers"] = WorkerNet(root / "w")
@@ -765,6 +817,8 @@ def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
         for n in nets.values():
             n.start()
         res = trio.run(_run_async, nets, scale, want)
+        if "tolerance" in want:
+            res.update(tol)
         res["daemons_alive_at_end"] = all(n.alive() for n in nets.values())
     finally:
         rcs = [rc for n in nets.values() for rc in n.stop()]

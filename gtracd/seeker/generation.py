@@ -6,7 +6,9 @@ each hop itself (honest latency) and knows exactly which hop failed (no worker c
 Bounded one-shot repair (G-TRAC): when a hop fails, a replacement with the same layer range and trust above
 the floor is opened and replayed the exact inputs this hop received in this session (same chunks, same
 shapes, so its KV cache is bit-identical), then the step is retried once. Progress is never discarded and
-the finished text equals a failure-free run.
+the finished text equals a failure-free run. What a failure costs the worker is decided by seeker.blame
+(refusals and evictions cost nothing); a sampled share of hops is spot-checked on an independent replica
+(seeker.checker; rate 0 by default here, the daemon's `spot_check_rate` setting otherwise).
 """
 
 from __future__ import annotations
