@@ -82,7 +82,7 @@ def test_busy_sessions_are_never_evicted():
 async def test_bytes_in_flight_are_capped_per_peer_and_overall():
     import trio
 
-    from gtracd.roles.worker import InFlight
+    from gtracd.roles.limits import InFlight
 
     f = InFlight(per_peer=100, total=150)
     await f.acquire("a", 60)
@@ -108,3 +108,123 @@ async def test_bytes_in_flight_are_capped_per_peer_and_overall():
     f.release("a", 40)
     f.release("b", 60)
     await f.acquire("c", 10_000)  # with nothing in flight one frame always fits (frames are capped by the wire)
+
+
+async def test_compute_is_shared_round_robin_and_a_full_queue_is_busy_not_a_wait():
+    import trio
+
+    from gtracd.roles.limits import FairCompute
+
+    fc = FairCompute(per_peer=3, total=5)
+    order: list[str] = []
+    gate = trio.Event()
+
+    async def call(peer: str, started=None):
+        async with fc.slot(peer):
+            if started is not None:
+                started.set()
+                await gate.wait()
+            order.append(peer)
+
+    async with trio.open_nursery() as n:
+        first = trio.Event()
+        n.start_soon(call, "flood", first)
+        await first.wait()  # the flood holds the slot; it queues 3 more, then the honest peer asks once
+        for _ in range(3):
+            n.start_soon(call, "flood")
+        await trio.sleep(0.01)
+        n.start_soon(call, "honest")
+        await trio.sleep(0.01)
+        with pytest.raises(Refused) as e:
+            async with fc.slot("flood"):  # its own queue is full: refused at once
+                pass
+        assert e.value.code == "busy" and e.value.retry_after_s > 0
+        gate.set()
+    assert order[:2] == ["flood", "flood"] and order.index("honest") == 2  # served right after one flood call
+    assert not fc.running and fc.waiting == 0 and not fc.queues
+
+
+async def test_a_cancelled_waiter_never_leaks_the_compute_slot():
+    import trio
+
+    from gtracd.roles.limits import FairCompute
+
+    fc = FairCompute()
+    gate = trio.Event()
+
+    async def hold():
+        async with fc.slot("a"):
+            await gate.wait()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(hold)
+        await trio.sleep(0.01)
+        with trio.move_on_after(0.02):
+            async with fc.slot("b"):
+                pass
+        gate.set()
+    async with fc.slot("c"):  # free again
+        pass
+    assert not fc.running and fc.waiting == 0
+
+
+def _gen():
+    from gtracd.routing import Params
+    from gtracd.seeker.generation import Generation
+    from gtracd.seeker.peerview import PeerView
+
+    return Generation(None, PeerView(), Params())
+
+
+def test_a_blamed_peer_outside_the_chain_is_reported_alone():
+    g = _gen()  # e.g. the first peer of a chain could not be reached: nothing else is blamed
+    g._failed("cannot reach X", "X", True)
+    assert g.report_bodies("n", False, "X", 0) == [
+        {"network": "n", "request_id": g.sid, "model": "", "mode": "g-trac", "tokens": 0, "chain": ["X"],
+         "latency_ms": [], "outcome": "failure", "culprit": 0}]
+    g2 = _gen()
+    g2._failed("worker busy", "X", False)  # a refusal: nobody is reported
+    assert g2.report_bodies("n", False, None, 0) == []
+
+
+def test_a_relayed_hidden_state_is_checked_before_the_next_hop_sees_it():
+    from gtracd.wire.tensor import WireTensor
+
+    g = _gen()
+    ok = WireTensor("float32", (1, 3, 8), memoryview(bytes(96)))
+    assert g._bad_hidden(ok, 3) is None
+    assert "shape" in g._bad_hidden(WireTensor("float32", (1, 3, 9), memoryview(bytes(108))), 3)  # width changed
+    assert "shape" in g._bad_hidden(WireTensor("float32", (1, 2, 8), memoryview(bytes(64))), 3)
+    assert "dtype" in g._bad_hidden(WireTensor("int64", (1, 3, 8), memoryview(bytes(192))), 3)
+    assert g._bad_hidden(None, 3) == "no hidden state"
+
+
+def _h(values, dtype="float32"):
+    import struct
+
+    from gtracd.wire.tensor import WireTensor
+
+    data = struct.pack(("<%df" if dtype == "float32" else "<%de") % len(values), *values)
+    return {"hidden": WireTensor(dtype, (1, 1, len(values)), memoryview(data))}
+
+
+def test_spot_check_comparison_and_arbitration():
+    from gtracd.seeker.spotcheck import RTOL, arbitrate, evidence, input_digest, output_digest, same_output
+
+    base = [1.0, -2.0, 4.0, 0.5]
+    assert same_output(_h(base), _h(base))  # bit-identical
+    assert same_output(_h(base), _h([1.0 + 4.0 * RTOL * 0.5, -2.0, 4.0, 0.5]))  # honest rounding
+    assert not same_output(_h(base), _h([1.0 + 4.0 * RTOL * 2, -2.0, 4.0, 0.5]))  # beyond the tolerance
+    assert not same_output(_h(base), _h([float("nan"), -2.0, 4.0, 0.5]))
+    assert not same_output(_h(base), _h(base, "float16"))  # another dtype is another computation
+    assert same_output({"token": 5}, {"token": 5}) and not same_output({"token": 5}, {"token": 6})
+    lie = _h([9.0, 9.0, 9.0, 9.0])
+    assert arbitrate(lie, _h(base), _h(base)).liar == "hop"
+    assert arbitrate(_h(base), lie, _h(base)).liar == "witness"
+    assert arbitrate(_h(base), lie, _h([0.0] * 4)).liar is None  # agrees with neither: nobody accused
+    assert arbitrate(_h(base), lie, None).liar is None
+    from gtracd.seeker.generation import Chunk
+
+    ev = evidence(input_digest(Chunk(0, 2, tokens=[1, 2])), lie, _h(base), _h(base))
+    assert len(ev["input"]) == 32 and ev["outputs"][0] != ev["outputs"][1] == ev["outputs"][2]
+    assert output_digest({"token": 5}) != output_digest({"token": 6})

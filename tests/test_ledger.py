@@ -406,3 +406,13 @@ def test_report_log_close_racing_appends_loses_nothing(tmp_path):
     log.close()
     assert not errors
     assert sorted(r.seq for r in ReportLog(tmp_path / "ledger.log").load()) == list(range(1, 201))
+
+
+def test_once_anyone_is_established_newcomers_share_one_small_budget_per_worker_even_across_epochs():
+    hist = _history()
+    fresh = [Report(_key(900 + j), 1, 1300.0 + j, ("NEW",), (50.0,), "failure", 0) for j in range(30)]
+    t, _ = derive(Ledger(hist + fresh), SYBIL)  # a worker no established reporter has rated yet
+    assert math.isclose(t["NEW"], 0.97 - SYBIL.newcomer_budget)
+    epoch = Report(ANCHOR.public, 100, 1250.0, (), (), "epoch", -1, epoch=1, priors=(("W", 1.0),))
+    t, _ = derive(Ledger(hist + [epoch] + fresh), SYBIL)  # an epoch resets trust, not who is established
+    assert math.isclose(t["NEW"], 0.97 - SYBIL.newcomer_budget)

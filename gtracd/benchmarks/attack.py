@@ -103,7 +103,7 @@ class Seeker:
 
 @asynccontextmanager
 async def seeker(network: str, boot: list[str], root: Path, keystore: Path, model: str, **flags):
-    from ..engine.fingerprint import pinned_fingerprint
+    from ..engine.fingerprint import pinned_model
     from ..node import running_node
     from ..seeker.cache import SeekerCache, anchor_ids
     from ..seeker.generation import SeekerNet
@@ -113,7 +113,7 @@ async def seeker(network: str, boot: list[str], root: Path, keystore: Path, mode
     async with running_node("seeker", f"bench-seeker-{os.urandom(3).hex()}", Identity.generate(), s, None,
                             False) as node:
         view = PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
-                        model=pinned_fingerprint(model))
+                        *pinned_model(model))
         cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
         await node.nursery.start(cache.run)
         try:

@@ -16,9 +16,9 @@ from pathlib import Path
 from ..errors import UserError
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
-# fingerprints of the built-in models, measured reproducible across fresh builds (docs/decisions.md): a seeker
-# pins one without converting the model itself
-SHIPPED = {"smollm2-135m": "798e75b0376db5a12f29a0136e7d3127"}
+# fingerprints (and depths) of the built-in models, measured reproducible across fresh builds
+# (docs/decisions.md): a seeker pins one without converting the model itself
+SHIPPED = {"smollm2-135m": ("798e75b0376db5a12f29a0136e7d3127", 30)}
 HEADER_MAX = 100 << 20
 
 
@@ -69,17 +69,28 @@ def fingerprint(folder: Path | str) -> str:
     return fp
 
 
-def pinned_fingerprint(spec: str) -> str:
-    """The fingerprint a seeker serves for `--model SPEC`, without torch: a fingerprint as given; a built-in
-    name (shipped value, or the local cache); a local folder (hashed); else a clear error."""
+def depth(folder: Path) -> int | None:
+    """The number of transformer layers in a model folder's config (Llama-style or GPT-2 keys)."""
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n = cfg.get("num_hidden_layers", cfg.get("n_layer"))
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def pinned_model(spec: str) -> tuple[str, int | None]:
+    """The model a seeker serves for `--model SPEC`, without torch: (fingerprint, depth). A fingerprint as
+    given (depth then unknown: the depth most of its workers announce is used); a built-in name (shipped
+    values, or the local cache); a local folder (hashed); else a clear error."""
     from .models import TINY_RE, model_cache_dir  # models.py imports torch lazily only
 
     spec = spec.strip()
     if HEX32.match(spec):
-        return spec
+        return spec, None
     cached = model_cache_dir() / spec
     if (spec in SHIPPED or TINY_RE.match(spec)) and (cached / "config.json").exists():
-        return fingerprint(cached)
+        return fingerprint(cached), depth(cached)
     if spec in SHIPPED:
         return SHIPPED[spec]
     if TINY_RE.match(spec):
@@ -87,6 +98,6 @@ def pinned_fingerprint(spec: str) -> str:
                         f"worker extra) or give its fingerprint with --model")
     p = Path(spec).expanduser()
     if (p / "config.json").exists():
-        return fingerprint(p)
+        return fingerprint(p), depth(p)
     raise UserError(f"cannot pin model {spec!r}: give a built-in name (smollm2-135m), a local model folder, or "
                     f"the 32-hex fingerprint a worker announces (`gtracd model prepare` prints it)")

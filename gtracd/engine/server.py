@@ -131,6 +131,8 @@ class ShardServer:
                 raise Refused("bad_tensor", f"hidden shape {list(w.shape)} is not [1, n, {hs}]")
             n = w.shape[1]
             inp = {"hidden": from_wire(w)}
+            if not bool(torch.isfinite(inp["hidden"]).all()):  # the previous hop's fault (seeker.blame)
+                raise Refused("bad_tensor", "non-finite values in the hidden state")
         self._drop(self.table.reserve(sid, pos + n, self.clock()))
         sess.cache = crop(sess.cache, pos)
         t0 = time.perf_counter()

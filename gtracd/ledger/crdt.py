@@ -15,11 +15,12 @@ window of `window_s` seconds; what exceeds the budget is dropped.
 
 Reporter standing (sybil resistance, docs/decisions.md): a reporter is *established* once its first folded
 report is `standing_age_s` old and `standing_reports` of its reports were corroborated (another reporter
-reported the same outcome class on the same worker within `window_s` before it). Once an established reporter
-has rated a worker, every report from non-established reporters together moves that worker by at most
-`newcomer_budget` (absolute, cumulative over the epoch): K fresh identities, however many, cannot move a
-worker that established reporters watch, in either direction. Before anyone is established (a new network)
-the paper's rules apply unchanged. All of it is state of the same fold, updated in the same total order. Latency: EWMA with weight alpha over the
+reported the same outcome class on the same worker within `window_s` before it). Once any reporter is
+established, all reports from non-established reporters together move each worker by at most
+`newcomer_budget` (absolute, cumulative over the epoch): K fresh identities, however many, cannot move any
+worker by more, in either direction. Before anyone is established (a new network) the paper's rules apply
+unchanged. Standing survives ledger epochs (they reset trust, not who the reporters are). All of it is state
+of the same fold, updated in the same total order. Latency: EWMA with weight alpha over the
 seeker-measured hop latencies, starting at latency0_ms. Initial trust comes from configuration.
 
 Epochs: a `ledger_epoch` record (signed by a keyring anchor, e.g. an experiment's operator) is held in the
@@ -229,17 +230,18 @@ class Fold:
         self.last: tuple | None = None
         self.applied = 0
         self.epoch = 0
+        # reporter standing: kept across epochs
+        self.first: dict[bytes, float] = {}  # reporter -> ts of its first report
+        self.corroborated: dict[bytes, int] = {}
+        self.recent: dict[str, dict[bytes, tuple[float, bool]]] = {}  # worker -> reporter -> (ts, outcome ok)
+        self.any_established = False  # from the first report of an established reporter on
         self._reset()
 
     def _reset(self) -> None:
+        """A fresh epoch: trust, latency and every budget start over."""
         self.trust: dict[str, float] = {}
         self.latency: dict[str, float] = {}
         self.spent: dict[tuple[bytes, str, int], float] = {}
-        # reporter standing
-        self.first: dict[bytes, float] = {}  # reporter -> ts of its first report this epoch
-        self.corroborated: dict[bytes, int] = {}
-        self.recent: dict[str, dict[bytes, tuple[float, bool]]] = {}  # worker -> reporter -> (ts, outcome ok)
-        self.watched: set[str] = set()  # workers an established reporter has rated
         self.newcomer_spent: dict[str, float] = {}  # worker -> |trust| moved by non-established reporters
 
     def established(self, reporter: bytes, ts: float) -> bool:
@@ -251,7 +253,7 @@ class Fold:
         p = self.p
         k = (rep.reporter, peer, int(rep.ts // p.window_s))
         left = p.reporter_budget - self.spent.get(k, 0.0)
-        pool = not est and peer in self.watched
+        pool = not est and self.any_established
         if pool:
             left = min(left, p.newcomer_budget - self.newcomer_spent.get(peer, 0.0))
         if left <= 0.0:
@@ -275,7 +277,7 @@ class Fold:
         return [(peer, -p.unknown_penalty, False) for peer in r.chain]
 
     def _stand(self, r: Report, targets, est: bool) -> None:
-        """Corroboration and watching, after the report moved trust."""
+        """Corroboration, after the report moved trust."""
         horizon = r.ts - self.p.window_s
         corroborated = False
         for peer, _, ok in targets:
@@ -286,8 +288,7 @@ class Fold:
             if len(seen) > 256:  # keep it bounded: forget reporters silent for a whole window
                 for q in [q for q, (ts, _) in seen.items() if ts < horizon]:
                     del seen[q]
-            if est:
-                self.watched.add(peer)
+        self.any_established = self.any_established or est
         if corroborated:
             self.corroborated[r.reporter] = self.corroborated.get(r.reporter, 0) + 1
 

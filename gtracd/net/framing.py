@@ -59,7 +59,9 @@ class FramedStream:
                 raise StreamClosed("EOF")
             self._buf += data
 
-    async def read_raw(self, timeout: float, cap: int | None = None) -> bytes:
+    async def read_raw(self, timeout: float, cap: int | None = None, admit=None) -> bytes:
+        """One frame's bytes. `admit(n)`, if given, is awaited after the length header and before the body
+        is read (a budget for bytes in flight is charged before they are buffered)."""
         cap = cap if cap is not None else self.limits.max_frame
         with trio.fail_after(timeout):
             await self._fill(4)
@@ -67,6 +69,9 @@ class FramedStream:
             if n > cap:
                 self._buf.clear()
                 raise FrameTooLarge("frame", n, cap, "frame")
+        if admit is not None:
+            await admit(n)
+        with trio.fail_after(timeout):
             await self._fill(4 + n)
         data = bytes(self._buf[4:4 + n])
         del self._buf[:4 + n]

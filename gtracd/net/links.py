@@ -42,6 +42,7 @@ class Links:
         self.fails: dict[str, int] = {}  # consecutive dial failures per peer
         self.next_try: dict[str, float] = {}  # monotonic time before which a failed peer is not redialled
         self.forgotten = 0
+        self.pinned: set[str] = set()  # peers whose address came from the bootstrap list: never re-pointed
         self.cut: set[str] = set()
         self.dial_failures = 0
         self.last_error: dict[str, str] = {}
@@ -50,11 +51,11 @@ class Links:
         self._was: set[str] = set()
         self.me = host.get_id().to_base58()
         for a in bootstrap:
-            self.learn(a, keep=True)
+            self.pinned.add(self.learn(a, keep=True))
 
     def learn(self, addr: str, keep: bool = False) -> str:
         pid = split_addr(addr)
-        if pid != self.me:
+        if pid != self.me and pid not in self.pinned:  # a heartbeat cannot re-point an anchor or a host we know
             if pid not in self.addrs and len(self.addrs) >= self.max_addrs:
                 self._forget_one()
             if pid in self.addrs or len(self.addrs) < self.max_addrs:
@@ -64,10 +65,11 @@ class Links:
         return pid
 
     def hold(self, pid: str) -> bool:
-        """Stay connected to `pid` (bounded: False when `max_keep` peers are kept already)."""
+        """Stay connected to `pid` (bounded: False when `max_keep` peers are kept already, or no address is
+        known for it)."""
         if pid in self.keep_ids:
             return True
-        if len(self.keep_ids) >= self.max_keep:
+        if len(self.keep_ids) >= self.max_keep or pid not in self.addrs:
             return False
         self.keep_ids.add(pid)
         return True
@@ -77,8 +79,8 @@ class Links:
         for pid in self.addrs:  # oldest first
             if pid not in self.keep_ids and pid not in connected:
                 del self.addrs[pid]
-                self.fails.pop(pid, None)
-                self.next_try.pop(pid, None)
+                for d in (self.fails, self.next_try, self.last_error, self._ids):
+                    d.pop(pid, None)
                 self.forgotten += 1
                 return
 

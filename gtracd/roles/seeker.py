@@ -95,10 +95,10 @@ def _params(s) -> Params:
 
 def _view(s) -> PeerView:
     """The seeker's view, pinned to the one model it serves (`--model`, default the built-in SmolLM2)."""
-    from ..engine.fingerprint import pinned_fingerprint  # torch-free
+    from ..engine.fingerprint import pinned_model  # torch-free
 
     return PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
-                    model=pinned_fingerprint(s.model))
+                    *pinned_model(s.model))
 
 
 async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: float) -> bool:

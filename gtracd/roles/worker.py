@@ -24,45 +24,12 @@ from ..sessions import BUSY_RETRY_S, Refused
 from ..wire import decode_frame
 from ..wire.binding import sign_binding
 from . import common
+from .limits import FairCompute, InFlight
 
 log = logging.getLogger("gtracd.worker")
 SETTINGS = ["model", "layers", "torch_threads", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
             "heartbeat_s", "peer_streams", "max_streams"]
 INBOX = 1  # frames read ahead per stream (a `cancel` is still seen mid-step: the reader keeps reading)
-PEER_INFLIGHT_BYTES = 128 << 20  # frames read but not yet served, per remote peer
-TOTAL_INFLIGHT_BYTES = 512 << 20  # ... and overall
-
-
-class InFlight:
-    """Bytes of frames read but not yet served, per remote peer and overall. A reader over its peer's cap (or
-    the total) waits before reading on, so TCP backpressure reaches the sender; one frame always fits (each
-    is capped by the wire limits already)."""
-
-    def __init__(self, per_peer: int = PEER_INFLIGHT_BYTES, total: int = TOTAL_INFLIGHT_BYTES):
-        self.per_peer, self.total = per_peer, total
-        self.by: dict[str, int] = {}
-        self.sum = 0
-        self._changed = trio.Event()
-
-    def fits(self, peer: str, n: int) -> bool:
-        used = self.by.get(peer, 0)
-        return (used == 0 or used + n <= self.per_peer) and (self.sum == 0 or self.sum + n <= self.total)
-
-    async def acquire(self, peer: str, n: int) -> None:
-        while not self.fits(peer, n):
-            await self._changed.wait()
-        self.by[peer] = self.by.get(peer, 0) + n
-        self.sum += n
-
-    def release(self, peer: str, n: int) -> None:
-        left = self.by.get(peer, 0) - n
-        if left > 0:
-            self.by[peer] = left
-        else:
-            self.by.pop(peer, None)
-        self.sum -= n
-        self._changed.set()
-        self._changed = trio.Event()
 
 
 def parse_layers(text: str) -> tuple[int, int]:
@@ -105,7 +72,7 @@ class WorkerDaemon:
         self.host_id = host_id  # the libp2p (Noise) identity of this process
         self.settings = settings
         self.name = name
-        self.compute = trio.CapacityLimiter(1)
+        self.compute = FairCompute()  # one slot, round-robin across remote peers
         self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0, "injected": 0,
                          "refused_streams": 0, "busy": 0, "internal": 0}
         self.idle_timeout = settings.session_ttl_s
@@ -122,8 +89,8 @@ class WorkerDaemon:
     def ident(self):
         return self.default.ident
 
-    async def run_compute(self, fn, *a, inline: bool = False):
-        async with self.compute:
+    async def run_compute(self, peer: str, fn, *a, inline: bool = False):
+        async with self.compute.slot(peer):
             if inline:  # a decode step (the seeker sends one token; schema caps it at 64): no thread hand-off
                 return fn(*a)
             return await trio.to_thread.run_sync(fn, *a)
@@ -177,11 +144,19 @@ class WorkerDaemon:
             try:
                 while True:
                     size = 0
-                    try:
-                        raw = await fs.read_raw(self.idle_timeout)
-                        size = len(raw)
+
+                    async def admit(n: int) -> None:  # charged before the body is buffered
+                        nonlocal size
                         with trio.fail_after(self.idle_timeout):
-                            await self.inflight.acquire(remote, size)
+                            await self.inflight.acquire(remote, 4 + n)
+                        size = 4 + n
+
+                    try:
+                        try:
+                            raw = await fs.read_raw(self.idle_timeout, admit=admit)
+                        except BaseException:
+                            self.inflight.release(remote, size)  # charged, never delivered
+                            raise
                         item = decode_frame(raw, fs.limits)
                     except FrameTooLarge as e:  # unframeable from here on: answer, then drop the stream
                         self.counters["bad_frames"] += 1
@@ -246,13 +221,13 @@ class WorkerDaemon:
                 await fs.send("info_reply", self.server.info(self.ident.peer_id, self.name, __version__),
                               WRITE_TIMEOUT_S)
             elif kind == "tokenize":
-                await fs.send("tokens", await self.run_compute(self.server.tokenize, body), WRITE_TIMEOUT_S)
+                await fs.send("tokens", await self.run_compute(remote, self.server.tokenize, body), WRITE_TIMEOUT_S)
             elif kind == "open":
                 reply = self._open(body, owned, remote)
                 self.counters["sessions"] += 1
                 await fs.send("opened", reply, WRITE_TIMEOUT_S)
             elif kind in ("prefill", "step"):
-                await self._extend(fs, kind, body, owned, interrupted)
+                await self._extend(fs, kind, body, owned, interrupted, remote)
             elif kind in ("cancel", "close"):
                 hit = owned.pop(sid, None)
                 if hit is not None:
@@ -276,7 +251,8 @@ class WorkerDaemon:
             self.counters["internal"] += 1
             await self._error(fs, "internal", f"{type(e).__name__}: {e}", sid)
 
-    async def _extend(self, fs: FramedStream, kind: str, body: dict, owned, interrupted: trio.Event) -> None:
+    async def _extend(self, fs: FramedStream, kind: str, body: dict, owned, interrupted: trio.Event,
+                      remote: str) -> None:
         sid = body["session"]
         hit = owned.get(sid)
         if hit is None:
@@ -301,7 +277,7 @@ class WorkerDaemon:
                 raise Refused("injected_failure", "stalled (injected failure)")
         srv.table.touch(isid, time.monotonic(), busy=True)
         try:
-            res = await self.run_compute(self._compute, srv, {**body, "session": isid}, act, inline=kind == "step")
+            res = await self.run_compute(remote, self._compute, srv, {**body, "session": isid}, act, inline=kind == "step")
         finally:
             srv.table.touch(isid, time.monotonic(), busy=False)
         sess = srv.sessions.get(isid)

@@ -6,7 +6,9 @@ prove, or wrong output caught by a spot check. It is never blamed for saying no 
 (`busy` with a retry-after, `draining`), for dropping our session from its cache (`unknown_session`: evicted
 by budget or TTL, which the worker's fair-share admission allows), or for errors the seeker caused
 (`cancelled`, `too_long`). Unblamed failures are still routed around: the seeker repairs the hop like any
-other failure, and a `busy` worker is skipped until its retry-after passes.
+other failure, and a `busy` worker is skipped until its retry-after passes. A hop that refuses its input as
+`bad_tensor` blames the hop that produced it (the seeker also checks every hidden state's dtype and shape
+before relaying it), so no worker can get its neighbour blamed.
 
 Known limit: a worker that always answers `busy` or `unknown_session` is never blamed, but it never earns a
 success either (trust only rises through completed requests), so it only wastes its own slot in routing.

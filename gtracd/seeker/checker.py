@@ -1,23 +1,26 @@
 """The spot-check driver of one generation (trio shell around seeker/spotcheck.py).
 
-At the start of a request each hop is checked with probability `rate` (drawn from an rng no worker can
-predict). A checked hop's first `calls` calls also go, with the same frame body and at the same time, to a
-witness: a replica of the same layer range with trust above the floor, on another host, not in the chain.
-On a mismatch an arbiter (a third such replica) is replayed the hop's earlier inputs and given the same
-call. If the hop lied, the witness (whose cache is identical) takes its place in the chain and the request
-goes on with the witness's output, so the finished text is what honest workers compute.
+At the start of every turn each hop is checked with probability `rate` (drawn from an rng no worker can
+predict), over a window of `calls` consecutive calls that starts at a random call of the turn, so a worker
+cannot count its way past the checks; a hop replaced by repair is drawn again. When the window opens, a
+*witness* is opened — a replica of the same range above the floor, outside the chain, on another host,
+picked at random among those (not the fastest: a predictable pick is one an attacker can occupy) — and
+replayed the hop's inputs so far; then each call of the window goes, identical and concurrently, to both.
+On a mismatch an *arbiter* (a third such replica, on a host different from both) is replayed the same
+inputs and given the call. If the hop lied, the witness (same cache) takes its place in the chain and the
+request goes on with the witness's output.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 
 import trio
 
 from ..net.hop import HopError, HopFailed
-from ..routing import replacement
 from .spotcheck import arbitrate, evidence, input_digest, same_output
 
 log = logging.getLogger("gtracd.seeker")
@@ -26,8 +29,9 @@ log = logging.getLogger("gtracd.seeker")
 @dataclass
 class Check:
     calls_left: int
-    witness: object = None  # a generation.Hop on the witness replica, opened at the first checked call
-    host: str = ""
+    start_at: int = 0  # calls of this hop in this turn before the window opens
+    seen: int = 0
+    witness: object = None  # a generation.Hop on the witness replica, opened when the window opens
 
 
 @dataclass
@@ -37,17 +41,35 @@ class SpotChecker:
     sid: bytes = b""  # the generation's session id (every hop and witness uses it)
     rng: random.Random = field(default_factory=random.SystemRandom)
     checks: dict[int, Check] = field(default_factory=dict)
+    horizon: int = 1  # forward calls expected this turn
     wrong_outputs: list[dict] = field(default_factory=list)  # {"chain": [accused, witness, arbiter], "evidence"}
     counters: dict[str, int] = field(default_factory=lambda: {"hops": 0, "calls": 0, "mismatches": 0,
                                                                "inconclusive": 0, "no_replica": 0, "aborted": 0})
 
-    def plan(self, hops: int) -> None:
-        self.checks = {i: Check(self.calls) for i in range(hops) if self.rate > 0 and self.rng.random() < self.rate}
-        self.counters["hops"] += len(self.checks)
+    def _draw(self, i: int) -> None:
+        if self.rate > 0 and self.rng.random() < self.rate:
+            self.checks[i] = Check(self.calls, self.rng.randrange(max(1, self.horizon - self.calls + 1)))
+            self.counters["hops"] += 1
 
-    def active(self, i: int) -> Check | None:
+    async def plan(self, hops: int, horizon: int) -> None:
+        """A new turn of `horizon` forward calls: draw which hops are checked and where their window opens."""
+        await self.close()
+        self.horizon = max(1, horizon)
+        for i in range(hops):
+            self._draw(i)
+
+    async def redraw(self, i: int) -> None:
+        """Hop i was replaced: its replacement is drawn like any hop."""
+        await self.drop(i)
+        self._draw(i)
+
+    def due(self, i: int) -> bool:
+        """Count one call of hop i; True when it falls in the hop's open check window."""
         c = self.checks.get(i)
-        return c if c is not None and c.calls_left > 0 else None
+        if c is None or c.calls_left <= 0:
+            return False
+        c.seen += 1
+        return c.seen > c.start_at
 
     async def drop(self, i: int) -> None:
         """Stop checking hop i (repaired, done, or the witness failed); close the witness session."""
@@ -64,28 +86,35 @@ def _host(addr: str) -> str:
     return addr.rsplit("/p2p/", 1)[-1]
 
 
-async def side_hop(gen, i: int, exclude: set[str]):
-    """A session on another replica of hop i's range (trust >= floor, another host, not in the chain), or
-    None when none is known or it cannot be opened."""
-    from .generation import Hop
+async def side_hop(gen, i: int, avoid: list) -> object | None:
+    """A session on another replica of hop i's range, replayed the hop's inputs so far: trust >= floor,
+    alive, not busy, not in the chain, not failed, on none of the hosts of the hop and of `avoid` (Hops),
+    picked at random. None when none is known or it cannot be opened."""
+    from .generation import Hop, replay_plan
 
     hop = gen.hops[i]
-    host = _host(hop.peer.addr)
-    same_host = {w.peer_id for w in gen.view.workers.values() if _host(w.addr) == host}
+    hosts = {_host(h.peer.addr) for h in [hop, *avoid]}
     snap = gen.view.snapshot(gen.model)
     me = snap.by_id.get(hop.peer.peer_id)
     if me is None:
         return None
-    rep = replacement(snap, me, gen.params, exclude=gen.failed | set(gen.chain) | same_host | exclude)
-    if rep is None:
+    skip = gen.failed | set(gen.chain) | gen.view.busy(time.monotonic()) | {h.peer.peer_id for h in avoid}
+    cands = [p for p in snap.peers if (p.start, p.end) == (me.start, me.end) and p.alive and p.id not in skip
+             and p.trust >= gen.params.trust_floor and p.id in gen.view.workers
+             and _host(gen.view.workers[p.id].addr) not in hosts]
+    if not cands:
         return None
+    rep = gen.checker.rng.choice(sorted(cands, key=lambda p: p.id))
     try:
         hs = await gen.net.session(rep.id, gen.open_timeout)
         side = Hop(gen.view.workers[rep.id], hs)
         await hs.open(gen._open_body(side.peer), gen.open_timeout)
+        for ch in replay_plan(hop.history, gen.exact_replay_max):
+            await hs.timed("prefill", ch.body(gen.sid, sample=False), gen.deadline(side, ch.n))
     except (HopFailed, HopError) as e:
         log.info("spot check: replica %s unavailable (%s)", rep.id[-8:], e)
         return None
+    side.history = list(hop.history)
     return side
 
 
@@ -97,7 +126,7 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
     hop = gen.hops[i]
     body = chunk.body(gen.sid, **extra)
     if chk.witness is None:
-        chk.witness = await side_hop(gen, i, set())
+        chk.witness = await side_hop(gen, i, [])
         if chk.witness is None:
             sc.counters["no_replica"] += 1
             await sc.drop(i)
@@ -123,24 +152,22 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
         return out["hop"]
     (res, ms), (wres, wms) = out["hop"], out["witness"]
     sc.counters["calls"] += 1
-    if same_output(res, wres):
+    if await _same(res, wres):
         wit.history.append(chunk)
         chk.calls_left -= 1
         if chk.calls_left == 0:
             await sc.drop(i)
         return res, ms
     sc.counters["mismatches"] += 1
-    arb = await side_hop(gen, i, {wit.peer.peer_id})
+    arb = await side_hop(gen, i, [wit])  # replayed the inputs both got before this call
     ares = None
     if arb is not None:
         try:
-            for ch in hop.history:  # the inputs both got before this call
-                await arb.session.timed("prefill", ch.body(gen.sid, sample=False), gen.deadline(arb, ch.n))
             ares, _ = await arb.session.timed(kind, body, gen.deadline(arb, chunk.n))
         except (HopFailed, HopError) as e:
             log.info("spot check: arbiter %s failed (%s)", arb.peer.peer_id[-8:], e)
         await arb.session.close(gen.sid)
-    verdict = arbitrate(res, wres, ares)
+    verdict = await trio.to_thread.run_sync(arbitrate, res, wres, ares)
     inp = input_digest(chunk)
     if verdict.liar == "hop":
         ev = evidence(inp, res, wres, ares)
@@ -164,3 +191,11 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
                     hop.peer.peer_id[-8:], wit.peer.peer_id[-8:], "agrees with neither" if arb else "none known")
     await sc.drop(i)
     return res, ms
+
+
+async def _same(a: dict, b: dict) -> bool:
+    """same_output; off the event loop when the bytes differ and a float comparison is needed."""
+    ha, hb = a.get("hidden"), b.get("hidden")
+    if ha is None or hb is None or bytes(ha.data) == bytes(hb.data):
+        return same_output(a, b)
+    return await trio.to_thread.run_sync(same_output, a, b)

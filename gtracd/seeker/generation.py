@@ -121,9 +121,7 @@ class SeekerNet:
             lp = await self.peer_id(pid, timeout)
         except trio.TooSlowError:
             raise HopFailed(pid, "dial timed out") from None
-        except GtracError:
-            raise
-        except Exception as e:
+        except Exception as e:  # unreachable, refused, or an unusable address it announced (UserError)
             self._ids.pop(pid, None)
             raise HopFailed(pid, f"cannot dial: {type(e).__name__}: {e}") from None
         return HopSession(self.host, lp, pid)
@@ -208,6 +206,7 @@ class Generation:
         self.max_repairs = max_repairs  # None: one repair per failing call; 1: the paper's one-shot per request
         self.repair_attempts = 0
         self.final_blamed = True  # False when the request ended on a failure no worker is blamed for
+        self._width: int | None = None  # the model's hidden width, from the first relayed hidden state
         self.selected: list[tuple[str, float, float]] = []  # (peer, trust, latency ms) as routing saw them
         self.trace: list[dict] = []  # per forward pass: e2e, summed hop wall and compute time, hops
         self._calls: list[tuple[float, float]] = []
@@ -255,7 +254,6 @@ class Generation:
             if failed is not None:
                 raise failed from None
             raise
-        self.checker.plan(len(self.hops))
 
     @property
     def repairs(self) -> int:
@@ -306,7 +304,8 @@ class Generation:
         t0 = time.perf_counter()
         snap = self.view.snapshot(self.model)
         failed_peer = snap.by_id.get(pid)
-        rep = replacement(snap, failed_peer, self.params, exclude=self.failed | set(self.chain)) if failed_peer else None
+        exclude = self.failed | set(self.chain) | self.view.busy(time.monotonic())
+        rep = replacement(snap, failed_peer, self.params, exclude=exclude) if failed_peer else None
         if rep is None:
             raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
                                f"replacement with trust >= {self.params.trust_floor:g} is known", pid, v.blamed)
@@ -327,6 +326,7 @@ class Generation:
             who = pid if v.blamed else (rep.id if v2.blamed else None)
             raise self._failed(f"repair of hop {i} on {rep.id[-8:]} failed too: {e2}", who, who is not None) from None
         self.hops[i] = new
+        await self.checker.redraw(i)  # the replacement is checked like any hop
         self.repair_log.append({"hop": i, "failed": pid, "replacement": rep.id, "error": str(err),
                                 "blamed": v.blamed, "verdict": v.kind,
                                 "repair_ms": (time.perf_counter() - t0) * 1e3,
@@ -339,12 +339,16 @@ class Generation:
         for attempt in (0, 1):
             hop = self.hops[i]
             try:
-                if self.checker.active(i) is not None:
+                if attempt == 0 and self.checker.due(i):
                     res, ms = await checked_call(self, i, kind, chunk, extra)
                     hop = self.hops[i]  # a liar caught by the check was replaced by its witness
                 else:
                     res, ms = await hop.session.timed(kind, chunk.body(self.sid, **extra), self.deadline(hop, chunk.n))
             except (HopFailed, HopError) as e:
+                if i > 0 and getattr(e, "code", None) == "bad_tensor":  # it refused what hop i-1 produced
+                    producer = self.hops[i - 1].peer
+                    raise self._failed(f"hop {i} refused the hidden state hop {i - 1} ({producer.peer_id[-8:]}) "
+                                       f"produced: {e}", producer.peer_id, True) from None
                 if attempt == 1:
                     v = verdict(e)
                     raise self._failed(f"hop {i} failed again after repair: {e}", hop.peer.peer_id, v.blamed) from None
@@ -371,14 +375,28 @@ class Generation:
             res = await self._hop_call(i, kind, chunk, extra)
             if i < last:
                 h = res.get("hidden")
-                if h is None:
-                    raise GenerationFailed(f"hop {i} returned no hidden state", culprit=self.hops[i].peer.peer_id)
+                bad = self._bad_hidden(h, len(tokens))
+                if bad:  # checked before it is relayed: a hop can never get the next one blamed
+                    raise self._failed(f"hop {i} returned {bad}", self.hops[i].peer.peer_id, True)
                 chunk = Chunk(pos, len(tokens), hidden={"dtype": h.dtype, "shape": list(h.shape), "data": bytes(h.data)})
         if res.get("token") is None:
             raise GenerationFailed("the last hop returned no token", culprit=self.hops[last].peer.peer_id)
         self.trace.append({"e2e_ms": (time.perf_counter() - t0) * 1e3, "hop_wall_ms": sum(c[0] for c in self._calls),
                            "hop_cpu_ms": sum(c[1] for c in self._calls), "hops": len(self.hops)})
         return res
+
+    def _bad_hidden(self, h, n: int) -> str | None:
+        """What is wrong with a hop's hidden state output for an n-position chunk (None: fine). Every hop of
+        one model has the same width; the first one seen sets it."""
+        if h is None:
+            return "no hidden state"
+        if h.dtype not in ("float32", "float16", "bfloat16"):
+            return f"a hidden state of dtype {h.dtype}"
+        width = self._width or (h.shape[2] if len(h.shape) == 3 else None)
+        if len(h.shape) != 3 or tuple(h.shape[:2]) != (1, n) or h.shape[2] != width:
+            return f"a hidden state of shape {list(h.shape)}, not [1, {n}, {width}]"
+        self._width = width
+        return None
 
     def _truncate(self, pos: int) -> None:
         for hop in self.hops:
@@ -412,6 +430,7 @@ class Generation:
             raise GenerationFailed(f"the prompt's {len(tokens)} tokens do not fit the {limit} positions the chain "
                                    f"granted (max_length / worker cache budget)")
         max_new_tokens = min(max_new_tokens, limit - len(tokens))
+        await self.checker.plan(len(self.hops), max_new_tokens)  # this turn's spot checks
         pos = common_prefix(self.fed, tokens)
         if pos == len(tokens):
             pos -= 1  # need at least one position to get logits
@@ -457,7 +476,7 @@ class Generation:
         for r in blamed:
             self.view.outcome(chain, False, r["failed"])
         if not success and self.final_blamed:
-            self.view.outcome(chain, False, culprit)
+            self.view.outcome(chain if culprit is None or culprit in chain else [culprit], False, culprit)
 
     def report_bodies(self, network: str, success: bool, culprit: str | None, tokens: int) -> list[dict]:
         """The trust reports this request owes the anchors (pure): one failure per repaired hop the blame rules
@@ -473,6 +492,10 @@ class Generation:
                 continue
             out.append({**base, "chain": r["chain"], "latency_ms": r["latency_ms"][:r["hop"]], "outcome": "failure",
                         "culprit": r["hop"]})
+        if not success and self.final_blamed and culprit is not None and culprit not in self.chain:
+            # a replacement, or a peer never reached: it alone is blamed, never the hops around it
+            out.append({**base, "chain": [culprit], "latency_ms": [], "outcome": "failure", "culprit": 0})
+            return out
         if not self.hops:
             return out
         chain = self.chain

@@ -42,8 +42,9 @@ def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
 class PeerView:
     def __init__(self, initial_trust: float = 0.97, latency0_ms: float = 250.0, alpha: float = 0.3,
                  reward: float = 0.03, penalty: float = 0.20, unknown_penalty: float = 0.05,
-                 model: str | None = None):
+                 model: str | None = None, depth: int | None = None):
         self.model = model  # the pinned fingerprint this seeker serves (None: in-process use, see pinned())
+        self.depth = depth  # its number of layers when known from the pin (workers claiming another are ignored)
         self.busy_until: dict[str, float] = {}  # worker -> monotonic time its `busy` refusal asked us to wait
         self.workers: dict[str, WorkerEntry] = {}
         self.initial_trust, self.latency0_ms, self.alpha = initial_trust, latency0_ms, alpha
@@ -117,8 +118,19 @@ class PeerView:
             if len(fps) != 1:
                 return None
             fp = fps.pop()
-        depths = [w.total_layers for w in self.workers.values() if w.model == fp]
-        return (fp, max(depths)) if depths else None
+        d = self._depth(fp)
+        return (fp, d) if d is not None else None
+
+    def _depth(self, fp: str) -> int | None:
+        """The pin's depth when known; else the depth most workers of `fp` announce (ties: the smaller). The
+        fingerprint covers the config, so honest workers of one fingerprint all announce the same depth."""
+        if fp == self.model and self.depth:
+            return self.depth
+        counts: dict[int, int] = {}
+        for w in self.workers.values():
+            if w.model == fp:
+                counts[w.total_layers] = counts.get(w.total_layers, 0) + 1
+        return min(counts, key=lambda d: (-counts[d], d)) if counts else None
 
     def models_seen(self) -> dict[str, int]:
         """fingerprint -> how many known workers announce it (for error messages only)."""
@@ -138,7 +150,9 @@ class PeerView:
         return set(self.busy_until)
 
     def snapshot(self, model: str) -> Snapshot:
-        ws = [w for w in self.workers.values() if w.model == model]
-        total = max((w.total_layers for w in ws), default=1)
+        """Routing's view of the workers serving `model` whose announced depth is the model's (a worker
+        claiming another depth for the same fingerprint is lying, and left out)."""
+        total = self._depth(model) or 1
+        ws = [w for w in self.workers.values() if w.model == model and w.total_layers == total and w.end <= total]
         return Snapshot(total, [Peer(w.peer_id, w.start, w.end, self.trust(w.peer_id), self.latency(w.peer_id),
                                      w.alive) for w in ws])
