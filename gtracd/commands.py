@@ -191,7 +191,7 @@ def register(sub) -> None:
     bl.add_argument("--json", action="store_true")
     ba = bsub.add_parser("attack", help="every attack of the trust layer against live loopback daemons")
     ba.add_argument("--only", default="", help="comma-separated scenarios: spoof,hijack,flood,fuzz,byzantine,"
-                                                "accusations,cost,sybil (default all)")
+                                                "accusations,cost,sybil,tolerance (default all)")
     ba.add_argument("--scale", type=float, default=1.0, help="fuzz cases and checked hops x this (1 = the goals)")
     ba.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)

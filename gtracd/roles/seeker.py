@@ -9,6 +9,10 @@ With a bootstrap list the seeker joins the network's gossip: workers come from h
 from its ledger replica (synced from keyring anchors in the background), and after each request it sends a
 signed trust report to the anchors (gossip + a direct stream; an fsync'd outbox keeps it until acknowledged).
 
+The seeker serves one model, `--model` (default smollm2-135m; a folder or a fingerprint also work), and
+routes only to workers announcing it. A share of hops (`--spot-check-rate`) is re-executed on another
+replica and a worker caught returning wrong output is replaced and reported (seeker/checker.py).
+
 Several --prompt values run concurrently. --chat keeps the conversation as token ids and the workers' KV
 caches across turns, so only new tokens are prefilled. Ctrl-C cancels the sessions on every hop.
 """
