@@ -59,12 +59,17 @@ def main(args, settings) -> int:
         for d in docs:
             con.print(render(d))
         return 0
+    import trio
+
+    async def watch(live) -> None:
+        while True:
+            await trio.sleep(args.watch)
+            docs = collect(settings, args.name)
+            live.update(Group(*map(render, docs)) if docs else f"no running daemon under {status_dir(settings)}")
+
     with Live(Group(*map(render, docs)), console=con, refresh_per_second=2, screen=False) as live:
         try:
-            while True:
-                time.sleep(args.watch)
-                docs = collect(settings, args.name)
-                live.update(Group(*map(render, docs)) if docs else f"no running daemon under {status_dir(settings)}")
+            trio.run(watch, live)
         except KeyboardInterrupt:
             pass
     return 0
