@@ -103,17 +103,14 @@ class Seeker:
 
 @asynccontextmanager
 async def seeker(network: str, boot: list[str], root: Path, keystore: Path, model: str, **flags):
-    from ..engine.fingerprint import pinned_model
     from ..node import running_node
-    from ..seeker.cache import SeekerCache, anchor_ids
+    from ..seeker.cache import SeekerCache, anchor_ids, pinned_view
     from ..seeker.generation import SeekerNet
-    from ..seeker.peerview import PeerView
 
-    s = _settings(network, boot, root, keystore, **flags)
+    s = _settings(network, boot, root, keystore, model=model, **flags)
     async with running_node("seeker", f"bench-seeker-{os.urandom(3).hex()}", Identity.generate(), s, None,
                             False) as node:
-        view = PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
-                        *pinned_model(model))
+        view = pinned_view(s)
         cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
         await node.nursery.start(cache.run)
         try:
@@ -144,24 +141,27 @@ def _ledger_trust(cn, name: str) -> dict:
 
 
 class WorkerNet:
-    def __init__(self, root: Path):
+    """2 keyring anchors and real worker processes (`gtracd --role worker`, one per range) on loopback."""
+
+    def __init__(self, root: Path, name: str = "workers", model: str = MODEL,
+                 ranges: tuple = ((0, 2), (2, 4)), worker_flags: tuple = ("--max-sessions", "8", "--cache-tokens",
+                                                                          "2048"), node_timeout_s: float = 10.0):
         from ..controlnet import ControlNet
 
-        self.root = root
-        self.cn = ControlNet(root=root / "cn", network="attack-workers", heartbeat_s=1.0, sync_s=1.0,
-                             node_timeout_s=10.0)
+        self.root, self.model, self.ranges, self.worker_flags = root / name, model, list(ranges), list(worker_flags)
+        self.cn = ControlNet(root=self.root / "cn", network=f"attack-{name}", heartbeat_s=1.0, sync_s=1.0,
+                             node_timeout_s=node_timeout_s)
         self.workers = []
 
     def start(self) -> None:
         from ..engine.models import resolve_model
         from ..launch import start_workers
 
-        folder = resolve_model(MODEL, log=say)
+        folder = resolve_model(self.model, log=say)
         self.cn.start(["a1", "a2"])
         flags = ["--network", self.cn.network, "--bootstrap", ",".join(self.cn.anchor_addrs.values()),
-                 "--data-dir", str(self.cn.root), "--heartbeat-s", "1", "--max-sessions", "8",
-                 "--cache-tokens", "2048"]
-        self.workers = start_workers(str(folder), [(0, 2), (2, 4)], extra=flags)
+                 "--data-dir", str(self.cn.root), "--heartbeat-s", "1", *self.worker_flags]
+        self.workers = start_workers(str(folder), self.ranges, extra=flags)
 
     @property
     def boot(self) -> list[str]:
@@ -181,7 +181,13 @@ class WorkerNet:
         return rcs + list(self.cn.stop_all().values())
 
     def seeker(self, **flags):
-        return seeker(self.cn.network, self.boot, self.cn.root, self.cn.keystore, MODEL, **flags)
+        return seeker(self.cn.network, self.boot, self.cn.root, self.cn.keystore, self.model, **flags)
+
+
+def cost_net(root: Path) -> WorkerNet:
+    """SmolLM2 over 3 hops (0:10, 10:20, 20:30), two replicas of each on separate worker processes (one torch
+    thread each), so a checked hop has a witness: what spot checks cost where compute is real."""
+    return WorkerNet(root, "cost", "smollm2-135m", ((0, 10), (10, 20), (20, 30)) * 2, (), node_timeout_s=20.0)
 
 
 async def spoof(net: WorkerNet, requests: int = 10) -> dict:
@@ -585,49 +591,12 @@ async def accusations(net: LabNet, min_checked: int = 1000, tokens: int = 24) ->
             "accusation_requests": requests}
 
 
-class CostNet:
-    """SmolLM2 over 3 hops (0:10, 10:20, 20:30), two replicas of each on separate worker processes (one torch
-    thread each), so a checked hop has a witness: what spot checks cost where compute is real."""
-
-    def __init__(self, root: Path, model: str = "smollm2-135m"):
-        from ..controlnet import ControlNet
-
-        self.model = model
-        self.cn = ControlNet(root=root / "cost", network="attack-cost", heartbeat_s=1.0, sync_s=1.0,
-                             node_timeout_s=20.0)
-        self.workers = []
-
-    def start(self) -> None:
-        from ..engine.models import resolve_model
-        from ..launch import start_workers
-
-        folder = resolve_model(self.model, log=say)
-        self.cn.start(["a1", "a2"])
-        flags = ["--network", self.cn.network, "--bootstrap", ",".join(self.cn.anchor_addrs.values()),
-                 "--data-dir", str(self.cn.root), "--heartbeat-s", "1"]
-        self.workers = start_workers(str(folder), [(0, 10), (10, 20), (20, 30)] * 2, extra=flags,
-                                     names=[f"c{k}" for k in range(6)])
-
-    def alive(self) -> bool:
-        return all(w.proc.poll() is None for w in self.workers) and all(
-            p.proc.poll() is None for p in self.cn.procs.values())
-
-    def stop(self) -> list[int]:
-        from ..launch import stop_all
-
-        return stop_all(self.workers) + list(self.cn.stop_all().values())
-
-    def seeker(self, **flags):
-        return seeker(self.cn.network, list(self.cn.anchor_addrs.values()), self.cn.root, self.cn.keystore,
-                      self.model, **flags)
-
-
-async def spot_cost(net: CostNet, rounds: int = 8, tokens: int = 32, rate: float = 0.25) -> dict:
+async def spot_cost(net: WorkerNet, rounds: int = 8, tokens: int = 32, rate: float = 0.25) -> dict:
     """Decode tok/s with spot checks at `rate` against none, interleaved A/B on the same network and run."""
     tps: dict[float, list[float]] = {0.0: [], rate: []}
     checked = 0
     async with net.seeker() as sk:
-        await sk.wait_alive([w.info["peer_id"] for w in net.workers])
+        await sk.wait_alive(net.ids())
         for i in range(rounds):
             for r_ in ((0.0, rate) if i % 2 == 0 else (rate, 0.0)):
                 r = await sk.request(PROMPTS[i % len(PROMPTS)], tokens, rate=r_)
@@ -773,13 +742,13 @@ def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
     nets: dict = {}
     try:
         if "workers" in kinds:
-            nets["workers"] = WorkerNet(root / "w")
+            nets["workers"] = WorkerNet(root)
         if "lab" in kinds:
             nets["lab"] = LabNet(root)
         if "ledger" in kinds:
             nets["ledger"] = LedgerNet(root)
         if "cost" in kinds:
-            nets["cost"] = CostNet(root)
+            nets["cost"] = cost_net(root)
         for n in nets.values():
             n.start()
         res = trio.run(_run_async, nets, scale, want)

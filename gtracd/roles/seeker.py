@@ -32,6 +32,7 @@ from ..errors import DecodeError, UserError
 from ..net.hop import fetch_info
 from ..replica import RULE_SETTINGS
 from ..routing import Params
+from ..seeker.cache import pinned_view
 from ..seeker.generation import Generation, GenerationFailed, SeekerNet
 from ..seeker.peerview import PeerView, WorkerEntry
 from . import common
@@ -97,14 +98,6 @@ def _params(s) -> Params:
     return Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms, min_reliability=s.larac_min_reliability)
 
 
-def _view(s) -> PeerView:
-    """The seeker's view, pinned to the one model it serves (`--model`, default the built-in SmolLM2)."""
-    from ..engine.fingerprint import pinned_model  # torch-free
-
-    return PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
-                    *pinned_model(s.model))
-
-
 async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: float) -> bool:
     """Heartbeats arrive every heartbeat_s: wait (bounded) until the live view covers every layer."""
     from ..routing import NoRoute, route
@@ -134,7 +127,7 @@ async def run_generate(args, s, ident, name: str) -> int:
     status = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     async with running_node("seeker", name, ident, s, None, not args.ephemeral) as node:
         host = node.host
-        view = _view(s)
+        view = pinned_view(s)
         net = SeekerNet(host, view)
         cache = None
         if s.bootstrap:  # on a network: heartbeats, ledger replica, trust reports
@@ -297,7 +290,7 @@ async def run_serve(args, s, ident, name: str) -> int:
     async with trio.open_nursery() as outer:
         outer.start_soon(common.until_signalled, outer.cancel_scope)
         async with running_node("seeker", name, ident, s, args.events, not args.ephemeral) as node:
-            cache = SeekerCache(node, _view(s), anchor_ids(s.keystore_path))
+            cache = SeekerCache(node, pinned_view(s), anchor_ids(s.keystore_path))
             try:
                 await node.nursery.start(cache.run)
                 if args.testbed_reports > 0:

@@ -294,6 +294,15 @@ class SeekerCache:
         self._outbox_log.close()
 
 
+def pinned_view(s) -> PeerView:
+    """A seeker's view from its settings, pinned to the one model it serves (`--model`, default the built-in
+    SmolLM2)."""
+    from ..engine.fingerprint import pinned_model  # torch-free
+
+    return PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
+                    *pinned_model(s.model))
+
+
 def anchor_ids(keystore_path) -> set[str]:
     from ..identity import Keystore
 
