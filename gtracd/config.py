@@ -40,6 +40,8 @@ class Settings:
     larac_min_reliability: float = field(default=0.8, metadata={"help": "R_min of the LARAC baseline"})
     heartbeat_s: float = field(default=8.0, metadata={"help": "worker heartbeat period"})
     node_timeout_s: float = field(default=30.0, metadata={"help": "a peer is alive iff heard within this"})
+    forget_after_s: float = field(default=300.0, metadata={
+        "help": "a worker not heard for this long is forgotten (shown as gone until then)"})
     request_timeout_s: float = field(default=25.0, metadata={"help": "whole-request bound (per hop: derived)"})
     sync_s: float = field(default=2.0, metadata={"help": "registry / anti-entropy period"})
     reporter_budget: float = field(default=0.5, metadata={"help": "max trust one reporter moves per peer per window"})
@@ -56,7 +58,16 @@ class Settings:
     # --- worker
     model: str = field(default="smollm2-135m", metadata={
         "help": "worker: smollm2-135m | tiny-llama-L | HF folder | hub id; seeker: the one model it serves (or its fingerprint)"})
-    layers: str = field(default="", metadata={"help": "START:END layer range hosted by a worker"})
+    layers: str = field(default="", metadata={
+        "help": "START:END layer range hosted by a worker, or auto (placed from the network's coverage)"})
+    max_layers: int = field(default=0, metadata={"help": "worker --layers auto: at most this many layers (0: no bound)"})
+    memory_mib: int = field(default=0, metadata={
+        "help": "worker --layers auto: resident weights at most this (0: no bound; KV cache: --cache-tokens)"})
+    drain_s: float = field(default=30.0, metadata={
+        "help": "worker: on SIGTERM or a move, running sessions get this long to finish"})
+    heal_after_s: float = field(default=0.0, metadata={
+        "help": "worker --layers auto: a hole must last this long before a worker moves (0: 2 x heartbeat_s)"})
+    move_window_s: float = field(default=600.0, metadata={"help": "worker --layers auto: at most one move per window"})
     torch_threads: int = field(default=1, metadata={"help": "torch threads per worker process"})
     max_sessions: int = field(default=64, metadata={"help": "concurrent KV-cache sessions per worker"})
     cache_tokens: int = field(default=65536, metadata={"help": "KV-cache token budget per worker"})
@@ -68,6 +79,8 @@ class Settings:
     max_new_tokens: int = field(default=64, metadata={"help": "tokens to generate"})
     hop_timeout_floor_s: float = field(default=2.0, metadata={"help": "minimum per-hop deadline"})
     hop_timeout_factor: float = field(default=10.0, metadata={"help": "per-hop deadline = factor x EWMA (+ floor)"})
+    heal_wait_s: float = field(default=0.0, metadata={
+        "help": "seeker: a repair with no replacement waits this long for one to appear (a healing move)"})
 
     sources: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -90,11 +103,14 @@ class Settings:
             raise UserError("alpha must be in (0, 1]")
         if not 0.0 <= self.initial_trust <= 1.0:
             raise UserError("initial_trust must be in [0, 1]")
-        for name in ("heartbeat_s", "node_timeout_s", "request_timeout_s", "sync_s", "latency0_ms"):
+        for name in ("heartbeat_s", "node_timeout_s", "request_timeout_s", "sync_s", "latency0_ms", "forget_after_s"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be > 0")
         if self.mode not in ("g-trac", "sp", "mr", "larac", "naive"):
             raise UserError(f"unknown routing mode {self.mode!r} (g-trac, sp, mr, larac, naive)")
+        for name in ("max_layers", "memory_mib", "drain_s", "heal_after_s", "move_window_s", "heal_wait_s"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0")
         if self.torch_threads < 1:
             raise UserError("torch_threads must be >= 1")
         return self

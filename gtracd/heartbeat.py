@@ -25,9 +25,13 @@ GOSSIP_PAYLOAD_MAX = 48 * 1024
 BATCH_BYTES = GOSSIP_PAYLOAD_MAX - 1024
 
 
+MEMBERSHIP = ("state", "target", "auto", "max_layers", "memory_mib")
+
+
 @dataclass
 class Hosted:
-    """One identity this process announces. `state()` returns the live fields (free_tokens, load)."""
+    """One identity this process announces. `state()` returns the live fields (free_tokens, load; for a
+    self-placing or draining worker also start, end and the membership fields)."""
 
     signer: Signer
     model: str
@@ -41,11 +45,13 @@ class Hosted:
 
     def body(self, network: str) -> dict:
         live = self.state() if self.state else {}
-        b = {"network": network, "model": self.model, "start": self.start, "end": self.end,
+        b = {"network": network, "model": self.model, "start": live.get("start", self.start),
+             "end": live.get("end", self.end),
              "addrs": self.addrs[:16], "free_tokens": int(live.get("free_tokens", 0)),
              "load": float(live.get("load", 0.0)), "version": __version__, "total_layers": self.total_layers}
         if self.name:
             b["name"] = self.name[:64]
+        b.update({k: live[k] for k in MEMBERSHIP if live.get(k) is not None})
         return b
 
 
@@ -69,12 +75,34 @@ def heartbeat_messages(node_signer: Signer, network: str, hosted: list[Hosted]) 
     return out
 
 
-async def publish_heartbeats(node, hosted: list[Hosted], period: float) -> None:
+class Nudge:
+    """Publish the next heartbeat now (a state change), and optionally faster for a while (joining)."""
+
+    def __init__(self):
+        self.event = trio.Event()
+        self.sent = trio.Event()  # set (and replaced) after each round is published
+        self.fast_s: float | None = None  # period while set (a joining worker announces itself quickly)
+
+    def __call__(self) -> None:
+        self.event.set()
+
+
+async def publish_heartbeats(node, hosted: list[Hosted], period: float, nudge: Nudge | None = None) -> None:
     signer = Signer(node.ident)
     while True:
+        if nudge is not None:
+            nudge.event = trio.Event()
         for msg in heartbeat_messages(signer, node.settings.network, hosted):
             await node.gossip.publish("heartbeats", msg)
-        await trio.sleep(period)
+        if nudge is not None:
+            nudge.sent.set()
+            nudge.sent = trio.Event()
+        wait = period if nudge is None or nudge.fast_s is None else min(period, nudge.fast_s)
+        with trio.move_on_after(wait):
+            if nudge is not None:
+                await nudge.event.wait()
+            else:
+                await trio.sleep_forever()
 
 
 def admit_heartbeats(node, data: bytes, now: float | None = None) -> list[WorkerEntry]:

@@ -50,7 +50,11 @@ class HopSession:
         if self.fs is None:
             await self.connect(timeout)
         try:
-            await self.fs.send(kind, body, min(timeout, WRITE_TIMEOUT_S))
+            try:
+                await self.fs.send(kind, body, min(timeout, WRITE_TIMEOUT_S))
+            except StreamClosed:
+                await self._last_words()  # a worker that left may have said why first (`draining`)
+                raise
             rkind, rbody = await self.fs.read(timeout)
         except trio.TooSlowError:
             await self.abort()
@@ -67,6 +71,17 @@ class HopSession:
             await self.abort()
             raise HopFailed(self.peer, f"answered {rkind} to {kind}")
         return rbody
+
+    async def _last_words(self) -> None:
+        """The stream broke on our write: if the worker sent an error frame before it closed (a drain cut our
+        session), raise that instead of a transport failure."""
+        try:
+            rkind, rbody = await self.fs.read(0.5)
+        except (trio.TooSlowError, StreamClosed, DecodeError):
+            return
+        if rkind == "error":
+            await self.abort()
+            raise HopError(self.peer, rbody["code"], rbody["message"], rbody.get("retry_after_s"))
 
     async def open(self, body: dict, timeout: float) -> None:
         """Open the session; with a nonce in `body`, the identity must prove it is served at this host."""

@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import sys
-import time
 
 import trio
 
@@ -40,7 +39,7 @@ from . import common
 log = logging.getLogger("gtracd.seeker")
 SETTINGS = ["model", "mode", "trust_floor", "penalty_ms", "larac_min_reliability", "max_new_tokens", "max_length",
             "hop_timeout_floor_s", "hop_timeout_factor", "request_timeout_s", "sync_s", "node_timeout_s",
-            "spot_check_rate", "spot_check_calls", *RULE_SETTINGS]
+            "spot_check_rate", "spot_check_calls", "heal_wait_s", "forget_after_s", *RULE_SETTINGS]
 
 
 def build_parser():
@@ -86,7 +85,7 @@ async def discover(net: SeekerNet, view: PeerView, addrs: list[str], timeout: fl
             problems.append(f"{addr}: {type(e).__name__}: {e}")
             return
         view.add(WorkerEntry(info["peer_id"], addr, info["start"], info["end"], info["total_layers"], info["model"],
-                             info["name"], alive=True, last_seen=time.time()))
+                             info["name"], alive=True))  # last_seen 0: given by --peer, not by heartbeats
 
     async with trio.open_nursery() as n:
         for a in addrs:
@@ -164,7 +163,7 @@ async def _generate(args, s, view, net, sampling, status, cache) -> int:
     def new_gen(rng_seed=None):
         return Generation(net, view, _params(s), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
                           s.hop_timeout_factor, rng=random.Random(rng_seed), spot_check_rate=s.spot_check_rate,
-                          spot_check_calls=s.spot_check_calls)
+                          spot_check_calls=s.spot_check_calls, heal_wait_s=s.heal_wait_s)
 
     if args.chat:
         return await _chat(args, s, new_gen(), status, report)

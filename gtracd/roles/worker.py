@@ -1,8 +1,13 @@
-"""`gtracd --role worker --layers START:END`: hosts a layer range and serves inference sessions.
+"""`gtracd --role worker --layers START:END|auto`: hosts a layer range and serves inference sessions.
 
 One long-lived stream per session (/gtrac/infer/1.0.0): open -> prefill -> step ... -> close / cancel.
 Compute runs in one worker thread at a time (one torch thread by default); the event loop stays free to
 read frames, so a `cancel` arriving mid-step is seen at once and answered with an error frame.
+
+Lifecycle (announced in heartbeats): joining -> loading -> serving (a worker placed by hand starts
+serving) -> draining. SIGTERM drains: no new sessions (`draining` refusals), running sessions get
+`drain_s` to finish, then the ones left are told `draining` and the worker exits (a second signal exits at
+once). `--layers auto` places itself and may move to heal a hole (gtracd.membership.agent).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from .limits import FairCompute, InFlight
 
 log = logging.getLogger("gtracd.worker")
 SETTINGS = ["model", "layers", "torch_threads", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
-            "heartbeat_s", "peer_streams", "max_streams"]
+            "heartbeat_s", "peer_streams", "max_streams", "max_layers", "memory_mib", "drain_s", "heal_after_s",
+            "move_window_s", "node_timeout_s", "trust_floor", "initial_trust", "forget_after_s"]
 INBOX = 1  # frames read ahead per stream (a `cancel` is still seen mid-step: the reader keeps reading)
 
 
@@ -79,11 +85,51 @@ class WorkerDaemon:
         self.refusals: dict[str, int] = {}  # error frames sent, by code
         self.streams: dict[str, int] = {}  # open inference streams per remote peer
         self.inflight = InFlight()
+        self.state = "serving"  # joining | loading | serving | draining (announced in heartbeats)
+        self.target: tuple[int, int] | None = None  # draining to move here
+        self.conns: dict[int, tuple[dict, trio.CancelScope]] = {}  # open streams: their sessions, their scope
+        self.session_closed = trio.Event()  # set (and replaced) whenever a stream's sessions end
+        self.nudge = None  # heartbeat.Nudge: announce a state change at once
+
+    def set_state(self, state: str, target: tuple[int, int] | None = None) -> None:
+        self.state, self.target = state, target
+        if self.nudge is not None:
+            self.nudge()
+
+    def _closed(self) -> None:
+        self.session_closed.set()
+        self.session_closed = trio.Event()
+
+    def sessions_open(self) -> int:
+        return sum(len(owned) for owned, _ in self.conns.values())
+
+    async def drain(self, bound_s: float, target: tuple[int, int] | None = None) -> int:
+        """Stop taking sessions, give the running ones `bound_s` to finish, then cut the rest (each is told
+        `draining`, so its seeker repairs without blame). Returns how many were cut."""
+        self.set_state("draining", target)
+        if self.nudge is not None:
+            with trio.move_on_after(2.0):  # seekers hear it before we go (or stop taking sessions)
+                await self.nudge.sent.wait()
+        with trio.move_on_after(bound_s):
+            while self.sessions_open():
+                await self.session_closed.wait()
+        cut = self.sessions_open()
+        for _, scope in list(self.conns.values()):
+            scope.cancel()
+        with trio.move_on_after(5.0):
+            while self.conns:
+                await self.session_closed.wait()
+        self.counters["drain_cut"] = self.counters.get("drain_cut", 0) + cut
+        return cut
 
     # single-identity workers (the common case) read these
     @property
     def server(self):
         return self.default.server
+
+    def install(self, server) -> None:
+        """A self-placing worker's shard: loaded, moved (the old one once every session on it ended)."""
+        self.default.server = server
 
     @property
     def ident(self):
@@ -109,15 +155,18 @@ class WorkerDaemon:
         owned: dict[bytes, tuple[Served, bytes]] = {}  # seeker's session id -> (identity, internal id)
         inbox_send, inbox = trio.open_memory_channel(INBOX)
         interrupted = trio.Event()  # the stream ended or a cancel came: a stalled stage stops
+        key = id(fs)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reader, fs, remote, inbox_send, owned, interrupted)
-                async for item, size in inbox:
-                    try:
-                        await self._serve(fs, item, owned, interrupted, remote)
-                    finally:
-                        self.inflight.release(remote, size)
-                nursery.cancel_scope.cancel()
+            with trio.CancelScope() as scope:  # drain() cancels it once its bound passed
+                self.conns[key] = (owned, scope)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader, fs, remote, inbox_send, owned, interrupted)
+                    async for item, size in inbox:
+                        try:
+                            await self._serve(fs, item, owned, interrupted, remote)
+                        finally:
+                            self.inflight.release(remote, size)
+                    nursery.cancel_scope.cancel()
         except* (StreamClosed, trio.TooSlowError):
             pass  # the seeker went away or stopped reading: its sessions are freed below
         except* Exception as eg:  # never let one stream's failure reach libp2p's handler task
@@ -137,6 +186,13 @@ class WorkerDaemon:
                 self.streams.pop(remote, None)
             for sv, isid in owned.values():
                 sv.server.close(isid)
+            if owned and self.state == "draining":  # cut by the drain bound: say so, the seeker won't blame
+                for sid in list(owned):
+                    await fs.quietly(lambda sid=sid: self._error(fs, "draining", "the worker is leaving; this "
+                                                                 "session was cut by its drain bound", sid))
+            owned.clear()
+            self.conns.pop(key, None)
+            self._closed()
             await fs.close()
 
     async def _reader(self, fs: FramedStream, remote: str, send, owned, interrupted: trio.Event) -> None:
@@ -193,6 +249,9 @@ class WorkerDaemon:
         await fs.send("error", body, WRITE_TIMEOUT_S)
 
     def _open(self, body: dict, owned, remote: str) -> dict:
+        if self.state != "serving":
+            raise Refused("draining", "this worker takes no new sessions (draining)" if self.state == "draining"
+                          else f"this worker is not serving yet ({self.state})", BUSY_RETRY_S)
         sid = body["session"]
         sv = self.served.get(body["peer"]) if body.get("peer") else self.default
         if sv is None or (sv.behaviour is not None and not sv.behaviour.alive(time.monotonic())):
@@ -217,6 +276,8 @@ class WorkerDaemon:
             if kind == "_bad":
                 code = "bad_tensor" if body.field and "hidden" in body.field else "bad_frame"
                 await self._error(fs, code, str(body))
+            elif kind in ("info", "tokenize") and self.server is None:
+                raise Refused("draining", f"this worker is not serving yet ({self.state})", BUSY_RETRY_S)
             elif kind == "info":
                 await fs.send("info_reply", self.server.info(self.ident.peer_id, self.name, __version__),
                               WRITE_TIMEOUT_S)
@@ -232,6 +293,7 @@ class WorkerDaemon:
                 hit = owned.pop(sid, None)
                 if hit is not None:
                     hit[0].server.close(hit[1])
+                    self._closed()
                     if kind == "cancel":
                         self.counters["cancelled"] += 1
             else:
@@ -240,6 +302,7 @@ class WorkerDaemon:
             if e.code == "cancelled" and sid in owned:
                 sv, isid = owned.pop(sid)
                 sv.server.close(isid)
+                self._closed()
                 self.counters["cancelled"] += 1
             await self._error(fs, e.code, str(e), sid, e.retry_after_s)
         except DecodeError as e:
@@ -304,8 +367,11 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     s = common.settings_from(args, SETTINGS)
     if not s.layers:
-        raise UserError("a worker needs --layers START:END (e.g. --layers 0:10)")
-    start, end = parse_layers(s.layers)
+        raise UserError("a worker needs --layers START:END (e.g. --layers 0:10) or --layers auto")
+    auto = s.layers.strip() == "auto"
+    start, end = (0, 0) if auto else parse_layers(s.layers)
+    if not auto and (s.max_layers or s.memory_mib):
+        raise UserError("--max-layers / --memory-mib size a worker placed with --layers auto")
     os.environ.setdefault("OMP_NUM_THREADS", str(s.torch_threads))  # before torch loads
     common.setup_logging(args.log_level)
     from ..engine import require_torch
@@ -317,42 +383,131 @@ def main(argv: list[str]) -> int:
 
     set_threads(s.torch_threads)
     folder = resolve_model(s.model, log=lambda m: print(m, file=sys.stderr))
-    ident = common.identity(args, s, f"worker-{start}-{end}")
-    t0 = time.perf_counter()
-    server = ShardServer(folder, start, end, s.max_sessions, s.cache_tokens, s.session_ttl_s)
-    log.info("loaded layers %d:%d of %s in %.2fs", start, end, folder, time.perf_counter() - t0)
-    name = args.name or f"worker-{start}-{end}"
+
+    def load(a: int, b: int):
+        t0 = time.perf_counter()
+        srv = ShardServer(folder, a, b, s.max_sessions, s.cache_tokens, s.session_ttl_s)
+        log.info("loaded layers %d:%d of %s in %.2fs", a, b, folder, time.perf_counter() - t0)
+        return srv
+
+    default = "worker" if auto else f"worker-{start}-{end}"
+    ident = common.identity(args, s, default)
+    name = args.name or default
+    server = None if auto else load(start, end)
+    daemon = WorkerDaemon([Served(ident, server, name)], ident.peer_id, s, name)
     try:
-        trio.run(_serve, WorkerDaemon([Served(ident, server, name)], ident.peer_id, s, name), args)
+        trio.run(_serve, daemon, args, (folder, load) if auto else None)
     except KeyboardInterrupt:
         pass
     return 0
 
 
-async def _serve(daemon: WorkerDaemon, args) -> None:
+async def _until_drained(daemon: WorkerDaemon, cancel_scope: trio.CancelScope) -> None:
+    """First SIGTERM / SIGINT: graceful leave (drain within drain_s, then exit); a second one: exit now."""
+    import signal
+
+    async def leave():
+        if daemon.server is not None:
+            print(f"gtracd worker {daemon.name}: draining ({daemon.sessions_open()} session(s), at most "
+                  f"{daemon.settings.drain_s:g}s; signal again to exit now)", file=sys.stderr, flush=True)
+            await daemon.drain(daemon.settings.drain_s)  # a leave overrides a move in progress (no target)
+        cancel_scope.cancel()
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+        async with trio.open_nursery() as n:
+            asked = False
+            async for _ in sigs:
+                if asked:
+                    break  # asked twice: exit now
+                asked = True
+                n.start_soon(leave)
+            cancel_scope.cancel()
+
+
+async def _serve(daemon: WorkerDaemon, args, auto) -> None:
+    from ..heartbeat import Nudge
+
+    daemon.nudge = Nudge()
+    closing = []
+    try:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_until_drained, daemon, outer.cancel_scope)
+            await _run(daemon, args, auto, closing)
+    finally:
+        for close in closing:  # after the host and every handler stopped
+            close()
+
+
+async def _run(daemon: WorkerDaemon, args, auto, closing: list) -> None:
     from ..heartbeat import Hosted, publish_heartbeats
     from ..node import running_node
     from ..wire.envelope import Signer
 
     s = daemon.settings
-    srv = daemon.server
-    async with trio.open_nursery() as outer:
-        outer.start_soon(common.until_signalled, outer.cancel_scope)
-        async with running_node("worker", daemon.name, daemon.ident, s,
-                                persistent_peerstore=not args.ephemeral) as node:
-            node.host.set_stream_handler(INFER, daemon.handle)
-            addrs = node.addrs
-            hosted = Hosted(Signer(daemon.ident), srv.fingerprint, srv.start, srv.end, srv.shard.total, addrs,
-                            daemon.name, state=lambda: {"free_tokens": srv.table.free_tokens,
-                                                        "load": len(srv.table) / max(1, s.max_sessions)})
-            node.extra_status = lambda: {"layers": [srv.start, srv.end], "model": srv.fingerprint,
-                                         "sessions": len(srv.table), "free_tokens": srv.table.free_tokens,
-                                         "counters": daemon.counters, "refusals": daemon.refusals}
-            node.nursery.start_soon(publish_heartbeats, node, [hosted], s.heartbeat_s)
-            info = {"role": "worker", "peer_id": daemon.ident.peer_id, "addrs": addrs, "start": srv.start,
-                    "end": srv.end, "total_layers": srv.shard.total, "model": srv.fingerprint, "name": daemon.name,
-                    "pid": os.getpid()}
-            common.write_ready(args.ready_file, info)
-            print(f"gtracd worker {daemon.name} layers {srv.start}:{srv.end} ready: {addrs[0]}", file=sys.stderr,
-                  flush=True)
-            await trio.sleep_forever()
+    async with running_node("worker", daemon.name, daemon.ident, s,
+                            persistent_peerstore=not args.ephemeral) as node:
+        node.host.set_stream_handler(INFER, daemon.handle)
+        addrs = node.addrs
+        agent = None
+        if auto is not None:
+            agent = await _start_agent(daemon, node, s, *auto)
+            closing.append(agent.cache.close)
+            fp, total = agent.model, agent.fp.layers
+        else:
+            fp, total = daemon.server.fingerprint, daemon.server.shard.total
+
+        def live() -> dict:
+            srv = daemon.server
+            out = {"state": daemon.state, "target": list(daemon.target) if daemon.target else None,
+                   "free_tokens": srv.table.free_tokens if srv else 0,
+                   "load": len(srv.table) / max(1, s.max_sessions) if srv else 0.0}
+            if agent is not None:
+                a, b = agent.range or (0, 0)
+                out.update(start=a, end=b, auto=True, max_layers=s.max_layers, memory_mib=s.memory_mib)
+            return out
+
+        start, end = (0, 0) if agent else (daemon.server.start, daemon.server.end)
+        hosted = Hosted(Signer(daemon.ident), fp, start, end, total, addrs, daemon.name, state=live)
+
+        def status() -> dict:
+            srv = daemon.server
+            out = {"layers": [srv.start, srv.end] if srv else None, "model": fp, "state": daemon.state,
+                   "sessions": len(srv.table) if srv else 0, "free_tokens": srv.table.free_tokens if srv else 0,
+                   "counters": daemon.counters, "refusals": daemon.refusals}
+            if agent is not None:
+                out["placement"] = agent.status()
+            return out
+
+        node.extra_status = status
+        node.nursery.start_soon(publish_heartbeats, node, [hosted], s.heartbeat_s, daemon.nudge)
+        if agent is not None:
+            await agent.join()
+            node.nursery.start_soon(agent.heal_forever)
+        srv = daemon.server
+        info = {"role": "worker", "peer_id": daemon.ident.peer_id, "addrs": addrs, "start": srv.start,
+                "end": srv.end, "total_layers": total, "model": fp, "name": daemon.name, "pid": os.getpid(),
+                "auto": agent is not None}
+        common.write_ready(args.ready_file, info)
+        print(f"gtracd worker {daemon.name} layers {srv.start}:{srv.end} ready: {addrs[0]}", file=sys.stderr,
+              flush=True)
+        await trio.sleep_forever()
+
+
+async def _start_agent(daemon: WorkerDaemon, node, s, folder, load):
+    """The self-placing worker's view of the network (heartbeats + ledger replica, as a seeker keeps it) and
+    its placement agent."""
+    from ..engine.fingerprint import fingerprint
+    from ..engine.footprint import footprint
+    from ..membership.agent import Agent, budget_of
+    from ..seeker.cache import SeekerCache, anchor_ids
+    from ..seeker.peerview import PeerView
+
+    fp = fingerprint(folder)
+    foot = footprint(folder)
+    view = PeerView(s.initial_trust, model=fp, depth=foot.layers)
+    view.node_timeout_s = s.node_timeout_s
+    cache = SeekerCache(node, view, anchor_ids(s.keystore_path), data_dir=s.home / "worker")
+    await node.nursery.start(cache.run)
+    agent = Agent(daemon, view, daemon.ident.peer_id, fp, foot, budget_of(s.max_layers, s.memory_mib), s, load)
+    agent.cache = cache
+    return agent

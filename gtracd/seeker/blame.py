@@ -3,7 +3,7 @@
 A worker is blamed (a failure report naming it, -penalty) only for what it did wrong: no answer in time, a
 broken stream, an error it caused, a model or range it announced but does not serve, an identity it cannot
 prove, or wrong output caught by a spot check. It is never blamed for saying no before doing any work
-(`busy` with a retry-after, `draining`), for dropping our session from its cache (`unknown_session`: evicted
+(`busy` with a retry-after, `draining`), for a session cut while it announced draining, for dropping our session from its cache (`unknown_session`: evicted
 by budget or TTL, which the worker's fair-share admission allows), or for errors the seeker caused
 (`cancelled`, `too_long`). Unblamed failures are still routed around: the seeker repairs the hop like any
 other failure, and a `busy` worker is skipped until its retry-after passes. A hop that refuses its input as
@@ -31,9 +31,13 @@ class Verdict:
     retry_after_s: float | None = None
 
 
-def verdict(err: BaseException) -> Verdict:
-    """Classify a hop failure (HopError / HopFailed / a spot-check mismatch) into its blame verdict."""
+def verdict(err: BaseException, draining: bool = False) -> Verdict:
+    """Classify a hop failure (HopError / HopFailed / a spot-check mismatch) into its blame verdict.
+    `draining`: the worker announced draining since the session opened (a graceful leave or a move): a
+    session its drain bound cut is repaired like any failure but never blamed (wrong output still is)."""
     code = getattr(err, "code", None)
+    if draining and code != WRONG_OUTPUT:
+        return Verdict("refusal" if code in REFUSALS else "drained", False)
     if code is None:  # HopFailed: the transport broke or the deadline passed
         why = str(err)
         return Verdict("timeout" if ("timed out" in why or "no answer" in why) else "transport", True)

@@ -72,7 +72,9 @@ class SeekerCache:
                 e = WorkerEntry(**w)
             except TypeError:
                 continue
-            e.alive = bool(e.last_seen) and now - e.last_seen <= self.s.node_timeout_s
+            if not e.last_seen or now - e.last_seen > self.s.forget_after_s:
+                continue  # a ghost: not heard for so long it is forgotten
+            e.alive = now - e.last_seen <= self.s.node_timeout_s
             self.view.workers.setdefault(e.peer_id, e)
             if e.last_seen and now - e.last_seen <= 10 * self.s.node_timeout_s:
                 self._keep(e)  # dial it: if it is still up, its next heartbeat marks it alive
@@ -162,6 +164,8 @@ class SeekerCache:
         last_save = 0.0
         while True:
             now = time.time()
+            for pid in self.view.expire(now, self.s.forget_after_s):
+                self.node.events("worker_forgotten", peer=pid)
             for pid in self.view.refresh(now, self.s.node_timeout_s):
                 self.node.events("worker_down", peer=pid)
                 w = self.view.workers[pid]
@@ -262,7 +266,8 @@ class SeekerCache:
                            "last_pull_age_s": None if self.last_pull_ok is None else round(now - self.last_pull_ok, 1)},
                 "anchors": {a: {"reachable": a in self.node.links.connected()} for a in sorted(self.anchors)},
                 "outbox": len(self.outbox), "refused": self.refused, "counters": self.counters,
-                "workers": {w.peer_id: {"name": w.name, "layers": [w.start, w.end], "alive": w.alive,
+                "workers": {w.peer_id: {"name": w.name, "layers": [w.start, w.end],
+                                        "alive": self.view.heard_recently(w, now), "state": w.state,
                                         "heard_s_ago": round(now - w.last_seen, 1) if w.last_seen else None,
                                         "trust": round(self.view.trust(w.peer_id), 4),
                                         "latency_ms": round(self.view.latency(w.peer_id), 2), "load": w.load,
@@ -299,8 +304,10 @@ def pinned_view(s) -> PeerView:
     SmolLM2)."""
     from ..engine.fingerprint import pinned_model  # torch-free
 
-    return PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
+    view = PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
                     *pinned_model(s.model))
+    view.node_timeout_s = s.node_timeout_s  # ghosts leave routing at once, not at the next refresh
+    return view
 
 
 def anchor_ids(keystore_path) -> set[str]:

@@ -24,7 +24,7 @@ import trio
 
 from ..errors import GtracError
 from ..net.hop import HopError, HopFailed, HopSession
-from ..routing import NoRoute, Params, replacement, route
+from ..routing import NoRoute, Params, Peer, replacement, route
 from ..sessions import BUSY_RETRY_S
 from ..wire import encode_tensor
 from .blame import verdict
@@ -82,6 +82,7 @@ class Hop:
     step_ms: list[float] = field(default_factory=list)
     compute_ms: list[float] = field(default_factory=list)
     call_ms: list[float] = field(default_factory=list)  # every call (prefills too)
+    opened_at: float = field(default_factory=time.time)  # wall, like heartbeats: drained since then?
 
     def latency_ms(self) -> float | None:
         xs = self.step_ms or self.call_ms
@@ -187,7 +188,7 @@ class Generation:
                  sampling: dict | None = None, max_length: int = 4096, hop_timeout_floor_s: float = 2.0,
                  hop_timeout_factor: float = 10.0, open_timeout_s: float = 10.0, rng: random.Random | None = None,
                  max_repairs: int | None = None, spot_check_rate: float = 0.0, spot_check_calls: int = 4,
-                 check_rng: random.Random | None = None):
+                 check_rng: random.Random | None = None, heal_wait_s: float = 0.0):
         self.net, self.view, self.params, self.mode = net, view, params, mode
         self.sampling = sampling or {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
         self.max_length = max_length
@@ -204,6 +205,7 @@ class Generation:
         self.eos_ids: list[int] = []
         self.exact_replay_max = 8  # longer histories: decode steps merged into one chunk (see replay_plan)
         self.max_repairs = max_repairs  # None: one repair per failing call; 1: the paper's one-shot per request
+        self.heal_wait_s = heal_wait_s  # how long a repair with no replacement waits for one to appear
         self.repair_attempts = 0
         self.final_blamed = True  # False when the request ended on a failure no worker is blamed for
         self._width: int | None = None  # the model's hidden width, from the first relayed hidden state
@@ -286,31 +288,59 @@ class Generation:
         self.final_blamed = blamed
         return GenerationFailed(message, culprit, blamed)
 
+    def _verdict(self, err: BaseException, hop: Hop):
+        return verdict(err, self.view.drained_since(hop.peer.peer_id, hop.opened_at))
+
+    def _excluded(self) -> set[str]:
+        """Never a replacement: failed peers, busy ones, and chain members still hosting the range they serve
+        in this chain (one that moved to another range, healing a hole, may serve there)."""
+        now = time.monotonic()
+        same = {h.peer.peer_id for h in self.hops if (w := self.view.workers.get(h.peer.peer_id)) is not None
+                and (w.start, w.end) == (h.peer.start, h.peer.end)}
+        return self.failed | same | self.view.busy(now)
+
+    async def _replacement(self, old: Hop):
+        """The best live replacement for the range `old` served (the view may already show its peer
+        elsewhere); with heal_wait_s, wait (bounded) for one to appear (a self-placing worker moving to heal
+        the hole) whenever the view changes."""
+        failed = Peer(old.peer.peer_id, old.peer.start, old.peer.end, 0.0, 0.0, False)
+        deadline = trio.current_time() + self.heal_wait_s
+        while True:
+            rep = replacement(self.view.snapshot(self.model), failed, self.params, exclude=self._excluded())
+            if rep is not None or trio.current_time() >= deadline:
+                return rep
+            changed = trio.Event()
+            self.view.listeners.append(changed.set)
+            try:
+                with trio.move_on_at(min(deadline, trio.current_time() + 1.0)):  # busy peers expire too
+                    await changed.wait()
+            finally:
+                self.view.listeners.remove(changed.set)
+
     async def _repair(self, i: int, err: Exception) -> None:
         old = self.hops[i]
         pid = old.peer.peer_id
         self.failed.add(pid)
-        v = verdict(err)
+        v = self._verdict(err, old)
         if v.kind == "refusal":  # route around it for as long as it asked
             self.view.refused(pid, time.monotonic() + (v.retry_after_s or BUSY_RETRY_S))
         if self.max_repairs is not None and len(self.repair_log) >= self.max_repairs:
             await old.session.abort()
             raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) after "
                                f"{len(self.repair_log)} repair(s) this request", pid, v.blamed)
-        self.view.workers[pid].alive = isinstance(err, HopError)  # a transport failure: presumed gone
+        if pid in self.view.workers:
+            self.view.workers[pid].alive = isinstance(err, HopError)  # a transport failure: presumed gone
         await self.checker.drop(i)  # a replaced hop's witness no longer mirrors it
         self.net.forget(pid)
         await old.session.abort()
         t0 = time.perf_counter()
-        snap = self.view.snapshot(self.model)
-        failed_peer = snap.by_id.get(pid)
-        exclude = self.failed | set(self.chain) | self.view.busy(time.monotonic())
-        rep = replacement(snap, failed_peer, self.params, exclude=exclude) if failed_peer else None
+        rep = await self._replacement(old)
         if rep is None:
             raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
                                f"replacement with trust >= {self.params.trust_floor:g} is known", pid, v.blamed)
         log.warning("hop %d %s failed (%s); repairing with %s", i, pid[-8:], err, rep.id[-8:])
         self.repair_attempts += 1
+        new = None
         try:
             hs = await self.net.session(rep.id, self.open_timeout)
             new = Hop(self.view.workers[rep.id], hs, history=list(old.history))
@@ -319,7 +349,7 @@ class Generation:
                 await hs.timed("prefill", ch.body(self.sid, sample=False), self.deadline(new, ch.n))
         except (HopFailed, HopError) as e2:
             self.failed.add(rep.id)
-            v2 = verdict(e2)
+            v2 = self._verdict(e2, new) if new is not None else verdict(e2)
             if v2.kind == "refusal":
                 self.view.refused(rep.id, time.monotonic() + (v2.retry_after_s or BUSY_RETRY_S))
             # blame the original hop if it was at fault, else the replacement if it was
@@ -350,7 +380,7 @@ class Generation:
                     raise self._failed(f"hop {i} refused the hidden state hop {i - 1} ({producer.peer_id[-8:]}) "
                                        f"produced: {e}", producer.peer_id, True) from None
                 if attempt == 1:
-                    v = verdict(e)
+                    v = self._verdict(e, hop)
                     raise self._failed(f"hop {i} failed again after repair: {e}", hop.peer.peer_id, v.blamed) from None
                 await self._repair(i, e)
                 continue
@@ -413,7 +443,7 @@ class Generation:
                 return res["tokens"]
             except (HopFailed, HopError) as e:
                 if attempt == 1:
-                    raise self._failed(f"tokenization failed: {e}", hop.peer.peer_id, verdict(e).blamed) from None
+                    raise self._failed(f"tokenization failed: {e}", hop.peer.peer_id, self._verdict(e, hop).blamed) from None
                 await self._repair(0, e)
         raise AssertionError("unreachable")
 

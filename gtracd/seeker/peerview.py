@@ -7,6 +7,7 @@ this seeker's own observations; the anchors' ledger (control plane) supersedes i
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from ..routing import Peer, Snapshot
@@ -27,6 +28,15 @@ class WorkerEntry:
     last_seen: float = 0.0
     free_tokens: int | None = None
     load: float | None = None
+    state: str = "serving"  # joining | loading | serving | draining (wire.kinds.WORKER_STATES)
+    target: list[int] | None = None  # draining to move here (healing)
+    auto: bool = False  # self-placing: may move to heal a hole
+    max_layers: int = 0  # its budget (0: none), for joint placement
+    memory_mib: int = 0
+
+    @property
+    def has_range(self) -> bool:
+        return 0 <= self.start < self.end <= self.total_layers
 
 
 def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
@@ -36,7 +46,9 @@ def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
     if not addrs:
         return None
     return WorkerEntry(env.sender_id, addrs[0], b["start"], b["end"], b.get("total_layers") or b["end"], b["model"],
-                       b.get("name", ""), alive=True, last_seen=now, free_tokens=b["free_tokens"], load=b["load"])
+                       b.get("name", ""), alive=True, last_seen=now, free_tokens=b["free_tokens"], load=b["load"],
+                       state=b.get("state", "serving"), target=b.get("target"), auto=bool(b.get("auto", False)),
+                       max_layers=b.get("max_layers", 0), memory_mib=b.get("memory_mib", 0))
 
 
 class PeerView:
@@ -51,17 +63,28 @@ class PeerView:
         self.reward, self.penalty, self.unknown_penalty = reward, penalty, unknown_penalty
         self.external_trust: dict[str, float] = {}  # from the anchors' ledger, when present
         self.external_latency: dict[str, float] = {}
+        # a worker not heard within this (wall-clock seconds, as heartbeats are stamped) is out of routing at
+        # once, whether or not refresh() has run since (None: only refresh() decides)
+        self.node_timeout_s: float | None = None
+        self.drained_at: dict[str, float] = {}  # worker -> last time (wall) it announced draining
+        self.listeners: list = []  # called (no arguments) when a worker appears, returns, moves or changes state
 
     def add(self, w: WorkerEntry) -> None:
         old = self.workers.get(w.peer_id)
         if old is not None:
             w.latency_ms, w.trust = old.latency_ms, old.trust
         self.workers[w.peer_id] = w
+        if w.state == "draining":
+            self.drained_at[w.peer_id] = w.last_seen
 
     def heard(self, w: WorkerEntry) -> bool:
         """A heartbeat: add or refresh the worker. True if it is new or came back."""
         old = self.workers.get(w.peer_id)
         self.add(w)
+        if old is None or not old.alive or (old.start, old.end, old.state, old.target) != (w.start, w.end, w.state,
+                                                                                          w.target):
+            for fn in list(self.listeners):
+                fn()
         return old is None or not old.alive
 
     def refresh(self, now: float, node_timeout_s: float) -> list[str]:
@@ -73,6 +96,26 @@ class PeerView:
                 w.alive = False
                 died.append(w.peer_id)
         return died
+
+    def expire(self, now: float, ttl_s: float) -> list[str]:
+        """Ghosts: forget workers not heard within ttl_s (they were shown as gone until then)."""
+        gone = [p for p, w in self.workers.items() if w.last_seen and now - w.last_seen > ttl_s]
+        for p in gone:
+            del self.workers[p]
+            self.drained_at.pop(p, None)
+            self.busy_until.pop(p, None)
+        return gone
+
+    def heard_recently(self, w: WorkerEntry, now: float) -> bool:
+        return w.alive and (self.node_timeout_s is None or not w.last_seen or now - w.last_seen <= self.node_timeout_s)
+
+    def routable(self, w: WorkerEntry, now: float) -> bool:
+        """Alive, serving and placed: a worker joining, loading or draining takes no new sessions."""
+        return self.heard_recently(w, now) and w.state == "serving" and w.has_range
+
+    def drained_since(self, pid: str, t: float) -> bool:
+        """Did this worker announce draining at or after `t` (wall)? Its failures are then not its fault."""
+        return self.drained_at.get(pid, -1.0) >= t
 
     def trust(self, pid: str) -> float:
         if pid in self.external_trust:
@@ -149,10 +192,12 @@ class PeerView:
             del self.busy_until[p]
         return set(self.busy_until)
 
-    def snapshot(self, model: str) -> Snapshot:
+    def snapshot(self, model: str, now: float | None = None) -> Snapshot:
         """Routing's view of the workers serving `model` whose announced depth is the model's (a worker
-        claiming another depth for the same fingerprint is lying, and left out)."""
+        claiming another depth for the same fingerprint is lying, and left out). Only routable workers are
+        alive in it (see routable)."""
+        now = time.time() if now is None else now
         total = self._depth(model) or 1
-        ws = [w for w in self.workers.values() if w.model == model and w.total_layers == total and w.end <= total]
+        ws = [w for w in self.workers.values() if w.model == model and w.total_layers == total and w.has_range]
         return Snapshot(total, [Peer(w.peer_id, w.start, w.end, self.trust(w.peer_id), self.latency(w.peer_id),
-                                     w.alive) for w in ws])
+                                     self.routable(w, now)) for w in ws])

@@ -86,8 +86,16 @@ def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
 
 
 def _cross_checks(kind: str, body: dict) -> None:
-    if kind == "heartbeat" and body["start"] >= body["end"]:
-        raise DecodeError("start must be < end", "body.end")
+    if kind == "heartbeat":  # a joining worker has no range yet; every other state hosts one
+        total = body.get("total_layers") or body["end"]
+        if body.get("state") == "joining":
+            if body["start"] != 0 or body["end"] != 0:
+                raise DecodeError("a joining worker announces no range (0:0)", "body.end")
+        elif not 0 <= body["start"] < body["end"] <= total:
+            raise DecodeError("need start < end <= total_layers", "body.end")
+        t = body.get("target")
+        if t is not None and not 0 <= t[0] < t[1] <= total:
+            raise DecodeError("need target start < end <= total_layers", "body.target")
     if kind == "trust_report":
         if len(body["latency_ms"]) > len(body["chain"]):
             raise DecodeError("more latencies than hops", "body.latency_ms")

@@ -11,6 +11,9 @@ SESSION = F("bin", minlen=16, maxlen=16)
 MODES = ("g-trac", "sp", "mr", "larac", "naive", "given")
 U63 = 2**63 - 1
 BIN_ENVELOPE = F("bin", maxlen=8192)
+# a worker's lifecycle as its heartbeat announces it: joining (surveying, no range yet), loading (its chosen
+# range, not serving yet), serving, draining (leaving, or moving to `target`: no new sessions)
+WORKER_STATES = ("joining", "loading", "serving", "draining")
 
 SAMPLING = {
     "temperature": F("float", lo=0.0, hi=100.0),
@@ -24,13 +27,19 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
         "network": F("str", minlen=1, maxlen=64),
         "model": F("str", maxlen=128),
         "start": F("int", lo=0, hi=100_000),
-        "end": F("int", lo=1, hi=100_000),
+        "end": F("int", lo=0, hi=100_000),  # start == end: no range yet (state joining)
         "addrs": F("list", maxlen=16, item=F("str", maxlen=256)),
         "free_tokens": F("int", lo=0, hi=U63),
         "load": F("float", lo=0.0, hi=1e6),
         "version": F("str", maxlen=32),
         "name": F("str", maxlen=64, optional=True),
         "total_layers": F("int", lo=1, hi=100_000, optional=True),
+        # dynamic membership (gtracd.membership); absent: serving, placed by hand
+        "state": F("str", choices=WORKER_STATES, optional=True),
+        "target": F("list", minlen=2, maxlen=2, item=F("int", lo=0, hi=100_000), optional=True),  # moving to
+        "auto": F("bool", optional=True),  # self-placing (--layers auto): it may move to heal a hole
+        "max_layers": F("int", lo=0, hi=100_000, optional=True),  # its budget (0: none), for joint placement
+        "memory_mib": F("int", lo=0, hi=1 << 40, optional=True),
     },
     # many identities hosted by one process: one gossip message carrying each identity's own signed heartbeat
     "heartbeat_batch": {"network": F("str", minlen=1, maxlen=64),

@@ -1,0 +1,170 @@
+"""The driver of a self-placing worker (`--layers auto`): survey, choose, announce, re-check, load; then heal.
+
+It reads the worker's view of the network (heartbeats and the ledger replica, kept by the same cache a seeker
+uses) and feeds the pure decisions (membership.placement, membership.healing). Every decision is logged in
+one line with its reason, and kept in the worker's status.
+
+Join: announce `joining` (with the budget) at a fast cadence and listen for `survey_s` (more than one
+heartbeat period, so every serving worker has been heard); place jointly with the other joiners seen; announce
+`loading` the chosen range; after `recheck_s` re-check: if a worker with a smaller peer id announces the same
+range, place again around it. Then load the shard and serve.
+
+Heal: every half heartbeat, compute the healing plan. A hole must persist `heal_after_s` before anyone moves
+(hysteresis), a worker moves at most once per `move_window_s`, and after announcing `draining` with its
+target it re-checks: if a worker with a smaller peer id heads for an overlapping target, it stands down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+import trio
+
+from ..errors import UserError
+from .healing import Mover, heal, holes
+from .placement import Budget, Choice, Footprint, Joiner, place
+
+log = logging.getLogger("gtracd.membership")
+
+
+def budget_of(max_layers: int, memory_mib: int) -> Budget:
+    return Budget(max_layers or None, memory_mib * 2**20 if memory_mib else None)
+
+
+class Agent:
+    def __init__(self, daemon, view, me: str, model: str, fp: Footprint, budget: Budget, settings, load):
+        self.daemon, self.view, self.me, self.model, self.fp, self.budget = daemon, view, me, model, fp, budget
+        self.s = settings
+        self.load = load  # (start, end) -> a ShardServer (runs in a thread; torch stays in engine/)
+        self.range: tuple[int, int] | None = None
+        self.moves = 0
+        self.last_move: float | None = None  # monotonic
+        self.hole_since: float | None = None  # monotonic
+        self.decisions: deque[str] = deque(maxlen=8)
+        self.survey_s = 1.5 * settings.heartbeat_s + 1.0
+        self.recheck_s = min(settings.heartbeat_s, 2.0) + 0.5
+        self.heal_after_s = settings.heal_after_s or 2 * settings.heartbeat_s
+        self.load_s: list[float] = []
+
+    # ---- the shared view, as the pure functions take it
+    def inputs(self, now: float | None = None):
+        """(holders [(pid, start, end)], joiners, movers, moving {pid: target}) of the others, for our model:
+        alive peers at or above the trust floor; a loading peer holds its range, a mover its target."""
+        now = time.time() if now is None else now
+        holders, joiners, movers, moving, loading = [], [], [], {}, {}
+        for w in list(self.view.workers.values()):
+            if w.peer_id == self.me or w.model != self.model or w.total_layers != self.fp.layers:
+                continue
+            if not self.view.heard_recently(w, now) or self.view.trust(w.peer_id) < self.s.trust_floor:
+                continue
+            b = budget_of(w.max_layers, w.memory_mib)
+            if w.state == "joining":
+                joiners.append(Joiner(w.peer_id, b))
+            elif w.state == "draining" and w.target:
+                holders.append((w.peer_id, *w.target))
+                moving[w.peer_id] = tuple(w.target)
+            elif w.state in ("serving", "loading") and w.has_range:
+                holders.append((w.peer_id, w.start, w.end))
+                if w.state == "loading":
+                    loading[w.peer_id] = (w.start, w.end)
+                elif w.auto:
+                    movers.append(Mover(w.peer_id, w.start, w.end, b))
+        return holders, joiners, movers, moving, loading
+
+    def decide(self, line: str) -> None:
+        log.warning("%s", line)  # one line per decision, visible at the default level
+        self.decisions.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+    def status(self) -> dict:
+        return {"auto": True, "state": self.daemon.state, "range": list(self.range) if self.range else None,
+                "target": list(self.daemon.target) if self.daemon.target else None, "moves": self.moves,
+                "budget": self.budget.describe(self.fp), "load_s": [round(x, 2) for x in self.load_s],
+                "decisions": list(self.decisions)}
+
+    # ---- join
+    async def join(self) -> None:
+        d = self.daemon
+        d.nudge.fast_s = 1.0
+        d.set_state("joining")
+        await trio.sleep(self.survey_s)  # a time window by nature: every serving worker heartbeats within it
+        choice = self._place()
+        self.range = choice.range
+        d.set_state("loading")
+        await trio.sleep(self.recheck_s)  # our announcement reaches the others, theirs reach us
+        holders, _, _, _, loading = self.inputs()
+        rival = sorted(p for p, r in loading.items() if r == choice.range and p < self.me)
+        if rival:
+            again = self._place()
+            self.decide(f"re-placed: {rival[0][-8:]} (smaller peer id) also chose {choice.start}:{choice.end}")
+            choice = again
+            self.range = choice.range
+            d.set_state("loading")
+        self.decide(f"placed at layers {choice.start}:{choice.end}: {choice.reason}")
+        await self._load(choice.range)
+        d.nudge.fast_s = None
+        d.set_state("serving")
+
+    def _place(self) -> Choice:
+        holders, joiners, _, _, _ = self.inputs()
+        got = place(self.fp, [(a, b) for _, a, b in holders], joiners + [Joiner(self.me, self.budget)])
+        if self.me not in got:
+            raise UserError(f"--layers auto: the budget ({self.budget.describe(self.fp)}) cannot hold one layer of "
+                            f"this model (a layer needs {min(self.fp.layer_bytes) / 2**20:.0f} MiB; the first and last "
+                            f"ranges also carry {self.fp.first_bytes / 2**20:.0f} / {self.fp.last_bytes / 2**20:.0f} MiB)")
+        return got[self.me]
+
+    async def _load(self, rng: tuple[int, int]) -> None:
+        t0 = time.monotonic()
+        server = await trio.to_thread.run_sync(self.load, *rng)
+        self.load_s.append(time.monotonic() - t0)
+        self.daemon.install(server)
+
+    # ---- heal
+    async def heal_forever(self) -> None:
+        while True:
+            await trio.sleep(self.s.heartbeat_s / 2)
+            await self.heal_once()
+
+    async def heal_once(self) -> bool:
+        """One look at the coverage; True if this worker moved."""
+        if self.daemon.state != "serving" or self.range is None:
+            return False
+        now = time.monotonic()
+        holders, _, movers, moving, _ = self.inputs()
+        mine = (self.me, *self.range)
+        if not holes(self.fp.layers, [(a, b) for _, a, b in holders + [mine]]):
+            self.hole_since = None
+            return False
+        if self.hole_since is None:
+            self.hole_since = now
+        if now - self.hole_since < self.heal_after_s:
+            return False
+        if self.last_move is not None and now - self.last_move < self.s.move_window_s:
+            return False
+        plan = heal(self.fp, holders + [mine], movers + [Mover(self.me, *self.range, self.budget)])
+        if self.me not in plan:
+            return False
+        choice = plan[self.me]
+        self.daemon.set_state("draining", choice.range)  # announce first, then re-check
+        await trio.sleep(self.recheck_s)
+        _, _, _, moving, _ = self.inputs()
+        rival = sorted(p for p, t in moving.items() if p < self.me and t[0] < choice.end and choice.start < t[1])
+        if rival:
+            self.decide(f"stood down: {rival[0][-8:]} (smaller peer id) is moving to heal the same hole")
+            self.daemon.set_state("serving")
+            return False
+        self.decide(f"moving {self.range[0]}:{self.range[1]} -> {choice.start}:{choice.end}: {choice.reason}")
+        cut = await self.daemon.drain(self.s.drain_s, choice.range)
+        if cut:
+            self.decide(f"drain bound {self.s.drain_s:g}s cut {cut} session(s) (told `draining`, not blamed)")
+        self.daemon.install(None)
+        self.range = choice.range
+        self.daemon.set_state("loading")
+        await self._load(choice.range)
+        self.moves += 1
+        self.last_move = time.monotonic()
+        self.hole_since = None
+        self.daemon.set_state("serving")
+        return True

@@ -1,0 +1,153 @@
+"""Self-placement and healing (pure): deterministic, joint, never leaves a coverable layer uncovered."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gtracd.membership.healing import Mover, heal, holes
+from gtracd.membership.placement import Budget, Footprint, Joiner, choose, place, replicas
+from gtracd.routing import NoRoute, Params, Peer, Snapshot, route
+
+
+def chained(layers: int, ranges) -> bool:
+    snap = Snapshot(layers, [Peer(f"p{i}", a, b, 1.0, 10.0) for i, (a, b) in enumerate(ranges)])
+    try:
+        route(snap, "g-trac", Params())
+        return True
+    except NoRoute:
+        return False
+
+
+def test_six_workers_of_ten_layers_tile_smollm2_twice():
+    fp = Footprint.uniform(30, 14 << 20, 108 << 20, 108 << 20)
+    held = []
+    for k in range(6):
+        c = choose(fp, held, Budget(max_layers=10), f"w{k}")
+        held.append(c.range)
+    assert sorted(held) == [(0, 10), (0, 10), (10, 20), (10, 20), (20, 30), (20, 30)]
+    assert min(replicas(30, held)) == 2
+
+
+def test_memory_budget_counts_embeddings_and_head():
+    fp = Footprint.uniform(10, per_layer=10, first=25, last=25)
+    b = Budget(memory_bytes=60)
+    assert choose(fp, [], b).range == (0, 3)  # 25 + 3 x 10
+    assert choose(fp, [(0, 3)], b).range == (3, 9)  # 6 x 10, no head
+    assert choose(fp, [(0, 3), (3, 9)], b).range == (9, 10)  # 10 + 25
+    assert Budget(memory_bytes=20).max_end(0, fp) == 0  # not even the embeddings fit at layer 0...
+    assert choose(fp, [], Budget(memory_bytes=20)).range == (1, 3)  # ...so it goes where it fits
+
+
+def test_end_snaps_to_where_a_range_starts_so_chains_continue():
+    fp = Footprint.uniform(30)
+    # 0:10 is held and 15:30 is held; the hole 10:15 is followed by a range starting at 15
+    c = choose(fp, [(0, 10), (15, 30)], Budget(max_layers=12))
+    assert c.range == (10, 15)
+    assert chained(30, [(0, 10), (15, 30), c.range])
+    assert "10:15 had a hole" in c.reason
+
+
+def test_two_simultaneous_joiners_pick_different_holes():
+    fp = Footprint.uniform(30)
+    got = place(fp, [(10, 20)], [Joiner("B", Budget(max_layers=10)), Joiner("A", Budget(max_layers=10))])
+    assert {got["A"].range, got["B"].range} == {(0, 10), (20, 30)}
+    assert got["A"].range == (0, 10)  # peer-id order
+
+
+@st.composite
+def networks(draw):
+    layers = draw(st.integers(2, 30))
+    held = []
+    for _ in range(draw(st.integers(0, 6))):
+        a = draw(st.integers(0, layers - 1))
+        held.append((a, draw(st.integers(a + 1, layers))))
+    joiners = [Joiner(f"j{k:02d}", Budget(max_layers=draw(st.integers(1, layers))))
+               for k in range(draw(st.integers(1, 6)))]
+    return layers, held, joiners
+
+
+@settings(max_examples=400, deadline=None)
+@given(networks(), st.randoms(use_true_random=False))
+def test_joint_placement_is_deterministic_and_covers_holes_when_the_budget_suffices(net, rnd):
+    layers, held, joiners = net
+    fp = Footprint.uniform(layers)
+    got = place(fp, held, joiners)
+    shuffled = list(joiners)
+    rnd.shuffle(shuffled)
+    assert place(fp, list(reversed(held)), shuffled) == got  # any order of the same view: the same answer
+    for c in got.values():
+        assert 0 <= c.start < c.end <= layers
+        b = next(j.budget for j in joiners if j.peer_id == c.peer_id)
+        assert c.end - c.start <= b.max_layers
+    gaps = holes(layers, held)
+    budgets = [j.budget.max_layers for j in joiners]
+    need = sum(b - a for a, b in gaps) + max(0, len(gaps) - 1) * (max(budgets) - 1)
+    if sum(budgets) >= need:
+        assert not holes(layers, held + [c.range for c in got.values()])
+    # a joiner never lands where it adds nothing while a hole is open that it could have reached first
+    if gaps:
+        first = min(got.values(), key=lambda c: c.peer_id)
+        assert first.start == gaps[0][0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(networks())
+def test_placement_from_an_empty_network_chains(net):
+    layers, _, joiners = net
+    got = place(Footprint.uniform(layers), [], joiners)
+    ranges = [c.range for c in got.values()]
+    if not holes(layers, ranges):
+        assert chained(layers, ranges)
+
+
+def test_healing_moves_one_redundant_worker_into_the_hole():
+    fp = Footprint.uniform(30)
+    b = Budget(max_layers=10)
+    holders = [("a1", 0, 10), ("a2", 0, 10), ("c1", 20, 30), ("c2", 20, 30)]  # both 10:20 replicas died
+    movers = [Mover(p, s, e, b) for p, s, e in holders]
+    plan = heal(fp, holders, movers)
+    assert list(plan) == ["a1"] and plan["a1"].range == (10, 20)
+    healed = [(s, e) for p, s, e in holders if p != "a1"] + [plan["a1"].range]
+    assert not holes(30, healed) and chained(30, healed)
+    assert heal(fp, [(p, *plan[p].range) if p in plan else (p, s, e) for p, s, e in holders], movers) == {}
+
+
+def test_healing_never_opens_a_new_hole():
+    fp = Footprint.uniform(30)
+    holders = [("a", 0, 10), ("c", 20, 30)]  # no replica to spare anywhere
+    assert heal(fp, holders, [Mover("a", 0, 10, Budget(10)), Mover("c", 20, 30, Budget(10))]) == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(networks(), st.data())
+def test_healing_is_stable(net, data):
+    """The plan does not depend on the order of the view, uncovers no layer that was covered, and is a fixed
+    point: once applied, nobody moves again (no oscillation)."""
+    layers, held, joiners = net
+    fp = Footprint.uniform(layers)
+    holders = [(f"h{i:02d}", a, b) for i, (a, b) in enumerate(held)]
+    movers = [Mover(p, a, b, Budget(max_layers=data.draw(st.integers(1, layers)))) for p, a, b in holders
+              if data.draw(st.booleans())]
+    plan = heal(fp, holders, movers)
+    assert heal(fp, list(reversed(holders)), list(reversed(movers))) == plan
+    after = [(p, *plan[p].range) if p in plan else (p, a, b) for p, a, b in holders]
+    before_cov = replicas(layers, [(a, b) for _, a, b in holders])
+    after_cov = replicas(layers, [(a, b) for _, a, b in after])
+    assert all(after_cov[i] > 0 for i in range(layers) if before_cov[i] > 0)
+    assert len(holes(layers, [(a, b) for _, a, b in after])) <= len(holes(layers, held)) or not plan
+    moved = {p: Mover(p, *plan[p].range, m.budget) if p in plan else m for p, m in
+             ((m.peer_id, m) for m in movers)}
+    assert heal(fp, after, list(moved.values())) == {}  # a fixed point: applied, nobody moves again
+
+
+def test_random_arrivals_reach_two_replicas_everywhere():
+    rnd = random.Random(7)
+    fp = Footprint.uniform(30, 14, 108, 108)
+    for _ in range(20):
+        held = []
+        for k in rnd.sample(range(100), 6):
+            held.append(choose(fp, held, Budget(max_layers=10), f"w{k}").range)
+        assert min(replicas(30, held)) == 2 and chained(30, held)
