@@ -79,6 +79,16 @@ def _short(pid: str) -> str:
     return pid[-10:] if pid else "?"
 
 
+def _state(w: dict) -> str:
+    """A worker's liveness as a seeker sees it: gone (not heard within node_timeout_s) is never shown live."""
+    from rich.markup import escape
+
+    if not w["alive"]:
+        return "[red]gone[/]"
+    state = str(w.get("state", "serving"))
+    return {"serving": "[green]serving[/]", "draining": "[yellow]draining[/]"}.get(state, escape(state))
+
+
 def render(d: dict):
     """One daemon's view as a rich renderable. Names and ids can come from the network (heartbeats): they are
     escaped or shown as plain Text, never interpreted as markup."""
@@ -111,15 +121,25 @@ def render(d: dict):
     lines.append("  dropped: " + (escape(", ".join(f"{k} {v}" for k, v in sorted(drops.items()))) if drops else "none"))
     if d.get("outbox"):
         lines.append(f"  outbox: {d['outbox']} report(s) waiting for an anchor")
+    if d.get("role") == "worker" and d.get("state"):
+        lay = d.get("layers")
+        lines.append(f"  worker: {escape(str(d['state']))}, layers " + (f"{lay[0]}:{lay[1]}" if lay else "none yet")
+                     + f", {d.get('sessions', 0)} session(s)")
+    pl = d.get("placement")
+    if pl:
+        lines.append(f"  auto placement: budget {escape(str(pl.get('budget')))}, {pl.get('moves', 0)} move(s)"
+                     + (f", moving to {pl['target'][0]}:{pl['target'][1]}" if pl.get("target") else ""))
+        for line in pl.get("decisions", [])[-3:]:
+            lines.append(f"    {escape(str(line))}")
     parts: list = ["\n".join(lines)]
     workers = d.get("workers") or {}
     if workers:
         t = Table(show_header=True, header_style="bold")
-        for c in ("worker", "name", "layers", "alive", "heard", "trust", "latency ms", "load"):
+        for c in ("worker", "name", "layers", "state", "heard", "trust", "latency ms", "load"):
             t.add_column(c)
         for pid, w in sorted(workers.items(), key=lambda kv: (kv[1]["layers"], kv[0])):
             t.add_row(Text(_short(pid)), Text(str(w["name"])), f"{w['layers'][0]}:{w['layers'][1]}",
-                      "yes" if w["alive"] else "[red]no[/]",
+                      _state(w),
                       "-" if w["heard_s_ago"] is None else f"{w['heard_s_ago']}s ago", f"{w['trust']:.3f}",
                       f"{w['latency_ms']:.1f}", "-" if w["load"] is None else f"{w['load']:.2f}")
         parts.append(t)

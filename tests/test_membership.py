@@ -151,3 +151,43 @@ def test_random_arrivals_reach_two_replicas_everywhere():
         for k in rnd.sample(range(100), 6):
             held.append(choose(fp, held, Budget(max_layers=10), f"w{k}").range)
         assert min(replicas(30, held)) == 2 and chained(30, held)
+
+
+# ---- ghosts: a worker not heard within node_timeout_s leaves routing and coverage at once; the persisted view
+# expires it
+
+def _entry(pid, start, end, last_seen, **kw):
+    from gtracd.seeker.peerview import WorkerEntry
+
+    return WorkerEntry(pid, f"/ip4/127.0.0.1/tcp/1/p2p/{pid}", start, end, 4, "m", last_seen=last_seen, **kw)
+
+
+def test_a_ghost_leaves_routing_at_once_without_waiting_for_a_refresh():
+    from gtracd.routing.coverage import coverage
+    from gtracd.seeker.peerview import PeerView
+
+    v = PeerView(model="m", depth=4)
+    v.node_timeout_s = 30.0
+    v.heard(_entry("a", 0, 4, 1000.0))
+    v.heard(_entry("b", 0, 4, 1000.0, state="draining"))
+    v.heard(_entry("c", 0, 0, 1000.0, state="joining"))
+    snap = v.snapshot("m", now=1010.0)
+    assert [(p.id, p.alive) for p in snap.peers] == [("a", True), ("b", False)]  # draining: no new sessions
+    assert not v.snapshot("m", now=1031.0).by_id["a"].alive  # 31 s unheard: gone, though refresh never ran
+    assert not coverage(v.snapshot("m", now=1031.0), 0.5).complete
+    assert v.drained_since("b", 999.0) and not v.drained_since("a", 0.0)
+
+
+def test_a_ghost_expires_from_the_persisted_view():
+    from gtracd.seeker.peerview import PeerView
+
+    now = 100_000.0
+    doc = {"workers": [vars(_entry("live", 0, 4, now - 5)), vars(_entry("gone", 0, 4, now - 100)),
+                       vars(_entry("ghost", 0, 4, now - 400)), {"peer_id": "bad"}, vars(_entry("old", 0, 4, 0.0))]}
+    v = PeerView()
+    redial = v.restore(doc, now, node_timeout_s=30.0, forget_after_s=300.0)
+    assert set(v.workers) == {"live", "gone"}  # the ghost (400 s) is forgotten; malformed entries skipped
+    assert v.workers["live"].alive and not v.workers["gone"].alive  # gone: shown as gone, not routed
+    assert {e.peer_id for e in redial} == {"live", "gone"}
+    v.heard(_entry("x", 0, 4, now + 100))
+    assert v.expire(now + 350, 300.0) == ["live", "gone"] and set(v.workers) == {"x"}

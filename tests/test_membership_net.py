@@ -114,3 +114,51 @@ async def test_a_session_cut_by_the_drain_bound_is_repaired_without_blame(tmp_pa
             node.nursery.cancel_scope.cancel()
     finally:
         stop_all(ws)
+
+
+async def _until(pred, timeout: float, what: str):
+    """Status files are rewritten every second by each daemon: poll them (bounded)."""
+    with trio.move_on_after(timeout):
+        while not (got := pred()):
+            await trio.sleep(0.2)
+        return got
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_auto_workers_joining_at_once_tile_the_model_and_heal_a_killed_span(tmp_path):
+    from gtracd.controlnet import ControlNet
+    from gtracd.launch import start_procs
+
+    folder = tiny_llama(tmp_path / "tiny", layers=12)
+    cn = ControlNet(root=tmp_path / "net", network="t-heal", heartbeat_s=1.0, sync_s=1.0, node_timeout_s=3.0)
+    cn.start(["a1"])
+    flags = ["--network", cn.network, "--bootstrap", ",".join(cn.anchor_addrs.values()), "--data-dir", str(cn.root),
+             "--keystore", str(cn.keystore), "--heartbeat-s", "1", "--node-timeout-s", "3", "--drain-s", "2",
+             "--heal-after-s", "1"]
+    names = [f"h{i}" for i in range(4)]
+    ws = start_procs([(["--role", "worker", "--layers", "auto", "--max-layers", "6", "--model", str(folder),
+                        "--ephemeral", "--name", n] + flags, n) for n in names], 120, cn.root)
+    try:
+        placed = {n: (w.info["start"], w.info["end"]) for n, w in zip(names, ws, strict=True)}
+        assert sorted(placed.values()) == [(0, 6), (0, 6), (6, 12), (6, 12)], placed  # joint: no hole left
+        for n, w in zip(names, ws, strict=True):
+            assert any("placed at layers" in line for line in w.log), w.log  # one line: the decision, its reason
+        for n, w in zip(names, ws, strict=True):
+            if placed[n] == (6, 12):
+                w.kill9()
+
+        def healed():
+            sts = {n: cn.status(n) for n in names if placed[n] == (0, 6)}
+            movers = [n for n, st in sts.items() if st and st["placement"]["range"] == [6, 12]
+                      and st["state"] == "serving"]
+            return movers or None
+
+        movers = await _until(healed, 30, "a 0:6 worker to move to the killed span 6:12")
+        await trio.sleep(3)  # and it stays that way: one mover, one move, the other keeps its range
+        sts = {n: cn.status(n) for n in names if placed[n] == (0, 6)}
+        assert len(movers) == 1 and sts[movers[0]]["placement"]["moves"] == 1
+        stayed = next(n for n in sts if n != movers[0])
+        assert sts[stayed]["placement"]["moves"] == 0 and sts[stayed]["placement"]["range"] == [0, 6]
+    finally:
+        stop_all(ws)
+        cn.stop_all()

@@ -60,24 +60,12 @@ class SeekerCache:
     def _load_view(self) -> None:
         import json
 
-        from .peerview import WorkerEntry
-
         try:
             doc = json.loads(self.view_path.read_text())
         except (OSError, ValueError):
             return
-        now = time.time()
-        for w in doc.get("workers", []):
-            try:
-                e = WorkerEntry(**w)
-            except TypeError:
-                continue
-            if not e.last_seen or now - e.last_seen > self.s.forget_after_s:
-                continue  # a ghost: not heard for so long it is forgotten
-            e.alive = now - e.last_seen <= self.s.node_timeout_s
-            self.view.workers.setdefault(e.peer_id, e)
-            if e.last_seen and now - e.last_seen <= 10 * self.s.node_timeout_s:
-                self._keep(e)  # dial it: if it is still up, its next heartbeat marks it alive
+        for e in self.view.restore(doc, time.time(), self.s.node_timeout_s, self.s.forget_after_s):
+            self._keep(e)  # dial it: if it is still up, its next heartbeat marks it alive
 
     def save_view(self) -> None:
         import dataclasses

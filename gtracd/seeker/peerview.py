@@ -106,6 +106,23 @@ class PeerView:
             self.busy_until.pop(p, None)
         return gone
 
+    def restore(self, doc: dict, now: float, node_timeout_s: float, forget_after_s: float) -> list[WorkerEntry]:
+        """Load a persisted view (`save_view`'s JSON): ghosts not heard within forget_after_s are dropped, the
+        rest come back alive only if heard within node_timeout_s. Returns the ones worth redialling."""
+        redial = []
+        for w in doc.get("workers", []) if isinstance(doc, dict) else []:
+            try:
+                e = WorkerEntry(**w)
+            except TypeError:
+                continue
+            if not isinstance(e.last_seen, (int, float)) or not e.last_seen or now - e.last_seen > forget_after_s:
+                continue  # a ghost: not heard for so long it is forgotten
+            e.alive = now - e.last_seen <= node_timeout_s
+            self.workers.setdefault(e.peer_id, e)
+            if now - e.last_seen <= 10 * node_timeout_s:
+                redial.append(e)
+        return redial
+
     def heard_recently(self, w: WorkerEntry, now: float) -> bool:
         return w.alive and (self.node_timeout_s is None or not w.last_seen or now - w.last_seen <= self.node_timeout_s)
 
