@@ -141,7 +141,7 @@ async def test_auto_workers_joining_at_once_tile_the_model_and_heal_a_killed_spa
     try:
         placed = {n: (w.info["start"], w.info["end"]) for n, w in zip(names, ws, strict=True)}
         assert sorted(placed.values()) == [(0, 6), (0, 6), (6, 12), (6, 12)], placed  # joint: no hole left
-        for n, w in zip(names, ws, strict=True):
+        for w in ws:
             assert any("placed at layers" in line for line in w.log), w.log  # one line: the decision, its reason
         for n, w in zip(names, ws, strict=True):
             if placed[n] == (6, 12):
