@@ -177,6 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except BaseExceptionGroup as eg:  # a user error raised inside a daemon's nursery: say it as one line
+        leaf = _first_leaf(eg.subgroup(lambda e: isinstance(e, GtracError)))
+        if leaf is None:
+            raise
+        print(f"gtracd: error: {leaf}", file=sys.stderr)
+        return 2 if isinstance(leaf, UserError) else 1
+
+
+def _first_leaf(eg):
+    while isinstance(eg, BaseExceptionGroup):
+        eg = eg.exceptions[0]
+    return eg
 
 
 def _run_role(argv: list[str]) -> int:

@@ -75,6 +75,10 @@ def cmd_bench(args) -> int:
         from .benchmarks import ledger
 
         return ledger.main(args)
+    if args.bench == "membership":
+        from .benchmarks import membership
+
+        return membership.main(args)
     raise UserError(f"unknown benchmark {args.bench!r}")
 
 
@@ -174,7 +178,7 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_route)
 
-    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | attack")
+    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | attack | membership")
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")
     br.add_argument("--json", action="store_true")
@@ -194,4 +198,9 @@ def register(sub) -> None:
                                                 "accusations,cost,sybil,tolerance (default all)")
     ba.add_argument("--scale", type=float, default=1.0, help="fuzz cases and checked hops x this (1 = the goals)")
     ba.add_argument("--json", action="store_true")
+    bm = bsub.add_parser("membership", help="self-placing workers: initial coverage, healing a killed span, "
+                                            "no oscillation, a generation running throughout")
+    bm.add_argument("--seed", type=int, default=1, help="the workers' random start moments")
+    bm.add_argument("--record", help="also write the JSON result here (e.g. bench/membership.json)")
+    bm.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)

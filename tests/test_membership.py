@@ -191,3 +191,43 @@ def test_a_ghost_expires_from_the_persisted_view():
     assert {e.peer_id for e in redial} == {"live", "gone"}
     v.heard(_entry("x", 0, 4, now + 100))
     assert v.expire(now + 350, 300.0) == ["live", "gone"] and set(v.workers) == {"x"}
+
+
+# ---- the agent's re-check after announcing (driver logic over a view; no network)
+
+class _Daemon:
+    state, target, nudge = "loading", None, None
+
+    def set_state(self, state, target=None):
+        self.state, self.target = state, target
+
+
+def _agent(me: str, view):
+    from types import SimpleNamespace
+
+    from gtracd.membership.agent import Agent
+
+    s = SimpleNamespace(heartbeat_s=2.0, heal_after_s=0.0, trust_floor=0.5, move_window_s=600.0, drain_s=1.0)
+    return Agent(_Daemon(), view, me, "m", Footprint.uniform(30), Budget(max_layers=10), s, None)
+
+
+def test_recheck_moves_only_the_larger_peer_id_of_two_overlapping_loaders_and_only_while_a_hole_is_open():
+    import time as _time
+
+    from gtracd.membership.placement import Choice
+    from gtracd.seeker.peerview import PeerView, WorkerEntry
+
+    now = _time.time()
+
+    def view_with(*entries):
+        v = PeerView(model="m", depth=30)
+        for pid, a, b, state in entries:
+            v.heard(WorkerEntry(pid, f"/p2p/{pid}", a, b, 30, "m", last_seen=now, state=state))
+        return v
+
+    v = view_with(("A", 0, 10, "loading"), ("B", 0, 10, "loading"), ("S", 10, 20, "serving"))
+    again = _agent("B", v)._recheck(Choice("B", 0, 10, ""))
+    assert again is not None and again.range == (20, 30)  # B (larger id) moves to the open hole
+    assert _agent("A", v)._recheck(Choice("A", 0, 10, "")) is None  # A keeps its range
+    full = view_with(("A", 0, 10, "loading"), ("S", 10, 20, "serving"), ("T", 20, 30, "serving"))
+    assert _agent("B", full)._recheck(Choice("B", 0, 10, "")) is None  # no hole: an extra replica is fine

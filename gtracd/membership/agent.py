@@ -6,10 +6,11 @@ one line with its reason, and kept in the worker's status.
 
 Join: announce `joining` (with the budget) at a fast cadence and listen for `survey_s` (more than one
 heartbeat period, so every serving worker has been heard); place jointly with the other joiners seen; announce
-`loading` the chosen range; after `recheck_s` re-check: if a worker with a smaller peer id announces the same
-range, place again around it. Then load the shard and serve.
+`loading` the chosen range; after `recheck_s` re-check: if a worker with a smaller peer id announces an
+overlapping range while a hole stays open, place again around the committed ranges. Then load the shard and serve.
 
-Heal: every half heartbeat, compute the healing plan. A hole must persist `heal_after_s` before anyone moves
+Heal: every second (or half heartbeat), compute the healing plan for the holes that workers now joining
+will not fill (their joint placement, as they will compute it, is taken into account). A hole must persist `heal_after_s` before anyone moves
 (hysteresis), a worker moves at most once per `move_window_s`, and after announcing `draining` with its
 target it re-checks: if a worker with a smaller peer id heads for an overlapping target, it stands down.
 """
@@ -24,9 +25,10 @@ import trio
 
 from ..errors import UserError
 from .healing import Mover, heal, holes
-from .placement import Budget, Choice, Footprint, Joiner, place
+from .placement import Budget, Choice, Footprint, Joiner, choose, place
 
 log = logging.getLogger("gtracd.membership")
+RECHECK_S = 1.0
 
 
 def budget_of(max_layers: int, memory_mib: int) -> Budget:
@@ -44,9 +46,12 @@ class Agent:
         self.hole_since: float | None = None  # monotonic
         self.decisions: deque[str] = deque(maxlen=8)
         self.survey_s = 1.5 * settings.heartbeat_s + 1.0
-        self.recheck_s = min(settings.heartbeat_s, 2.0) + 0.5
+        # announcements are published at once (Nudge): a rival deciding at the same moment is heard well
+        # within this; one deciding later already sees our announcement and chooses around it
+        self.recheck_s = RECHECK_S
         self.heal_after_s = settings.heal_after_s or 2 * settings.heartbeat_s
         self.load_s: list[float] = []
+        self.move_parts: dict | None = None  # the last move's timeline: hysteresis, re-check, drain, load
 
     # ---- the shared view, as the pure functions take it
     def inputs(self, now: float | None = None):
@@ -81,6 +86,7 @@ class Agent:
         return {"auto": True, "state": self.daemon.state, "range": list(self.range) if self.range else None,
                 "target": list(self.daemon.target) if self.daemon.target else None, "moves": self.moves,
                 "budget": self.budget.describe(self.fp), "load_s": [round(x, 2) for x in self.load_s],
+                "last_move": self.move_parts,
                 "decisions": list(self.decisions)}
 
     # ---- join
@@ -93,11 +99,8 @@ class Agent:
         self.range = choice.range
         d.set_state("loading")
         await trio.sleep(self.recheck_s)  # our announcement reaches the others, theirs reach us
-        holders, _, _, _, loading = self.inputs()
-        rival = sorted(p for p, r in loading.items() if r == choice.range and p < self.me)
-        if rival:
-            again = self._place()
-            self.decide(f"re-placed: {rival[0][-8:]} (smaller peer id) also chose {choice.start}:{choice.end}")
+        again = self._recheck(choice)
+        if again is not None:
             choice = again
             self.range = choice.range
             d.set_state("loading")
@@ -105,6 +108,22 @@ class Agent:
         await self._load(choice.range)
         d.nudge.fast_s = None
         d.set_state("serving")
+
+    def _recheck(self, choice: Choice) -> Choice | None:
+        """After announcing: joiners that did not see each other may have chosen overlapping ranges while a
+        hole stays open. Only the one with the larger peer id moves (so the two never swap back and forth),
+        and it places around the ranges now committed (loading or serving), not around joiners."""
+        holders, _, _, _, loading = self.inputs()
+        committed = [(a, b) for _, a, b in holders]
+        rivals = sorted(p for p, (a, b) in loading.items() if p < self.me and a < choice.end and choice.start < b)
+        if not rivals or not holes(self.fp.layers, committed + [choice.range]):
+            return None
+        again = choose(self.fp, committed, self.budget, self.me)
+        if again is None or again.range == choice.range:
+            return None
+        self.decide(f"re-placed: {rivals[0][-8:]} (smaller peer id) also chose layers overlapping "
+                    f"{choice.start}:{choice.end} and a hole is open")
+        return again
 
     def _place(self) -> Choice:
         holders, joiners, _, _, _ = self.inputs()
@@ -124,7 +143,7 @@ class Agent:
     # ---- heal
     async def heal_forever(self) -> None:
         while True:
-            await trio.sleep(self.s.heartbeat_s / 2)
+            await trio.sleep(min(1.0, self.s.heartbeat_s / 2))
             await self.heal_once()
 
     async def heal_once(self) -> bool:
@@ -132,9 +151,11 @@ class Agent:
         if self.daemon.state != "serving" or self.range is None:
             return False
         now = time.monotonic()
-        holders, _, movers, moving, _ = self.inputs()
+        holders, joiners, movers, moving, _ = self.inputs()
         mine = (self.me, *self.range)
-        if not holes(self.fp.layers, [(a, b) for _, a, b in holders + [mine]]):
+        ranges = [(a, b) for _, a, b in holders + [mine]]
+        planned = [c.range for c in place(self.fp, ranges, joiners).values()]  # joiners fill holes first
+        if not holes(self.fp.layers, ranges + planned):
             self.hole_since = None
             return False
         if self.hole_since is None:
@@ -147,6 +168,7 @@ class Agent:
         if self.me not in plan:
             return False
         choice = plan[self.me]
+        t0 = time.monotonic()
         self.daemon.set_state("draining", choice.range)  # announce first, then re-check
         await trio.sleep(self.recheck_s)
         _, _, _, moving, _ = self.inputs()
@@ -156,7 +178,9 @@ class Agent:
             self.daemon.set_state("serving")
             return False
         self.decide(f"moving {self.range[0]}:{self.range[1]} -> {choice.start}:{choice.end}: {choice.reason}")
+        t1 = time.monotonic()
         cut = await self.daemon.drain(self.s.drain_s, choice.range)
+        t2 = time.monotonic()
         if cut:
             self.decide(f"drain bound {self.s.drain_s:g}s cut {cut} session(s) (told `draining`, not blamed)")
         self.daemon.install(None)
@@ -165,6 +189,8 @@ class Agent:
         await self._load(choice.range)
         self.moves += 1
         self.last_move = time.monotonic()
+        self.move_parts = {"hole_seen_s": round(t0 - self.hole_since, 2), "recheck_s": round(t1 - t0, 2),
+                           "drain_s": round(t2 - t1, 2), "load_s": round(self.load_s[-1], 2)}
         self.hole_since = None
         self.daemon.set_state("serving")
         return True

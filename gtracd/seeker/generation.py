@@ -206,6 +206,7 @@ class Generation:
         self.exact_replay_max = 8  # longer histories: decode steps merged into one chunk (see replay_plan)
         self.max_repairs = max_repairs  # None: one repair per failing call; 1: the paper's one-shot per request
         self.heal_wait_s = heal_wait_s  # how long a repair with no replacement waits for one to appear
+        self.replacement_failures: list[dict] = []  # replacements that failed while the repair could still wait
         self.repair_attempts = 0
         self.final_blamed = True  # False when the request ended on a failure no worker is blamed for
         self._width: int | None = None  # the model's hidden width, from the first relayed hidden state
@@ -299,12 +300,11 @@ class Generation:
                 and (w.start, w.end) == (h.peer.start, h.peer.end)}
         return self.failed | same | self.view.busy(now)
 
-    async def _replacement(self, old: Hop):
+    async def _replacement(self, old: Hop, deadline: float):
         """The best live replacement for the range `old` served (the view may already show its peer
-        elsewhere); with heal_wait_s, wait (bounded) for one to appear (a self-placing worker moving to heal
-        the hole) whenever the view changes."""
+        elsewhere); until `deadline` (heal_wait_s), wait for one to appear (a self-placing worker moving to
+        heal the hole) whenever the view changes."""
         failed = Peer(old.peer.peer_id, old.peer.start, old.peer.end, 0.0, 0.0, False)
-        deadline = trio.current_time() + self.heal_wait_s
         while True:
             rep = replacement(self.view.snapshot(self.model), failed, self.params, exclude=self._excluded())
             if rep is not None or trio.current_time() >= deadline:
@@ -334,27 +334,38 @@ class Generation:
         self.net.forget(pid)
         await old.session.abort()
         t0 = time.perf_counter()
-        rep = await self._replacement(old)
-        if rep is None:
-            raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
-                               f"replacement with trust >= {self.params.trust_floor:g} is known", pid, v.blamed)
-        log.warning("hop %d %s failed (%s); repairing with %s", i, pid[-8:], err, rep.id[-8:])
-        self.repair_attempts += 1
-        new = None
-        try:
-            hs = await self.net.session(rep.id, self.open_timeout)
-            new = Hop(self.view.workers[rep.id], hs, history=list(old.history))
-            await hs.open(self._open_body(new.peer), self.open_timeout)
-            for ch in replay_plan(new.history, self.exact_replay_max):
-                await hs.timed("prefill", ch.body(self.sid, sample=False), self.deadline(new, ch.n))
-        except (HopFailed, HopError) as e2:
-            self.failed.add(rep.id)
-            v2 = self._verdict(e2, new) if new is not None else verdict(e2)
-            if v2.kind == "refusal":
-                self.view.refused(rep.id, time.monotonic() + (v2.retry_after_s or BUSY_RETRY_S))
-            # blame the original hop if it was at fault, else the replacement if it was
-            who = pid if v.blamed else (rep.id if v2.blamed else None)
-            raise self._failed(f"repair of hop {i} on {rep.id[-8:]} failed too: {e2}", who, who is not None) from None
+        deadline = trio.current_time() + self.heal_wait_s
+        while True:
+            rep = await self._replacement(old, deadline)
+            if rep is None:
+                raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
+                                   f"replacement with trust >= {self.params.trust_floor:g} is known", pid, v.blamed)
+            log.warning("hop %d %s failed (%s); repairing with %s", i, pid[-8:], err, rep.id[-8:])
+            self.repair_attempts += 1
+            new = hs = None
+            try:
+                hs = await self.net.session(rep.id, self.open_timeout)
+                new = Hop(self.view.workers[rep.id], hs, history=list(old.history))
+                await hs.open(self._open_body(new.peer), self.open_timeout)
+                for ch in replay_plan(new.history, self.exact_replay_max):
+                    await hs.timed("prefill", ch.body(self.sid, sample=False), self.deadline(new, ch.n))
+                break
+            except (HopFailed, HopError) as e2:
+                self.failed.add(rep.id)
+                v2 = self._verdict(e2, new) if new is not None else verdict(e2)
+                if v2.kind == "refusal":
+                    self.view.refused(rep.id, time.monotonic() + (v2.retry_after_s or BUSY_RETRY_S))
+                if hs is not None:
+                    await hs.abort()
+                if trio.current_time() < deadline:  # still allowed to wait: the next replacement
+                    if isinstance(e2, HopFailed) and rep.id in self.view.workers:
+                        self.view.workers[rep.id].alive = False  # presumed gone, like the hop it replaced
+                    self.replacement_failures.append({"peer": rep.id, "blamed": v2.blamed, "error": str(e2)})
+                    continue
+                # blame the original hop if it was at fault, else the replacement if it was
+                who = pid if v.blamed else (rep.id if v2.blamed else None)
+                raise self._failed(f"repair of hop {i} on {rep.id[-8:]} failed too: {e2}", who,
+                                   who is not None) from None
         self.hops[i] = new
         await self.checker.redraw(i)  # the replacement is checked like any hop
         self.repair_log.append({"hop": i, "failed": pid, "replacement": rep.id, "error": str(err),
@@ -501,6 +512,9 @@ class Generation:
         chain = self.chain + [r["failed"] for r in self.repair_log]
         for w in self.checker.wrong_outputs:
             self.view.outcome(w["chain"][:1], False, w["chain"][0])
+        for f in self.replacement_failures:
+            if f["blamed"]:
+                self.view.outcome([f["peer"]], False, f["peer"])
         if success and not blamed:
             self.view.outcome(self.chain, True)
         for r in blamed:
@@ -522,6 +536,9 @@ class Generation:
                 continue
             out.append({**base, "chain": r["chain"], "latency_ms": r["latency_ms"][:r["hop"]], "outcome": "failure",
                         "culprit": r["hop"]})
+        for f in self.replacement_failures:  # never part of a chain: each alone
+            if f["blamed"]:
+                out.append({**base, "chain": [f["peer"]], "latency_ms": [], "outcome": "failure", "culprit": 0})
         if not success and self.final_blamed and culprit is not None and culprit not in self.chain:
             # a replacement, or a peer never reached: it alone is blamed, never the hops around it
             out.append({**base, "chain": [culprit], "latency_ms": [], "outcome": "failure", "culprit": 0})
