@@ -38,6 +38,7 @@ def test_memory_budget_counts_embeddings_and_head():
     assert choose(fp, [(0, 3)], b).range == (3, 9)  # 6 x 10, no head
     assert choose(fp, [(0, 3), (3, 9)], b).range == (9, 10)  # 10 + 25
     assert Budget(memory_bytes=20).max_end(0, fp) == 0  # not even the embeddings fit at layer 0...
+    assert Budget(memory_bytes=20).fits(fp) and not Budget(memory_bytes=9).fits(fp)
     assert choose(fp, [], Budget(memory_bytes=20)).range == (1, 3)  # ...so it goes where it fits
 
 

@@ -35,6 +35,12 @@ def budget_of(max_layers: int, memory_mib: int) -> Budget:
     return Budget(max_layers or None, memory_mib * 2**20 if memory_mib else None)
 
 
+def too_small(budget: Budget, fp: Footprint) -> UserError:
+    return UserError(f"--layers auto: the budget ({budget.describe(fp)}) cannot hold one layer of this model (a "
+                     f"layer needs {min(fp.layer_bytes) / 2**20:.0f} MiB; the first and last ranges also carry "
+                     f"{fp.first_bytes / 2**20:.0f} / {fp.last_bytes / 2**20:.0f} MiB)")
+
+
 class Agent:
     def __init__(self, daemon, view, me: str, model: str, fp: Footprint, budget: Budget, settings, load):
         self.daemon, self.view, self.me, self.model, self.fp, self.budget = daemon, view, me, model, fp, budget
@@ -129,9 +135,7 @@ class Agent:
         holders, joiners, _, _, _ = self.inputs()
         got = place(self.fp, [(a, b) for _, a, b in holders], joiners + [Joiner(self.me, self.budget)])
         if self.me not in got:
-            raise UserError(f"--layers auto: the budget ({self.budget.describe(self.fp)}) cannot hold one layer of "
-                            f"this model (a layer needs {min(self.fp.layer_bytes) / 2**20:.0f} MiB; the first and last "
-                            f"ranges also carry {self.fp.first_bytes / 2**20:.0f} / {self.fp.last_bytes / 2**20:.0f} MiB)")
+            raise too_small(self.budget, self.fp)
         return got[self.me]
 
     async def _load(self, rng: tuple[int, int]) -> None:

@@ -64,6 +64,10 @@ class Budget:
                 end -= 1
         return end
 
+    def fits(self, fp: Footprint) -> bool:
+        """Can it hold one layer somewhere (the first and last layers cost more)?"""
+        return any(self.max_end(a, fp) > a for a in range(fp.layers))
+
     def describe(self, fp: Footprint) -> str:
         parts = []
         if self.max_layers is not None:

@@ -498,16 +498,19 @@ async def _start_agent(daemon: WorkerDaemon, node, s, folder, load):
     its placement agent."""
     from ..engine.fingerprint import fingerprint
     from ..engine.footprint import footprint
-    from ..membership.agent import Agent, budget_of
+    from ..membership.agent import Agent, budget_of, too_small
     from ..seeker.cache import SeekerCache, anchor_ids
     from ..seeker.peerview import PeerView
 
     fp = fingerprint(folder)
     foot = footprint(folder)
+    budget = budget_of(s.max_layers, s.memory_mib)
+    if not budget.fits(foot):  # fail at start, not after a survey
+        raise too_small(budget, foot)
     view = PeerView(s.initial_trust, model=fp, depth=foot.layers)
     view.node_timeout_s = s.node_timeout_s
     cache = SeekerCache(node, view, anchor_ids(s.keystore_path), data_dir=s.home / "worker")
     await node.nursery.start(cache.run)
-    agent = Agent(daemon, view, daemon.ident.peer_id, fp, foot, budget_of(s.max_layers, s.memory_mib), s, load)
+    agent = Agent(daemon, view, daemon.ident.peer_id, fp, foot, budget, s, load)
     agent.cache = cache
     return agent
