@@ -1,5 +1,6 @@
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -317,6 +318,69 @@ def test_report_log_skips_tampered_records(tmp_path):
     log.close()
     log2 = ReportLog(path)
     assert [r.seq for r in log2.load()] == [2] and log2.corrupt == 1
+
+
+def _log_with(tmp_path, n=10):
+    from gtracd.ledger import ReportLog
+
+    path = tmp_path / "ledger.log"
+    raws = [signed_report(seq=i).raw for i in range(1, n + 1)]
+    log = ReportLog(path)
+    log.append(raws)
+    log.close()
+    offsets, at = [], 0
+    for r in raws:
+        offsets.append(at)
+        at += 4 + len(r)
+    return path, raws, offsets
+
+
+@pytest.mark.parametrize("header", [0xFFFFFFFF, 0, 100, 5000])
+def test_report_log_with_a_corrupted_header_in_the_middle_loses_only_that_record(tmp_path, header):
+    from gtracd.ledger import ReportLog
+
+    path, raws, offsets = _log_with(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[offsets[4]:offsets[4] + 4] = header.to_bytes(4, "big")  # record 5's length header
+    path.write_bytes(bytes(data))
+    log = ReportLog(path)
+    assert [r.seq for r in log.load()] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    assert log.corrupt == 1 and log.torn_bytes == 0 and path.stat().st_size == len(data)  # nothing truncated
+    log.append([signed_report(seq=11).raw])
+    log.close()
+    assert [r.seq for r in ReportLog(path).load()] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+
+
+def test_report_log_resynchronises_after_garbage_and_still_cuts_a_torn_tail(tmp_path):
+    from gtracd.ledger import ReportLog
+
+    path, raws, offsets = _log_with(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[offsets[2] + 1:offsets[5] + 2] = bytes(range(256)) * 2  # garbage over records 3-6 (length changes)
+    data += (len(raws[0])).to_bytes(4, "big") + raws[0][:30]  # and a crash mid-append at the end
+    path.write_bytes(bytes(data))
+    log = ReportLog(path)
+    assert [r.seq for r in log.load()] == [1, 2, 7, 8, 9, 10]
+    assert log.corrupt == 1 and log.torn_bytes == 34
+
+
+def test_report_log_streams_instead_of_reading_the_whole_file(tmp_path, monkeypatch):
+    from gtracd.ledger import store
+
+    path, raws, _ = _log_with(tmp_path, 200)
+    monkeypatch.setattr(store, "CHUNK", 1024)  # a window far smaller than the file
+    monkeypatch.setattr(store, "MAX_RECORD", 1024)  # (records here are ~300 bytes)
+    reads = []
+    real = store._Window.get
+
+    def spy(self, offset, n):
+        out = real(self, offset, n)
+        reads.append(len(self.buf))
+        return out
+
+    monkeypatch.setattr(store._Window, "get", spy)
+    assert [r.seq for r in store.ReportLog(path).load()] == list(range(1, 201))
+    assert path.stat().st_size > 40 * 1024 and max(reads) <= 1024 + 4 + store.MAX_RECORD
 
 
 def test_ledger_deltas_respect_count_and_byte_caps():
