@@ -59,12 +59,15 @@ class Settings:
     model: str = field(default="smollm2-135m", metadata={
         "help": "worker: smollm2-135m | tiny-llama-L | HF folder | hub id; seeker: the one model it serves (or its fingerprint)"})
     layers: str = field(default="", metadata={
-        "help": "START:END layer range hosted by a worker, or auto (placed from the network's coverage)"})
+        "help": "START:END layer range hosted by a worker, or auto: listen ~1.5 heartbeats to the network "
+                "(--bootstrap), take the range that most improves coverage within --max-layers/--memory-mib "
+                "(none given: the whole model), and move later to heal a hole"})
     max_layers: int = field(default=0, metadata={"help": "worker --layers auto: at most this many layers (0: no bound)"})
     memory_mib: int = field(default=0, metadata={
         "help": "worker --layers auto: resident weights at most this (0: no bound; KV cache: --cache-tokens)"})
     drain_s: float = field(default=30.0, metadata={
-        "help": "worker: on SIGTERM or a move, running sessions get this long to finish"})
+        "help": "worker: on SIGTERM/SIGINT (or a move) running sessions get this many seconds to finish, then "
+                "are told `draining`; a second signal exits at once"})
     heal_after_s: float = field(default=0.0, metadata={
         "help": "worker --layers auto: a hole must last this long before a worker moves (0: 2 x heartbeat_s)"})
     move_window_s: float = field(default=600.0, metadata={"help": "worker --layers auto: at most one move per window"})
@@ -80,7 +83,9 @@ class Settings:
     hop_timeout_floor_s: float = field(default=2.0, metadata={"help": "minimum per-hop deadline"})
     hop_timeout_factor: float = field(default=10.0, metadata={"help": "per-hop deadline = factor x EWMA (+ floor)"})
     heal_wait_s: float = field(default=0.0, metadata={
-        "help": "seeker: a repair with no replacement waits this long for one to appear (a healing move)"})
+        "help": "seeker: seconds a repair with no replacement waits for one to appear (0: fail at once); to "
+                "outlast a healing move it must exceed node_timeout_s + the workers' heal_after_s + drain_s + "
+                "load time"})
 
     sources: dict = field(default_factory=dict, repr=False, compare=False)
 

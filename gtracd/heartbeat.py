@@ -81,10 +81,17 @@ class Nudge:
     def __init__(self):
         self.event = trio.Event()
         self.sent = trio.Event()  # set (and replaced) after each round is published
+        self.started = self.done = 0  # rounds begun / completed
         self.fast_s: float | None = None  # period while set (a joining worker announces itself quickly)
 
     def __call__(self) -> None:
         self.event.set()
+
+    async def published_after_now(self) -> None:
+        """Wait until a round that began after this call has been published (it carries the current state)."""
+        want = self.started + 1
+        while self.done < want:
+            await self.sent.wait()
 
 
 async def publish_heartbeats(node, hosted: list[Hosted], period: float, nudge: Nudge | None = None) -> None:
@@ -92,9 +99,11 @@ async def publish_heartbeats(node, hosted: list[Hosted], period: float, nudge: N
     while True:
         if nudge is not None:
             nudge.event = trio.Event()
+            nudge.started += 1
         for msg in heartbeat_messages(signer, node.settings.network, hosted):
             await node.gossip.publish("heartbeats", msg)
         if nudge is not None:
+            nudge.done = nudge.started
             nudge.sent.set()
             nudge.sent = trio.Event()
         wait = period if nudge is None or nudge.fast_s is None else min(period, nudge.fast_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,7 +56,7 @@ def test_two_simultaneous_joiners_pick_different_holes():
     fp = Footprint.uniform(30)
     got = place(fp, [(10, 20)], [Joiner("B", Budget(max_layers=10)), Joiner("A", Budget(max_layers=10))])
     assert {got["A"].range, got["B"].range} == {(0, 10), (20, 30)}
-    assert got["A"].range == (0, 10)  # peer-id order
+    assert got["A"].range == (0, 10)  # equal budgets: peer-id order
 
 
 @st.composite
@@ -89,9 +90,9 @@ def test_joint_placement_is_deterministic_and_covers_holes_when_the_budget_suffi
     if sum(budgets) >= need:
         assert not holes(layers, held + [c.range for c in got.values()])
     # a joiner never lands where it adds nothing while a hole is open that it could have reached first
-    if gaps:
-        first = min(got.values(), key=lambda c: c.peer_id)
-        assert first.start == gaps[0][0]
+    if gaps:  # the first in joint order (largest budget, then peer id) takes the first hole
+        lead = min(joiners, key=lambda j: (-j.budget.max_layers, j.peer_id))
+        assert got[lead.peer_id].start == gaps[0][0]
 
 
 @settings(max_examples=300, deadline=None)
@@ -197,7 +198,7 @@ def test_a_ghost_expires_from_the_persisted_view():
 # ---- the agent's re-check after announcing (driver logic over a view; no network)
 
 class _Daemon:
-    state, target, nudge = "loading", None, None
+    state, target, nudge, leaving = "loading", None, None, False
 
     def set_state(self, state, target=None):
         self.state, self.target = state, target
@@ -212,7 +213,7 @@ def _agent(me: str, view):
     return Agent(_Daemon(), view, me, "m", Footprint.uniform(30), Budget(max_layers=10), s, None)
 
 
-def test_recheck_moves_only_the_larger_peer_id_of_two_overlapping_loaders_and_only_while_a_hole_is_open():
+def test_recheck_moves_one_of_two_overlapping_loaders_and_only_while_a_hole_is_open():
     import time as _time
 
     from gtracd.membership.placement import Choice
@@ -227,8 +228,130 @@ def test_recheck_moves_only_the_larger_peer_id_of_two_overlapping_loaders_and_on
         return v
 
     v = view_with(("A", 0, 10, "loading"), ("B", 0, 10, "loading"), ("S", 10, 20, "serving"))
-    again = _agent("B", v)._recheck(Choice("B", 0, 10, ""))
-    assert again is not None and again.range == (20, 30)  # B (larger id) moves to the open hole
-    assert _agent("A", v)._recheck(Choice("A", 0, 10, "")) is None  # A keeps its range
+    again = _agent("A", v)._recheck(Choice("A", 0, 10, ""))
+    assert again is not None and again.range == (20, 30)  # one of them (peer-id order) moves to the open hole
+    assert _agent("B", v)._recheck(Choice("B", 0, 10, "")) is None  # the other keeps its range
     full = view_with(("A", 0, 10, "loading"), ("S", 10, 20, "serving"), ("T", 20, 30, "serving"))
     assert _agent("B", full)._recheck(Choice("B", 0, 10, "")) is None  # no hole: an extra replica is fine
+
+
+def test_the_largest_budget_places_first_so_a_small_one_is_not_wasted_on_part_of_a_big_hole():
+    fp = Footprint.uniform(6)
+    got = place(fp, [(3, 5)], [Joiner("A", Budget(max_layers=1)), Joiner("B", Budget(max_layers=3))])
+    assert got["B"].range == (0, 3) and got["A"].range == (5, 6)
+
+
+# ---- attacks on the membership fields (an independent review's findings)
+
+def _view_at(now, *entries):
+    from gtracd.seeker.peerview import PeerView, WorkerEntry
+
+    v = PeerView(model="m", depth=30)
+    v.node_timeout_s = 30.0
+    for pid, a, b, state, kw in entries:
+        v.heard(WorkerEntry(pid, f"/p2p/{pid}", a, b, 30, "m", last_seen=now, state=state, **kw))
+    return v
+
+
+def test_announcing_draining_excuses_a_broken_stream_only_for_a_real_leave_or_move():
+    from gtracd.net.hop import HopFailed
+    from gtracd.seeker.blame import verdict
+    from gtracd.seeker.peerview import WorkerEntry
+
+    now = 10_000.0
+    v = _view_at(now - 5, ("W", 0, 10, "serving", {}))
+    v.heard(WorkerEntry("W", "/p2p/W", 0, 10, 30, "m", last_seen=now - 3, state="draining"))
+    assert v.drained_since("W", now - 4, now)  # a leave: the session opened before the drain is excused
+    assert not v.drained_since("W", now - 2, now)  # opened after it began to drain: no excuse
+    broken, stalled = HopFailed("W", "stream closed (reset)"), HopFailed("W", "no answer to step within 2.0s")
+    assert not verdict(broken, True).blamed and verdict(stalled, True).blamed  # a timeout is blamed anyway
+    v.heard(WorkerEntry("W", "/p2p/W", 0, 10, 30, "m", last_seen=now - 1, state="serving"))
+    assert not v.drained_since("W", now - 4, now)  # back serving the same range: it never left
+    v.heard(WorkerEntry("W", "/p2p/W", 10, 20, 30, "m", last_seen=now, state="serving"))
+    assert v.drained_since("W", now - 4, now)  # it moved: the cut session is excused
+    for k in range(3):  # draining again and again: no more excuses within the window
+        v.heard(WorkerEntry("W", "/p2p/W", 10, 20, 30, "m", last_seen=now + k, state="draining"))
+        v.heard(WorkerEntry("W", "/p2p/W", 20, 30, 30, "m", last_seen=now + k + 0.5, state="serving"))
+    assert not v.drained_since("W", now - 4, now + 3)
+
+
+def _serving_agent(view, me="M", rng=(0, 10)):
+    ag = _agent(me, view)
+    ag.daemon.state, ag.daemon.leaving = "serving", False
+    ag.range = rng
+    return ag
+
+
+@pytest.mark.parametrize("fake", [("F", 0, 0, "joining", {}), ("F", 10, 20, "loading", {}),
+                                  ("F", 0, 10, "draining", {"target": [10, 20]})])
+def test_claims_of_peers_that_never_serve_delay_healing_but_never_block_it(fake):
+    now = 50_000.0
+    # M and S2 serve 0:10, T serves 20:30, 10:20 lost every replica; a fake claims it will cover it
+    v = _view_at(now, ("S2", 0, 10, "serving", {"auto": True}), ("T", 20, 30, "serving", {}), fake)
+    ag = _serving_agent(v, "A")  # "A" < "S2": the healing plan picks it among equals
+    assert ag.heal_decision(0.0, now) is None  # the hole is new: hysteresis
+    assert ag.heal_decision(ag.heal_after_s + 0.1, now) is None  # the claim is respected for a while...
+    late = ag.heal_after_s + ag.claim_grace_s + 0.1
+    for w in list(v.workers.values()):  # everyone keeps heartbeating (the fake too, with the same claim)
+        w.last_seen = now + late
+    c = ag.heal_decision(late, now + late)  # ...then ignored
+    assert c is not None and c.range == (10, 20)
+
+
+def test_honest_healing_moves_at_once_after_the_hysteresis():
+    now = 50_000.0
+    v = _view_at(now, ("S2", 0, 10, "serving", {"auto": True}), ("T", 20, 30, "serving", {}))
+    ag = _serving_agent(v, "A")
+    assert ag.heal_decision(0.0, now) is None
+    assert ag.heal_decision(ag.heal_after_s + 0.1, now).range == (10, 20)
+    ag.last_move = ag.heal_after_s + 0.1
+    ag.hole_since = None
+    assert ag.heal_decision(ag.heal_after_s + 1.0, now) is None  # one move per window
+
+
+def test_many_fake_joiners_are_capped():
+    from gtracd.membership.agent import MAX_JOINERS
+
+    now = 50_000.0
+    v = _view_at(now, *[(f"F{k:04d}", 0, 0, "joining", {}) for k in range(2000)])
+    _, joiners, _, _, _ = _serving_agent(v).inputs(now)
+    assert len(joiners) == MAX_JOINERS
+
+
+def test_footprint_from_safetensors_headers(tmp_path):
+    import json
+    import struct
+
+    from gtracd.engine.footprint import footprint
+
+    cfg = {"model_type": "llama", "num_hidden_layers": 2, "tie_word_embeddings": True}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    hdr = {"model.embed_tokens.weight": {"dtype": "BF16", "shape": [100, 8], "data_offsets": [0, 0]},
+           "model.layers.0.mlp.w": {"dtype": "BF16", "shape": [8, 8], "data_offsets": [0, 0]},
+           "model.layers.1.mlp.w": {"dtype": "BF16", "shape": [8, 16], "data_offsets": [0, 0]},
+           "model.norm.weight": {"dtype": "BF16", "shape": [8], "data_offsets": [0, 0]}}
+    raw = json.dumps(hdr).encode()
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+    fp = footprint(tmp_path)  # float32 as shards load; the tied head: the last range reads the embeddings
+    assert fp.layer_bytes == (8 * 8 * 4, 8 * 16 * 4) and fp.first_bytes == 800 * 4
+    assert fp.last_bytes == 8 * 4 + 800 * 4 and fp.bytes(0, 2) == 256 + 512 + 3200 + 3232
+
+
+def test_heartbeat_ranges_are_cross_checked():
+    from gtracd.errors import DecodeError
+    from gtracd.identity import Identity
+    from gtracd.wire.envelope import encode_envelope
+
+    base = {"network": "n", "model": "m", "addrs": [], "free_tokens": 0, "load": 0.0, "version": "1",
+            "total_layers": 30}
+    ok = [{"start": 0, "end": 0, "state": "joining"}, {"start": 0, "end": 10, "state": "loading"},
+          {"start": 0, "end": 10, "state": "draining", "target": [10, 20]}, {"start": 20, "end": 30}]
+    bad = [{"start": 0, "end": 10, "state": "joining"}, {"start": 0, "end": 0}, {"start": 5, "end": 40},
+           {"start": 0, "end": 10, "state": "draining", "target": [20, 10]},
+           {"start": 0, "end": 10, "target": [0, 31]}]
+    ident = Identity.generate()
+    for b in ok:
+        encode_envelope(ident, "heartbeat", {**base, **b}, 1, 1.0)
+    for b in bad:
+        with pytest.raises(DecodeError):
+            encode_envelope(ident, "heartbeat", {**base, **b}, 1, 1.0)

@@ -4,8 +4,8 @@ of the network's coverage, within the worker's budget.
 Inputs are the shared view every daemon already has from heartbeats and the ledger: the ranges of the alive
 peers at or above the trust floor (serving, or announced as loading a range), and the workers announcing
 that they are joining, with their budgets. The choice is deterministic, and joiners that see each other
-place jointly: in peer-id order, each takes its range in the coverage the earlier ones leave, so two workers
-joining at the same moment never pick the same hole while another stays open.
+place jointly: largest budget first, then in peer-id order, each takes its range in the coverage the earlier
+ones leave, so two workers joining at the same moment never pick the same hole while another stays open.
 
 One joiner's rule: the weakest span is the first maximal run of layers with the fewest replicas. The range
 starts where that run starts (layer 0, or where some range ends, so a chain reaches it) and takes as many
@@ -63,6 +63,10 @@ class Budget:
             while end > start and fp.bytes(start, end) > self.memory_bytes:
                 end -= 1
         return end
+
+    def capacity(self, fp: Footprint) -> int:
+        """The most layers it can hold anywhere."""
+        return max(self.max_end(a, fp) - a for a in range(fp.layers))
 
     def fits(self, fp: Footprint) -> bool:
         """Can it hold one layer somewhere (the first and last layers cost more)?"""
@@ -130,11 +134,12 @@ def choose(fp: Footprint, holders: list[tuple[int, int]], budget: Budget, peer_i
 
 
 def place(fp: Footprint, holders: list[tuple[int, int]], joiners: list[Joiner]) -> dict[str, Choice]:
-    """Joint placement of workers joining at once: in peer-id order, each chooses in the coverage the
-    earlier ones leave. Every joiner computes the same answer from the same view and takes its own."""
+    """Joint placement of workers joining at once: largest budget first (ties: peer id), each chooses in the
+    coverage the earlier ones leave. Every joiner computes the same answer from the same view and takes its
+    own."""
     held = list(holders)
     out: dict[str, Choice] = {}
-    for j in sorted(joiners, key=lambda j: j.peer_id):
+    for j in sorted(joiners, key=lambda j: (-j.budget.capacity(fp), j.peer_id)):
         c = choose(fp, held, j.budget, j.peer_id)
         if c is not None:
             out[j.peer_id] = c

@@ -86,12 +86,15 @@ class WorkerDaemon:
         self.streams: dict[str, int] = {}  # open inference streams per remote peer
         self.inflight = InFlight()
         self.state = "serving"  # joining | loading | serving | draining (announced in heartbeats)
+        self.leaving = False  # SIGTERM: draining to exit; nothing may set another state
         self.target: tuple[int, int] | None = None  # draining to move here
         self.conns: dict[int, tuple[dict, trio.CancelScope]] = {}  # open streams: their sessions, their scope
         self.session_closed = trio.Event()  # set (and replaced) whenever a stream's sessions end
         self.nudge = None  # heartbeat.Nudge: announce a state change at once
 
     def set_state(self, state: str, target: tuple[int, int] | None = None) -> None:
+        if self.leaving and state != "draining":
+            return  # a leave overrides a move in progress
         self.state, self.target = state, target
         if self.nudge is not None:
             self.nudge()
@@ -109,7 +112,7 @@ class WorkerDaemon:
         self.set_state("draining", target)
         if self.nudge is not None:
             with trio.move_on_after(2.0):  # seekers hear it before we go (or stop taking sessions)
-                await self.nudge.sent.wait()
+                await self.nudge.published_after_now()
         with trio.move_on_after(bound_s):
             while self.sessions_open():
                 await self.session_closed.wait()
@@ -152,7 +155,7 @@ class WorkerDaemon:
             await fs.close()
             return
         self.streams[remote] = self.streams.get(remote, 0) + 1
-        owned: dict[bytes, tuple[Served, bytes]] = {}  # seeker's session id -> (identity, internal id)
+        owned: dict[bytes, tuple] = {}  # seeker's session id -> (identity, internal id, its shard server)
         inbox_send, inbox = trio.open_memory_channel(INBOX)
         interrupted = trio.Event()  # the stream ended or a cancel came: a stalled stage stops
         key = id(fs)
@@ -184,9 +187,9 @@ class WorkerDaemon:
                 self.streams[remote] = left
             else:
                 self.streams.pop(remote, None)
-            for sv, isid in owned.values():
-                sv.server.close(isid)
-            if owned and self.state == "draining":  # cut by the drain bound: say so, the seeker won't blame
+            for _, isid, srv in owned.values():
+                srv.close(isid)
+            if owned and (self.state == "draining" or self.leaving):  # cut by the drain bound: say so
                 for sid in list(owned):
                     await fs.quietly(lambda sid=sid: self._error(fs, "draining", "the worker is leaving; this "
                                                                  "session was cut by its drain bound", sid))
@@ -225,7 +228,7 @@ class WorkerDaemon:
                         return
                     if item[0] == "cancel":  # out of band: mark now, the step in flight answers "cancelled"
                         hit = owned.get(item[1]["session"])
-                        sess = hit[0].server.sessions.get(hit[1]) if hit else None
+                        sess = hit[2].sessions.get(hit[1]) if hit else None
                         if sess is not None:
                             sess.cancelled = True
                         interrupted.set()
@@ -259,8 +262,9 @@ class WorkerDaemon:
         if sid in owned:
             raise Refused("bad_frame", "session already open on this stream")
         isid = _internal_sid(sv.peer_id, sid)
-        reply = sv.server.open({**body, "session": isid}, remote)
-        owned[sid] = (sv, isid)
+        srv = sv.server
+        reply = srv.open({**body, "session": isid}, remote)
+        owned[sid] = (sv, isid, srv)  # the shard it lives on (a moving worker swaps shards only once drained)
         if sv.behaviour is not None:
             sv.behaviour.opened()
         reply["session"] = sid
@@ -292,7 +296,7 @@ class WorkerDaemon:
             elif kind in ("cancel", "close"):
                 hit = owned.pop(sid, None)
                 if hit is not None:
-                    hit[0].server.close(hit[1])
+                    hit[2].close(hit[1])
                     self._closed()
                     if kind == "cancel":
                         self.counters["cancelled"] += 1
@@ -300,8 +304,8 @@ class WorkerDaemon:
                 await self._error(fs, "bad_frame", f"a worker does not take {kind!r} frames")
         except Refused as e:
             if e.code == "cancelled" and sid in owned:
-                sv, isid = owned.pop(sid)
-                sv.server.close(isid)
+                _, isid, srv = owned.pop(sid)
+                srv.close(isid)
                 self._closed()
                 self.counters["cancelled"] += 1
             await self._error(fs, e.code, str(e), sid, e.retry_after_s)
@@ -320,8 +324,7 @@ class WorkerDaemon:
         hit = owned.get(sid)
         if hit is None:
             raise Refused("unknown_session", "session not opened on this stream")
-        sv, isid = hit
-        srv = sv.server
+        sv, isid, srv = hit
         sess = srv.sessions.get(isid)
         if sess is not None and sess.cancelled:
             raise Refused("cancelled", "session was cancelled")
@@ -390,7 +393,7 @@ def main(argv: list[str]) -> int:
         log.info("loaded layers %d:%d of %s in %.2fs", a, b, folder, time.perf_counter() - t0)
         return srv
 
-    default = "worker" if auto else f"worker-{start}-{end}"
+    default = (args.name or "worker") if auto else f"worker-{start}-{end}"  # a second auto worker: --name
     ident = common.identity(args, s, default)
     name = args.name or default
     server = None if auto else load(start, end)
@@ -410,6 +413,7 @@ async def _until_drained(daemon: WorkerDaemon, cancel_scope: trio.CancelScope) -
         if daemon.server is not None:
             print(f"gtracd worker {daemon.name}: draining ({daemon.sessions_open()} session(s), at most "
                   f"{daemon.settings.drain_s:g}s; signal again to exit now)", file=sys.stderr, flush=True)
+            daemon.leaving = True
             await daemon.drain(daemon.settings.drain_s)  # a leave overrides a move in progress (no target)
         cancel_scope.cancel()
 

@@ -33,14 +33,15 @@ class Verdict:
 
 def verdict(err: BaseException, draining: bool = False) -> Verdict:
     """Classify a hop failure (HopError / HopFailed / a spot-check mismatch) into its blame verdict.
-    `draining`: the worker announced draining since the session opened (a graceful leave or a move): a
-    session its drain bound cut is repaired like any failure but never blamed (wrong output still is)."""
+    `draining`: the worker announced draining since the session opened (a graceful leave or a move; see
+    PeerView.drained_since): a session its drain bound cut (the stream broke) is repaired like any failure
+    but not blamed. A timeout, an error or wrong output is blamed all the same."""
     code = getattr(err, "code", None)
-    if draining and code != WRONG_OUTPUT:
-        return Verdict("refusal" if code in REFUSALS else "drained", False)
     if code is None:  # HopFailed: the transport broke or the deadline passed
         why = str(err)
-        return Verdict("timeout" if ("timed out" in why or "no answer" in why) else "transport", True)
+        if "timed out" in why or "no answer" in why:
+            return Verdict("timeout", True)
+        return Verdict("drained", False) if draining else Verdict("transport", True)
     if code in REFUSALS:
         return Verdict("refusal", False, getattr(err, "retry_after_s", None))
     if code in EVICTIONS:

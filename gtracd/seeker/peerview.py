@@ -51,6 +51,9 @@ def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
                        max_layers=b.get("max_layers", 0), memory_mib=b.get("memory_mib", 0))
 
 
+DRAIN_EXCUSES = 2  # a leave and a move, say: more drains than this within the window excuse nothing
+
+
 class PeerView:
     def __init__(self, initial_trust: float = 0.97, latency0_ms: float = 250.0, alpha: float = 0.3,
                  reward: float = 0.03, penalty: float = 0.20, unknown_penalty: float = 0.05,
@@ -66,7 +69,12 @@ class PeerView:
         # a worker not heard within this (wall-clock seconds, as heartbeats are stamped) is out of routing at
         # once, whether or not refresh() has run since (None: only refresh() decides)
         self.node_timeout_s: float | None = None
-        self.drained_at: dict[str, float] = {}  # worker -> last time (wall) it announced draining
+        # draining: when each worker last began to drain (wall), the range it drained, and how often it began to
+        # within the forget window (an excuse for a cut session is granted sparingly: see drained_since)
+        self.drained_at: dict[str, float] = {}
+        self.drained_range: dict[str, tuple[int, int]] = {}
+        self.drains: dict[str, list[float]] = {}
+        self.state_since: dict[str, float] = {}  # worker -> when (wall) its current state was first heard
         self.listeners: list = []  # called (no arguments) when a worker appears, returns, moves or changes state
 
     def add(self, w: WorkerEntry) -> None:
@@ -74,8 +82,13 @@ class PeerView:
         if old is not None:
             w.latency_ms, w.trust = old.latency_ms, old.trust
         self.workers[w.peer_id] = w
-        if w.state == "draining":
-            self.drained_at[w.peer_id] = w.last_seen
+        if old is None or old.state != w.state:
+            self.state_since[w.peer_id] = w.last_seen
+            if w.state == "draining":
+                self.drained_at[w.peer_id] = w.last_seen
+                self.drained_range[w.peer_id] = (w.start, w.end)
+                self.drains.setdefault(w.peer_id, []).append(w.last_seen)
+                del self.drains[w.peer_id][:-DRAIN_EXCUSES - 1]  # bounded: only the last few matter
 
     def heard(self, w: WorkerEntry) -> bool:
         """A heartbeat: add or refresh the worker. True if it is new or came back."""
@@ -102,8 +115,8 @@ class PeerView:
         gone = [p for p, w in self.workers.items() if w.last_seen and now - w.last_seen > ttl_s]
         for p in gone:
             del self.workers[p]
-            self.drained_at.pop(p, None)
-            self.busy_until.pop(p, None)
+            for d in (self.drained_at, self.drained_range, self.drains, self.state_since, self.busy_until):
+                d.pop(p, None)
         return gone
 
     def restore(self, doc: dict, now: float, node_timeout_s: float, forget_after_s: float) -> list[WorkerEntry]:
@@ -130,9 +143,19 @@ class PeerView:
         """Alive, serving and placed: a worker joining, loading or draining takes no new sessions."""
         return self.heard_recently(w, now) and w.state == "serving" and w.has_range
 
-    def drained_since(self, pid: str, t: float) -> bool:
-        """Did this worker announce draining at or after `t` (wall)? Its failures are then not its fault."""
-        return self.drained_at.get(pid, -1.0) >= t
+    def drained_since(self, pid: str, t: float, now: float | None = None) -> bool:
+        """Is a broken session with this worker, opened at `t` (wall), excused by a drain? Only if it began to
+        drain at or after `t`, has not come back serving the range it drained (a leave or a move, not a
+        trick to shed blame), and drained at most DRAIN_EXCUSES times within the last forget window."""
+        at = self.drained_at.get(pid)
+        if at is None or at < t:
+            return False
+        w = self.workers.get(pid)
+        if w is not None and w.state == "serving" and (w.start, w.end) == self.drained_range.get(pid):
+            return False
+        now = time.time() if now is None else now
+        window = self.node_timeout_s * 10 if self.node_timeout_s else 300.0
+        return sum(1 for x in self.drains.get(pid, []) if now - x <= window) <= DRAIN_EXCUSES
 
     def trust(self, pid: str) -> float:
         if pid in self.external_trust:
