@@ -355,3 +355,19 @@ def test_heartbeat_ranges_are_cross_checked():
     for b in bad:
         with pytest.raises(DecodeError):
             encode_envelope(ident, "heartbeat", {**base, **b}, 1, 1.0)
+
+
+def test_a_peer_that_moved_may_replace_the_hop_it_healed_even_if_its_old_session_here_was_cut():
+    from gtracd.routing import Params
+    from gtracd.seeker.generation import Generation
+    from gtracd.seeker.peerview import PeerView, WorkerEntry
+
+    v = PeerView(model="m", depth=30)
+    for pid, a, b in (("A", 0, 10), ("B", 10, 20), ("M", 20, 30)):
+        v.heard(WorkerEntry(pid, f"/p2p/{pid}", a, b, 30, "m", last_seen=1.0))
+    g = Generation(None, v, Params())
+    g.failed |= {"M", "X"}
+    g.excused = {"M": (20, 30)}  # M's session was cut by its drain (not blamed); X failed with blame
+    assert {"M", "X"} <= g._excluded()
+    v.heard(WorkerEntry("M", "/p2p/M", 10, 20, 30, "m", last_seen=2.0))  # M moved to heal 10:20
+    assert "M" not in g._excluded() and "X" in g._excluded()

@@ -207,6 +207,7 @@ class Generation:
         self.max_repairs = max_repairs  # None: one repair per failing call; 1: the paper's one-shot per request
         self.heal_wait_s = heal_wait_s  # how long a repair with no replacement waits for one to appear
         self.replacement_failures: list[dict] = []  # replacements that failed while the repair could still wait
+        self.excused: dict[str, tuple[int, int]] = {}  # failed without blame -> the range it failed on
         self.repair_attempts = 0
         self.final_blamed = True  # False when the request ended on a failure no worker is blamed for
         self._width: int | None = None  # the model's hidden width, from the first relayed hidden state
@@ -294,11 +295,15 @@ class Generation:
 
     def _excluded(self) -> set[str]:
         """Never a replacement: failed peers, busy ones, and chain members still hosting the range they serve
-        in this chain (one that moved to another range, healing a hole, may serve there)."""
-        now = time.monotonic()
-        same = {h.peer.peer_id for h in self.hops if (w := self.view.workers.get(h.peer.peer_id)) is not None
-                and (w.start, w.end) == (h.peer.start, h.peer.end)}
-        return self.failed | same | self.view.busy(now)
+        in this chain. A peer that moved to another range (healing a hole) may serve there, whether it is
+        still in the chain or its session here was cut by its drain without blame."""
+        def moved(pid: str, rng: tuple[int, int]) -> bool:
+            w = self.view.workers.get(pid)
+            return w is not None and (w.start, w.end) != rng
+
+        same = {h.peer.peer_id for h in self.hops if not moved(h.peer.peer_id, (h.peer.start, h.peer.end))}
+        failed = {p for p in self.failed if not (p in self.excused and moved(p, self.excused[p]))}
+        return failed | same | self.view.busy(time.monotonic())
 
     async def _replacement(self, old: Hop, deadline: float):
         """The best live replacement for the range `old` served (the view may already show its peer
@@ -322,6 +327,8 @@ class Generation:
         pid = old.peer.peer_id
         self.failed.add(pid)
         v = self._verdict(err, old)
+        if not v.blamed:
+            self.excused[pid] = (old.peer.start, old.peer.end)
         if v.kind == "refusal":  # route around it for as long as it asked
             self.view.refused(pid, time.monotonic() + (v.retry_after_s or BUSY_RETRY_S))
         if self.max_repairs is not None and len(self.repair_log) >= self.max_repairs:
