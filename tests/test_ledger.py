@@ -480,3 +480,16 @@ def test_once_anyone_is_established_newcomers_share_one_small_budget_per_worker_
     epoch = Report(ANCHOR.public, 100, 1250.0, (), (), "epoch", -1, epoch=1, priors=(("W", 1.0),))
     t, _ = derive(Ledger(hist + [epoch] + fresh), SYBIL)  # an epoch resets trust, not who is established
     assert math.isclose(t["NEW"], 0.97 - SYBIL.newcomer_budget)
+
+
+def test_admission_forgets_workers_no_admissible_report_can_name():
+    from gtracd.ledger import Admission, AdmissionParams, Ledger
+
+    adm = Admission(Ledger(), AdmissionParams("n", max_age_s=3600.0, pending_ttl_s=60.0))
+    adm.heard("old", 0.0)
+    adm.heard("w1", 100.0)
+    adm.heard("old", 150.0)  # heard again: it moves to the back
+    adm.expire(3600.0 + 60.0 + 60.0)
+    assert list(adm.known) == ["w1", "old"]
+    adm.expire(3600.0 + 60.0 + 100.5)  # w1 was last heard longer ago than any admissible report can be old
+    assert list(adm.known) == ["old"]

@@ -44,7 +44,9 @@ class Admission:
         self.ledger = ledger
         self.epoch_signers = epoch_signers  # keyring anchors: the only ones who may start a ledger epoch
         self.p = params
-        self.known: dict[str, float] = {}  # worker peer id -> last heard (wall clock)
+        # worker peer id -> last heard (wall clock), oldest first; kept only as long as a report naming it can
+        # still be admitted (max_age_s, plus the pending TTL), so it does not grow with every worker ever heard
+        self.known: OrderedDict[str, float] = OrderedDict()
         self.dropped: Counter[str] = Counter()
         self.admitted = 0
         self._buckets: OrderedDict[bytes, _Bucket] = OrderedDict()
@@ -55,6 +57,7 @@ class Admission:
     def heard(self, peer_id: str, now: float) -> list[Report]:
         """A heartbeat from `peer_id`: returns pending reports that became admissible (already added)."""
         self.known[peer_id] = now
+        self.known.move_to_end(peer_id)
         if not self._pending:
             return []
         out = []
@@ -67,6 +70,11 @@ class Admission:
         return out
 
     def expire(self, now: float) -> int:
+        """Drop pending reports past their TTL (counted as unknown_peer; returns how many) and forget workers
+        not heard for longer than any admissible report can be old."""
+        horizon = now - self.p.max_age_s - self.p.pending_ttl_s
+        while self.known and next(iter(self.known.values())) < horizon:
+            self.known.popitem(last=False)
         n = 0
         while self._pending:
             key, (r, at) = next(iter(self._pending.items()))
