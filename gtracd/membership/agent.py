@@ -9,10 +9,11 @@ heartbeat period, so every serving worker has been heard); place jointly with th
 `loading` the chosen range; after `recheck_s` re-check: loaders whose layers others cover while a hole is
 open are placed again, jointly, around the committed ranges (see _recheck). Then load the shard and serve.
 
-Heal: every second (or half heartbeat), compute the healing plan for the holes that workers now joining
-will not fill (their joint placement, as they will compute it, is taken into account). A hole must persist `heal_after_s` before anyone moves
-(hysteresis), a worker moves at most once per `move_window_s`, and after announcing `draining` with its
-target it re-checks: if a worker with a smaller peer id heads for an overlapping target, it stands down.
+Heal: every second (or half heartbeat), look for holes in serving coverage. A hole must persist
+`heal_after_s` before anyone moves (hysteresis); for a bounded grace after that, claims (workers now joining,
+loading, or moving) are respected (see heal_decision); a worker moves at most once per `move_window_s`, and
+after announcing `draining` with its target it re-checks: if a worker with a smaller peer id heads for an
+overlapping target, it stands down.
 """
 
 from __future__ import annotations
