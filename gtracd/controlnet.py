@@ -136,12 +136,15 @@ class ControlNet:
         return out
 
     def status(self, name: str) -> dict | None:
-        for f in (self.root / "run").glob(f"*-{name}.json"):
+        best = None
+        for f in (self.root / "run").glob(f"*-{name}-*.json"):
             try:
-                return json.loads(f.read_text())
+                doc = json.loads(f.read_text())
             except (OSError, ValueError):
-                return None
-        return None
+                continue
+            if doc.get("name") == name and (best is None or doc.get("written_at", 0) > best.get("written_at", 0)):
+                best = doc
+        return best
 
     def stop_all(self) -> dict[str, int]:
         return {n: p.stop() for n, p in list(self.procs.items())}

@@ -42,6 +42,11 @@ def status_dir(settings) -> Path:
     return settings.home / "run"
 
 
+def status_file(settings, role: str, name: str, peer_id: str) -> Path:
+    """A daemon's status slot: the short peer id in it, so two daemons never share one, even with one name."""
+    return status_dir(settings) / f"{role}-{name}-{peer_id[-8:]}.json"
+
+
 def write_status(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, default=str))
@@ -54,7 +59,7 @@ class Node:
         self.host, self.gossip, self.links, self.events = host, gossip, links, events
         self.verifier = Verifier(max_skew_s=60.0)
         self.started = time.time()
-        self.status_path = status_dir(settings) / f"{role}-{name}.json"
+        self.status_path = status_file(settings, role, name, ident.peer_id)
         self.cut_path = status_dir(settings) / f"{role}-{name}.cut"
         self.extra_status = lambda: {}
 

@@ -1,6 +1,6 @@
 """`gtracd status [NAME] [--json]`: what each daemon running under a data directory sees.
 
-Every control-plane daemon rewrites <data_dir>/run/<role>-<name>.json once a second (atomically); this
+Every daemon rewrites <data_dir>/run/<role>-<name>-<short peer id>.json once a second (atomically); this
 command reads those files, so it needs no network access and works while the daemon is busy. A file whose
 process is gone, or that stopped being refreshed, is shown as stale.
 """

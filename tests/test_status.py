@@ -44,3 +44,19 @@ def test_gone_and_draining_workers_and_auto_placement_are_shown_as_such():
     con.print(render(worker))
     out = con.export_text()
     assert "serving, layers 10:20, 2 session(s)" in out and "1 move(s)" in out and "moving 0:10 -> 10:20" in out
+
+
+def test_two_daemons_with_one_name_never_share_a_status_slot(tmp_path):
+    from gtracd.config import load_settings
+    from gtracd.node import status_file, write_status
+    from gtracd.status import collect
+
+    s = load_settings(flags={"data_dir": str(tmp_path)})
+    a = status_file(s, "worker", "worker-10-20", "12D3KooWaaaaaaaa")
+    b = status_file(s, "worker", "worker-10-20", "12D3KooWbbbbbbbb")
+    assert a != b
+    a.parent.mkdir(parents=True)
+    for path, pid in ((a, "12D3KooWaaaaaaaa"), (b, "12D3KooWbbbbbbbb")):
+        write_status(path, {"role": "worker", "name": "worker-10-20", "peer_id": pid, "pid": 1,
+                            "written_at": 0.0})
+    assert {d["peer_id"] for d in collect(s, "worker-10-20")} == {"12D3KooWaaaaaaaa", "12D3KooWbbbbbbbb"}

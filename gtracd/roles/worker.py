@@ -395,7 +395,7 @@ def main(argv: list[str]) -> int:
 
     default = (args.name or "worker") if auto else f"worker-{start}-{end}"  # a second auto worker: --name
     ident = common.identity(args, s, default)
-    name = args.name or default
+    name = args.name or s.key or default  # the key name: two workers on one range with their own keys differ
     server = None if auto else load(start, end)
     daemon = WorkerDaemon([Served(ident, server, name)], ident.peer_id, s, name)
     try:
