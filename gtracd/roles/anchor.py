@@ -303,17 +303,18 @@ def main(argv: list[str]) -> int:
 async def _serve(ident, s, name, anchors, args) -> None:
     from ..node import running_node
 
-    async with trio.open_nursery() as outer:
-        outer.start_soon(common.until_signalled, outer.cancel_scope)
-        async with running_node("anchor", name, ident, s, args.events, not args.ephemeral) as node:
-            daemon = AnchorDaemon(node, anchors)
-            try:
+    async def body(closing: list) -> None:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(common.until_signalled, outer.cancel_scope)
+            async with running_node("anchor", name, ident, s, args.events, not args.ephemeral) as node:
+                daemon = AnchorDaemon(node, anchors)
+                closing.append(daemon.replica.close)  # after every handler that writes to the log stopped
                 await node.nursery.start(daemon.run)
-                common.write_ready(args.ready_file, {"role": "anchor", "peer_id": ident.peer_id, "addrs": node.addrs,
-                                                     "name": name, "pid": os.getpid(),
+                common.write_ready(args.ready_file, {"role": "anchor", "peer_id": ident.peer_id,
+                                                     "addrs": node.addrs, "name": name, "pid": os.getpid(),
                                                      "reports": len(daemon.replica.ledger)})
-                print(f"gtracd anchor {name} ready: {node.addrs[0]} ({len(daemon.replica.ledger)} reports on disk, "
-                      f"{len(anchors)} peer anchors)", file=sys.stderr, flush=True)
+                print(f"gtracd anchor {name} ready: {node.addrs[0]} ({len(daemon.replica.ledger)} reports on "
+                      f"disk, {len(anchors)} peer anchors)", file=sys.stderr, flush=True)
                 await trio.sleep_forever()
-            finally:
-                daemon.replica.close()
+
+    await common.closed_after(body)

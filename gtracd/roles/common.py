@@ -64,6 +64,17 @@ def write_ready(path: str | None, info: dict) -> None:
     os.replace(tmp, path)
 
 
+async def closed_after(body):
+    """Run `body(closing)`, then call each closer it registered in `closing` — after the node it runs (and every
+    handler that writes to a log) has stopped, so no late gossip handler writes to a closed log."""
+    closing: list = []
+    try:
+        return await body(closing)
+    finally:
+        for close in closing:
+            close()
+
+
 async def until_signalled(cancel_scope: trio.CancelScope) -> None:
     """SIGTERM / SIGINT -> cancel the daemon's scope (clean shutdown: host closed first)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:

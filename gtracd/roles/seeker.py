@@ -115,15 +115,19 @@ async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: flo
 
 
 async def run_generate(args, s, ident, name: str) -> int:
-    from ..node import running_node
-    from ..seeker.cache import SeekerCache, anchor_ids
-
     if not args.peer and not s.bootstrap:
         raise UserError("no workers given: --peer MULTIADDR (repeat), or --bootstrap ANCHOR_MULTIADDR")
     if not args.prompt and not args.chat:
         raise UserError("give --prompt TEXT (repeatable) or --chat")
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     status = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    return await common.closed_after(lambda closing: _run_generate(args, s, ident, name, sampling, status, closing))
+
+
+async def _run_generate(args, s, ident, name, sampling, status, closing: list) -> int:
+    from ..node import running_node
+    from ..seeker.cache import SeekerCache, anchor_ids
+
     async with running_node("seeker", name, ident, s, None, not args.ephemeral) as node:
         host = node.host
         view = pinned_view(s)
@@ -131,6 +135,7 @@ async def run_generate(args, s, ident, name: str) -> int:
         cache = None
         if s.bootstrap:  # on a network: heartbeats, ledger replica, trust reports
             cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
+            closing.append(cache.close)
             await node.nursery.start(cache.run)
         if args.peer:
             problems = await discover(net, view, args.peer)
@@ -148,7 +153,6 @@ async def run_generate(args, s, ident, name: str) -> int:
                     left = await cache.drain(5.0)
                 if left:
                     status(f"gtracd: {left} trust report(s) kept in the outbox for the next run (no anchor answered)")
-                cache.close()
 
 
 async def _generate(args, s, view, net, sampling, status, cache) -> int:
@@ -282,28 +286,35 @@ def _readline():
 
 
 async def run_serve(args, s, ident, name: str) -> int:
+    async def body(closing: list) -> None:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(common.until_signalled, outer.cancel_scope)
+            await _serve_node(args, s, ident, name, closing)
+
+    await common.closed_after(body)
+    return 0
+
+
+async def _serve_node(args, s, ident, name, closing: list) -> None:
     from ..node import running_node
     from ..seeker.cache import SeekerCache, anchor_ids
     from ..testbed import synthetic_reports
 
-    async with trio.open_nursery() as outer:
-        outer.start_soon(common.until_signalled, outer.cancel_scope)
-        async with running_node("seeker", name, ident, s, args.events, not args.ephemeral) as node:
-            cache = SeekerCache(node, pinned_view(s), anchor_ids(s.keystore_path))
-            try:
-                await node.nursery.start(cache.run)
-                if args.testbed_reports > 0:
-                    node.nursery.start_soon(synthetic_reports, cache, args.testbed_reports, _params(s), s.network)
-                common.write_ready(args.ready_file, {"role": "seeker", "peer_id": ident.peer_id, "addrs": node.addrs,
-                                                     "name": name, "pid": os.getpid()})
-                print(f"gtracd seeker {name} ready: {node.addrs[0]} ({len(cache.replica.ledger)} reports cached, "
-                      f"{len(cache.anchors)} keyring anchors)", file=sys.stderr, flush=True)
-                await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True):
-                    await cache.drain(2.0)
-                cache.close()
-    return 0
+    async with running_node("seeker", name, ident, s, args.events, not args.ephemeral) as node:
+        cache = SeekerCache(node, pinned_view(s), anchor_ids(s.keystore_path))
+        closing.append(cache.close)
+        try:
+            await node.nursery.start(cache.run)
+            if args.testbed_reports > 0:
+                node.nursery.start_soon(synthetic_reports, cache, args.testbed_reports, _params(s), s.network)
+            common.write_ready(args.ready_file, {"role": "seeker", "peer_id": ident.peer_id, "addrs": node.addrs,
+                                                 "name": name, "pid": os.getpid()})
+            print(f"gtracd seeker {name} ready: {node.addrs[0]} ({len(cache.replica.ledger)} reports cached, "
+                  f"{len(cache.anchors)} keyring anchors)", file=sys.stderr, flush=True)
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await cache.drain(2.0)
 
 
 def main(argv: list[str]) -> int:

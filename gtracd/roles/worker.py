@@ -432,14 +432,13 @@ async def _serve(daemon: WorkerDaemon, args, auto) -> None:
     from ..heartbeat import Nudge
 
     daemon.nudge = Nudge()
-    closing = []
-    try:
+
+    async def body(closing: list) -> None:
         async with trio.open_nursery() as outer:
             outer.start_soon(_until_drained, daemon, outer.cancel_scope)
             await _run(daemon, args, auto, closing)
-    finally:
-        for close in closing:  # after the host and every handler stopped
-            close()
+
+    await common.closed_after(body)
 
 
 async def _run(daemon: WorkerDaemon, args, auto, closing: list) -> None:
