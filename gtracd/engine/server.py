@@ -1,6 +1,9 @@
 """The worker's compute side: a Shard, its tokenizer (first/last hops), and per-session KV caches.
 
-Synchronous and I/O-free: the daemon calls these from one worker thread at a time.
+Synchronous and I/O-free. One owner for the mutable state: the session table and the sessions dict are
+changed only by the caller's event loop (open, close, prepare); `compute` runs on the compute thread and
+touches nothing but the one session's KV cache it was handed (that session is marked busy meanwhile, so no
+eviction picks it). Heartbeats and status read the table on the event loop too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,19 @@ from .shard import Shard, crop
 from .tensors import from_wire, to_wire
 
 HIDDEN_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class Job:
+    """One prefill / step, prepared on the event loop, computed on the compute thread."""
+
+    sess: Session
+    pos: int
+    n: int
+    inp: dict
+    text_ids: list[int] | None
+    sample: bool
+    ctx: list[int]
 
 
 @dataclass
@@ -99,7 +115,12 @@ class ShardServer:
         return {"tokens": [int(t) for t in ids], "eos": sorted(self.eos)}
 
     def extend(self, body: dict) -> dict:
-        """prefill / step: run the session's new positions through this shard."""
+        """prefill / step in one call (in-process use and tests): prepare, then compute."""
+        return self.compute(self.prepare(body))
+
+    def prepare(self, body: dict) -> Job:
+        """prefill / step, the event loop's half: validate, build the inputs, reserve the cache positions
+        (evicting idle sessions if the budget needs it)."""
         sid = body["session"]
         sess = self.sessions.get(sid)
         if sess is None or sid not in self.table:
@@ -134,23 +155,28 @@ class ShardServer:
             if not bool(torch.isfinite(inp["hidden"]).all()):  # the previous hop's fault (seeker.blame)
                 raise Refused("bad_tensor", "non-finite values in the hidden state")
         self._drop(self.table.reserve(sid, pos + n, self.clock()))
+        return Job(sess, pos, n, inp, text_ids, bool(body.get("sample", True)), body.get("ctx") or [])
+
+    def compute(self, job: Job) -> dict:
+        """prefill / step, the compute thread's half: only the job's own session cache is touched."""
+        sess, pos, n = job.sess, job.pos, job.n
         sess.cache = crop(sess.cache, pos)
         t0 = time.perf_counter()
-        out = self.shard.forward(sess.cache, pos, **inp)
-        self.steps += 1
-        res = {"session": sid, "cached": pos + n}
-        if text_ids is not None:
-            res["tokens"] = text_ids
+        out = self.shard.forward(sess.cache, pos, **job.inp)
+        self.steps += 1  # written only by the holder of the compute slot
+        res = {"session": sess.sid, "cached": pos + n}
+        if job.text_ids is not None:
+            res["tokens"] = job.text_ids
         if out.hidden is not None:
             res["hidden"] = to_wire(out.hidden)
-        elif body.get("sample", True):
+        elif job.sample:
             sp = sess.sampling
             tok = sample(out.logits, pos + n, sp.get("temperature", 0.0), sp.get("top_k", 0), sp.get("top_p", 1.0),
                          sp.get("seed", 0))
             res["token"] = tok
             res["eos"] = tok in self.eos
             if self.detok is not None:
-                res["piece"] = self.detok.piece(body.get("ctx") or [], tok)[:1024]
+                res["piece"] = self.detok.piece(job.ctx, tok)[:1024]
         res["compute_ms"] = (time.perf_counter() - t0) * 1e3
         return res
 

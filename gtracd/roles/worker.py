@@ -341,9 +341,10 @@ class WorkerDaemon:
                 with trio.move_on_after(act.stall_s):
                     await interrupted.wait()
                 raise Refused("injected_failure", "stalled (injected failure)")
-        srv.table.touch(isid, time.monotonic(), busy=True)
+        srv.table.touch(isid, time.monotonic(), busy=True)  # the table is the event loop's (engine/server.py)
         try:
-            res = await self.run_compute(remote, self._compute, srv, {**body, "session": isid}, act, inline=kind == "step")
+            job = srv.prepare({**body, "session": isid})
+            res = await self.run_compute(remote, self._compute, srv, job, act, inline=kind == "step")
         finally:
             srv.table.touch(isid, time.monotonic(), busy=False)
         sess = srv.sessions.get(isid)
@@ -353,12 +354,13 @@ class WorkerDaemon:
         await fs.send("result", res, WRITE_TIMEOUT_S)
 
     @staticmethod
-    def _compute(srv, body: dict, act) -> dict:
+    def _compute(srv, job, act) -> dict:
+        """On the compute thread: only the job's own session cache is touched."""
         if act is not None and act.burn_s > 0:  # the plan's cpu_load: real CPU time on this core
             end = time.perf_counter() + act.burn_s
             while time.perf_counter() < end:
                 pass
-        res = srv.extend(body)
+        res = srv.compute(job)
         if act is not None and act.corrupt is not None:  # byzantine: perturbed activations / token
             act.corrupt(res)
         return res
