@@ -69,8 +69,8 @@ class PeerView:
         # a worker not heard within this (wall-clock seconds, as heartbeats are stamped) is out of routing at
         # once, whether or not refresh() has run since (None: only refresh() decides)
         self.node_timeout_s: float | None = None
-        # draining: when each worker last began to drain (wall), the range it drained, and how often it began to
-        # within the forget window (an excuse for a cut session is granted sparingly: see drained_since)
+        # draining: when each worker last began to drain (wall), the range it drained, and its last few drain
+        # starts (an excuse for a cut session is granted sparingly: see drained_since)
         self.drained_at: dict[str, float] = {}
         self.drained_range: dict[str, tuple[int, int]] = {}
         self.drains: dict[str, list[float]] = {}
@@ -146,7 +146,8 @@ class PeerView:
     def drained_since(self, pid: str, t: float, now: float | None = None) -> bool:
         """Is a broken session with this worker, opened at `t` (wall), excused by a drain? Only if it began to
         drain at or after `t`, has not come back serving the range it drained (a leave or a move, not a
-        trick to shed blame), and drained at most DRAIN_EXCUSES times within the last forget window."""
+        trick to shed blame), and began to drain at most DRAIN_EXCUSES times within the last 10 x node_timeout_s
+        (300 s without a timeout)."""
         at = self.drained_at.get(pid)
         if at is None or at < t:
             return False
