@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.gtracd-installed
 export OMP_NUM_THREADS ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup test test-all demo lint bench clean
+.PHONY: setup test test-all test-no-torch demo lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,15 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ''
+
+# What a seeker or anchor (a phone) installs: the base package, no torch. Every torch-needing test is marked
+# `model`; the rest must pass here.
+NT_VENV ?= .venv-no-torch
+test-no-torch:
+	@test -x $(NT_VENV)/bin/python || $(PY) -m venv $(NT_VENV)
+	$(NT_VENV)/bin/pip install -q '.[dev]'
+	@! $(NT_VENV)/bin/python -c 'import torch' 2>/dev/null || (echo "torch leaked into the base install" && false)
+	$(NT_VENV)/bin/python -m pytest -q -m 'not model and not slow'
 
 demo: setup
 	$(BIN)/gtracd demo
