@@ -13,17 +13,9 @@ import pytest
 
 from gtracd.controlnet import ControlNet
 
+from .waiting import until
+
 REPLICAS = ("a1", "a2", "a3", "s1", "s2")
-
-
-def wait_for(pred, timeout: float, what: str, step: float = 0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def emitted(cn: ControlNet, after: float = 0.0, before: float = float("inf")) -> set[tuple]:
@@ -43,17 +35,17 @@ def net(tmp_path):
     cn.stop_all()
 
 
-def test_reports_reach_every_replica_and_survive_anchor_crash_partition_and_heal(net):
+async def test_reports_reach_every_replica_and_survive_anchor_crash_partition_and_heal(net):
     cn = net
     # 1. a report reaches every anchor and every seeker
-    wait_for(lambda: held_by_all(cn, emitted(cn)), 30, "a first report on all 5 replicas")
+    await until(lambda: held_by_all(cn, emitted(cn)), 30, "a first report on all 5 replicas")
 
     # 2. kill -9 one anchor: the others carry on
     cn.kill9("a3")
     t_kill = time.time()
-    wait_for(lambda: len(emitted(cn, t_kill + 0.5)) >= 4, 20, "reports after the crash")
+    await until(lambda: len(emitted(cn, t_kill + 0.5)) >= 4, 20, "reports after the crash")
     after_kill = emitted(cn, t_kill + 0.5)
-    wait_for(lambda: held_by_all(cn, after_kill, ("a1", "a2", "s1", "s2")), 20, "the survivors to converge")
+    await until(lambda: held_by_all(cn, after_kill, ("a1", "a2", "s1", "s2")), 20, "the survivors to converge")
 
     # 3. restart it: it reloads what it had from disk and anti-entropy brings the rest; nothing is lost
     cn.restart_anchor("a3")
@@ -61,34 +53,34 @@ def test_reports_reach_every_replica_and_survive_anchor_crash_partition_and_heal
     on_disk = [e for e in cn.events("a3") if e["ev"] == "have" and e["via"] == "disk" and e["t"] >= t_restart - 1]
     assert on_disk, "the restarted anchor should reload its fsync'd log"
     so_far = emitted(cn, 0, t_restart)
-    wait_for(lambda: held_by_all(cn, so_far), 30, "the restarted anchor to hold every report")
+    await until(lambda: held_by_all(cn, so_far), 30, "the restarted anchor to hold every report")
 
     # 4. partition {a1, a2, s1, fleet} | {a3, s2}: both sides keep admitting; then heal and converge
     cn.partition([["a1", "a2", "s1", "fleet"], ["a3", "s2"]])
     t_cut = time.time()
-    wait_for(lambda: len(emitted(cn, t_cut + 0.5)) >= 6, 20, "reports during the partition")
+    await until(lambda: len(emitted(cn, t_cut + 0.5)) >= 6, 20, "reports during the partition")
 
     def crossed_one_side_only():  # a report admitted on s1's side (a1 and a2 hold it) that a3 lacks
         h = cn.holders()
         return any({"a1", "a2"} <= h.get(k, set()) and "a3" not in h.get(k, set())
                    for k in emitted(cn, t_cut + 0.5))
 
-    wait_for(crossed_one_side_only, 20, "the cut to keep s1's reports from a3")
+    await until(crossed_one_side_only, 20, "the cut to keep s1's reports from a3")
     cn.heal()
     t_heal = time.time()
     upto = emitted(cn, 0, t_heal)
-    wait_for(lambda: held_by_all(cn, upto), 30, "every replica to converge after the heal")
+    await until(lambda: held_by_all(cn, upto), 30, "every replica to converge after the heal")
 
     # 5. identical derived trust on every replica once they hold the same reports
     #    (seekers restarted with no load: their replica comes back from disk and they pull the rest)
     cn.set_seeker_rate("s1", 0.0)
     cn.set_seeker_rate("s2", 0.0)  # a clean stop first: each outbox drains to an anchor
     all_reports = emitted(cn)
-    wait_for(lambda: held_by_all(cn, all_reports), 30, "every emitted report on every replica")
-    trust = wait_for(lambda: same_trust(cn), 15, "bit-identical trust on all 5 replicas")
+    await until(lambda: held_by_all(cn, all_reports), 30, "every emitted report on every replica")
+    trust = await until(lambda: same_trust(cn), 15, "bit-identical trust on all 5 replicas")
     assert len(trust) >= 3 and all(0.0 <= t <= 1.0 for t in trust.values())  # at least one whole chain rated
     for name in ("s1", "s2"):
-        st = wait_for(lambda name=name: cn.status(name) if "outbox" in (cn.status(name) or {}) else None, 10,
+        st = await until(lambda name=name: cn.status(name) if "outbox" in (cn.status(name) or {}) else None, 10,
                       f"{name}'s status")
         assert st["outbox"] == 0 and st["ledger"]["loaded_from_disk"] > 0
 
@@ -116,7 +108,7 @@ def same_trust(cn):
 
 
 @pytest.mark.model
-def test_seeker_generates_over_heartbeats_reports_to_anchors_and_routes_with_every_anchor_down(tmp_path):
+async def test_seeker_generates_over_heartbeats_reports_to_anchors_and_routes_with_every_anchor_down(tmp_path):
     """Real inference (tiny Llama, 2 workers) on a network: the seeker finds the workers by heartbeat, its
     trust reports reach the anchors; with every anchor down it still routes (cached view, heartbeats straight
     from the workers) and keeps its report in the outbox, which the next run hands over."""
@@ -146,7 +138,7 @@ def test_seeker_generates_over_heartbeats_reports_to_anchors_and_routes_with_eve
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout.splitlines()[-1])
         assert len(out["tokens"]) >= 1 and out["chain"] and "error" not in out
-        wait_for(lambda: anchor_reports("a1") == 1 and anchor_reports("a2") == 1, 20, "the report on both anchors")
+        await until(lambda: anchor_reports("a1") == 1 and anchor_reports("a2") == 1, 20, "the report on both anchors")
 
         cn.stop("a1")
         cn.stop("a2")
@@ -158,7 +150,7 @@ def test_seeker_generates_over_heartbeats_reports_to_anchors_and_routes_with_eve
         cn.restart_anchor("a1")
         r3 = generate()  # the outbox from run 2 is handed over with run 3's report
         assert r3.returncode == 0, r3.stderr
-        wait_for(lambda: anchor_reports("a1") == 3, 20, "all three reports on the restarted anchor")
+        await until(lambda: anchor_reports("a1") == 3, 20, "all three reports on the restarted anchor")
     finally:
         cn.stop_all()
         assert stop_all(ws) == [0, 0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import struct
 
 import msgpack
-import trio
 
 from gtracd.config import load_settings
 from gtracd.identity import Identity
@@ -20,6 +19,8 @@ from gtracd.roles.anchor import AnchorDaemon
 from gtracd.seeker.cache import SeekerCache
 from gtracd.seeker.peerview import PeerView
 from gtracd.wire.envelope import Signer
+
+from .waiting import until
 
 NET = "t-adv"
 WORKER, SEEKER, MALLORY = Identity.generate(), Identity.generate(), Identity.generate()
@@ -51,12 +52,6 @@ def resign_as(env, victim_public: bytes, body_over: dict | None = None, sig: byt
     return msgpack.packb(obj, use_bin_type=True)
 
 
-async def wait_until(pred, what: str, timeout: float = 15.0):
-    with trio.fail_after(timeout):
-        while not pred():
-            await trio.sleep(0.02)
-
-
 async def test_bad_control_messages_are_dropped_and_counted(tmp_path):
     async with running_node("anchor", "a", Identity.generate(), settings(tmp_path / "a"), None, False) as anode:
         anchor = AnchorDaemon(anode, anchors=set())
@@ -68,16 +63,16 @@ async def test_bad_control_messages_are_dropped_and_counted(tmp_path):
                              False) as vnode:
             victim = SeekerCache(vnode, PeerView(), anchors={anode.peer_id})  # its keyring: the anchor only
             await vnode.nursery.start(victim.run)
-            await wait_until(lambda: all(m.gossip.peers(t) >= 1 for t in ("heartbeats", "reports", "ledger")),
-                             "the anchor's subscriptions")
+            await until(lambda: all(m.gossip.peers(t) >= 1 for t in ("heartbeats", "reports", "ledger")),
+                        15.0, "the anchor's subscriptions", step=0.02)
             v, adm = anode.verifier, anchor.admission
 
             # the worker is heard; an honest report gets in
             await m.gossip.publish("heartbeats", heartbeat(WORKER).raw)
-            await wait_until(lambda: WORKER.peer_id in adm.known, "the heartbeat")
+            await until(lambda: WORKER.peer_id in adm.known, 15.0, "the heartbeat", step=0.02)
             good = report(SEEKER)
             await m.gossip.publish("reports", good.raw)
-            await wait_until(lambda: len(anchor.replica.ledger) == 1, "the honest report")
+            await until(lambda: len(anchor.replica.ledger) == 1, 15.0, "the honest report", step=0.02)
 
             # replayed: the same signed bytes again (a new gossip message, the same envelope)
             await m.gossip.publish("reports", good.raw)
@@ -93,13 +88,13 @@ async def test_bad_control_messages_are_dropped_and_counted(tmp_path):
             # ledger data from a sender outside the anchor keyring
             delta = Signer(MALLORY).sign("ledger_delta", {"network": NET, "reports": [report(SEEKER).raw]})
             await m.gossip.publish("ledger", delta.raw)
-            await wait_until(lambda: sum(v.dropped.values()) >= 6, "the gossip drops")
+            await until(lambda: sum(v.dropped.values()) >= 6, 15.0, "the gossip drops", step=0.02)
             assert dict(v.dropped) == {"replay": 1, "bad_signature": 2, "oversize": 1, "malformed": 1,
                                        "untrusted_sender": 1}
             # the seeker takes ledger data from its keyring anchor only: the honest report arrives (the anchor's
             # delta or a pull), Mallory's delta is dropped
-            await wait_until(lambda: vnode.verifier.dropped["untrusted_sender"] == 1
-                             and len(victim.replica.ledger) == 1, "the victim seeker's replica")
+            await until(lambda: vnode.verifier.dropped["untrusted_sender"] == 1
+                        and len(victim.replica.ledger) == 1, 15.0, "the victim seeker's replica", step=0.02)
             assert victim.replica.ledger.get(SEEKER.public, good.seq) is not None
 
             # the direct stream: a forged and a duplicate report are refused with reasons in the ack
@@ -115,7 +110,7 @@ async def test_bad_control_messages_are_dropped_and_counted(tmp_path):
             fs = FramedStream(s)
             kind, body = await fs.read(10)
             assert kind == "error" and body["code"] == "bad_frame"
-            await wait_until(lambda: v.dropped["oversize"] == 2, "the oversize frame")
+            await until(lambda: v.dropped["oversize"] == 2, 15.0, "the oversize frame", step=0.02)
 
             assert len(anchor.replica.ledger) == 1  # only the honest report is in the ledger
             assert len(victim.replica.ledger) == 1

@@ -22,6 +22,7 @@ from gtracd.seeker.peerview import PeerView  # noqa: E402
 
 from .cluster import start_workers, stop_all  # noqa: E402
 from .models import tiny_llama  # noqa: E402
+from .waiting import until  # noqa: E402
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(240)]
 PROMPT = [5, 17, 99, 3, 42, 7]
@@ -116,15 +117,6 @@ async def test_a_session_cut_by_the_drain_bound_is_repaired_without_blame(tmp_pa
         stop_all(ws)
 
 
-async def _until(pred, timeout: float, what: str):
-    """Status files are rewritten every second by each daemon: poll them (bounded)."""
-    with trio.move_on_after(timeout):
-        while not (got := pred()):
-            await trio.sleep(0.2)
-        return got
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 async def test_auto_workers_joining_at_once_tile_the_model_and_heal_a_killed_span(tmp_path):
     from gtracd.controlnet import ControlNet
     from gtracd.launch import start_procs
@@ -153,7 +145,7 @@ async def test_auto_workers_joining_at_once_tile_the_model_and_heal_a_killed_spa
                       and st["state"] == "serving"]
             return movers or None
 
-        movers = await _until(healed, 30, "a 0:6 worker to move to the killed span 6:12")
+        movers = await until(healed, 30, "a 0:6 worker to move to the killed span 6:12")
         await trio.sleep(3)  # and it stays that way: one mover, one move, the other keeps its range
         sts = {n: cn.status(n) for n in names if placed[n] == (0, 6)}
         assert len(movers) == 1 and sts[movers[0]]["placement"]["moves"] == 1
