@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .placement import Budget, Choice, Footprint, choose, replicas
+from ..routing.coverage import holes, replicas
+from .placement import Budget, Choice, Footprint, choose
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,6 @@ class Mover:
     start: int
     end: int
     budget: Budget
-
-
-def holes(layers: int, ranges) -> list[tuple[int, int]]:
-    from ..routing.coverage import runs
-
-    return runs(replicas(layers, ranges), lambda n: n == 0)
 
 
 def heal(fp: Footprint, holders: list[tuple[str, int, int]], movable: list[Mover]) -> dict[str, Choice]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..routing.coverage import runs
+from ..routing.coverage import replicas, runs
 
 
 @dataclass(frozen=True)
@@ -97,18 +97,6 @@ class Choice:
     @property
     def range(self) -> tuple[int, int]:
         return self.start, self.end
-
-
-def replicas(layers: int, ranges) -> list[int]:
-    diff = [0] * (layers + 1)
-    for a, b in ranges:
-        diff[a] += 1
-        diff[b] -= 1
-    out, n = [], 0
-    for i in range(layers):
-        n += diff[i]
-        out.append(n)
-    return out
 
 
 def choose(fp: Footprint, holders: list[tuple[int, int]], budget: Budget, peer_id: str = "") -> Choice | None:

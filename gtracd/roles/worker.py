@@ -80,7 +80,7 @@ class WorkerDaemon:
         self.name = name
         self.compute = FairCompute()  # one slot, round-robin across remote peers
         self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0, "injected": 0,
-                         "refused_streams": 0, "busy": 0, "internal": 0}
+                         "refused_streams": 0, "busy": 0, "internal": 0, "drain_cut": 0}
         self.idle_timeout = settings.session_ttl_s
         self.refusals: dict[str, int] = {}  # error frames sent, by code
         self.streams: dict[str, int] = {}  # open inference streams per remote peer
@@ -122,7 +122,7 @@ class WorkerDaemon:
         with trio.move_on_after(5.0):
             while self.conns:
                 await self.session_closed.wait()
-        self.counters["drain_cut"] = self.counters.get("drain_cut", 0) + cut
+        self.counters["drain_cut"] += cut
         return cut
 
     # single-identity workers (the common case) read these

@@ -56,20 +56,30 @@ def runs(values, pred) -> list[tuple[int, int]]:
     return out
 
 
+def replicas(layers: int, ranges) -> list[int]:
+    """Per layer, how many of the [start, end) ranges host it (a difference array: O(ranges + layers))."""
+    diff = [0] * (layers + 1)
+    for a, b in ranges:
+        diff[a] += 1
+        diff[b] -= 1
+    out, n = [], 0
+    for i in range(layers):
+        n += diff[i]
+        out.append(n)
+    return out
+
+
+def holes(layers: int, ranges) -> list[tuple[int, int]]:
+    """Maximal [start, end) runs of layers none of the ranges hosts."""
+    return runs(replicas(layers, ranges), lambda n: n == 0)
+
+
 def coverage(snap: Snapshot, trust_floor: float) -> Coverage:
-    diff = [0] * (snap.layers + 1)
+    ok = [p for p in snap.peers if p.alive and p.trust >= trust_floor]
     best = [math.inf] * snap.layers
-    for p in snap.peers:
-        if not p.alive or p.trust < trust_floor:
-            continue
-        diff[p.start] += 1
-        diff[p.end] -= 1
+    for p in ok:
         per = p.latency_ms / (p.end - p.start)
         for layer in range(p.start, p.end):  # peers' ranges are short; total work is the sum of their widths
             if per < best[layer]:
                 best[layer] = per
-    replicas, n = [], 0
-    for layer in range(snap.layers):
-        n += diff[layer]
-        replicas.append(n)
-    return Coverage(snap.layers, tuple(replicas), tuple(best))
+    return Coverage(snap.layers, tuple(replicas(snap.layers, [(p.start, p.end) for p in ok])), tuple(best))

@@ -69,9 +69,8 @@ class PeerView:
         # a worker not heard within this (wall-clock seconds, as heartbeats are stamped) is out of routing at
         # once, whether or not refresh() has run since (None: only refresh() decides)
         self.node_timeout_s: float | None = None
-        # draining: when each worker last began to drain (wall), the range it drained, and its last few drain
-        # starts (an excuse for a cut session is granted sparingly: see drained_since)
-        self.drained_at: dict[str, float] = {}
+        # draining: each worker's last few drain starts (wall) and the range it last drained (an excuse for a
+        # cut session is granted sparingly: see drained_since)
         self.drained_range: dict[str, tuple[int, int]] = {}
         self.drains: dict[str, list[float]] = {}
         self.state_since: dict[str, float] = {}  # worker -> when (wall) its current state was first heard
@@ -85,7 +84,6 @@ class PeerView:
         if old is None or old.state != w.state:
             self.state_since[w.peer_id] = w.last_seen
             if w.state == "draining":
-                self.drained_at[w.peer_id] = w.last_seen
                 self.drained_range[w.peer_id] = (w.start, w.end)
                 self.drains.setdefault(w.peer_id, []).append(w.last_seen)
                 del self.drains[w.peer_id][:-DRAIN_EXCUSES - 1]  # bounded: only the last few matter
@@ -115,7 +113,7 @@ class PeerView:
         gone = [p for p, w in self.workers.items() if w.last_seen and now - w.last_seen > ttl_s]
         for p in gone:
             del self.workers[p]
-            for d in (self.drained_at, self.drained_range, self.drains, self.state_since, self.busy_until):
+            for d in (self.drained_range, self.drains, self.state_since, self.busy_until):
                 d.pop(p, None)
         return gone
 
@@ -148,8 +146,8 @@ class PeerView:
         drain at or after `t`, has not come back serving the range it drained (a leave or a move, not a
         trick to shed blame), and began to drain at most DRAIN_EXCUSES times within the last 10 x node_timeout_s
         (300 s without a timeout)."""
-        at = self.drained_at.get(pid)
-        if at is None or at < t:
+        starts = self.drains.get(pid)
+        if not starts or starts[-1] < t:
             return False
         w = self.workers.get(pid)
         if w is not None and w.state == "serving" and (w.start, w.end) == self.drained_range.get(pid):
