@@ -1,7 +1,7 @@
 """The `gtracd` command: one entry point for every role and tool.
 
     gtracd --role worker|anchor|seeker [role options]
-    gtracd keys|config|route|bench|model|status|demo ...
+    gtracd keys|config|route|bench|model|status|top|demo ...
 
 User mistakes print one line `gtracd: error: ...` and exit 2; no tracebacks.
 """

@@ -128,6 +128,14 @@ def cmd_status(args) -> int:
     return main(args, s)
 
 
+def cmd_top(args) -> int:
+    from .config import load_settings
+    from .tui.app import main
+
+    s = load_settings(args.config, {"data_dir": args.data_dir} if args.data_dir else None)
+    return main(args, s)
+
+
 TESTBED_SETTINGS = ["network", "listen", "bootstrap", "data_dir", "heartbeat_s"]
 
 
@@ -141,6 +149,16 @@ def register(sub) -> None:
     st.add_argument("--watch", type=float, nargs="?", const=1.0, default=0.0, metavar="SECONDS",
                     help="live view, refreshed every SECONDS (default 1); Ctrl-C to leave")
     st.set_defaults(func=cmd_status)
+
+    tp = sub.add_parser("top", help="full-screen live view: coverage map, peers, chains, requests, anchors, drops",
+                        description="A live view of the network as the daemons under a data directory see it "
+                                    "(any role; a seeker or anchor sees the whole network through heartbeats and "
+                                    "its ledger replica). Keys: s sort, r reverse, / filter, c clear, ? help, "
+                                    "q quit.")
+    tp.add_argument("name", nargs="?", help="only this daemon's view (e.g. seeker-s1, or just s1)")
+    tp.add_argument("--data-dir", help="state directory the daemons run with (default ~/.gtracd)")
+    tp.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period (default 1)")
+    tp.set_defaults(func=cmd_top)
 
     tb = sub.add_parser("testbed", help="control-plane load for tests and benchmarks (no inference)")
     tsub = tb.add_subparsers(dest="testbed_cmd", required=True)

@@ -61,7 +61,7 @@ class Node:
         self.started = time.time()
         self.status_path = status_file(settings, role, name, ident.peer_id)
         self.cut_path = status_dir(settings) / f"{role}-{name}.cut"
-        self.extra_status = lambda: {}
+        self.status_parts: list = []  # callables returning dicts merged into the status (role, cache, requests)
 
     @property
     def peer_id(self) -> str:
@@ -83,7 +83,7 @@ class Node:
                        "topic_peers": {t: g.peers(t) for t in ("heartbeats", "reports", "ledger")}},
             "links": self.links.status(), "library_logs": dict(LIBRARY_LOGS),
             "dropped": dict(self.verifier.dropped), "accepted": self.verifier.accepted,
-            **self.extra_status(),
+            **{k: v for part in self.status_parts for k, v in part().items()},
         }
 
     async def link_cuts_on_signal(self) -> None:

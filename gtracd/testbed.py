@@ -47,7 +47,7 @@ async def run_fleet(args, s) -> None:
             hosted = [Hosted(Signer(i), "testbed-model", a, b, args.total_layers, node.addrs, f"{args.name}-{k}",
                              state=lambda: {"free_tokens": 65536, "load": 0.0})
                       for k, (i, (a, b)) in enumerate(zip(ids, layout, strict=True))]
-            node.extra_status = lambda: {"identities": len(hosted)}
+            node.status_parts.append(lambda: {"identities": len(hosted)})
             node.nursery.start_soon(publish_heartbeats, node, hosted, s.heartbeat_s)
             common.write_ready(args.ready_file, {"role": "fleet", "peer_id": ident.peer_id, "addrs": node.addrs,
                                                  "identities": [i.peer_id for i in ids], "pid": os.getpid()})

@@ -16,9 +16,10 @@ def test_hostile_names_render_literally():
            "workers": {"12D3KooW[/y]": {"name": hostile, "layers": [0, 9], "alive": True, "heard_s_ago": 1.0,
                                         "trust": 0.97, "latency_ms": 12.0, "load": 0.1}}}
     con = Console(record=True, width=250, color_system=None)
-    con.print(render(doc))  # a MarkupError here would be the bug
+    con.print(render([doc]))  # a MarkupError here would be the bug
     out = con.export_text()
-    assert hostile in out and "[bold]net" in out and "[/bad] 2" in out and "[/a]" in out
+    assert hostile in out and "[bold]net" in out and "2 [/bad]" in out and "[/a]" in out
+    assert "{" not in out  # no dict reprs: counters are shown in words
 
 
 def test_gone_and_draining_workers_and_auto_placement_are_shown_as_such():
@@ -31,7 +32,7 @@ def test_gone_and_draining_workers_and_auto_placement_are_shown_as_such():
                        "C": {"name": "w-c", "layers": [18, 30], "alive": True, "state": "[/x]",
                              "heard_s_ago": 1.0, "trust": 0.97, "latency_ms": 12.0, "load": 0.1}}}
     con = Console(record=True, width=200, color_system=None)
-    con.print(render(doc))
+    con.print(render([doc]))
     rows = {n: line for line in con.export_text().splitlines() for n in ("w-a", "w-b", "w-c") if n in line}
     assert "gone" in rows["w-a"] and "serving" not in rows["w-a"]
     assert "draining" in rows["w-b"] and "[/x]" in rows["w-c"]
@@ -41,7 +42,7 @@ def test_gone_and_draining_workers_and_auto_placement_are_shown_as_such():
               "placement": {"budget": "10 layers", "moves": 1, "target": None,
                             "decisions": ["12:00:00 moving 0:10 -> 10:20: healing: weakest span 10:20 had a hole"]}}
     con = Console(record=True, width=200, color_system=None)
-    con.print(render(worker))
+    con.print(render([worker]))
     out = con.export_text()
     assert "serving, layers 10:20, 2 session(s)" in out and "1 move(s)" in out and "moving 0:10 -> 10:20" in out
 

@@ -89,10 +89,10 @@ async def _serve(daemon, host, s, args) -> None:
                                      sv.name, state=lambda srv=srv: {"free_tokens": srv.table.free_tokens,
                                                                      "load": len(srv.table) / 4096},
                                      alive=lambda beh=beh: beh.alive(time.monotonic())))
-            node.extra_status = lambda: {
+            node.status_parts.append(lambda: {
                 "lab": {"peers": len(hosted), "counters": daemon.counters,
                         "behaviour": {sv.name: sv.behaviour.counts for sv in daemon.served.values()
-                                      if any(sv.behaviour.counts.values())}}}
+                                      if any(sv.behaviour.counts.values())}}})
             node.nursery.start_soon(publish_heartbeats, node, hosted, s.heartbeat_s)
             common.write_ready(args.ready_file, {"role": "worker", "peer_id": host.peer_id, "addrs": addrs,
                                                  "peers": {sv.name: sv.peer_id for sv in daemon.served.values()},

@@ -27,6 +27,7 @@ from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import PAGE, anti_entropy
 from ..net.protocols import LEDGER
 from ..replica import RULE_SETTINGS, Replica, delta_reports, rule_params
+from ..seeker.peerview import PeerView
 from ..wire.envelope import Signer
 from . import common
 
@@ -35,6 +36,7 @@ SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", *RULE_SETTINGS, "re
 IDLE_S = 30.0
 DELTA_MAX = 96  # reports per ledger_delta (schema cap)
 DELTA_BYTES = GOSSIP_PAYLOAD_MAX - 1024  # one yamux frame (see heartbeat.GOSSIP_PAYLOAD_MAX)
+MAX_SHOWN_WORKERS = 4096  # the workers an anchor remembers from heartbeats for status/top (oldest-heard go first)
 
 
 def delta_chunks(raws: list[bytes]) -> list[list[bytes]]:
@@ -68,11 +70,16 @@ class AnchorDaemon:
             max_latency_ms=s.request_timeout_s * 1000.0, max_age_s=s.reporter_window_s,
             pending_ttl_s=2 * s.node_timeout_s), epoch_signers=self.epoch_signers)
         self.signer = Signer(node.ident)
+        # the network as this anchor's heartbeats show it (for `gtracd status` / `top` only; admission keeps
+        # its own list): every model, bounded, forgotten with admission's known workers
+        self.view = PeerView(s.initial_trust, s.latency0_ms)
+        self.view.node_timeout_s = s.node_timeout_s
+        self.peer_sync: dict[str, dict] = {}  # peer anchor -> its last anti-entropy round (convergence in top)
         self._announce: dict[tuple[bytes, int], tuple[Report, float]] = {}
         self._wake = trio.Event()
         self.counters = {"sync_rounds": 0, "sync_failures": 0, "pulled": 0, "pushed": 0, "deltas_sent": 0,
                          "deltas_received": 0, "submitted": 0, "bad_reports": 0}
-        node.extra_status = self.status
+        node.status_parts.append(self.status)
         for r in self.replica.ledger.reports():
             self.node.events("have", key=[r.reporter.hex(), r.seq], via="disk")
 
@@ -91,6 +98,9 @@ class AnchorDaemon:
         newly: list[Report] = []
         for w in admit_heartbeats(self.node, data, now):
             newly += self.admission.heard(w.peer_id, now)
+            self.view.heard(w)
+        while len(self.view.workers) > MAX_SHOWN_WORKERS:
+            del self.view.workers[min(self.view.workers.values(), key=lambda w: w.last_seen).peer_id]
         if newly:
             await self.replica.persist(newly)
             self._admitted(newly, "pending", 0.05)
@@ -218,7 +228,9 @@ class AnchorDaemon:
     async def sync_forever(self) -> None:
         while True:
             await trio.sleep(self.s.sync_s * random.uniform(0.8, 1.2))
-            self.admission.expire(time.time())
+            now = time.time()
+            self.admission.expire(now)
+            self.view.expire(now, self.admission.p.max_age_s + self.admission.p.pending_ttl_s)
             async with trio.open_nursery() as n:
                 for pid in sorted(self.anchors):
                     n.start_soon(self.sync_with, pid)
@@ -239,8 +251,13 @@ class AnchorDaemon:
                                                          epoch_signers=self.epoch_signers)
         except Exception as e:  # unreachable, cut, timed out, refused, negotiation failed: retried next round
             self.counters["sync_failures"] += 1
+            st = self.peer_sync.setdefault(pid, {"failures": 0})
+            st.update(failures=st["failures"] + 1, last_error=repr(e)[:200], failed_at=time.time())
             log.debug("anti-entropy with %s failed: %r", pid, e)
             return
+        st = self.peer_sync.setdefault(pid, {"failures": 0})
+        # in sync: the round found nothing to move either way (both replicas held the same reports)
+        st.update(ok_at=time.time(), pulled=pulled, pushed=pushed, in_sync=pulled == 0 and pushed == 0)
         self.counters["pulled"] += pulled
         self.counters["bad_reports"] += bad
         self.counters["pushed"] += pushed
@@ -253,7 +270,9 @@ class AnchorDaemon:
                            "admitted": self.admission.admitted, "corrupt_on_disk": self.replica.log.corrupt,
                            "torn_bytes_cut": self.replica.log.torn_bytes},
                 "admission_dropped": dict(self.admission.dropped),
-                "anchors": sorted(self.anchors), "known_workers": len(self.admission.known),
+                "anchors": {a: {"reachable": a in self.node.links.connected(), **self.peer_sync.get(a, {})}
+                            for a in sorted(self.anchors)},
+                "known_workers": len(self.admission.known), "workers": self.view.status_rows(time.time(), trust, lat),
                 "trust": trust, "latency_ms": lat, "counters": self.counters}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import sys
+import time
 
 import trio
 
@@ -34,6 +35,7 @@ from ..routing import Params
 from ..seeker.cache import pinned_view
 from ..seeker.generation import Generation, GenerationFailed, SeekerNet
 from ..seeker.peerview import PeerView, WorkerEntry
+from ..seeker.recent import Recent
 from . import common
 
 log = logging.getLogger("gtracd.seeker")
@@ -133,10 +135,14 @@ async def _run_generate(args, s, ident, name, sampling, status, closing: list) -
         view = pinned_view(s)
         net = SeekerNet(host, view)
         cache = None
+        recent = Recent()
+        node.status_parts.append(recent.status)
         if s.bootstrap:  # on a network: heartbeats, ledger replica, trust reports
             cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
             closing.append(cache.close)
             await node.nursery.start(cache.run)
+        else:  # workers given by --peer: the view is this seeker's own
+            node.status_parts.append(lambda: {"workers": view.status_rows(time.time()), "trust_floor": s.trust_floor})
         if args.peer:
             problems = await discover(net, view, args.peer)
             for pr in problems:
@@ -146,7 +152,7 @@ async def _run_generate(args, s, ident, name, sampling, status, closing: list) -
                 raise UserError("no live chain covering every layer was heard within "
                                 f"{s.node_timeout_s:g}s (are workers up and bootstrapped to the same network?)")
         try:
-            return await _generate(args, s, view, net, sampling, status, cache)
+            return await _generate(args, s, view, net, sampling, status, cache, recent)
         finally:
             if cache is not None:
                 with trio.CancelScope(shield=True):
@@ -155,9 +161,13 @@ async def _run_generate(args, s, ident, name, sampling, status, closing: list) -
                     status(f"gtracd: {left} trust report(s) kept in the outbox for the next run (no anchor answered)")
 
 
-async def _generate(args, s, view, net, sampling, status, cache) -> int:
-    async def report(gen: Generation, ok: bool, culprit, tokens: int) -> None:
+async def _generate(args, s, view, net, sampling, status, cache, recent: Recent) -> int:
+    async def report(gen: Generation, ok: bool, culprit, tokens: int, t0: float | None, error: str | None = None) -> None:
+        """A request ended: trust outcome, the signed report, and (unless t0 is None: already recorded per chat
+        turn) the recent-requests view."""
         gen.trust_outcome(ok, culprit)
+        if t0 is not None:
+            recent.record(gen, ok, culprit, tokens, time.monotonic() - t0, error)
         if cache is not None:
             try:
                 await cache.report(gen.report_bodies(s.network, ok, culprit, tokens))
@@ -170,12 +180,13 @@ async def _generate(args, s, view, net, sampling, status, cache) -> int:
                           spot_check_calls=s.spot_check_calls, heal_wait_s=s.heal_wait_s)
 
     if args.chat:
-        return await _chat(args, s, new_gen(), status, report)
+        return await _chat(args, s, new_gen(), status, report, recent)
     results: list[dict | None] = [None] * len(args.prompt)
     streaming = len(args.prompt) == 1 and not args.json
 
     async def one(i: int, prompt: str) -> None:
         gen = new_gen()
+        t0 = time.monotonic()
         try:
             with trio.fail_after(s.request_timeout_s + s.max_new_tokens * 2.0):
                 await gen.start()
@@ -185,13 +196,13 @@ async def _generate(args, s, view, net, sampling, status, cache) -> int:
                 toks = await gen.tokenize(text=prompt)
                 on_piece = (lambda t: (sys.stdout.write(t), sys.stdout.flush())) if streaming else None
                 r = await gen.turn(toks, s.max_new_tokens, on_piece)
-            await report(gen, True, None, len(r.tokens))
+            await report(gen, True, None, len(r.tokens), t0)
             results[i] = {"prompt": prompt, "text": r.text, "tokens": r.tokens, "chain": r.chain,
                           "prefill_ms": r.prefill_ms, "tok_s": (len(r.step_ms) / (sum(r.step_ms) / 1e3))
                           if r.step_ms else None, "repairs": gen.repair_log, "selection_ms": r.selection_ms,
                           "hop_latency_ms": gen.hop_latency_ms()}
         except GenerationFailed as e:
-            await report(gen, False, e.culprit, 0)
+            await report(gen, False, e.culprit, 0, t0, str(e))
             results[i] = {"prompt": prompt, "error": str(e)}
             await gen.cancel()
         except trio.TooSlowError:
@@ -228,10 +239,11 @@ def _stats(status, r: dict) -> None:
     status(f"gtracd: {len(r['tokens'])} tokens, prefill {r['prefill_ms']:.0f} ms, {tok_s}{rep}")
 
 
-async def _chat(args, s, gen: Generation, status, report) -> int:
+async def _chat(args, s, gen: Generation, status, report, recent: Recent) -> int:
     messages: list[dict] = []
     turns = list(args.turn) + list(args.prompt)
     interactive = not turns
+    t0 = time.monotonic()
     try:
         await gen.start()
         status("gtracd: chain: " + " -> ".join(f"{h.peer.name}[{h.peer.start}:{h.peer.end}]" for h in gen.hops))
@@ -250,11 +262,13 @@ async def _chat(args, s, gen: Generation, status, report) -> int:
                 if not args.json:
                     print(f"> {user}")
             messages.append({"role": "user", "content": user})
+            t0 = time.monotonic()
             toks = await gen.tokenize(messages=messages)
             before = len(gen.fed)
             r = await gen.turn(toks, s.max_new_tokens,
                                None if args.json else (lambda t: (sys.stdout.write(t), sys.stdout.flush())))
             messages.append({"role": "assistant", "content": r.text})
+            recent.record(gen, True, None, len(r.tokens), time.monotonic() - t0)  # each turn, as it ends
             reused = min(before, len(toks))
             if args.json:
                 print(json.dumps({"user": user, "text": r.text, "tokens": r.tokens, "prompt_tokens": len(toks),
@@ -262,11 +276,11 @@ async def _chat(args, s, gen: Generation, status, report) -> int:
             else:
                 print()
                 status(f"gtracd: {len(r.tokens)} tokens; prompt {len(toks)} tokens, {reused} already cached")
-        await report(gen, True, None, len(gen.fed))
+        await report(gen, True, None, len(gen.fed), None)
         await gen.aclose()
         return 0
     except GenerationFailed as e:
-        await report(gen, False, e.culprit, 0)
+        await report(gen, False, e.culprit, 0, t0, str(e))
         await gen.cancel()
         print(f"gtracd: generation failed: {e}", file=sys.stderr)
         return 1

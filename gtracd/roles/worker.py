@@ -476,14 +476,15 @@ async def _run(daemon: WorkerDaemon, args, auto, closing: list) -> None:
 
         def status() -> dict:
             srv = daemon.server
-            out = {"layers": [srv.start, srv.end] if srv else None, "model": fp, "state": daemon.state,
+            out = {"layers": [srv.start, srv.end] if srv else None, "model": fp, "total_layers": total,
+                   "state": daemon.state,
                    "sessions": len(srv.table) if srv else 0, "free_tokens": srv.table.free_tokens if srv else 0,
                    "counters": daemon.counters, "refusals": daemon.refusals}
             if agent is not None:
                 out["placement"] = agent.status()
             return out
 
-        node.extra_status = status
+        node.status_parts.append(status)
         node.nursery.start_soon(publish_heartbeats, node, [hosted], s.heartbeat_s, daemon.nudge)
         if agent is not None:
             await agent.join()

@@ -254,13 +254,7 @@ class SeekerCache:
                            "last_pull_age_s": None if self.last_pull_ok is None else round(now - self.last_pull_ok, 1)},
                 "anchors": {a: {"reachable": a in self.node.links.connected()} for a in sorted(self.anchors)},
                 "outbox": len(self.outbox), "refused": self.refused, "counters": self.counters,
-                "workers": {w.peer_id: {"name": w.name, "layers": [w.start, w.end],
-                                        "alive": self.view.heard_recently(w, now), "state": w.state,
-                                        "heard_s_ago": round(now - w.last_seen, 1) if w.last_seen else None,
-                                        "trust": round(self.view.trust(w.peer_id), 4),
-                                        "latency_ms": round(self.view.latency(w.peer_id), 2), "load": w.load,
-                                        "free_tokens": w.free_tokens}
-                            for w in self.view.workers.values()},
+                "workers": self.view.status_rows(now), "trust_floor": self.s.trust_floor,
                 "trust": trust, "latency_ms": lat}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -268,7 +262,7 @@ class SeekerCache:
         for pid in self.anchors:
             if pid in node.links.addrs:
                 node.links.keep_ids.add(pid)
-        node.extra_status = self.status
+        node.status_parts.append(self.status)
         async with trio.open_nursery() as n:
             await n.start(node.gossip.serve, "heartbeats", self.on_heartbeats)
             await n.start(node.gossip.serve, "ledger", self.on_ledger)

@@ -156,6 +156,25 @@ class PeerView:
         window = self.node_timeout_s * 10 if self.node_timeout_s else 300.0
         return sum(1 for x in self.drains.get(pid, []) if now - x <= window) <= DRAIN_EXCUSES
 
+    def status_rows(self, now: float, trust: dict | None = None, latency: dict | None = None) -> dict[str, dict]:
+        """Every worker as `gtracd status --json` and `gtracd top` show it (JSON-ready, keyed by peer id); trust
+        and latency from the given ledger-derived maps where they have the worker, else this view's own."""
+        trust, latency = trust or {}, latency or {}
+        return {w.peer_id: {"name": w.name, "layers": [w.start, w.end], "model": w.model,
+                            "total_layers": w.total_layers, "alive": self.heard_recently(w, now), "state": w.state,
+                            "heard_s_ago": round(now - w.last_seen, 1) if w.last_seen else None,
+                            "trust": round(trust.get(w.peer_id, self.trust(w.peer_id)), 4),
+                            "latency_ms": self._known_latency(w.peer_id, latency),
+                            "load": w.load, "free_tokens": w.free_tokens}
+                for w in self.workers.values()}
+
+    def _known_latency(self, pid: str, latency: dict) -> float | None:
+        """Measured here or known from the ledger; None rather than the latency0 prior routing assumes."""
+        w = self.workers.get(pid)
+        ms = latency.get(pid, w.latency_ms if w is not None and w.latency_ms is not None
+                         else self.external_latency.get(pid))
+        return None if ms is None else round(ms, 2)
+
     def trust(self, pid: str) -> float:
         if pid in self.external_trust:
             return self.external_trust[pid]

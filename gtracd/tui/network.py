@@ -1,0 +1,245 @@
+"""The network as the local daemons see it, from their status documents (pure: no I/O, no rich).
+
+`gtracd status` and `gtracd top` read every status file under a data directory (see gtracd.status.collect) and
+build one `Network` from them: the workers every seeker, anchor or self-placing worker heard in heartbeats
+(the freshest word on each wins), the local daemons themselves, the anchors and whether they are in sync,
+layer coverage per model (alive, serving replicas at or above the trust floor, as routing would count them),
+the chains recent requests used, and every drop counter by reason. Status documents are written by our own
+daemons, but most strings in them came from the network (names, states, models): nothing here interprets
+them, and malformed entries are skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..routing.coverage import replicas, runs
+
+DEFAULT_TRUST_FLOOR = 0.96  # config.Settings.trust_floor, when no document says which floor it routes with
+
+
+@dataclass
+class Peer:
+    peer_id: str
+    name: str
+    role: str
+    layers: tuple[int, int] | None
+    total_layers: int | None
+    model: str
+    state: str  # serving | draining | joining | loading | gone | up | down | stale
+    trust: float | None
+    latency_ms: float | None
+    heard_s_ago: float | None
+    local: bool = False  # a daemon with a status file under this data directory
+    label: str = ""  # the name as shown: with the short peer id where two peers share a name
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in ("gone", "down", "stale")
+
+
+@dataclass
+class ModelCoverage:
+    model: str
+    layers: int
+    replicas: list[int]
+    trust_floor: float
+
+    @property
+    def holes(self) -> list[tuple[int, int]]:
+        return runs(self.replicas, lambda n: n == 0)
+
+    @property
+    def min_replicas(self) -> int:
+        return min(self.replicas) if self.replicas else 0
+
+
+@dataclass
+class Anchor:
+    peer_id: str
+    up: bool
+    in_sync: bool | None = None  # None: no anti-entropy round seen
+    synced_s_ago: float | None = None
+    failures: int = 0
+    local: bool = False
+
+
+@dataclass
+class Network:
+    daemons: list[dict]  # the local status documents themselves
+    peers: dict[str, Peer]
+    coverage: list[ModelCoverage]
+    anchors: dict[str, Anchor]
+    requests: list[dict]  # newest first, from every local seeker
+    chains: list[list[dict]]  # distinct chains of recent requests, newest first
+    drops: dict[str, int]  # reason -> count, summed over local daemons
+    ledgers: list[dict] = field(default_factory=list)  # per local replica: who, reports, reporters, pending
+
+
+def short(pid: str, n: int = 8) -> str:
+    return pid[-n:] if pid else "?"
+
+
+def _num(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def as_dict(x) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def as_list(x) -> list:
+    return x if isinstance(x, list) else []
+
+
+def _int(x) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def _range(v, total) -> tuple[int, int] | None:
+    if not isinstance(v, (list, tuple)) or len(v) != 2 or _int(v[0]) is None or _int(v[1]) is None:
+        return None
+    a, b = v
+    if not 0 <= a < b or (isinstance(total, int) and b > total):
+        return None
+    return a, b
+
+
+def _worker_peer(pid: str, w: dict, now_offset: float) -> Peer | None:
+    if not isinstance(w, dict):
+        return None
+    total = _int(w.get("total_layers"))
+    state = str(w.get("state") or "serving")
+    heard = _num(w.get("heard_s_ago"))
+    return Peer(peer_id=str(pid), name=str(w.get("name") or ""), role="worker",
+                layers=_range(w.get("layers"), total), total_layers=total, model=str(w.get("model") or ""),
+                state=state if w.get("alive", True) else "gone", trust=_num(w.get("trust")),
+                latency_ms=_num(w.get("latency_ms")),
+                heard_s_ago=None if heard is None else round(heard + now_offset, 1))
+
+
+def _fresher(a: Peer, b: Peer) -> bool:
+    """Is a fresher word on a peer than b? Heard more recently (never heard counts as oldest)."""
+    ha = math.inf if a.heard_s_ago is None else a.heard_s_ago
+    hb = math.inf if b.heard_s_ago is None else b.heard_s_ago
+    return ha < hb
+
+
+def build(docs: list[dict], trust_floor: float | None = None) -> Network:
+    """One view of the network from the local daemons' status documents (as gtracd.status.collect returns
+    them, each with `stale` and `age_s`)."""
+    peers: dict[str, Peer] = {}
+    anchors: dict[str, Anchor] = {}
+    drops: dict[str, int] = {}
+    requests: list[dict] = []
+    ledgers: list[dict] = []
+    floors = []
+    for d in docs:
+        age = _num(d.get("age_s")) or 0.0  # a document written a while ago: its "heard" ages are older now
+        if isinstance(d.get("trust_floor"), (int, float)):
+            floors.append(float(d["trust_floor"]))
+        for pid, w in as_dict(d.get("workers")).items():
+            p = _worker_peer(pid, w, age)
+            if p is None:
+                continue
+            old = peers.get(pid)
+            if old is None or _fresher(p, old):
+                peers[pid] = p
+            new, other = peers[pid], (p if peers[pid] is old else old)
+            if other is not None and new.latency_ms is None:  # a latency someone measured beats none
+                new.latency_ms = other.latency_ms
+        anc = d.get("anchors")
+        if isinstance(anc, dict):
+            for pid, a in anc.items():
+                if not isinstance(a, dict):
+                    continue
+                ok_at = _num(a.get("ok_at"))
+                cur = anchors.setdefault(str(pid), Anchor(str(pid), False))
+                cur.up = cur.up or bool(a.get("reachable"))  # reachable from any local daemon
+                cur.failures = max(cur.failures, _int(a.get("failures")) or 0)
+                ago = None if ok_at is None else max(0.0, round(_now(d) - ok_at + age, 1))
+                if ago is not None and (cur.synced_s_ago is None or ago < cur.synced_s_ago):  # the latest round
+                    cur.synced_s_ago = ago
+                    cur.in_sync = a.get("in_sync") if isinstance(a.get("in_sync"), bool) else None
+        elif isinstance(anc, list):
+            for pid in anc:
+                anchors.setdefault(str(pid), Anchor(str(pid), False))
+        for group, prefix in (("dropped", ""), ("admission_dropped", "admission."), ("library_logs", "libp2p.")):
+            for k, v in as_dict(d.get(group)).items():
+                if isinstance(v, int):
+                    drops[prefix + str(k)] = drops.get(prefix + str(k), 0) + v
+        for r in as_list(d.get("requests")):
+            if isinstance(r, dict):
+                requests.append({**r, "seeker": str(d.get("name", ""))})
+        led = d.get("ledger")
+        if isinstance(led, dict):
+            ledgers.append({"who": f"{d.get('role')} {d.get('name')}", "reports": led.get("reports", 0),
+                            "reporters": led.get("reporters", 0), "pending": led.get("pending", 0)})
+    for d in docs:  # the local daemons themselves: their own word beats what others heard
+        pid = str(d.get("peer_id", ""))
+        role = str(d.get("role", "?"))
+        stale = bool(d.get("stale"))
+        if role == "anchor":
+            a = anchors.setdefault(pid, Anchor(pid, not stale))
+            a.up, a.local = not stale, True
+        heard = peers.get(pid)
+        total = _int(d.get("total_layers")) or (heard.total_layers if heard else None)
+        state = "stale" if stale else str(d.get("state") or (heard.state if heard else "up"))
+        peers[pid] = Peer(peer_id=pid, name=str(d.get("name", "")), role=role,
+                          layers=_range(d.get("layers"), total) if role == "worker" else None,
+                          total_layers=total, model=str(d.get("model") or (heard.model if heard else "")),
+                          state=state, trust=heard.trust if heard else None,
+                          latency_ms=heard.latency_ms if heard else None,
+                          heard_s_ago=_num(d.get("age_s")), local=True)
+    for pid, a in anchors.items():  # anchors only named by the keyring: a row, up or down
+        if pid not in peers:
+            peers[pid] = Peer(pid, "", "anchor", None, None, "", "up" if a.up else "down", None, None, None)
+    _label(peers)
+    requests.sort(key=lambda r: -(_num(r.get("at")) or 0.0))
+    floor = trust_floor if trust_floor is not None else (min(floors) if floors else DEFAULT_TRUST_FLOOR)
+    return Network(daemons=docs, peers=peers, coverage=coverage(peers.values(), floor), anchors=anchors,
+                   requests=requests, chains=chains_of(requests), drops=drops, ledgers=ledgers)
+
+
+def _now(d: dict) -> float:
+    return _num(d.get("written_at")) or 0.0
+
+
+def _label(peers: dict[str, Peer]) -> None:
+    """Names as shown: a name two peers share (or none) gets the short peer id."""
+    count: dict[str, int] = {}
+    for p in peers.values():
+        count[p.name] = count.get(p.name, 0) + 1
+    for p in peers.values():
+        p.label = p.name if p.name and count[p.name] == 1 else (f"{p.name}·{short(p.peer_id)}" if p.name
+                                                                 else short(p.peer_id, 10))
+
+
+def coverage(peers, trust_floor: float) -> list[ModelCoverage]:
+    """Per model: replicas per layer among alive, serving workers at or above the trust floor."""
+    models: dict[str, int] = {}
+    for p in peers:
+        if p.role == "worker" and p.total_layers and p.model:
+            models[p.model] = max(models.get(p.model, 0), p.total_layers)
+    out = []
+    for m, total in sorted(models.items()):
+        ranges = [p.layers for p in peers
+                  if p.role == "worker" and p.model == m and p.layers and p.layers[1] <= total
+                  and p.state == "serving" and (p.trust is None or p.trust >= trust_floor)]
+        out.append(ModelCoverage(m, total, replicas(total, ranges), trust_floor))
+    return out
+
+
+def chains_of(requests: list[dict], keep: int = 5) -> list[list[dict]]:
+    """Distinct chains (by their peers in order) of the given requests, in the order given."""
+    seen, out = set(), []
+    for r in requests:
+        chain = [h for h in as_list(r.get("chain")) if isinstance(h, dict)]
+        key = tuple(str(h.get("peer")) for h in chain)
+        if chain and key not in seen:
+            seen.add(key)
+            out.append(chain)
+            if len(out) == keep:
+                break
+    return out
