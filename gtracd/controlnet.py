@@ -90,9 +90,12 @@ class ControlNet:
     def restart_anchor(self, name: str) -> None:
         self.procs[name] = start_procs([self._anchor_cmd(name)], 60, self.root)[0]
 
+    def start_seeker(self, name: str, rate: float) -> None:
+        self.procs[name] = start_procs([self._seeker_cmd(name, rate)], 60, self.root)[0]
+
     def set_seeker_rate(self, name: str, rate: float) -> None:
         self.procs.pop(name).stop()
-        self.procs[name] = start_procs([self._seeker_cmd(name, rate)], 60, self.root)[0]
+        self.start_seeker(name, rate)
 
     def partition(self, groups: list[list[str]]) -> None:
         """Cut every link between processes of different groups (each process drops its side on SIGUSR1)."""
