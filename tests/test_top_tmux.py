@@ -14,6 +14,7 @@ import trio
 pytest.importorskip("torch")
 
 from gtracd.launch import start_procs, stop_all  # noqa: E402
+
 from .models import tiny_llama  # noqa: E402
 from .waiting import until  # noqa: E402
 
