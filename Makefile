@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.gtracd-installed
 export OMP_NUM_THREADS ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup test test-all test-no-torch demo lint bench clean
+.PHONY: setup test test-all test-no-torch test-phone phone-check demo lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,26 @@ test-no-torch:
 	$(NT_VENV)/bin/pip install -q '.[dev]'
 	@! $(NT_VENV)/bin/python -c 'import torch' 2>/dev/null || (echo "torch leaked into the base install" && false)
 	$(NT_VENV)/bin/python -m pytest -q -m 'not model and not slow'
+
+# The phone install profile (docs/termux.md): libp2p without the compiled packages gtracd never calls (stand-ins
+# take their place: gtracd/net/standins.py), cryptography/psutil/msgpack as Termux's pkg would give them, no
+# torch. The suite runs there too, and `gtracd bench phone` measures the daemons' memory.
+PH_VENV ?= .venv-phone
+$(PH_VENV)/.gtracd-installed: docs/termux-requirements.txt pyproject.toml
+	@test -x $(PH_VENV)/bin/python || $(PY) -m venv $(PH_VENV)
+	$(PH_VENV)/bin/pip install -q --no-deps -r docs/termux-requirements.txt
+	$(PH_VENV)/bin/pip install -q cryptography psutil 'msgpack>=1.2,<2'
+	$(PH_VENV)/bin/pip install -q --no-deps --force-reinstall .
+	$(PH_VENV)/bin/pip install -q $$($(PH_VENV)/bin/python -c 'import tomllib; print(" ".join(repr(r) for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["dev"]))' | tr -d "'")
+	$(PH_VENV)/bin/python .ci/phone_venv_check.py
+	@touch $@
+
+test-phone: $(PH_VENV)/.gtracd-installed
+	$(PH_VENV)/bin/python -m pytest -q -m 'not model and not slow'
+
+# Which dependencies a phone would have to compile (PyPI's Android wheels); fails when a new one appears.
+phone-check: setup
+	$(BIN)/python .ci/phone_check.py
 
 demo: setup
 	$(BIN)/gtracd demo

@@ -75,6 +75,10 @@ def cmd_bench(args) -> int:
         from .benchmarks import ledger
 
         return ledger.main(args)
+    if args.bench == "phone":
+        from .benchmarks import phone
+
+        return phone.main(args)
     if args.bench == "membership":
         from .benchmarks import membership
 
@@ -196,7 +200,7 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_route)
 
-    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | attack | membership")
+    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | attack | membership | phone")
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")
     br.add_argument("--json", action="store_true")
@@ -221,4 +225,11 @@ def register(sub) -> None:
     bm.add_argument("--seed", type=int, default=1, help="the workers' random start moments")
     bm.add_argument("--record", help="also write the JSON result here (e.g. bench/membership.json)")
     bm.add_argument("--json", action="store_true")
+    bf = bsub.add_parser("phone", help="seeker and anchor memory (RSS) in this install, e.g. the phone profile "
+                                       "(make test-phone's venv): goal <= 120 MiB")
+    bf.add_argument("--duration", type=float, default=60.0, help="seconds of light traffic to sample over")
+    bf.add_argument("--identities", type=int, default=30, help="heartbeating worker identities (a testbed fleet)")
+    bf.add_argument("--rate", type=float, default=2.0, help="trust reports/s from a second seeker")
+    bf.add_argument("--record", help="also write the JSON result here (e.g. bench/phone.json)")
+    bf.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import trio
 
 from .identity import Identity
+from .net import standins
 from .net.librarylogs import LIBRARY_LOGS
 from .wire.verifier import Verifier
 
@@ -83,6 +85,7 @@ class Node:
                        "topic_peers": {t: g.peers(t) for t in ("heartbeats", "reports", "ledger")}},
             "links": self.links.status(), "library_logs": dict(LIBRARY_LOGS),
             "dropped": dict(self.verifier.dropped), "accepted": self.verifier.accepted,
+            "python": {"torch_loaded": "torch" in sys.modules, "standins": sorted(standins.USED)},
             **{k: v for part in self.status_parts for k, v in part().items()},
         }
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""The phone-profile venv is what it claims: no torch, none of the left-out compiled packages installed, and
+gtracd's networking (libp2p) imports with stand-ins in their place."""
+
+import sys
+
+from gtracd.net import standins
+
+real = [m for m in ("torch", "transformers", *standins.NEVER_CALLED) if standins.installed(m)]
+if real:
+    sys.exit(f"the phone profile must not install {real}")
+
+import gtracd.net.host  # noqa: E402,F401  (imports libp2p)
+
+print(f"phone venv ok: libp2p imports with stand-ins for {', '.join(sorted(standins.USED))}")
