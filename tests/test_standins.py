@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import pytest
-import trio
 
 from gtracd.net import standins
 
