@@ -1,34 +1,21 @@
-"""Client side of /gtrac/ledger/1.0.0: submit reports to an anchor, and anti-entropy (pull what this replica
+"""Client side of /gtrac/ledger/2.0.0: submit reports to an anchor, and anti-entropy (pull what this replica
 lacks; anchors also push what the other lacks). One short-lived stream per exchange, every read bounded.
 
     submit {network, reports}      -> ack {admitted, duplicate, pending, dropped}
-    digest {network, heads}        -> diff {seqs}           (responder's seqs for reporters whose heads differ)
-    want {seqs}                    -> reports {reports, more} ... until more = false
+    anti-entropy                      ledger/sync.py's Initiator, driven here frame by frame
     submit {network, reports}      -> ack                   (anchors only: push what the responder lacks)
 """
 
 from __future__ import annotations
 
 from ..ledger import verified_reports
+from ..ledger.sync import Initiator, ProtocolError
 from .framing import FramedStream
 from .host import open_stream
 from .protocols import LEDGER
 
-PAGE = 200  # reports per frame (each <= 8 KiB signed envelope; frame cap 2 MiB)
+PAGE = 200  # reports per submit frame (each <= 8 KiB signed envelope; frame cap 2 MiB)
 READ_TIMEOUT_S = 10.0
-
-
-MAX_WANT = 20_000  # seqs asked per exchange (the `want` frame cap); the rest comes next round
-
-
-def _bounded(want: dict[str, list[int]], cap: int) -> dict[str, list[int]]:
-    out, n = {}, 0
-    for k, seqs in want.items():
-        if n >= cap:
-            break
-        out[k] = seqs[:cap - n]
-        n += len(out[k])
-    return out
 
 
 class SyncError(Exception):
@@ -72,22 +59,27 @@ async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool,
     persists them. Returns (reports pulled, reports pushed, pulled reports that failed to verify)."""
     fs = await _open(host, lp)
     pulled = pushed = bad = 0
+    machine = Initiator(ledger, network)
     try:
-        await fs.send("digest", {"network": network, "heads": ledger.heads()}, READ_TIMEOUT_S)
-        diff = await _expect(fs, "diff")
-        want, give = ledger.reconcile(diff["seqs"])
-        want = _bounded(want, MAX_WANT)
-        if want:
-            await fs.send("want", {"seqs": want}, READ_TIMEOUT_S)
-            while True:
-                page = await _expect(fs, "reports")
-                good, n_bad = verified_reports(page["reports"], network, epoch_signers)
+        step = machine.start()
+        while True:
+            for kind, body in step.send:
+                await fs.send(kind, body, READ_TIMEOUT_S)
+            if step.ingest:
+                good, n_bad = verified_reports(step.ingest, network, epoch_signers)
                 bad += n_bad
                 pulled += len(await ingest(good))
-                if not page["more"]:
-                    break
-        if push and give:
-            raws = [r.raw for r in give]
+            if step.done:
+                break
+            kind, body = await fs.read(READ_TIMEOUT_S)
+            if kind == "error":
+                raise SyncError(f"{body['code']}: {body['message']}")
+            try:
+                step = machine.receive(kind, body)
+            except ProtocolError as e:
+                raise SyncError(f"anchor broke the sync protocol: {e}") from None
+        if push and machine.give:
+            raws = [r.raw for r in machine.give]
             for i in range(0, len(raws), PAGE):
                 await fs.send("submit", {"network": network, "reports": raws[i:i + PAGE]}, READ_TIMEOUT_S)
                 ack = await _expect(fs, "ack")

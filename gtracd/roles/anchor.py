@@ -1,6 +1,6 @@
 """`gtracd --role anchor`: a replica of the trust ledger that decides what gets in.
 
-Reports arrive by gossip (topic `reports`) and directly over /gtrac/ledger/1.0.0 (seekers submit there too,
+Reports arrive by gossip (topic `reports`) and directly over /gtrac/ledger/2.0.0 (seekers submit there too,
 since gossip can drop). Each is validated (signature, reporter rate limit, chain members known, latencies
 plausible; see ledger.admission), added to the CRDT, fsync'd to the report log, and only then acknowledged.
 Newly admitted reports are announced on the `ledger` topic as anchor-signed deltas carrying the reporters'
@@ -23,8 +23,9 @@ from ..errors import DecodeError, Oversize
 from ..heartbeat import GOSSIP_PAYLOAD_MAX, admit_heartbeats
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import Admission, AdmissionParams, Report, verified_reports
+from ..ledger.sync import ProtocolError, Responder
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
-from ..net.ledgersync import PAGE, anti_entropy
+from ..net.ledgersync import anti_entropy
 from ..net.protocols import LEDGER
 from ..replica import RULE_SETTINGS, Replica, delta_reports, rule_params
 from ..seeker.peerview import PeerView
@@ -151,6 +152,7 @@ class AnchorDaemon:
         if not self.node.links.allowed(remote):
             await fs.reset()
             return
+        sync = Responder(self.replica.ledger)  # this stream's anti-entropy session (ledger/sync.py)
         try:
             while True:
                 try:
@@ -159,19 +161,20 @@ class AnchorDaemon:
                     self.node.verifier.drop("oversize" if isinstance(e, FrameTooLarge) else "malformed")
                     await fs.send("error", {"code": "bad_frame", "message": str(e)[:2000]}, 10)
                     return
-                if kind in ("submit", "digest") and body["network"] != self.s.network:
+                if kind in ("submit", "sync_digest") and body["network"] != self.s.network:
                     await fs.send("error", {"code": "wrong_network", "message": f"this is {self.s.network}"}, 10)
                     return
                 if kind == "submit":
                     await fs.send("ack", await self._submit(body["reports"], remote), 10)
-                elif kind == "digest":
-                    await fs.send("diff", {"seqs": self.replica.ledger.diff(body["heads"])}, 10)
-                elif kind == "want":
-                    picked = self.replica.ledger.pick(body["seqs"])
-                    for i in range(0, max(1, len(picked)), PAGE):
-                        page = picked[i:i + PAGE]
-                        await fs.send("reports", {"reports": [r.raw for r in page],
-                                                  "more": i + PAGE < len(picked)}, 10)
+                elif kind in ("sync_digest", "sync_want"):
+                    try:
+                        step = sync.receive(kind, body)
+                    except ProtocolError as e:
+                        self.node.verifier.drop("sync_protocol")
+                        await fs.send("error", {"code": "bad_frame", "message": str(e)[:2000]}, 10)
+                        return
+                    for k, b in step.send:
+                        await fs.send(k, b, 10)
                 else:
                     await fs.send("error", {"code": "bad_frame", "message": f"an anchor does not take {kind!r}"}, 10)
                     return

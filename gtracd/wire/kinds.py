@@ -74,9 +74,11 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
 
 TOKENS = F("list", maxlen=1 << 20, item=F("int", lo=0, hi=1 << 31))
 NETWORK = F("str", minlen=1, maxlen=64)
-SEQS = F("dict", maxlen=1 << 16, item=F("list", maxlen=1 << 16, item=F("int", lo=0, hi=U63)))
+# a page of seq runs [a, b) per reporter (hex key); ledger/sync.py caps the runs of a page in total
+RUNS = F("dict", maxlen=4096, item=F("list", maxlen=4096, item=F("list", minlen=2, maxlen=2,
+                                                                  item=F("int", lo=0, hi=U63))))
 REPORT_LIST = F("list", maxlen=256, item=BIN_ENVELOPE)
-HEADS = F("dict", maxlen=1 << 16, item=F("map", fields={"n": F("int", lo=0, hi=U63), "h": F("bin", minlen=16, maxlen=16)}))
+HEADS = F("dict", maxlen=2048, item=F("map", fields={"n": F("int", lo=0, hi=U63), "h": F("bin", minlen=16, maxlen=16)}))
 
 FRAME_KINDS: dict[str, dict[str, F]] = {
     "open": {
@@ -153,19 +155,20 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "add_generation_prompt": F("bool", optional=True),
     },
     "tokens": {"tokens": TOKENS, "eos": F("list", maxlen=16, item=F("int", lo=0, hi=1 << 31))},
-    # ---- ledger protocol (/gtrac/ledger/1.0.0): seeker -> anchor submissions, anti-entropy, seeker pulls.
+    # ---- ledger protocol (/gtrac/ledger/2.0.0): seeker -> anchor submissions, anti-entropy, seeker pulls.
     # Reports travel as the reporter-signed envelope bytes, so every receiver re-verifies each one.
     "submit": {"network": NETWORK, "reports": REPORT_LIST},
     "ack": {"admitted": F("int", lo=0, hi=1 << 20), "duplicate": F("int", lo=0, hi=1 << 20),
             "pending": F("int", lo=0, hi=1 << 20), "dropped": F("dict", maxlen=32, item=F("int", lo=0, hi=1 << 20)),
             # per submitted report, in order: admitted | duplicate | pending | the drop reason
             "results": F("list", maxlen=256, item=F("str", maxlen=32))},
-    # anti-entropy round 1: per reporter (hex public key) how many reports are held and an XOR set hash
-    "digest": {"network": NETWORK, "heads": HEADS},
-    # round 1 reply: for every reporter whose head differs, the responder's seqs (empty: none held)
-    "diff": {"seqs": SEQS},
-    # round 2: per reporter (hex) the seqs the asker lacks; answered by `reports` pages
-    "want": {"seqs": SEQS},
+    # anti-entropy (ledger/sync.py), every frame a bounded page with `last` on the final one:
+    # the asker's heads per reporter (hex public key): how many reports it holds and an XOR set hash
+    "sync_digest": {"network": NETWORK, "heads": HEADS, "last": F("bool")},
+    # the responder's seqs, as runs, for every reporter whose head differs (empty: none held)
+    "sync_diff": {"runs": RUNS, "last": F("bool")},
+    # the seqs the asker lacks, as runs; answered by `reports` pages
+    "sync_want": {"runs": RUNS, "last": F("bool")},
     "reports": {"reports": REPORT_LIST, "more": F("bool")},
 }
 

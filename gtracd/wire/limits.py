@@ -51,9 +51,9 @@ DEFAULT_LIMITS = Limits(
         "tokens": 8 * MIB,
         "submit": 2 * MIB + 4 * KIB,
         "ack": 4 * KIB,
-        "digest": 8 * MIB,
-        "diff": 16 * MIB,
-        "want": 1 * MIB,
+        "sync_digest": 512 * KIB,  # 2048 heads of ~100 bytes
+        "sync_diff": 1 * MIB,  # 4096 runs + up to 4096 reporter keys
+        "sync_want": 1 * MIB,
         "reports": 2 * MIB + 4 * KIB,
     },
 )
