@@ -115,9 +115,11 @@ async def publish_heartbeats(node, hosted: list[Hosted], period: float, nudge: N
 
 
 def admit_heartbeats(node, data: bytes, now: float | None = None) -> list[WorkerEntry]:
-    """Verify a heartbeat gossip payload (plain or batch); returns the workers it announces. Every drop is
-    counted by reason in the node's verifier."""
+    """Verify a heartbeat gossip payload (plain or batch); returns the workers it announces, heard now on the
+    monotonic clock (liveness never follows the wall clock). Every drop is counted by reason in the node's
+    verifier; `now` (wall) checks the signed timestamps' skew."""
     now = time.time() if now is None else now
+    seen = time.monotonic()
     v = node.verifier
     env = v.admit(data, now, kinds=("heartbeat", "heartbeat_batch"))
     if env is None:
@@ -132,7 +134,7 @@ def admit_heartbeats(node, data: bytes, now: float | None = None) -> list[Worker
         if e.body["network"] != node.settings.network:
             v.drop("wrong_network")
             continue
-        w = entry_from_heartbeat(e, now)
+        w = entry_from_heartbeat(e, seen)
         if w is None:
             v.drop("no_address")
             continue

@@ -60,7 +60,7 @@ class Node:
         self.role, self.name, self.ident, self.settings = role, name, ident, settings
         self.host, self.gossip, self.links, self.events = host, gossip, links, events
         self.verifier = Verifier(max_skew_s=60.0)
-        self.started = time.time()
+        self.started = time.monotonic()
         self.status_path = status_file(settings, role, name, ident.peer_id)
         self.cut_path = status_dir(settings) / f"{role}-{name}.cut"
         self.status_parts: list = []  # callables returning dicts merged into the status (role, cache, requests)
@@ -79,7 +79,7 @@ class Node:
         g = self.gossip
         return {
             "role": self.role, "name": self.name, "peer_id": self.peer_id, "pid": os.getpid(), "addrs": self.addrs,
-            "network": self.settings.network, "uptime_s": round(time.time() - self.started, 1),
+            "network": self.settings.network, "uptime_s": round(time.monotonic() - self.started, 1),
             "written_at": time.time(),
             "gossip": {"sent": dict(g.sent), "received": dict(g.received), "publish_errors": g.publish_errors,
                        "topic_peers": {t: g.peers(t) for t in ("heartbeats", "reports", "ledger")}},

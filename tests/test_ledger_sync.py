@@ -105,9 +105,9 @@ def test_two_replicas_converge_under_any_loss_and_duplication(xs, ys, fates, los
     for k in range(lossy_rounds):
         x, y = (a, b) if k % 2 == 0 else (b, a)
         one_round(x, y, lambda i: next(it, 0))
-        for r in x.reports() + y.reports():  # a lossy round never invents or loses a report
+        for r in x.reports() + y.reports():  # a lossy round never invents a report
             assert union.get(r.reporter, r.seq) is not None
-    for k in range(4):
+    for _ in range(4):
         assert one_round(a, b, lambda i: 0) and one_round(b, a, lambda i: 0)
         if a == b:
             break

@@ -219,7 +219,7 @@ def test_recheck_moves_one_of_two_overlapping_loaders_and_only_while_a_hole_is_o
     from gtracd.membership.placement import Choice
     from gtracd.seeker.peerview import PeerView, WorkerEntry
 
-    now = _time.time()
+    now = _time.monotonic()
 
     def view_with(*entries):
         v = PeerView(model="m", depth=30)
@@ -289,12 +289,12 @@ def test_claims_of_peers_that_never_serve_delay_healing_but_never_block_it(fake)
     # M and S2 serve 0:10, T serves 20:30, 10:20 lost every replica; a fake claims it will cover it
     v = _view_at(now, ("S2", 0, 10, "serving", {"auto": True}), ("T", 20, 30, "serving", {}), fake)
     ag = _serving_agent(v, "A")  # "A" < "S2": the healing plan picks it among equals
-    assert ag.heal_decision(0.0, now) is None  # the hole is new: hysteresis
-    assert ag.heal_decision(ag.heal_after_s + 0.1, now) is None  # the claim is respected for a while...
+    assert ag.heal_decision(now) is None  # the hole is new: hysteresis
+    assert ag.heal_decision(now + ag.heal_after_s + 0.1) is None  # the claim is respected for a while...
     late = ag.heal_after_s + ag.claim_grace_s + 0.1
     for w in list(v.workers.values()):  # everyone keeps heartbeating (the fake too, with the same claim)
         w.last_seen = now + late
-    c = ag.heal_decision(late, now + late)  # ...then ignored
+    c = ag.heal_decision(now + late)  # ...then ignored
     assert c is not None and c.range == (10, 20)
 
 
@@ -302,11 +302,11 @@ def test_honest_healing_moves_at_once_after_the_hysteresis():
     now = 50_000.0
     v = _view_at(now, ("S2", 0, 10, "serving", {"auto": True}), ("T", 20, 30, "serving", {}))
     ag = _serving_agent(v, "A")
-    assert ag.heal_decision(0.0, now) is None
-    assert ag.heal_decision(ag.heal_after_s + 0.1, now).range == (10, 20)
-    ag.last_move = ag.heal_after_s + 0.1
+    assert ag.heal_decision(now) is None
+    assert ag.heal_decision(now + ag.heal_after_s + 0.1).range == (10, 20)
+    ag.last_move = now + ag.heal_after_s + 0.1
     ag.hole_since = None
-    assert ag.heal_decision(ag.heal_after_s + 1.0, now) is None  # one move per window
+    assert ag.heal_decision(now + ag.heal_after_s + 1.0) is None  # one move per window
 
 
 def test_many_fake_joiners_are_capped():

@@ -72,7 +72,7 @@ class Agent:
         one survey, a load or a move for LOAD_GRACE_S — and only with `claims`: a peer that never serves (a
         fake, or a stuck one) can delay decisions by a bounded time, never block them. At most MAX_JOINERS
         joiners (the longest-announced first) are considered."""
-        now = time.time() if now is None else now
+        now = time.monotonic() if now is None else now
         holders, joiners, movers, moving, loading = [], [], [], {}, {}
         since = self.view.state_since
         for w in list(self.view.workers.values()):
@@ -170,14 +170,14 @@ class Agent:
             await trio.sleep(min(1.0, self.s.heartbeat_s / 2))
             await self.heal_once()
 
-    def heal_decision(self, now: float, wall: float | None = None) -> Choice | None:
+    def heal_decision(self, now: float) -> Choice | None:
         """Should this worker move now, and where (no I/O). The hole is judged on serving coverage; claims
         (joiners about to place, loads, other moves) are respected for `claim_grace_s` after the hysteresis,
         then ignored, so peers that never serve can delay healing but never block it."""
         if self.daemon.state != "serving" or self.range is None or self.daemon.leaving:
             return None
         mine = (self.me, *self.range)
-        serving, _, movers, _, _ = self.inputs(wall, claims=False)
+        serving, _, movers, _, _ = self.inputs(now, claims=False)
         if not holes(self.fp.layers, [(a, b) for _, a, b in serving + [mine]]):
             self.hole_since = None
             return None
@@ -190,7 +190,7 @@ class Agent:
             return None
         holders = serving
         if age < self.heal_after_s + self.claim_grace_s:
-            holders, joiners, movers, _, _ = self.inputs(wall)
+            holders, joiners, movers, _, _ = self.inputs(now)
             planned = place(self.fp, [(a, b) for _, a, b in holders + [mine]], joiners)
             holders = holders + [(f"planned:{p}", *c.range) for p, c in planned.items()]
         return heal(self.fp, holders + [mine], movers + [Mover(self.me, *self.range, self.budget)]).get(self.me)

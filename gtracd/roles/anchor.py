@@ -233,7 +233,7 @@ class AnchorDaemon:
             await trio.sleep(self.s.sync_s * random.uniform(0.8, 1.2))
             now = time.time()
             self.admission.expire(now)
-            self.view.expire(now, self.admission.p.max_age_s + self.admission.p.pending_ttl_s)
+            self.view.expire(time.monotonic(), self.admission.p.max_age_s + self.admission.p.pending_ttl_s)
             async with trio.open_nursery() as n:
                 for pid in sorted(self.anchors):
                     n.start_soon(self.sync_with, pid)
@@ -275,7 +275,7 @@ class AnchorDaemon:
                 "admission_dropped": dict(self.admission.dropped),
                 "anchors": {a: {"reachable": a in self.node.links.connected(), **self.peer_sync.get(a, {})}
                             for a in sorted(self.anchors)},
-                "known_workers": len(self.admission.known), "workers": self.view.status_rows(time.time(), trust, lat),
+                "known_workers": len(self.admission.known), "workers": self.view.status_rows(time.monotonic(), trust, lat),
                 "trust": trust, "latency_ms": lat, "counters": self.counters}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:

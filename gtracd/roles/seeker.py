@@ -142,7 +142,8 @@ async def _run_generate(args, s, ident, name, sampling, status, closing: list) -
             closing.append(cache.close)
             await node.nursery.start(cache.run)
         else:  # workers given by --peer: the view is this seeker's own
-            node.status_parts.append(lambda: {"workers": view.status_rows(time.time()), "trust_floor": s.trust_floor})
+            node.status_parts.append(lambda: {"workers": view.status_rows(time.monotonic()),
+                                              "trust_floor": s.trust_floor})
         if args.peer:
             problems = await discover(net, view, args.peer)
             for pr in problems:

@@ -64,7 +64,7 @@ class SeekerCache:
             doc = json.loads(self.view_path.read_text())
         except (OSError, ValueError):
             return
-        for e in self.view.restore(doc, time.time(), self.s.node_timeout_s, self.s.forget_after_s):
+        for e in self.view.restore(from_wall(doc), time.monotonic(), self.s.node_timeout_s, self.s.forget_after_s):
             self._keep(e)  # dial it: if it is still up, its next heartbeat marks it alive
 
     def save_view(self) -> None:
@@ -74,7 +74,7 @@ class SeekerCache:
 
         ws = [dataclasses.asdict(w) for w in self.view.workers.values() if w.last_seen]
         self.view_path.parent.mkdir(parents=True, exist_ok=True)
-        write_status(self.view_path, {"workers": ws, "saved_at": time.time()})
+        write_status(self.view_path, to_wall({"workers": ws}))
 
     def _keep(self, w) -> None:
         """Stay connected to live workers' hosts, so their heartbeats reach us even with every anchor down."""
@@ -144,14 +144,14 @@ class SeekerCache:
             self._rr = (self._rr + k + 1) % max(1, len(cands))
             self.counters["pulled"] += pulled
             self.counters["bad_reports"] += bad
-            self.last_pull_ok = time.time()
+            self.last_pull_ok = time.monotonic()
             return True
         return False
 
     async def liveness_forever(self) -> None:
         last_save = 0.0
         while True:
-            now = time.time()
+            now = time.monotonic()
             for pid in self.view.expire(now, self.s.forget_after_s):
                 self.node.events("worker_forgotten", peer=pid)
             for pid in self.view.refresh(now, self.s.node_timeout_s):
@@ -248,7 +248,7 @@ class SeekerCache:
 
     def status(self) -> dict:
         trust, lat = self.replica.trust_latency()
-        now = time.time()
+        now = time.monotonic()
         return {"ledger": {"reports": len(self.replica.ledger), "reporters": len(self.replica.ledger.heads()),
                            "loaded_from_disk": self.replica.loaded,
                            "last_pull_age_s": None if self.last_pull_ok is None else round(now - self.last_pull_ok, 1)},
@@ -279,6 +279,24 @@ class SeekerCache:
             pass
         self.replica.close()
         self._outbox_log.close()
+
+
+def _shifted(doc, shift: float) -> dict:
+    if not isinstance(doc, dict) or not isinstance(doc.get("workers"), list):
+        return {}
+    return {**doc, "workers": [{**w, "last_seen": w["last_seen"] + shift} if isinstance(w, dict) and isinstance(
+        w.get("last_seen"), (int, float)) and not isinstance(w.get("last_seen"), bool) else w
+        for w in doc["workers"]]}
+
+
+def to_wall(doc: dict) -> dict:
+    """A view to save: last_seen is monotonic (meaningful in this process only), saved as wall time."""
+    return {**_shifted(doc, time.time() - time.monotonic()), "saved_at": time.time()}
+
+
+def from_wall(doc) -> dict:
+    """A saved view with its wall-clock last_seen times moved onto this process's monotonic clock."""
+    return _shifted(doc, time.monotonic() - time.time())
 
 
 def pinned_view(s) -> PeerView:

@@ -82,7 +82,7 @@ class Hop:
     step_ms: list[float] = field(default_factory=list)
     compute_ms: list[float] = field(default_factory=list)
     call_ms: list[float] = field(default_factory=list)  # every call (prefills too)
-    opened_at: float = field(default_factory=time.time)  # wall, like heartbeats: drained since then?
+    opened_at: float = field(default_factory=time.monotonic)  # like heartbeats' receipt: drained since then?
 
     def latency_ms(self) -> float | None:
         xs = self.step_ms or self.call_ms

@@ -40,7 +40,8 @@ class WorkerEntry:
 
 
 def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
-    """A verified heartbeat envelope -> the worker it announces (its own signature names it)."""
+    """A verified heartbeat envelope -> the worker it announces (its own signature names it), heard at `now`
+    (monotonic, as every liveness time in the view)."""
     b = env.body
     addrs = [a for a in b["addrs"] if "/p2p/" in a]
     if not addrs:
@@ -66,14 +67,14 @@ class PeerView:
         self.reward, self.penalty, self.unknown_penalty = reward, penalty, unknown_penalty
         self.external_trust: dict[str, float] = {}  # from the anchors' ledger, when present
         self.external_latency: dict[str, float] = {}
-        # a worker not heard within this (wall-clock seconds, as heartbeats are stamped) is out of routing at
-        # once, whether or not refresh() has run since (None: only refresh() decides)
+        # a worker not heard within this (seconds on the monotonic clock, as heartbeats are received) is out of
+        # routing at once, whether or not refresh() has run since (None: only refresh() decides)
         self.node_timeout_s: float | None = None
-        # draining: each worker's last few drain starts (wall) and the range it last drained (an excuse for a
+        # draining: each worker's last few drain starts (monotonic) and the range it last drained (an excuse for a
         # cut session is granted sparingly: see drained_since)
         self.drained_range: dict[str, tuple[int, int]] = {}
         self.drains: dict[str, list[float]] = {}
-        self.state_since: dict[str, float] = {}  # worker -> when (wall) its current state was first heard
+        self.state_since: dict[str, float] = {}  # worker -> when (monotonic) its current state was first heard
         self.listeners: list = []  # called (no arguments) when a worker appears, returns, moves or changes state
 
     def add(self, w: WorkerEntry) -> None:
@@ -142,7 +143,7 @@ class PeerView:
         return self.heard_recently(w, now) and w.state == "serving" and w.has_range
 
     def drained_since(self, pid: str, t: float, now: float | None = None) -> bool:
-        """Is a broken session with this worker, opened at `t` (wall), excused by a drain? Only if it began to
+        """Is a broken session with this worker, opened at `t` (monotonic), excused by a drain? Only if it began to
         drain at or after `t`, has not come back serving the range it drained (a leave or a move, not a
         trick to shed blame), and began to drain at most DRAIN_EXCUSES times within the last 10 x node_timeout_s
         (300 s without a timeout)."""
@@ -152,7 +153,7 @@ class PeerView:
         w = self.workers.get(pid)
         if w is not None and w.state == "serving" and (w.start, w.end) == self.drained_range.get(pid):
             return False
-        now = time.time() if now is None else now
+        now = time.monotonic() if now is None else now
         window = self.node_timeout_s * 10 if self.node_timeout_s else 300.0
         return sum(1 for x in self.drains.get(pid, []) if now - x <= window) <= DRAIN_EXCUSES
 
@@ -254,7 +255,7 @@ class PeerView:
         """Routing's view of the workers serving `model` whose announced depth is the model's (a worker
         claiming another depth for the same fingerprint is lying, and left out). Only routable workers are
         alive in it (see routable)."""
-        now = time.time() if now is None else now
+        now = time.monotonic() if now is None else now
         total = self._depth(model) or 1
         ws = [w for w in self.workers.values() if w.model == model and w.total_layers == total and w.has_range]
         return Snapshot(total, [Peer(w.peer_id, w.start, w.end, self.trust(w.peer_id), self.latency(w.peer_id),
