@@ -17,6 +17,7 @@ from gtracd.ledger.sync import (
     runs_count,
     runs_head,
     runs_minus,
+    runs_union,
     to_runs,
 )
 from gtracd.wire.frames import decode_frame, encode_frame
@@ -61,6 +62,7 @@ def test_runs_are_sets(a, b, n):
     assert runs_count(ra) == len(a)
     assert {s for x, y in runs_minus(ra, rb) for s in range(x, y)} == set(a) - set(b)
     assert [s for x, y in runs_head(ra, n) for s in range(x, y)] == a[:n]
+    assert [s for x, y in runs_union(ra, rb) for s in range(x, y)] == sorted(set(a) | set(b))
 
 
 def one_round(a: Ledger, b: Ledger, fate, push: bool = True) -> bool:

@@ -110,21 +110,58 @@ class Ledger:
     """The replicated state. Indexed per reporter; each reporter's head (count, XOR of item hashes) is kept
     incrementally, so an anti-entropy digest costs O(reporters), not O(reports)."""
 
-    def __init__(self, reports=()):
+    def __init__(self, reports=(), checkpoint=None):
         self._by: dict[bytes, dict[int, Report]] = {}
         self._heads: dict[bytes, tuple[int, bytes]] = {}
         self._n = 0
         self.equivocations = 0
-        self.log: list[Report] = []  # every state change, in the order applied (for incremental derivation)
-        self.rewrites = 0  # equivocation replacements: incremental derivation must start over
+        self.checkpoint = None  # the adopted (certified) ledger.checkpoint.Checkpoint: reports below it are folded
+        self.below_checkpoint = 0  # reports refused because an adopted checkpoint already folded their time
+        self._log: list[Report] = []  # state changes not yet taken by the derivation (take_log)
+        self.rewrites = 0  # equivocation replacements and checkpoint adoptions: derivation must start over
+        if checkpoint is not None:
+            self.adopt(checkpoint)
         for r in reports:
             self.add(r)
+
+    def take_log(self) -> list[Report]:
+        """The state changes since the last call, in the order applied (one consumer: Derived)."""
+        out, self._log = self._log, []
+        return out
+
+    def adopt(self, cp) -> bool:
+        """Adopt a certified checkpoint if it is later than ours: prune every report below its boundary.
+        True if the state changed."""
+        from .checkpoint import later
+
+        if cp is None or later(self.checkpoint, cp) is not cp or cp == self.checkpoint:
+            return False
+        self.checkpoint = cp
+        for rep in list(self._by):
+            per = self._by[rep]
+            gone = [s for s, r in per.items() if cp.covers(r)]
+            if not gone:
+                continue
+            n, h = self._heads[rep]
+            for s in gone:
+                h = _xor(h, _head_item(per.pop(s)))
+            self._n -= len(gone)
+            if per:
+                self._heads[rep] = (n - len(gone), h)
+            else:
+                del self._by[rep], self._heads[rep]
+        self._log = [r for r in self._log if not cp.covers(r)]
+        self.rewrites += 1
+        return True
 
     def get(self, reporter: bytes, seq: int) -> Report | None:
         return self._by.get(reporter, {}).get(seq)
 
     def add(self, r: Report) -> bool:
         """True if the state changed."""
+        if self.checkpoint is not None and self.checkpoint.covers(r):
+            self.below_checkpoint += 1
+            return False
         per = self._by.setdefault(r.reporter, {})
         cur = per.get(r.seq)
         if cur is not None:
@@ -137,27 +174,30 @@ class Ledger:
             self._heads[r.reporter] = (n, _xor(_xor(h, _head_item(cur)), _head_item(r)))
             per[r.seq] = r
             self.rewrites += 1
-            self.log.append(r)
+            self._log.append(r)
             return True
         per[r.seq] = r
         n, h = self._heads.get(r.reporter, (0, bytes(16)))
         self._heads[r.reporter] = (n + 1, _xor(h, _head_item(r)))
         self._n += 1
-        self.log.append(r)
+        self._log.append(r)
         return True
 
     def merge(self, other: Ledger) -> Ledger:
-        out = Ledger(self.reports())
-        out.equivocations += self.equivocations
-        for r in other.reports():
+        """The join: the later checkpoint, and the union of both sides' reports at or above it."""
+        from .checkpoint import later
+
+        out = Ledger(checkpoint=later(self.checkpoint, other.checkpoint))
+        for r in self.reports() + other.reports():
             out.add(r)
+        out.equivocations += self.equivocations
         return out
 
     def __len__(self) -> int:
         return self._n
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Ledger) and self._by == other._by
+        return isinstance(other, Ledger) and self._by == other._by and self.checkpoint == other.checkpoint
 
     def __contains__(self, key) -> bool:
         rep, seq = key
@@ -316,9 +356,13 @@ class Fold:
         self._stand(r, targets, est)
 
 
+def _start(ledger: Ledger, p: RuleParams) -> Fold:
+    return ledger.checkpoint.fold(p) if ledger.checkpoint is not None else Fold(p)
+
+
 def derive(ledger: Ledger, p: RuleParams = RuleParams()) -> tuple[dict[str, float], dict[str, float]]:
-    """(trust, latency EWMA) per peer id, deterministic for a given set of reports."""
-    f = Fold(p)
+    """(trust, latency EWMA) per peer id, deterministic for a given state (checkpoint + reports)."""
+    f = _start(ledger, p)
     for r in ledger.reports():
         f.apply(r)
     return f.trust, f.latency
@@ -331,23 +375,21 @@ class Derived:
 
     def __init__(self, ledger: Ledger, p: RuleParams = RuleParams()):
         self.ledger, self.p = ledger, p
-        self._fold = Fold(p)
-        self._seen = 0  # position in ledger.log
-        self._rewrites = 0
+        self._fold = _start(ledger, p)
+        self._rewrites = ledger.rewrites
         self.refolds = 0
 
     def current(self) -> Fold:
         lg = self.ledger
-        new = lg.log[self._seen:]
+        new = lg.take_log()
         if not new and self._rewrites == lg.rewrites:
             return self._fold
-        self._seen = len(lg.log)
         new_sorted = sorted(new, key=_order)
         if (self._rewrites != lg.rewrites or (self._fold.last is not None and new_sorted
                                                and _order(new_sorted[0]) <= self._fold.last)):
             self._rewrites = lg.rewrites
             self.refolds += 1
-            self._fold = Fold(self.p)
+            self._fold = _start(lg, self.p)  # from the checkpoint, or from scratch without one
             new_sorted = lg.reports()
         for r in new_sorted:
             self._fold.apply(r)

@@ -140,6 +140,17 @@ def runs_minus(a: list, b: list) -> list[tuple[int, int]]:
     return out
 
 
+def runs_union(a, b) -> list[list[int]]:
+    """Seqs in runs a or b, as maximal runs (inputs sorted, each disjoint)."""
+    out: list[list[int]] = []
+    for lo, hi in sorted([*a, *b]):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
+
+
 def runs_head(runs, n: int) -> list[tuple[int, int]]:
     """The first n seqs of runs."""
     out = []

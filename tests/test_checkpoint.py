@@ -1,0 +1,88 @@
+"""Checkpoints keep the ledger a CRDT and the derivation bit-identical (gtracd/ledger/checkpoint.py): folding a
+checkpoint's state and then the reports after its boundary gives exactly the floats of folding everything
+from scratch, with ledger epochs and reporter standing on; merge stays commutative, associative and
+idempotent with checkpoints on either side; adoption prunes and refuses what it folded."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gtracd.errors import DecodeError
+from gtracd.ledger import Derived, Ledger, RuleParams, derive
+from gtracd.ledger.checkpoint import boundary_for, fold_from_state, later, make_checkpoint
+
+from .test_ledger import MIXED, STANDING
+
+PROP = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+BOUNDARY = st.floats(0, 21000, allow_nan=False)
+PARAMS = st.sampled_from([RuleParams(), STANDING, RuleParams(window_s=700.0, reporter_budget=0.1)])
+
+
+@PROP
+@given(MIXED, BOUNDARY, BOUNDARY, PARAMS)
+def test_derivation_is_bit_identical_across_checkpoint_boundaries(rs, b1, b2, p):
+    b1, b2 = sorted((b1, b2))
+    full = derive(Ledger(rs), p)
+    cp1 = make_checkpoint(None, rs, b1, p)
+    cp2 = make_checkpoint(cp1, rs, b2, p)  # a chain of checkpoints, each continuing the last
+    for cp in (cp1, cp2):
+        assert derive(Ledger(rs, checkpoint=cp), p) == full  # equal floats, not approximately
+    inc = Ledger()  # incremental: reports arrive, then a checkpoint is adopted midway, then the rest
+    d = Derived(inc, p)
+    half = len(rs) // 2
+    for r in rs[:half]:
+        inc.add(r)
+    d.current()
+    inc.adopt(cp1)
+    for r in rs[half:]:
+        inc.add(r)
+    assert (d.current().trust, d.current().latency) == full
+
+
+def _ledger(rs, cp):
+    return Ledger(rs, checkpoint=cp)
+
+
+@PROP
+@given(MIXED, MIXED, MIXED, BOUNDARY, BOUNDARY, st.integers(0, 2), st.integers(0, 2), st.integers(0, 2))
+def test_merge_laws_hold_with_checkpoints(a, b, c, b1, b2, ia, ib, ic):
+    universe = a + b + c
+    b1, b2 = sorted((b1, b2))
+    cp1 = make_checkpoint(None, universe, b1, RuleParams())
+    cps = [None, cp1, make_checkpoint(cp1, universe, b2, RuleParams())]
+    A, B, C = _ledger(a, cps[ia]), _ledger(b, cps[ib]), _ledger(c, cps[ic])
+    assert A.merge(B) == B.merge(A)
+    assert A.merge(B).merge(C) == A.merge(B.merge(C))
+    assert A.merge(A) == A and A.merge(B).merge(B) == A.merge(B)
+    # replicas that hold the universe's reports at or above the checkpoint derive what the universe does
+    m = A.merge(B).merge(C).merge(_ledger(universe, None))
+    assert derive(m) == derive(Ledger(universe)) and m.heads() == Ledger(universe, checkpoint=m.checkpoint).heads()
+
+
+@PROP
+@given(MIXED, BOUNDARY)
+def test_adoption_prunes_below_the_boundary_and_refuses_what_it_folded(rs, b):
+    cp = make_checkpoint(None, rs, b, RuleParams())
+    led = Ledger(rs)
+    assert led.adopt(cp) and not led.adopt(cp)  # once
+    assert all(not cp.covers(r) and r.ts >= b for r in led.reports())
+    assert led.heads() == Ledger([r for r in rs if not cp.covers(r)]).heads()
+    for r in rs:
+        if cp.covers(r):
+            assert not led.add(r)
+    assert led.below_checkpoint == sum(1 for r in rs if cp.covers(r))
+    assert not led.adopt(make_checkpoint(None, rs, b / 2, RuleParams())) or b == 0  # never back
+
+
+def test_later_is_a_total_choice_and_states_are_checked():
+    rs = []
+    a, b = make_checkpoint(None, rs, 10.0, RuleParams()), make_checkpoint(None, rs, 20.0, RuleParams())
+    assert later(a, b) is b and later(b, a) is b and later(None, a) is a and later(a, None) is a
+    with pytest.raises(ValueError):
+        make_checkpoint(b, rs, 10.0, RuleParams())
+    for bad in (b"", b"\x90", b"\x81\xa1v\x02"):
+        with pytest.raises(DecodeError):
+            fold_from_state(bad, RuleParams())
+    assert boundary_for(10_000.0, 3600.0, 7200.0) == 0.0 and boundary_for(20_000.0, 3600.0, 7200.0) == 10_800.0
