@@ -82,6 +82,7 @@ class Node:
             "network": self.settings.network, "uptime_s": round(time.monotonic() - self.started, 1),
             "written_at": time.time(),
             "gossip": {"sent": dict(g.sent), "received": dict(g.received), "publish_errors": g.publish_errors,
+                       "rejected": getattr(g.pubsub, "rejected", 0),
                        "topic_peers": {t: g.peers(t) for t in ("heartbeats", "reports", "ledger")}},
             "links": self.links.status(), "library_logs": dict(LIBRARY_LOGS),
             "dropped": dict(self.verifier.dropped), "accepted": self.verifier.accepted,

@@ -1,6 +1,7 @@
 """Stand-ins for the compiled packages libp2p imports eagerly but gtracd never calls (gtracd/net/standins.py):
 they appear only where a package is missing, evaluate libp2p's module bodies, and fail loudly when used; a
-daemon running on stand-ins refuses a secp256k1 peer's handshake cleanly and keeps serving Ed25519 peers."""
+daemon running on stand-ins refuses a secp256k1 peer's handshake cleanly and keeps serving Ed25519 peers;
+gossip signed with keys that do not parse (or need a stand-in) is dropped and counted, on a phone or not."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import textwrap
 import pytest
 
 from gtracd.net import standins
+from gtracd.net.host import dial
 
 from .waiting import until
 
@@ -92,6 +94,57 @@ async def test_a_daemon_on_stand_ins_refuses_a_secp256k1_peer_and_serves_ed25519
         async with running_host(Identity.generate()) as host:
             await dial(host, addr, timeout=10)  # an Ed25519 peer still connects
         assert p.poll() is None  # and the daemon is still up
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=20)
+    assert "Traceback" not in err, err
+
+
+SECP_G = bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")  # a valid point
+BAD_KEYS = {"rsa-junk": b"\x08\x00\x12\x04junk", "ed25519-short": b"\x08\x01\x12\x03abc",
+            "secp256k1-valid": b"\x08\x02\x12\x21" + SECP_G}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("phone", [False, True], ids=["full-install", "phone-standins"])
+async def test_gossip_signed_with_unparseable_or_stood_in_keys_is_dropped_not_fatal(tmp_path, phone):
+    import os
+
+    from libp2p.pubsub.pb import rpc_pb2
+
+    from gtracd.config import load_settings
+    from gtracd.identity import Identity
+    from gtracd.node import running_node
+
+    ready = tmp_path / "ready.json"
+    code = LISTENER if phone else LISTENER.replace("standins.install(prefer=True)", "pass")
+    p = subprocess.Popen([sys.executable, "-c", code, "--role", "anchor", "--ephemeral", "--name", "target",
+                          "--network", "t-badkey", "--data-dir", str(tmp_path), "--ready-file", str(ready)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        await until(lambda: ready.exists() or p.poll() is not None, 60, "the anchor to start")
+        assert p.poll() is None, p.stderr.read()
+        addr = json.loads(ready.read_text())["addrs"][0]
+        s = load_settings(None, {"network": "t-badkey", "bootstrap": addr, "data_dir": str(tmp_path / "me")}, env={})
+        async with running_node("fleet", "evil", Identity.generate(), s, None, persistent_peerstore=False) as node:
+            g = node.gossip
+            t = g.topic("heartbeats")
+            await g.pubsub.subscribe(t)
+            await until(lambda: g.peers("heartbeats") > 0, 30, "the anchor on the heartbeat topic")
+            for k in BAD_KEYS.values():
+                msg = rpc_pb2.Message(from_id=b"\x12\x20" + os.urandom(32), data=b"x", seqno=os.urandom(8),
+                                      topicIDs=[t], signature=b"\x01" * 64, key=k)
+                await g.router.publish(g.pubsub.my_id, msg)
+
+            def rejected():
+                from gtracd.status import collect
+
+                docs = [d for d in collect(load_settings(None, {"data_dir": str(tmp_path)}, env={}), "target")]
+                return docs and docs[0]["gossip"]["rejected"] >= len(BAD_KEYS)
+
+            await until(rejected, 30, "the anchor to count the bad messages")
+            assert p.poll() is None  # still up
+            await dial(node.host, addr)  # and still serving
     finally:
         p.terminate()
         _, err = p.communicate(timeout=20)

@@ -6,6 +6,11 @@ heartbeat_interval 120 s -> 1 s; spam protection (drops > 10 msg/s per forwarder
 loopback or home network never has) off; degree/degree_low/degree_high set. Strict signing stays on. Pubsub
 never dials, so `Links` keeps the connections. Gossip is lossy: anything that must arrive also goes over a
 stream (reports to an anchor, anti-entropy).
+
+py-libp2p re-raises when a message's signing key does not parse (an RSA key of junk; on a phone, any
+secp256k1 key, since coincurve is a stand-in there), inside a service task: one message from any peer took
+the whole daemon down. `GuardedPubsub` checks each incoming message's signature itself first and turns any
+failure while handling one message into a counted drop (`gossip.rejected` in the status).
 """
 
 from __future__ import annotations
@@ -99,10 +104,36 @@ def _origin(from_id: bytes) -> str:
         return "?"
 
 
+def guarded_pubsub_class():
+    """Pubsub whose handling of one incoming message can never raise into its service task."""
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.pubsub.validators import signature_validator
+
+    class GuardedPubsub(Pubsub):
+        rejected = 0
+
+        async def push_msg(self, msg_forwarder, msg) -> None:
+            if msg_forwarder != self.my_id:  # someone else's message: its key and signature must check out
+                try:
+                    ok = signature_validator(msg)
+                except Exception as e:  # an unparseable key, a stand-in key type, a malformed id
+                    log.debug("gossip message with a bad signing key dropped: %r", e)
+                    ok = False
+                if not ok:
+                    self.rejected += 1
+                    return
+            try:
+                await super().push_msg(msg_forwarder, msg)
+            except Exception as e:  # whatever else one message makes the library raise: dropped, counted
+                self.rejected += 1
+                log.debug("gossip message dropped: the library raised %r", e)
+
+    return GuardedPubsub
+
+
 @asynccontextmanager
 async def running_gossip(host, network: str, params: GossipParams = GossipParams()):
     from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
-    from libp2p.pubsub.pubsub import Pubsub
     from libp2p.tools.anyio_service import background_trio_service
 
     router = GossipSub(
@@ -111,7 +142,7 @@ async def running_gossip(host, network: str, params: GossipParams = GossipParams
         gossip_history=params.gossip_history, heartbeat_initial_delay=0.1,
         heartbeat_interval=params.heartbeat_interval, adaptive_gossip_enabled=False, spam_protection_enabled=False,
         eclipse_protection_enabled=False)
-    pubsub = Pubsub(host, router, strict_signing=True, max_inbound_rpc_size=2 * 1024 * 1024)
+    pubsub = guarded_pubsub_class()(host, router, strict_signing=True, max_inbound_rpc_size=2 * 1024 * 1024)
     async with background_trio_service(pubsub):
         async with background_trio_service(router):
             with trio.fail_after(10):

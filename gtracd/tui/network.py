@@ -169,6 +169,9 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
             for k, v in as_dict(d.get(group)).items():
                 if isinstance(v, int):
                     drops[prefix + str(k)] = drops.get(prefix + str(k), 0) + v
+        rejected = as_dict(d.get("gossip")).get("rejected")
+        if isinstance(rejected, int) and not isinstance(rejected, bool) and rejected:
+            drops["gossip.rejected"] = drops.get("gossip.rejected", 0) + rejected
         for r in as_list(d.get("requests")):
             if isinstance(r, dict):
                 requests.append({**r, "seeker": str(d.get("name", ""))})
