@@ -126,10 +126,20 @@ async def running_node(role: str, name: str, ident: Identity, settings, events_p
     """Host, gossip and links up; yields the Node inside a nursery whose cancellation is a clean shutdown
     (the host closes first, then gossip services)."""
     from .net.gossip import running_gossip
-    from .net.host import running_host
+    from .net.host import lock_file, running_host
     from .net.links import Links
 
     ps = settings.home / "peers" / f"{role}-{name}.sqlite" if persistent_peerstore else None
+    # one daemon per status slot, and per role and name when it keeps state under that name (peer store,
+    # ledger replica, outbox): a second one would share them
+    held = [lock_file(status_file(settings, role, name, ident.peer_id).with_suffix(".lock"),
+                      lambda pid: f"another gtracd {role} named {name!r} with this key runs under {settings.home} "
+                                  f"(pid {pid})")]
+    if persistent_peerstore or role in ("seeker", "anchor"):  # they keep a ledger replica under their name
+        held.append(lock_file(status_dir(settings) / f"{role}-{name}.lock",
+                              lambda pid: f"another gtracd {role} named {name!r} runs under {settings.home} (pid "
+                                          f"{pid}) and keeps its state there: give this one another --name or "
+                                          "--data-dir"))
     events = Events(events_path, name)
     try:
         async with running_host(ident, settings.listen, ps) as host:
@@ -146,3 +156,5 @@ async def running_node(role: str, name: str, ident: Identity, settings, events_p
                     n.cancel_scope.cancel()
     finally:
         events.close()
+        for f in held:
+            f.close()

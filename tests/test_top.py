@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
 from gtracd.tui.network import build
 from gtracd.tui.render import report, screen
-from gtracd.tui.view import QUIT, SORTS, Trends, ViewState, on_key, visible
+from gtracd.tui.view import QUIT, SORTS, Trends, ViewState, keys_of, on_key, visible
 
 FP = "798e75b0376db5a12f29a0136e7d3127"
 HOSTILE = "[/x][red]evil[/red]"
@@ -47,7 +48,8 @@ def docs(now=None):
               "uptime_s": 400, "written_at": now, "age_s": 0.5, "stale": False, "links": {"connected": 3},
               "gossip": {"sent": {}, "received": {}}, "dropped": {}, "admission_dropped": {"rate": 2},
               "ledger": {"reports": 121, "reporters": 3, "pending": 1},
-              "anchors": {"12D3KooWanchor0002": {"reachable": False, "failures": 3}}, "workers": {}}
+              "anchors": {"12D3KooWanchor0002": {"reachable": False, "failures": 3, "ok_at": now - 60,
+                                                 "in_sync": True, "failed_at": now - 5}}, "workers": {}}
     return [seeker, anchor]
 
 
@@ -144,3 +146,59 @@ def test_malformed_status_documents_never_crash_the_view(ds, workers):
     net = build(ds)
     text(screen(net, ViewState(sort="trust"), Trends(), "/d", 80, 24))
     text(report(net), width=100, height=100)
+
+
+ESCAPES = "x\x1b[2J\x1b[H\x1b]0;PWNED\x07\u202eevil\nFAKE ROW"
+
+
+def test_network_strings_never_reach_the_terminal_as_control():
+    """ESC sequences (clear the screen, set the title), newlines (fake rows), bidi overrides: the wire refuses
+    them in names and models, and every view replaces whatever else carries them."""
+    from gtracd.errors import DecodeError
+    from gtracd.wire.kinds import ENVELOPE_KINDS
+    from gtracd.wire.schema import check_value
+
+    for field in ("name", "model"):
+        with pytest.raises(DecodeError, match="control or format"):
+            check_value(ENVELOPE_KINDS["heartbeat"][field], ESCAPES, f"body.{field}")
+    a, b = docs()
+    a["workers"]["12D3KooWw1aaaaaaaa"]["name"] = ESCAPES
+    a["workers"]["12D3KooWw1aaaaaaaa"]["state"] = "serving\x1b[31m"
+    a["requests"][1]["error"] = "boom\x1b]0;PWNED\x07\nFAKE ROW"
+    a["dropped"] = {"\x1b[2Jreason": 1}
+    net = build([a, b])
+    for out in (text(screen(net, ViewState(), Trends(), "/d", 100, 30), 100, 30), text(report(net), 120, 200)):
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+        assert not any(line.startswith("FAKE ROW") for line in out.splitlines())
+        assert "\ufffd" in out
+
+
+def test_one_worker_cannot_repaint_the_coverage_map_or_push_it_off_screen():
+    a, b = docs()
+    a["workers"]["12D3KooWliar00000"] = W("liar", 0, 30, total_layers=100_000)  # the real model, a false depth
+    for k in range(12):  # fake models, each with the real fingerprint's prefix
+        a["workers"][f"12D3KooWfake{k:06d}"] = W(f"f{k}", 0, 5, model=FP[:12] + f"{k:020x}", total_layers=5)
+    a["model"] = FP  # the seeker pins the real one
+    net = build([a, b])
+    assert net.coverage[0].model == FP and net.coverage[0].layers == 30 and net.coverage[0].holes == [(10, 20)]
+    out = text(screen(net, ViewState(), Trends(), "/d", 80, 24))
+    assert "+ 11 other model(s) announced by 11 worker(s)" in out and "peers" in out and "recent requests" in out
+
+
+def test_a_name_that_mimics_a_label_gets_the_peer_id_and_narrow_terminals_keep_names():
+    a, b = docs()
+    a["workers"]["12D3KooWmimicmimic"] = W("twin·eeeeeeee", 20, 30)
+    net = build([a, b])
+    assert net.peers["12D3KooWmimicmimic"].label == "twin·eeeeeeee·micmimic"
+    out = text(screen(net, ViewState(), None, "/d", 60, 20), 60, 20)
+    assert "twin·eeeeeeee" in out and "twin·ffffffff" in out  # still told apart at 60 columns
+    assert all(len(line) <= 60 for line in out.splitlines())
+
+
+def test_escape_sequences_are_one_key():
+    assert keys_of("a\x1b[Db\x1bOA\x1b") == ["a", "\x1b[D", "b", "\x1bOA", "\x1b"]
+    s = on_key(on_key(ViewState(), "/"), "w")
+    for k in keys_of("\x1b[D\x1b[C"):  # arrows while typing a filter: ignored, not Esc
+        s = on_key(s, k)
+    assert s.typing and s.filter == "w"
+    assert on_key(s, "\x1b").filter == ""

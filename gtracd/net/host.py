@@ -60,7 +60,6 @@ def check_loopback_or_any(listen: str) -> None:
 
 def lock_port(maddr) -> object | None:
     """Two daemons can bind one port (SO_REUSEPORT): hold an exclusive lock file per fixed (address, port)."""
-    import fcntl
     import tempfile
 
     try:
@@ -72,12 +71,24 @@ def lock_port(maddr) -> object | None:
         return None  # the kernel picks a free port
     d = Path(tempfile.gettempdir()) / f"gtracd-ports-{os.getuid()}"
     d.mkdir(mode=0o700, exist_ok=True)
-    f = open(d / f"{ip.replace(':', '_')}-{port}.lock", "a+")
+    return lock_file(d / f"{ip.replace(':', '_')}-{port}.lock",
+                     lambda pid: f"port {port} on {ip} is already used by another gtracd daemon (pid {pid})")
+
+
+def lock_file(path: Path, busy) -> object:
+    """Hold an exclusive lock on `path` for this process's lifetime (the returned file; the kernel drops it
+    when the process dies). If another process holds it: UserError(busy(its pid))."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
         f.close()
-        raise UserError(f"port {port} on {ip} is already used by another gtracd daemon") from None
+        raise UserError(busy(holder)) from None
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))

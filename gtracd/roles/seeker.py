@@ -36,6 +36,7 @@ from ..seeker.cache import pinned_view
 from ..seeker.generation import Generation, GenerationFailed, SeekerNet
 from ..seeker.peerview import PeerView, WorkerEntry
 from ..seeker.recent import Recent
+from ..wire.text import shown
 from . import common
 
 log = logging.getLogger("gtracd.seeker")
@@ -191,9 +192,7 @@ async def _generate(args, s, view, net, sampling, status, cache, recent: Recent)
         try:
             with trio.fail_after(s.request_timeout_s + s.max_new_tokens * 2.0):
                 await gen.start()
-                status(f"gtracd: chain ({s.mode}, selected in {gen.selection_ms:.3f} ms): " +
-                       " -> ".join(f"{h.peer.name or h.peer.peer_id[-8:]}[{h.peer.start}:{h.peer.end}]"
-                                   for h in gen.hops))
+                status(f"gtracd: chain ({s.mode}, selected in {gen.selection_ms:.3f} ms): {_chain_line(gen)}")
                 toks = await gen.tokenize(text=prompt)
                 on_piece = (lambda t: (sys.stdout.write(t), sys.stdout.flush())) if streaming else None
                 r = await gen.turn(toks, s.max_new_tokens, on_piece)
@@ -234,6 +233,12 @@ async def _generate(args, s, view, net, sampling, status, cache, recent: Recent)
     return 1 if failed or any("error" in r for r in results) else 0
 
 
+def _chain_line(gen: Generation) -> str:
+    """The chain as a terminal line; names came from heartbeats (the schema refuses control characters in
+    them, and this shows any that got through as U+FFFD)."""
+    return " -> ".join(f"{shown(h.peer.name or h.peer.peer_id[-8:])}[{h.peer.start}:{h.peer.end}]" for h in gen.hops)
+
+
 def _stats(status, r: dict) -> None:
     tok_s = f"{r['tok_s']:.1f} tok/s" if r.get("tok_s") else "-"
     rep = f", {len(r['repairs'])} repair(s)" if r["repairs"] else ""
@@ -247,7 +252,7 @@ async def _chat(args, s, gen: Generation, status, report, recent: Recent) -> int
     t0 = time.monotonic()
     try:
         await gen.start()
-        status("gtracd: chain: " + " -> ".join(f"{h.peer.name}[{h.peer.start}:{h.peer.end}]" for h in gen.hops))
+        status(f"gtracd: chain: {_chain_line(gen)}")
         while True:
             if interactive:
                 line = await trio.to_thread.run_sync(_readline, abandon_on_cancel=True)

@@ -254,7 +254,7 @@ class SeekerCache:
                            "last_pull_age_s": None if self.last_pull_ok is None else round(now - self.last_pull_ok, 1)},
                 "anchors": {a: {"reachable": a in self.node.links.connected()} for a in sorted(self.anchors)},
                 "outbox": len(self.outbox), "refused": self.refused, "counters": self.counters,
-                "workers": self.view.status_rows(now), "trust_floor": self.s.trust_floor,
+                "workers": self.view.status_rows(now), "trust_floor": self.s.trust_floor, "model": self.view.model,
                 "trust": trust, "latency_ms": lat}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:

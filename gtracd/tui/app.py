@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..status import collect, status_dir
 from .network import build
 from .render import screen
-from .view import QUIT, Trends, ViewState, on_key
+from .view import QUIT, Trends, ViewState, keys_of, on_key
 
 
 class Keys:
@@ -73,8 +73,8 @@ async def run(settings, name: str | None, interval: float) -> int:
             nonlocal st, wake
             try:
                 while True:
-                    for ch in await keys.read():
-                        nxt = on_key(st, ch)
+                    for key in keys_of(await keys.read()):
+                        nxt = on_key(st, key)
                         if nxt == QUIT:
                             cancel.cancel()
                             return

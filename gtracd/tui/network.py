@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass, field
 
 from ..routing.coverage import replicas, runs
+from ..wire.text import shown
 
+SEP = "·"  # between a name and the short peer id that disambiguates it
 DEFAULT_TRUST_FLOOR = 0.96  # config.Settings.trust_floor, when no document says which floor it routes with
 
 
@@ -45,6 +47,7 @@ class ModelCoverage:
     layers: int
     replicas: list[int]
     trust_floor: float
+    workers: int = 0  # workers announcing this model (at any depth)
 
     @property
     def holes(self) -> list[tuple[int, int]]:
@@ -59,10 +62,15 @@ class ModelCoverage:
 class Anchor:
     peer_id: str
     up: bool
-    in_sync: bool | None = None  # None: no anti-entropy round seen
-    synced_s_ago: float | None = None
-    failures: int = 0
+    in_sync: bool | None = None  # the last successful anti-entropy round moved nothing (None: none seen)
+    synced_s_ago: float | None = None  # since that round
+    failed_s_ago: float | None = None  # since the last failed round
+    failures: int = 0  # failed rounds in all (status --json)
     local: bool = False
+
+    @property
+    def last_failed(self) -> bool:
+        return self.failed_s_ago is not None and (self.synced_s_ago is None or self.failed_s_ago < self.synced_s_ago)
 
 
 @dataclass
@@ -112,9 +120,9 @@ def _worker_peer(pid: str, w: dict, now_offset: float) -> Peer | None:
     total = _int(w.get("total_layers"))
     state = str(w.get("state") or "serving")
     heard = _num(w.get("heard_s_ago"))
-    return Peer(peer_id=str(pid), name=str(w.get("name") or ""), role="worker",
-                layers=_range(w.get("layers"), total), total_layers=total, model=str(w.get("model") or ""),
-                state=state if w.get("alive", True) else "gone", trust=_num(w.get("trust")),
+    return Peer(peer_id=shown(pid), name=shown(w.get("name") or ""), role="worker",
+                layers=_range(w.get("layers"), total), total_layers=total, model=shown(w.get("model") or ""),
+                state=shown(state) if w.get("alive", True) else "gone", trust=_num(w.get("trust")),
                 latency_ms=_num(w.get("latency_ms")),
                 heard_s_ago=None if heard is None else round(heard + now_offset, 1))
 
@@ -162,13 +170,17 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
                 if ago is not None and (cur.synced_s_ago is None or ago < cur.synced_s_ago):  # the latest round
                     cur.synced_s_ago = ago
                     cur.in_sync = a.get("in_sync") if isinstance(a.get("in_sync"), bool) else None
+                failed_at = _num(a.get("failed_at"))
+                fago = None if failed_at is None else max(0.0, round(_now(d) - failed_at + age, 1))
+                if fago is not None and (cur.failed_s_ago is None or fago < cur.failed_s_ago):
+                    cur.failed_s_ago = fago
         elif isinstance(anc, list):
             for pid in anc:
                 anchors.setdefault(str(pid), Anchor(str(pid), False))
         for group, prefix in (("dropped", ""), ("admission_dropped", "admission."), ("library_logs", "libp2p.")):
             for k, v in as_dict(d.get(group)).items():
                 if isinstance(v, int):
-                    drops[prefix + str(k)] = drops.get(prefix + str(k), 0) + v
+                    drops[prefix + shown(k)] = drops.get(prefix + shown(k), 0) + v
         rejected = as_dict(d.get("gossip")).get("rejected")
         if isinstance(rejected, int) and not isinstance(rejected, bool) and rejected:
             drops["gossip.rejected"] = drops.get("gossip.rejected", 0) + rejected
@@ -180,18 +192,18 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
             ledgers.append({"who": f"{d.get('role')} {d.get('name')}", "reports": led.get("reports", 0),
                             "reporters": led.get("reporters", 0), "pending": led.get("pending", 0)})
     for d in docs:  # the local daemons themselves: their own word beats what others heard
-        pid = str(d.get("peer_id", ""))
-        role = str(d.get("role", "?"))
+        pid = shown(d.get("peer_id", ""))
+        role = shown(d.get("role", "?"))
         stale = bool(d.get("stale"))
         if role == "anchor":
             a = anchors.setdefault(pid, Anchor(pid, not stale))
             a.up, a.local = not stale, True
         heard = peers.get(pid)
         total = _int(d.get("total_layers")) or (heard.total_layers if heard else None)
-        state = "stale" if stale else str(d.get("state") or (heard.state if heard else "up"))
-        peers[pid] = Peer(peer_id=pid, name=str(d.get("name", "")), role=role,
+        state = "stale" if stale else shown(d.get("state") or (heard.state if heard else "up"))
+        peers[pid] = Peer(peer_id=pid, name=shown(d.get("name", "")), role=role,
                           layers=_range(d.get("layers"), total) if role == "worker" else None,
-                          total_layers=total, model=str(d.get("model") or (heard.model if heard else "")),
+                          total_layers=total, model=shown(d.get("model") or (heard.model if heard else "")),
                           state=state, trust=heard.trust if heard else None,
                           latency_ms=heard.latency_ms if heard else None,
                           heard_s_ago=_num(d.get("age_s")), local=True)
@@ -201,7 +213,8 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
     _label(peers)
     requests.sort(key=lambda r: -(_num(r.get("at")) or 0.0))
     floor = trust_floor if trust_floor is not None else (min(floors) if floors else DEFAULT_TRUST_FLOOR)
-    return Network(daemons=docs, peers=peers, coverage=coverage(peers.values(), floor), anchors=anchors,
+    pinned = {shown(d["model"]) for d in docs if isinstance(d.get("model"), str)}  # seekers pin, workers serve
+    return Network(daemons=docs, peers=peers, coverage=coverage(peers.values(), floor, pinned), anchors=anchors,
                    requests=requests, chains=chains_of(requests), drops=drops, ledgers=ledgers)
 
 
@@ -210,27 +223,38 @@ def _now(d: dict) -> float:
 
 
 def _label(peers: dict[str, Peer]) -> None:
-    """Names as shown: a name two peers share (or none) gets the short peer id."""
+    """Names as shown: a name two peers share, or one that could pass for another's label (it contains the
+    separator), gets the short peer id; no name shows the id."""
     count: dict[str, int] = {}
     for p in peers.values():
         count[p.name] = count.get(p.name, 0) + 1
     for p in peers.values():
-        p.label = p.name if p.name and count[p.name] == 1 else (f"{p.name}·{short(p.peer_id)}" if p.name
-                                                                 else short(p.peer_id, 10))
+        if not p.name:
+            p.label = short(p.peer_id)
+        elif count[p.name] == 1 and SEP not in p.name:
+            p.label = p.name
+        else:
+            p.label = f"{p.name}{SEP}{short(p.peer_id)}"
 
 
-def coverage(peers, trust_floor: float) -> list[ModelCoverage]:
-    """Per model: replicas per layer among alive, serving workers at or above the trust floor."""
-    models: dict[str, int] = {}
+def coverage(peers, trust_floor: float, pinned: set[str] = frozenset()) -> list[ModelCoverage]:
+    """Per model: replicas per layer among alive, serving workers at or above the trust floor. A model's depth
+    is the one most of its workers announce (routing leaves the others out, peerview.PeerView._depth): one
+    worker claiming 100,000 layers cannot paint the map red. Models a local daemon pins or serves come
+    first, then by how many workers serve them."""
+    depths: dict[str, dict[int, int]] = {}
     for p in peers:
         if p.role == "worker" and p.total_layers and p.model:
-            models[p.model] = max(models.get(p.model, 0), p.total_layers)
+            d = depths.setdefault(p.model, {})
+            d[p.total_layers] = d.get(p.total_layers, 0) + 1
     out = []
-    for m, total in sorted(models.items()):
+    for m, d in depths.items():
+        total = max(d.items(), key=lambda kv: (kv[1], -kv[0]))[0]
         ranges = [p.layers for p in peers
-                  if p.role == "worker" and p.model == m and p.layers and p.layers[1] <= total
-                  and p.state == "serving" and (p.trust is None or p.trust >= trust_floor)]
-        out.append(ModelCoverage(m, total, replicas(total, ranges), trust_floor))
+                  if p.role == "worker" and p.model == m and p.total_layers == total and p.layers
+                  and p.layers[1] <= total and p.state == "serving" and (p.trust is None or p.trust >= trust_floor)]
+        out.append(ModelCoverage(m, total, replicas(total, ranges), trust_floor, workers=sum(d.values())))
+    out.sort(key=lambda c: (c.model not in pinned, -c.workers, c.model))
     return out
 
 

@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..wire.text import shown
 from .network import Network, Peer, as_dict, as_list, short
 from .view import KEYS, Trends, ViewState, visible
 
@@ -27,9 +28,9 @@ def _t(*parts) -> Text:
     out = Text(no_wrap=True, overflow="ellipsis")
     for p in parts:
         if isinstance(p, tuple):
-            out.append(str(p[0]), style=p[1])
+            out.append(shown(p[0]), style=p[1])
         else:
-            out.append(str(p))
+            out.append(shown(p))
     return out
 
 
@@ -37,18 +38,22 @@ def _rep_style(n: int) -> str:
     return "bold white on red" if n == 0 else ("black on yellow" if n == 1 else "black on green")
 
 
-def coverage_map(net: Network, width: int = 80) -> Group:
-    """Per model: one cell per layer (or per bucket of layers when the model is wider than the screen) showing
-    how many alive, serving replicas at or above the trust floor host it; holes in red."""
+MAX_MODELS = 2  # coverage blocks shown; the rest are summed up in one line (anyone can announce a model)
+
+
+def coverage_map(net: Network, width: int = 80, models: int = MAX_MODELS) -> Group:
+    """Per model (the pinned or served ones first, then the most served): one cell per layer (or per bucket of
+    layers when the model is wider than the screen) showing how many alive, serving replicas at or above the
+    trust floor host it; holes in red."""
     parts: list = []
     if not net.coverage:
         return Group(Text("coverage: no worker heard yet", style="dim"))
-    for cov in net.coverage:
+    for cov in net.coverage[:models]:
         holes = cov.holes
-        head = _t(("coverage ", "bold"), (cov.model[:12], "bold"), f" · {cov.layers} layers · τ_min {cov.trust_floor:g}"
-                  f" · min {cov.min_replicas} replica(s) · ")
+        head = _t(("coverage ", "bold"), (cov.model[:12], "bold"), " · ")  # what matters first: narrow screens cut
         head.append("holes " + ", ".join(f"{a}:{b}" for a, b in holes) if holes else "no holes",
                     style="bold red" if holes else "green")
+        head.append(f" · min {cov.min_replicas} replica(s) · {cov.layers} layers · τ_min {cov.trust_floor:g}")
         parts.append(head)
         cells = max(1, width - 2)
         per = max(1, -(-cov.layers // cells))  # layers per cell
@@ -66,22 +71,30 @@ def coverage_map(net: Network, width: int = 80) -> Group:
                 ticks.append(" " * (c - pos) + label)
                 pos = c + len(label)
         parts += [row, ticks]
+    rest = net.coverage[models:]
+    if rest:
+        parts.append(_t((f"+ {len(rest)} other model(s) announced by {sum(c.workers for c in rest)} worker(s)",
+                         "dim")))
     return Group(*parts)
 
 
-def _trust(p: Peer, trends: Trends | None) -> Text:
+def _trust(p: Peer, trends: Trends | None, narrow: bool = False) -> Text:
     if p.trust is None:
         return Text("-")
     out = Text(f"{p.trust:.3f}")
     if trends is not None:
         out.append(trends.arrow(p.peer_id))
         spark = trends.spark(p.peer_id)
-        if spark:
+        if spark and not narrow:
             out.append(" " + spark[-6:], style="cyan")
     return out
 
 
-def peers_table(net: Network, st: ViewState, trends: Trends | None = None, limit: int | None = None) -> Table:
+NARROW = 70  # below this many columns the peers table drops the sparkline and the model column
+
+
+def peers_table(net: Network, st: ViewState, trends: Trends | None = None, limit: int | None = None,
+                width: int = 120) -> Table:
     rows = visible(net.peers.values(), st)
     arrow = "↓" if st.reverse else "↑"
     title = _t(("peers ", "bold"), f"{len(rows)}/{len(net.peers)} · sort {st.sort} {arrow}")
@@ -89,18 +102,22 @@ def peers_table(net: Network, st: ViewState, trends: Trends | None = None, limit
         title.append(" · filter ")
         title.append(st.filter + ("▏" if st.typing else ""), style="reverse" if st.typing else "bold")
     t = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False, expand=True)
-    for c, kw in (("name", {"ratio": 3, "no_wrap": True, "overflow": "ellipsis"}), ("role", {}), ("layers", {}),
-                  ("trust", {"no_wrap": True}), ("lat ms", {"justify": "right"}), ("state", {}),
-                  ("model", {"no_wrap": True, "overflow": "ellipsis", "max_width": 8})):
+    narrow = width < NARROW
+    cols = [("name", {"ratio": 3, "no_wrap": True, "overflow": "ellipsis", "min_width": 12}), ("role", {}),
+            ("layers", {}), ("trust", {"no_wrap": True}), ("lat ms", {"justify": "right"}), ("state", {})]
+    if not narrow:
+        cols.append(("model", {"no_wrap": True, "overflow": "ellipsis", "max_width": 8}))
+    for c, kw in cols:
         t.add_column(c, **kw)
-    shown = rows if limit is None else rows[:max(0, limit)]
-    for p in shown:
-        t.add_row(_t((p.label, "bold" if p.local else "")), Text(p.role),
-                  Text(f"{p.layers[0]}:{p.layers[1]}" if p.layers else "-"), _trust(p, trends),
-                  Text("-" if p.latency_ms is None else f"{p.latency_ms:.1f}"),
-                  Text(p.state, style=STATE_STYLE.get(p.state, "")), Text(p.model[:8]))
-    if len(shown) < len(rows):
-        t.add_row(Text(f"… {len(rows) - len(shown)} more (filter with /)", style="dim"))
+    page = rows if limit is None else rows[:max(0, limit)]
+    for p in page:
+        cells = [_t((p.label, "bold" if p.local else "")), _t(p.role),
+                 Text(f"{p.layers[0]}:{p.layers[1]}" if p.layers else "-"), _trust(p, trends, narrow),
+                 Text("-" if p.latency_ms is None else f"{p.latency_ms:.1f}"),
+                 _t((p.state, STATE_STYLE.get(p.state, "")))]
+        t.add_row(*cells, *([] if narrow else [_t(p.model[:8])]))
+    if len(page) < len(rows):
+        t.add_row(Text(f"… {len(rows) - len(page)} more (filter with /)", style="dim"))
     return t
 
 
@@ -122,10 +139,10 @@ def requests_panel(net: Network, limit: int = 5) -> Group:
         else:
             line.append("✗ ", style="bold red")
             if r.get("culprit"):
-                line.append(f"culprit {short(str(r['culprit']))} ", style="red")
-            line.append(str(r.get("error") or ""))
+                line.append(f"culprit {shown(short(str(r['culprit'])))} ", style="red")
+            line.append(shown(r.get("error") or ""))
         for x in [x for x in as_list(r.get("repairs")) if isinstance(x, dict)]:
-            line.append(" ↻ " + short(str(x.get("failed"))) + ("" if x.get("blamed", True) else " excused"),
+            line.append(" ↻ " + shown(short(str(x.get("failed")))) + ("" if x.get("blamed", True) else " excused"),
                         style="yellow")
         lines.append(line)
     return Group(*lines)
@@ -141,7 +158,7 @@ def chains_panel(net: Network, limit: int = 3) -> Group:
             if k:
                 line.append(" → ", style="dim")
             p = net.peers.get(str(h.get("peer")))
-            line.append(p.label if p else (str(h.get("name") or "") or short(str(h.get("peer")))))
+            line.append(shown(p.label if p else (str(h.get("name") or "") or short(str(h.get("peer"))))))
             lay = h.get("layers")
             if isinstance(lay, list) and len(lay) == 2:
                 line.append(f"[{lay[0]}:{lay[1]}]", style="dim")
@@ -157,19 +174,18 @@ def anchors_panel(net: Network) -> Group:
         lines.append(Text("no anchors known", style="dim"))
     for pid, a in sorted(net.anchors.items()):
         p = net.peers.get(pid)
-        line = _t(p.label if p else short(pid, 10), " ")
+        line = _t(p.label if p else short(pid), " ")
         line.append("up" if a.up else "down", style="green" if a.up else "bold red")
-        if a.in_sync is not None:
+        if a.last_failed:  # the latest round is what matters; the running total is in status --json
+            line.append(f" · last sync failed {a.failed_s_ago:.0f}s ago", style="yellow")
+        elif a.in_sync is not None:
             line.append(" · in sync" if a.in_sync else " · catching up", style="green" if a.in_sync else "yellow")
-        if a.synced_s_ago is not None:
             line.append(f" {a.synced_s_ago:.0f}s ago")
-        if a.failures:
-            line.append(f" · {a.failures} failed round(s)", style="yellow")
         lines.append(line)
     if net.ledgers:  # one line: reports each local replica holds (equal counts: converged)
         line = _t(("ledger ", "dim"))
         for k, led in enumerate(net.ledgers):
-            line.append((" · " if k else "") + f"{led['who'].split(' ', 1)[-1]} {led['reports']}")
+            line.append((" · " if k else "") + shown(f"{led['who'].split(' ', 1)[-1]} {led['reports']}"))
             if led.get("pending"):
                 line.append(f" (+{led['pending']} pending)", style="yellow")
         lines.append(line)
@@ -199,15 +215,14 @@ def header(net: Network, where: str, st: ViewState) -> Text:
     roles: dict[str, int] = {}
     for d in net.daemons:
         roles[str(d.get("role"))] = roles.get(str(d.get("role")), 0) + 1
-    out = _t(("gtracd top", "bold"), " · ", time.strftime("%H:%M:%S"), " · ",
+    out = _t(("gtracd top", "bold"), " · ", time.strftime("%H:%M:%S"), ("  ? keys  q quit", "dim"), " · ",
              ", ".join(f"{n} {r}{'' if n == 1 else 's'}" for r, n in sorted(roles.items())) or "no daemon", " under ", where)
-    out.append("   ? keys  q quit", style="dim")
     return out
 
 
 def screen(net: Network, st: ViewState, trends: Trends | None, where: str, width: int, height: int) -> Layout:
     """The whole `gtracd top` screen for a terminal of width x height (80x24 at least is readable)."""
-    cov_h = 3 * len(net.coverage) if net.coverage else 1
+    cov_h = 3 * min(len(net.coverage), MAX_MODELS) + (len(net.coverage) > MAX_MODELS) if net.coverage else 1
     bottom_h = min(9, max(4, height // 3))
     peers_h = max(3, height - 1 - cov_h - bottom_h)
     root = Layout()
@@ -217,7 +232,7 @@ def screen(net: Network, st: ViewState, trends: Trends | None, where: str, width
     if st.help:
         root["peers"].update(help_panel())
     else:
-        root["peers"].update(peers_table(net, st, trends, limit=peers_h - 3))
+        root["peers"].update(peers_table(net, st, trends, limit=peers_h - 3, width=width))
     left = Group(requests_panel(net, limit=max(1, bottom_h // 2 - 1)), chains_panel(net, limit=2))
     right = Group(anchors_panel(net), drops_panel(net, limit=max(1, bottom_h - 3 - len(net.anchors))))
     root["bottom"].split_row(Layout(Padding(left, (0, 2, 0, 0)), name="left", ratio=3),
@@ -228,7 +243,7 @@ def screen(net: Network, st: ViewState, trends: Trends | None, where: str, width
 def daemon_line(d: dict) -> Group:
     """One local daemon, in words (for `gtracd status`): who, how long up, links, ledger, worker state."""
     lines = []
-    head = _t((f"{d.get('role')} {d.get('name')}", "bold"), f" {short(str(d.get('peer_id', '')), 10)}  network ",
+    head = _t((f"{d.get('role')} {d.get('name')}", "bold"), f" {short(str(d.get('peer_id', '')))}  network ",
               str(d.get("network")), f"  up {_num(d.get('uptime_s')):.0f}s")
     if d.get("stale"):
         head.append("  STALE", style="bold red")

@@ -29,8 +29,28 @@ class ViewState:
     help: bool = False
 
 
+def keys_of(data: str) -> list[str]:
+    """Key presses in what the terminal sent: an escape sequence (an arrow, a function key: ESC [ ... or
+    ESC O x) is one key, so its ESC is not taken for the Esc key."""
+    out, i = [], 0
+    while i < len(data):
+        ch = data[i]
+        if ch == "\x1b" and i + 1 < len(data) and data[i + 1] in "[O":
+            j = i + 2
+            while j < len(data) and not ("@" <= data[j] <= "~"):
+                j += 1
+            out.append(data[i:j + 1])
+            i = j + 1
+        else:
+            out.append(ch)
+            i += 1
+    return out
+
+
 def on_key(st: ViewState, key: str) -> ViewState | str:
-    """The next state after a key press, or QUIT."""
+    """The next state after a key press (one of keys_of's), or QUIT. Escape sequences are ignored."""
+    if len(key) != 1:
+        return st
     if st.typing:
         if key in ("\r", "\n"):
             return replace(st, typing=False)

@@ -25,14 +25,14 @@ SAMPLING = {
 ENVELOPE_KINDS: dict[str, dict[str, F]] = {
     "heartbeat": {
         "network": F("str", minlen=1, maxlen=64),
-        "model": F("str", maxlen=128),
+        "model": F("str", maxlen=128, text=True),
         "start": F("int", lo=0, hi=100_000),
         "end": F("int", lo=0, hi=100_000),  # start == end: no range yet (state joining)
         "addrs": F("list", maxlen=16, item=F("str", maxlen=256)),
         "free_tokens": F("int", lo=0, hi=U63),
         "load": F("float", lo=0.0, hi=1e6),
         "version": F("str", maxlen=32),
-        "name": F("str", maxlen=64, optional=True),
+        "name": F("str", maxlen=64, optional=True, text=True),
         "total_layers": F("int", lo=1, hi=100_000, optional=True),
         # dynamic membership (gtracd.membership); absent: serving, placed by hand
         "state": F("str", choices=WORKER_STATES, optional=True),
@@ -136,7 +136,7 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
     "info": {},
     "info_reply": {
         "peer_id": PEER_ID,
-        "name": F("str", maxlen=64),
+        "name": F("str", maxlen=64, text=True),
         "model": F("str", maxlen=128),
         "family": F("str", maxlen=32),
         "start": F("int", lo=0, hi=100_000),

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import DecodeError
+from .text import printable
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class F:
     maxlen: int | None = None
     optional: bool = False
     choices: tuple | None = None
+    text: bool = False  # str: printable characters only (wire.text): names shown to people
     item: F | None = None  # list items / dict values
     fields: dict | None = field(default=None, hash=False)  # map (nested schema)
 
@@ -84,6 +86,8 @@ def check_value(spec: F, v, path: str):
             _fail(path, f"length {len(v)} exceeds the cap of {spec.maxlen}")
         if len(v) < spec.minlen:
             _fail(path, f"length {len(v)} below the minimum {spec.minlen}")
+    if spec.text and not printable(v):
+        _fail(path, "control or format characters are not allowed in text shown to people")
     if spec.choices is not None and v not in spec.choices:
         _fail(path, f"{v!r} is not one of {', '.join(map(str, spec.choices))}")
     return v
