@@ -46,6 +46,9 @@ class Settings:
     sync_s: float = field(default=2.0, metadata={"help": "registry / anti-entropy period"})
     reporter_budget: float = field(default=0.5, metadata={"help": "max trust one reporter moves per peer per window"})
     reporter_window_s: float = field(default=3600.0, metadata={"help": "slander-resistance window"})
+    checkpoint_s: float = field(default=3600.0, metadata={
+        "help": "anchors: fold ledger reports older than reporter_window_s into a signed checkpoint this often "
+                "(0: never)"})
     wrong_output_penalty: float = field(default=0.5, metadata={"help": "trust removed by a spot check's wrong_output"})
     standing_age_s: float = field(default=86400.0, metadata={"help": "a reporter is established after this age..."})
     standing_reports: int = field(default=20, metadata={"help": "...and this many corroborated reports"})

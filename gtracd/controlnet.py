@@ -31,6 +31,7 @@ class ControlNet:
     procs: dict[str, WorkerProc] = field(default_factory=dict)
     anchor_addrs: dict[str, str] = field(default_factory=dict)
     anchor_extra: list[str] = field(default_factory=list)  # more setting flags for the anchors (the lab's)
+    seeker_extra: list[str] = field(default_factory=list)  # and for the seekers (rule settings must match)
 
     @property
     def keystore(self) -> Path:
@@ -79,7 +80,7 @@ class ControlNet:
         return (["--role", "seeker", "--key", name, "--bootstrap", self._boot_all(), "--network", self.network,
                  "--data-dir", str(self.root), "--keystore", str(self.keystore), "--name", name,
                  "serve", "--testbed-reports", str(rate), "--events", str(self.events_path(name)),
-                 "--sync-s", str(self.sync_s), "--node-timeout-s", str(self.node_timeout_s)], name)
+                 "--sync-s", str(self.sync_s), "--node-timeout-s", str(self.node_timeout_s)] + self.seeker_extra, name)
 
     def kill9(self, name: str) -> None:
         self.procs.pop(name).kill9()

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import trio
 
-from .ledger import Derived, Ledger, Report, ReportLog, RuleParams, verified_reports
+from .errors import DecodeError
+from .ledger import Derived, Ledger, Report, ReportLog, RuleParams
+from .ledger.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 
 # the settings every replica of a network must share: they decide the derived numbers
 RULE_SETTINGS = ["initial_trust", "reward", "penalty", "unknown_penalty", "alpha", "latency0_ms", "reporter_budget",
@@ -24,10 +26,16 @@ def rule_params(s) -> RuleParams:
                       standing_reports=s.standing_reports, newcomer_budget=s.newcomer_budget)
 
 
-def delta_reports(verifier, data: bytes, anchors: set[str], network: str) -> tuple[list[Report], int] | None:
-    """A `ledger_delta` from gossip: None (drop counted) unless an anchor in the keyring signed it for this
-    network; else its reports that verify, and how many did not."""
-    env = verifier.admit(data, time.time(), kinds=("ledger_delta",))
+def checkpoint_lag(s) -> float:
+    """How far behind now checkpoint boundaries stay: anchors admit reports up to reporter_window_s old, and
+    anti-entropy gets ten rounds to spread the last of them."""
+    return s.reporter_window_s + 10 * s.sync_s
+
+
+def ledger_gossip(verifier, data: bytes, anchors: set[str], network: str):
+    """A `ledger_delta` or `ledger_checkpoint` from gossip: the envelope, or None (drop counted) unless an
+    anchor in the keyring signed it for this network."""
+    env = verifier.admit(data, time.time(), kinds=("ledger_delta", "ledger_checkpoint"))
     if env is None:
         return None
     if env.sender_id not in anchors:
@@ -36,20 +44,59 @@ def delta_reports(verifier, data: bytes, anchors: set[str], network: str) -> tup
     if env.body["network"] != network:
         verifier.drop("wrong_network")
         return None
-    return verified_reports(env.body["reports"], network, anchors)
+    return env
 
 
 class Replica:
     def __init__(self, path: Path | None, params: RuleParams):
+        self.params = params
         self.ledger = Ledger()
-        self.derived = Derived(self.ledger, params)
         self.log = ReportLog(path) if path is not None else None
+        self.cp_path = path.with_name("checkpoint.bin") if path is not None else None
+        self.proof: list[bytes] = []  # the quorum's signatures on the adopted checkpoint
         self.loaded = 0
+        self.checkpoint_error: str | None = None
+        if self.cp_path is not None and self.cp_path.exists():  # first: the log's folded reports are then refused
+            try:
+                cp, self.proof = load_checkpoint(self.cp_path)
+                self.ledger.adopt(cp)
+            except (OSError, DecodeError) as e:  # kept on disk for inspection; the log still holds what it held
+                self.checkpoint_error = str(e)
         if self.log is not None:
             for r in self.log.load():
                 self.loaded += self.ledger.add(r)
+        self.derived = Derived(self.ledger, params)
         self._lock = trio.Lock()
         self.persisted = self.loaded
+
+    async def checkpoint_at(self, boundary: float) -> Checkpoint | None:
+        """This replica's checkpoint at `boundary` (folded in a thread), or None if it already adopted one as
+        late."""
+        prev = self.ledger.checkpoint
+        if prev is not None and boundary <= prev.boundary:
+            return None
+        below = [r for r in self.ledger.reports() if r.ts < boundary]  # Reports are immutable: safe to share
+        return await trio.to_thread.run_sync(make_checkpoint, prev, below, boundary, self.params)
+
+    async def adopt(self, cp: Checkpoint, proof: list[bytes]) -> bool:
+        """Adopt a certified checkpoint: prune, then on disk the checkpoint first (atomic), then the log
+        rewritten without what it folded (a crash in between leaves reports the load refuses again)."""
+        async with self._lock:
+            if not self.ledger.adopt(cp):
+                return False
+            self.proof = list(proof)
+            if self.log is not None:
+                raws = [r.raw for r in self.ledger.reports()]
+                await trio.to_thread.run_sync(save_checkpoint, self.cp_path, cp, self.proof)
+                await trio.to_thread.run_sync(self.log.rewrite, raws)
+            return True
+
+    def checkpoint_status(self) -> dict | None:
+        cp = self.ledger.checkpoint
+        if cp is None:
+            return None
+        return {"boundary": cp.boundary, "folded": cp.count, "digest": cp.digest.hex()[:16],
+                "signers": len(self.proof), "refused_below": self.ledger.below_checkpoint}
 
     async def persist(self, reports: list[Report]) -> None:
         """fsync the given (already added) reports before returning: callers acknowledge after this."""
@@ -72,3 +119,80 @@ class Replica:
     def close(self) -> None:
         if self.log is not None:
             self.log.close()
+
+
+class Checkpointer:
+    """Drives checkpoints for one replica (anchors and seekers alike): collects keyring anchors' signatures
+    from gossip and adopts a checkpoint once a quorum signed it and this replica computed the same state.
+    An anchor (`signer` given) also proposes: every round it computes its checkpoint at the boundary due
+    (`boundary_for(now, checkpoint_s, lag)`), signs it and gossips the signature, again each round until a
+    checkpoint at least that late is adopted (gossip is lossy). The state machine is ledger.checkpoint.Certs;
+    this is its driver, on the daemon's event loop."""
+
+    def __init__(self, replica: Replica, keyring: set[str], network: str, publish=None, signer=None,
+                 checkpoint_s: float = 0.0, lag_s: float = 0.0):
+        from .ledger.checkpoint import Certs
+
+        self.replica, self.network, self.publish, self.signer = replica, network, publish, signer
+        self.certs = Certs(keyring)
+        self.checkpoint_s, self.lag_s = checkpoint_s, lag_s
+        self.mine: dict[tuple, Checkpoint] = {}  # checkpoints this replica computed, by id (the last few)
+        self.counters = {"signed": 0, "adopted": 0, "mismatched": 0, "signatures": 0}
+
+    async def on_signature(self, env) -> None:
+        from .ledger.checkpoint import id_of
+
+        self.counters["signatures"] += 1
+        self.certs.add(env.sender_id, id_of(env.body), env.raw)
+        await self._maybe_adopt()
+
+    async def _maybe_adopt(self) -> None:
+        cid = self.certs.latest_certified()
+        adopted = self.replica.ledger.checkpoint
+        if cid is None or (adopted is not None and cid[0] <= adopted.boundary):
+            return
+        cp = self.mine.get(cid)
+        if cp is None:
+            cp = await self.replica.checkpoint_at(cid[0])
+            if cp is None:
+                return
+            self.mine[cp.id] = cp
+        if cp.id != cid:  # this replica folded another set below the boundary than the quorum did
+            self.counters["mismatched"] += 1
+            return
+        if await self.replica.adopt(cp, self.certs.proof(cid)):
+            self.counters["adopted"] += 1
+            self.certs.forget_below(cp.boundary)
+            self.mine = {k: v for k, v in self.mine.items() if k[0] > cp.boundary}
+
+    async def propose(self, now: float) -> None:
+        """Anchors: sign this replica's checkpoint at the boundary due now (wall clock: reports carry wall
+        timestamps), unless one at least as late is adopted."""
+        from .ledger.checkpoint import boundary_for, signed_body
+
+        if self.signer is None or self.checkpoint_s <= 0:
+            return
+        boundary = boundary_for(now, self.checkpoint_s, self.lag_s)
+        adopted = self.replica.ledger.checkpoint
+        if boundary <= 0 or (adopted is not None and boundary <= adopted.boundary):
+            return
+        cp = await self.replica.checkpoint_at(boundary)
+        if cp is None:
+            return
+        self.mine[cp.id] = cp
+        while len(self.mine) > 8:
+            del self.mine[min(self.mine, key=lambda k: k[0])]
+        env = self.signer.sign("ledger_checkpoint", signed_body(cp, self.network))
+        self.certs.add(self.signer.ident.peer_id, cp.id, env.raw)
+        self.counters["signed"] += 1
+        if self.publish is not None:
+            await self.publish("ledger", env.raw)
+        await self._maybe_adopt()
+
+    async def run(self, every: float) -> None:
+        while True:
+            await self.propose(time.time())
+            await trio.sleep(every)
+
+    def status(self) -> dict:
+        return {"checkpoint": self.replica.checkpoint_status(), "checkpoints": dict(self.counters)}

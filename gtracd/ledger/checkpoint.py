@@ -164,3 +164,93 @@ def boundary_for(now: float, period_s: float, lag_s: float) -> float:
     covers the slander window and how old a report may be when admitted, so no honest report can still
     arrive below it)."""
     return math.floor((now - lag_s) / period_s) * period_s
+
+
+def signed_body(cp: Checkpoint, network: str) -> dict:
+    """What an anchor signs (a `ledger_checkpoint` envelope body)."""
+    return {"network": network, "boundary": cp.boundary, "digest": cp.digest, "state_hash": cp.state_hash,
+            "count": cp.count}
+
+
+def id_of(body: dict) -> tuple[float, bytes, bytes]:
+    return (float(body["boundary"]), bytes(body["digest"]), bytes(body["state_hash"]))
+
+
+def quorum(keyring_size: int) -> int:
+    """A majority of the keyring's anchors: two quorums always share an honest-or-not anchor, so with fewer
+    than half of them lying, two different states at one boundary cannot both be certified."""
+    return keyring_size // 2 + 1
+
+
+class Certs:
+    """Keyring anchors' signatures on checkpoint ids, collected from gossip (pure). An id is certified once a
+    quorum of distinct keyring anchors signed it. Bounded: per signer only its latest KEEP boundaries."""
+
+    KEEP = 4
+
+    def __init__(self, keyring, quorum_size: int | None = None):
+        self.keyring = frozenset(keyring)
+        self.quorum = quorum_size or quorum(len(self.keyring))
+        self.sigs: dict[tuple, dict[str, bytes]] = {}  # id -> signer -> the signed envelope (a proof)
+
+    def add(self, signer: str, cid: tuple, raw: bytes) -> bool:
+        """Record one signature; True if it made `cid` certified just now."""
+        if signer not in self.keyring:
+            return False
+        was = self.certified(cid)
+        self.sigs.setdefault(cid, {})[signer] = raw
+        mine = sorted((c for c, s in self.sigs.items() if signer in s), key=lambda c: c[0])
+        for c in mine[:-self.KEEP]:
+            del self.sigs[c][signer]
+            if not self.sigs[c]:
+                del self.sigs[c]
+        return not was and self.certified(cid)
+
+    def certified(self, cid: tuple) -> bool:
+        return len(self.sigs.get(cid, ())) >= self.quorum
+
+    def proof(self, cid: tuple) -> list[bytes]:
+        return list(self.sigs.get(cid, {}).values())
+
+    def forget_below(self, boundary: float) -> None:
+        for c in [c for c in self.sigs if c[0] < boundary]:
+            del self.sigs[c]
+
+    def latest_certified(self) -> tuple | None:
+        ok = [c for c in self.sigs if self.certified(c)]
+        return max(ok, key=lambda c: c[0]) if ok else None
+
+
+def save_checkpoint(path, cp: Checkpoint, proof: list[bytes]) -> None:
+    """Atomically (tmp, fsync, rename, fsync the directory)."""
+    import os
+
+    from .store import _fsync_dir
+
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(packb({"v": 1, "boundary": cp.boundary, "digest": cp.digest, "count": cp.count, "state": cp.state,
+                       "proof": list(proof)}))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def load_checkpoint(path) -> tuple[Checkpoint, list[bytes]]:
+    """The saved checkpoint and its proof; DecodeError if the file is malformed or its state is not the one
+    the proof's signatures name."""
+    d = unpackb(path.read_bytes(), STATE_MAX + (1 << 20))
+    try:
+        cp = Checkpoint(_f(d["boundary"]), bytes(d["digest"]), int(d["count"]), bytes(d["state"]))
+        proof = [bytes(x) for x in d["proof"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise DecodeError(f"checkpoint file {path}: malformed ({type(e).__name__})", "checkpoint") from None
+    from ..wire.envelope import decode_envelope
+
+    for raw in proof:
+        env = decode_envelope(raw)
+        if not env.signature_ok() or env.kind != "ledger_checkpoint" or id_of(env.body) != cp.id:
+            raise DecodeError(f"checkpoint file {path}: a signature does not match its state", "checkpoint")
+    fold_from_state(cp.state, RuleParams())  # the state decodes
+    return cp, proof

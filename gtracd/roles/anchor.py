@@ -27,13 +27,14 @@ from ..ledger.sync import ProtocolError, Responder
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import anti_entropy
 from ..net.protocols import LEDGER
-from ..replica import RULE_SETTINGS, Replica, delta_reports, rule_params
+from ..replica import RULE_SETTINGS, Checkpointer, Replica, checkpoint_lag, ledger_gossip, rule_params
 from ..seeker.peerview import PeerView
 from ..wire.envelope import Signer
 from . import common
 
 log = logging.getLogger("gtracd.anchor")
-SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", *RULE_SETTINGS, "report_rate", "report_burst"]
+SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", *RULE_SETTINGS, "report_rate", "report_burst",
+            "checkpoint_s"]
 IDLE_S = 30.0
 DELTA_MAX = 96  # reports per ledger_delta (schema cap)
 DELTA_BYTES = GOSSIP_PAYLOAD_MAX - 1024  # one yamux frame (see heartbeat.GOSSIP_PAYLOAD_MAX)
@@ -71,6 +72,9 @@ class AnchorDaemon:
             max_latency_ms=s.request_timeout_s * 1000.0, max_age_s=s.reporter_window_s,
             pending_ttl_s=2 * s.node_timeout_s), epoch_signers=self.epoch_signers)
         self.signer = Signer(node.ident)
+        # checkpoints of reports older than any an anchor still admits (plus a few sync rounds)
+        self.checkpoints = Checkpointer(self.replica, set(self.epoch_signers), s.network, node.gossip.publish,
+                                        self.signer, s.checkpoint_s, checkpoint_lag(s))
         # the network as this anchor's heartbeats show it (for `gtracd status` / `top` only; admission keeps
         # its own list): every model, bounded, forgotten with admission's known workers
         self.view = PeerView(s.initial_trust, s.latency0_ms)
@@ -118,10 +122,13 @@ class AnchorDaemon:
             self._admitted([r], "gossip", random.uniform(0.2, 0.6))
 
     async def on_ledger(self, data: bytes, origin: str) -> None:
-        got = delta_reports(self.node.verifier, data, self.anchors, self.s.network)
-        if got is None:
+        env = ledger_gossip(self.node.verifier, data, self.anchors, self.s.network)
+        if env is None:
             return
-        good, bad = got
+        if env.kind == "ledger_checkpoint":
+            await self.checkpoints.on_signature(env)
+            return
+        good, bad = verified_reports(env.body["reports"], self.s.network, self.anchors)
         self.counters["deltas_received"] += 1
         self.counters["bad_reports"] += bad
         for r in good:
@@ -276,7 +283,7 @@ class AnchorDaemon:
                 "anchors": {a: {"reachable": a in self.node.links.connected(), **self.peer_sync.get(a, {})}
                             for a in sorted(self.anchors)},
                 "known_workers": len(self.admission.known), "workers": self.view.status_rows(time.monotonic(), trust, lat),
-                "trust": trust, "latency_ms": lat, "counters": self.counters}
+                "trust": trust, "latency_ms": lat, "counters": self.counters, **self.checkpoints.status()}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         node = self.node
@@ -291,6 +298,8 @@ class AnchorDaemon:
             n.start_soon(self.announcer)
             n.start_soon(self.sync_forever)
             n.start_soon(self.sync_with_all_now)
+            if self.s.checkpoint_s > 0:
+                n.start_soon(self.checkpoints.run, max(0.5, min(self.s.checkpoint_s / 4, 30.0)))
             # a peer anchor (re)connected, e.g. after a partition healed: anti-entropy with it now
             node.links.on_connect.append(lambda pid: n.start_soon(self.sync_with, pid) if pid in self.anchors else None)
             task_status.started()

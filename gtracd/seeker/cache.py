@@ -20,10 +20,10 @@ import trio
 from ..errors import DecodeError
 from ..heartbeat import admit_heartbeats
 from ..identity import peer_id_from_public
-from ..ledger import ReportLog
+from ..ledger import ReportLog, verified_reports
 from ..net.framing import StreamClosed
 from ..net.ledgersync import SyncError, anti_entropy, submit
-from ..replica import Replica, delta_reports, rule_params
+from ..replica import Checkpointer, Replica, ledger_gossip, rule_params
 from ..wire.envelope import Signer
 from .peerview import PeerView
 
@@ -38,6 +38,7 @@ class SeekerCache:
         self.node, self.s, self.view, self.anchors = node, s, view, anchors
         d = (data_dir or s.home / "seeker") / node.name
         self.replica = Replica(d / "ledger.log", rule_params(s))
+        self.checkpoints = Checkpointer(self.replica, anchors, s.network)  # adopts what a quorum of anchors signed
         self.view_path = d / "view.json"
         self._load_view()
         self._outbox_log = ReportLog(d / "outbox.log")
@@ -108,10 +109,13 @@ class SeekerCache:
                 self._keep(w)
 
     async def on_ledger(self, data: bytes, origin: str) -> None:
-        got = delta_reports(self.node.verifier, data, self.anchors, self.s.network)  # keyring anchors only
-        if got is None:
+        env = ledger_gossip(self.node.verifier, data, self.anchors, self.s.network)  # keyring anchors only
+        if env is None:
             return
-        good, bad = got
+        if env.kind == "ledger_checkpoint":  # adopted once a quorum signed the state this replica computes too
+            await self.checkpoints.on_signature(env)
+            return
+        good, bad = verified_reports(env.body["reports"], self.s.network, self.anchors)
         self.counters["deltas"] += 1
         self.counters["bad_reports"] += bad
         await self._ingest(good, "delta")
@@ -255,7 +259,7 @@ class SeekerCache:
                 "anchors": {a: {"reachable": a in self.node.links.connected()} for a in sorted(self.anchors)},
                 "outbox": len(self.outbox), "refused": self.refused, "counters": self.counters,
                 "workers": self.view.status_rows(now), "trust_floor": self.s.trust_floor, "model": self.view.model,
-                "trust": trust, "latency_ms": lat}
+                "trust": trust, "latency_ms": lat, **self.checkpoints.status()}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         node = self.node

@@ -67,6 +67,11 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
     "ledger_epoch": {"network": F("str", minlen=1, maxlen=64), "epoch": F("int", lo=1, hi=U63),
                      "priors": F("dict", maxlen=96, item=F("float", lo=0.0, hi=1.0)),
                      "note": F("str", maxlen=256, optional=True)},
+    # an anchor's signature on a ledger checkpoint it computed itself (ledger/checkpoint.py): replicas prune
+    # the reports below `boundary` once a quorum of keyring anchors signed the same (boundary, digest, state)
+    "ledger_checkpoint": {"network": F("str", minlen=1, maxlen=64), "boundary": F("float", lo=0.0, hi=1e12),
+                          "digest": F("bin", minlen=32, maxlen=32), "state_hash": F("bin", minlen=32, maxlen=32),
+                          "count": F("int", lo=0, hi=U63)},
     # anchors forward the reporter-signed reports they admitted (each verifiable on its own)
     "ledger_delta": {"network": F("str", minlen=1, maxlen=64),
                      "reports": F("list", maxlen=96, item=BIN_ENVELOPE)},

@@ -35,6 +35,7 @@ DEFAULT_LIMITS = Limits(
         "trust_report": 8 * KIB,
         "ledger_epoch": 8 * KIB,
         "ledger_delta": 768 * KIB,
+        "ledger_checkpoint": 2 * KIB,
     },
     frame={
         "open": 4 * KIB,

@@ -1,0 +1,56 @@
+"""Checkpoints between real processes: three anchors fold old reports into checkpoints they sign, adopt one
+once a quorum signed the same state, prune and compact their logs; a seeker adopts it too; every replica
+derives the same trust; an anchor killed with -9 and restarted loads the checkpoint and the compacted log."""
+
+from __future__ import annotations
+
+import pytest
+
+from gtracd.controlnet import ControlNet
+from gtracd.ledger import ReportLog
+
+from .waiting import until
+
+pytestmark = pytest.mark.timeout(240)
+RULES = ["--reporter-window-s", "2"]  # the rule settings every replica shares: reports older than 2 s fold
+
+
+def _cp(cn: ControlNet, name: str) -> dict | None:
+    st = cn.status(name) or {}
+    return st.get("checkpoint")
+
+
+async def test_anchors_checkpoint_prune_and_every_replica_derives_the_same_trust(tmp_path):
+    cn = ControlNet(root=tmp_path / "net", network="t-cp", heartbeat_s=1.0, sync_s=0.5, node_timeout_s=5.0,
+                    anchor_extra=RULES + ["--checkpoint-s", "2"], seeker_extra=RULES)
+    cn.start(["a1", "a2", "a3"], fleet=6, seekers={"busy": 20.0, "quiet": 0.0})
+    names = ["a1", "a2", "a3", "quiet"]
+    try:
+        await until(lambda: all((_cp(cn, n) or {}).get("folded", 0) > 0 for n in names), 60,
+                    "every replica to adopt a checkpoint that folded reports")
+        for n in names:
+            cp = _cp(cn, n)
+            assert cp["signers"] >= 2  # a quorum of three keyring anchors
+        cn.set_seeker_rate("busy", 0.0)  # quiet network: replicas converge
+
+        def same():
+            sts = [cn.status(n) or {} for n in names]
+            trust = [s.get("trust") for s in sts]
+            cps = [(s.get("checkpoint") or {}).get("digest") for s in sts]
+            return trust[0] and all(t == trust[0] for t in trust) and len(set(cps)) == 1 and sts
+
+        sts = await until(same, 60, "every replica to hold the same checkpoint and derive the same trust")
+        held = sts[0]["ledger"]["reports"]
+        folded = sts[0]["checkpoint"]["folded"]
+        log = cn.root / "anchor" / "a1" / "ledger.log"
+        assert (cn.root / "anchor" / "a1" / "checkpoint.bin").exists()
+        on_disk = {(r.reporter, r.seq) for r in ReportLog(log).load()}
+        assert folded > 0 and len(on_disk) == held  # compacted: the log keeps only what no checkpoint folded
+        cn.kill9("a1")
+        cn.restart_anchor("a1")
+        back = await until(lambda: (cn.status("a1") or {}).get("checkpoint") and cn.status("a1"), 30,
+                           "the restarted anchor's status")
+        assert back["checkpoint"]["folded"] >= folded and back["ledger"]["corrupt_on_disk"] == 0
+        await until(lambda: same(), 30, "the restarted anchor to derive the same trust again")
+    finally:
+        cn.stop_all()
