@@ -161,3 +161,14 @@ def test_malformed_and_out_of_place_frames_are_protocol_errors():
     ini.start()
     with pytest.raises(ProtocolError):
         ini.receive("reports", {"reports": [], "more": False})
+
+
+def test_a_replica_with_a_checkpoint_never_asks_for_what_it_folded():
+    from gtracd.ledger import RuleParams
+    from gtracd.ledger.checkpoint import make_checkpoint
+
+    rs = [rep(REPORTERS[0], s) for s in range(100)]  # ts = seq
+    cp = make_checkpoint(None, rs, 50.0, RuleParams())
+    a, b = Ledger(rs[:60], checkpoint=cp), Ledger(rs)  # b has not adopted it yet
+    assert one_round(a, b, lambda i: 0, push=False)
+    assert sorted(r.seq for r in a.reports()) == list(range(50, 100)) and a.below_checkpoint == 0
