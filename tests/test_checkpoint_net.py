@@ -1,6 +1,7 @@
 """Checkpoints between real processes: three anchors fold old reports into checkpoints they sign, adopt one
 once a quorum signed the same state, prune and compact their logs; a seeker adopts it too; every replica
-derives the same trust; an anchor killed with -9 and restarted loads the checkpoint and the compacted log."""
+derives the same trust; a fresh seeker bootstraps from the checkpoint plus what came after it; an anchor
+killed with -9 and restarted loads the checkpoint and the compacted log."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ async def test_anchors_checkpoint_prune_and_every_replica_derives_the_same_trust
         assert (cn.root / "anchor" / "a1" / "checkpoint.bin").exists()
         on_disk = {(r.reporter, r.seq) for r in ReportLog(log).load()}
         assert folded > 0 and len(on_disk) == held  # compacted: the log keeps only what no checkpoint folded
+        cn.start_seeker("late", 0.0)  # a fresh replica: bootstraps from the checkpoint over sync
+        names.append("late")
+        late = await until(lambda: same(), 30, "a fresh seeker to adopt the checkpoint and derive the same trust")
+        # only what came after the checkpoint was fetched: as many reports as an anchor holds beside it
+        assert late[-1]["ledger"]["reports"] == late[0]["ledger"]["reports"]
+        assert late[-1]["checkpoint"]["folded"] > 0
         cn.kill9("a1")
         cn.restart_anchor("a1")
         back = await until(lambda: (cn.status("a1") or {}).get("checkpoint") and cn.status("a1"), 30,

@@ -65,10 +65,10 @@ def test_runs_are_sets(a, b, n):
     assert [s for x, y in runs_union(ra, rb) for s in range(x, y)] == sorted(set(a) | set(b))
 
 
-def one_round(a: Ledger, b: Ledger, fate, push: bool = True) -> bool:
-    """One anti-entropy session, a initiating, b responding; `fate(i)` -> 0 deliver, 1 drop, 2 duplicate for
-    the i-th frame. True if the session completed."""
-    ini, res = Initiator(a, "net"), Responder(b)
+def one_round(a: Ledger, b: Ledger, fate, push: bool = True, keyring=(), proof=()) -> bool:
+    """One anti-entropy session, a initiating, b responding (offering its checkpoint with `proof`); `fate(i)`
+    -> 0 deliver, 1 drop, 2 duplicate for the i-th frame. True if the session completed."""
+    ini, res = Initiator(a, "net", keyring=keyring), Responder(b, proof=list(proof))
     to_res = list(ini.start().send)
     to_ini: list = []
     i = 0
@@ -82,6 +82,8 @@ def one_round(a: Ledger, b: Ledger, fate, push: bool = True) -> bool:
                 step = machine.receive(kind, body)
             except ProtocolError:  # a duplicate after the session moved on: the driver would close the stream
                 return False
+            if step.adopt is not None:
+                a.adopt(step.adopt[0])
             for r in step.ingest:
                 a.add(REGISTRY.get(r))
             (to_ini if machine is res else to_res).extend(step.send)
@@ -173,3 +175,32 @@ def test_a_replica_with_a_checkpoint_never_asks_for_what_it_folded():
     refused = a.below_checkpoint
     assert one_round(a, b, lambda i: 0, push=False)
     assert sorted(r.seq for r in a.reports()) == list(range(50, 100)) and a.below_checkpoint == refused
+
+
+def test_a_fresh_replica_bootstraps_from_a_certified_checkpoint_and_refuses_an_uncertified_one():
+    from gtracd.identity import Identity
+    from gtracd.ledger import RuleParams, derive
+    from gtracd.ledger.checkpoint import make_checkpoint, signed_body, verify_proof
+    from gtracd.wire.envelope import Signer
+
+    anchors = [Identity.generate() for _ in range(3)]
+    keyring = {a.peer_id for a in anchors}
+    rs = [rep(r, s) for r in REPORTERS[:2] for s in range(300)]
+    cp = make_checkpoint(None, rs, 200.0, RuleParams())
+    full = Ledger(rs, checkpoint=cp)
+    sig = [Signer(a).sign("ledger_checkpoint", signed_body(cp, "net")).raw for a in anchors]
+    fresh = Ledger()
+    assert one_round(fresh, full, lambda i: 0, keyring=keyring, proof=sig[:2])  # a majority of three
+    assert fresh.checkpoint == cp and fresh == full and derive(fresh) == derive(Ledger(rs))
+    forged = Signer(anchors[2]).sign("ledger_checkpoint", {**signed_body(cp, "net"), "digest": bytes(32)}).raw
+    strangers = {Identity.generate().peer_id for _ in range(3)}
+    for proof, ring, why in ((sig[:1], keyring, "1 keyring anchors signed it, 2 needed"),
+                             (sig[:2], strangers, "0 keyring anchors"), ([sig[0], forged], keyring, "another")):
+        assert why in verify_proof(cp, proof, ring, "net")
+        led = Ledger()
+        assert not one_round(led, full, lambda i: 0, keyring=ring, proof=proof)  # the session is refused
+        assert led.checkpoint is None and len(led) == 0
+        ini = Initiator(Ledger(), "net", keyring=ring)
+        offer = Responder(full, proof=proof).receive(*wire(*ini.start().send[0])).send[0]
+        with pytest.raises(ProtocolError, match="not certified"):
+            ini.receive(*wire(*offer))

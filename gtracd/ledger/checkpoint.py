@@ -176,6 +176,27 @@ def id_of(body: dict) -> tuple[float, bytes, bytes]:
     return (float(body["boundary"]), bytes(body["digest"]), bytes(body["state_hash"]))
 
 
+def verify_proof(cp: Checkpoint, proof: list[bytes], keyring, network: str) -> str | None:
+    """None if a quorum of distinct keyring anchors signed this checkpoint's id for this network; else why
+    not."""
+    from ..wire.envelope import decode_envelope
+
+    signers = set()
+    for raw in proof:
+        try:
+            env = decode_envelope(bytes(raw))
+        except DecodeError:
+            return "a signature does not decode"
+        if env.kind != "ledger_checkpoint" or not env.signature_ok():
+            return "a signature does not verify"
+        if env.body["network"] != network or id_of(env.body) != cp.id:
+            return "a signature names another checkpoint"
+        if env.sender_id in keyring:
+            signers.add(env.sender_id)
+    need = quorum(len(keyring))
+    return None if len(signers) >= need else f"{len(signers)} keyring anchors signed it, {need} needed"
+
+
 def quorum(keyring_size: int) -> int:
     """A majority of the keyring's anchors: two quorums always share an honest-or-not anchor, so with fewer
     than half of them lying, two different states at one boundary cannot both be certified."""

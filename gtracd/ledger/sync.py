@@ -4,7 +4,11 @@ carries in `ingest`, and stops when `done`. net/ledgersync.py drives the initiat
 anchor syncing), roles/anchor.py the responder.
 
     initiator                                  responder
-    sync_digest {heads page, last} ...   ->    (collects heads)
+    sync_digest {heads page, last,       ->    (collects heads)
+                 checkpoint}
+                                         <-    sync_checkpoint {state chunk, proof, last} ...  only if the
+                                               responder adopted a later checkpoint: the asker verifies the
+                                               quorum's signatures and adopts it (a fresh replica bootstraps so)
                                          <-    sync_diff {runs page, last} ...   responder's seqs, as runs,
                                                                                 for reporters whose heads differ
     sync_want {runs page, last} ...      ->    (collects)
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import DecodeError
 from .crdt import Ledger, Report, _order, _unhex
 
 HEADS_PAGE = 2048  # reporters per sync_digest frame
@@ -30,6 +35,8 @@ RUNS_PAGE = 4096  # runs per sync_diff / sync_want frame (in total over its repo
 REPORTS_PAGE = 200  # reports per `reports` frame (each <= 8 KiB signed; the frame cap is 2 MiB)
 MAX_WANT = 20_000  # reports asked per session
 MAX_REPORTERS = 1 << 20  # reporters one session may name
+STATE_CHUNK = 1 << 20  # bytes of checkpoint state per sync_checkpoint frame
+STATE_MAX = 256 << 20  # a checkpoint state we take over sync
 U63 = (1 << 63) - 1
 
 
@@ -41,6 +48,7 @@ class ProtocolError(Exception):
 class Step:
     send: list[tuple[str, dict]] = field(default_factory=list)
     ingest: list[bytes] = field(default_factory=list)  # raw signed reports: verify, then merge
+    adopt: tuple | None = None  # (Checkpoint, proof): certified (verified here), for the driver to adopt
     done: bool = False
 
 
@@ -166,10 +174,12 @@ class Initiator:
     """The asking side: sends its heads, learns the responder's seqs where they differ, asks for what it lacks
     (at most want_cap), and works out what the responder lacks (`give`)."""
 
-    def __init__(self, ledger: Ledger, network: str, want_cap: int = MAX_WANT):
+    def __init__(self, ledger: Ledger, network: str, want_cap: int = MAX_WANT, keyring=None):
         self.ledger, self.network, self.want_cap = ledger, network, want_cap
+        self.keyring = frozenset(keyring or ())  # who may certify a checkpoint the responder offers
         self.state = "idle"
         self._theirs: dict[str, list[tuple[int, int]]] = {}
+        self._cp: dict | None = None  # a checkpoint arriving in chunks
         self.give: list[Report] = []
         self.wanted = 0
 
@@ -179,10 +189,14 @@ class Initiator:
         self.state = "diffing"
         heads = list(self.ledger.heads().items())
         pages = _pages(heads, HEADS_PAGE)
-        return Step(send=[("sync_digest", {"network": self.network, "heads": dict(p), "last": i == len(pages) - 1})
-                          for i, p in enumerate(pages)])
+        cp = self.ledger.checkpoint
+        extra = {"checkpoint": cp.boundary} if cp is not None else {}
+        return Step(send=[("sync_digest", {"network": self.network, "heads": dict(p), "last": i == len(pages) - 1,
+                                           **extra}) for i, p in enumerate(pages)])
 
     def receive(self, kind: str, body: dict) -> Step:
+        if self.state == "diffing" and kind == "sync_checkpoint" and not self._theirs:
+            return self._checkpoint_page(body)
         if self.state == "diffing" and kind == "sync_diff":
             _add_runs(self._theirs, body["runs"], MAX_REPORTERS)
             return self._plan() if body["last"] else Step()
@@ -191,6 +205,31 @@ class Initiator:
                 self.state = "done"
             return Step(ingest=list(body["reports"]), done=self.state == "done")
         raise ProtocolError(f"unexpected {kind!r} while {self.state}")
+
+    def _checkpoint_page(self, body: dict) -> Step:
+        from .checkpoint import Checkpoint, fold_from_state, verify_proof
+        from .crdt import RuleParams
+
+        head = (float(body["boundary"]), bytes(body["digest"]), int(body["count"]))
+        if self._cp is None:
+            self._cp = {"head": head, "state": bytearray(), "proof": list(body.get("proof") or [])}
+        elif self._cp["head"] != head:
+            raise ProtocolError("checkpoint chunks of two checkpoints")
+        if len(self._cp["state"]) + len(body["state"]) > STATE_MAX:
+            raise ProtocolError("checkpoint state too large")
+        self._cp["state"] += body["state"]
+        if not body["last"]:
+            return Step()
+        got, self._cp = self._cp, None
+        cp = Checkpoint(*head, bytes(got["state"]))
+        why = verify_proof(cp, got["proof"], self.keyring, self.network)
+        if why is not None:
+            raise ProtocolError(f"the offered checkpoint is not certified: {why}")
+        try:
+            fold_from_state(cp.state, RuleParams())
+        except DecodeError as e:
+            raise ProtocolError(f"the offered checkpoint's state does not decode: {e}") from None
+        return Step(adopt=(cp, got["proof"]))
 
     def _plan(self) -> Step:
         want: dict[str, list[list[int]]] = {}
@@ -228,8 +267,9 @@ class Responder:
     """The answering side (an anchor): collects the asker's heads, answers with its own seqs as runs for every
     reporter whose head differs, then serves the wanted reports in pages."""
 
-    def __init__(self, ledger: Ledger, want_cap: int = MAX_WANT):
+    def __init__(self, ledger: Ledger, want_cap: int = MAX_WANT, proof: list[bytes] | None = None):
         self.ledger, self.want_cap = ledger, want_cap
+        self.proof = proof or []  # the quorum's signatures on the ledger's adopted checkpoint
         self.state = "digest"
         self._heads: dict[str, dict] = {}
         self._want: dict[str, list[tuple[int, int]]] = {}
@@ -243,9 +283,11 @@ class Responder:
             if not body["last"]:
                 return Step()
             self.state = "want"
+            send = self._offer(body.get("checkpoint"))
             diff = {rep: to_runs(seqs) for rep, seqs in self.ledger.diff(self._heads).items()}
             pages = _runs_pages(diff)
-            return Step(send=[("sync_diff", {"runs": p, "last": i == len(pages) - 1}) for i, p in enumerate(pages)])
+            return Step(send=send + [("sync_diff", {"runs": p, "last": i == len(pages) - 1})
+                                     for i, p in enumerate(pages)])
         if self.state == "want" and kind == "sync_want":
             _add_runs(self._want, body["runs"], MAX_REPORTERS)
             if sum(runs_count(r) for r in self._want.values()) > self.want_cap:
@@ -261,3 +303,13 @@ class Responder:
             return Step(send=[("reports", {"reports": [r.raw for r in p], "more": i < len(pages) - 1})
                               for i, p in enumerate(pages)], done=True)
         raise ProtocolError(f"unexpected {kind!r} while {self.state}")
+
+    def _offer(self, theirs: float | None) -> list[tuple[str, dict]]:
+        """Our checkpoint, if it is later than the asker's and we hold its proof."""
+        cp = self.ledger.checkpoint
+        if cp is None or not self.proof or (theirs is not None and theirs >= cp.boundary):
+            return []
+        chunks = [cp.state[i:i + STATE_CHUNK] for i in range(0, len(cp.state), STATE_CHUNK)] or [b""]
+        return [("sync_checkpoint", {"boundary": cp.boundary, "digest": cp.digest, "count": cp.count, "state": c,
+                                     "last": i == len(chunks) - 1, **({"proof": self.proof} if i == 0 else {})})
+                for i, c in enumerate(chunks)]

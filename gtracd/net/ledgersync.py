@@ -54,17 +54,21 @@ async def submit(host, lp, network: str, raws: list[bytes]) -> dict:
 
 
 async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool,
-                       epoch_signers: set[str]) -> tuple[int, int, int]:
+                       epoch_signers: set[str], adopt=None) -> tuple[int, int, int]:
     """One exchange with the anchor `lp`; every pulled report is verified, `ingest(reports)` merges and
-    persists them. Returns (reports pulled, reports pushed, pulled reports that failed to verify)."""
+    persists them; a later checkpoint the anchor offers, certified by a quorum of `epoch_signers` (the
+    keyring), is handed to `adopt(checkpoint, proof)` first. Returns (reports pulled, reports pushed, pulled
+    reports that failed to verify)."""
     fs = await _open(host, lp)
     pulled = pushed = bad = 0
-    machine = Initiator(ledger, network)
+    machine = Initiator(ledger, network, keyring=epoch_signers if adopt is not None else None)
     try:
         step = machine.start()
         while True:
             for kind, body in step.send:
                 await fs.send(kind, body, READ_TIMEOUT_S)
+            if step.adopt is not None and adopt is not None:
+                await adopt(*step.adopt)  # before the diff is planned: what it folded is pruned first
             if step.ingest:
                 good, n_bad = verified_reports(step.ingest, network, epoch_signers)
                 bad += n_bad

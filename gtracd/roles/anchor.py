@@ -159,7 +159,8 @@ class AnchorDaemon:
         if not self.node.links.allowed(remote):
             await fs.reset()
             return
-        sync = Responder(self.replica.ledger)  # this stream's anti-entropy session (ledger/sync.py)
+        # this stream's anti-entropy session (ledger/sync.py); it offers our checkpoint to a replica behind it
+        sync = Responder(self.replica.ledger, proof=self.replica.proof)
         try:
             while True:
                 try:
@@ -258,7 +259,7 @@ class AnchorDaemon:
                 lp = await self.node.links.connect(pid)
                 pulled, pushed, bad = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
                                                          ingest, push=True,
-                                                         epoch_signers=self.epoch_signers)
+                                                         epoch_signers=self.epoch_signers, adopt=self.replica.adopt)
         except Exception as e:  # unreachable, cut, timed out, refused, negotiation failed: retried next round
             self.counters["sync_failures"] += 1
             st = self.peer_sync.setdefault(pid, {"failures": 0})

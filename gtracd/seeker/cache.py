@@ -140,7 +140,7 @@ class SeekerCache:
                     lp = await self.node.links.connect(pid)
                     pulled, _, bad = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
                                                         lambda rs: self._ingest(rs, "pull"), push=False,
-                                                        epoch_signers=self.anchors)
+                                                        epoch_signers=self.anchors, adopt=self.replica.adopt)
             except Exception as e:  # unreachable / timed out / refused: try the next anchor
                 self.counters["pull_failures"] += 1
                 log.debug("pull from %s failed: %r", pid, e)

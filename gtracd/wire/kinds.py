@@ -169,7 +169,14 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
             "results": F("list", maxlen=256, item=F("str", maxlen=32))},
     # anti-entropy (ledger/sync.py), every frame a bounded page with `last` on the final one:
     # the asker's heads per reporter (hex public key): how many reports it holds and an XOR set hash
-    "sync_digest": {"network": NETWORK, "heads": HEADS, "last": F("bool")},
+    "sync_digest": {"network": NETWORK, "heads": HEADS, "last": F("bool"),
+                    "checkpoint": F("float", lo=0.0, hi=1e12, optional=True)},  # the asker's adopted boundary
+    # a later certified checkpoint than the asker's, before the diff: the fold state in chunks, the quorum's
+    # signed `ledger_checkpoint` envelopes on the first page
+    "sync_checkpoint": {"boundary": F("float", lo=0.0, hi=1e12), "digest": F("bin", minlen=32, maxlen=32),
+                        "count": F("int", lo=0, hi=U63), "state": F("bin", maxlen=1 << 20),
+                        "proof": F("list", maxlen=64, item=F("bin", maxlen=2048), optional=True),
+                        "last": F("bool")},
     # the responder's seqs, as runs, for every reporter whose head differs (empty: none held)
     "sync_diff": {"runs": RUNS, "last": F("bool")},
     # the seqs the asker lacks, as runs; answered by `reports` pages

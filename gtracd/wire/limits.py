@@ -53,6 +53,7 @@ DEFAULT_LIMITS = Limits(
         "submit": 2 * MIB + 4 * KIB,
         "ack": 4 * KIB,
         "sync_digest": 512 * KIB,  # 2048 heads of ~100 bytes
+        "sync_checkpoint": 1 * MIB + 256 * KIB,  # a 1 MiB chunk of state + the proof
         "sync_diff": 1 * MIB,  # 4096 runs + up to 4096 reporter keys
         "sync_want": 1 * MIB,
         "reports": 2 * MIB + 4 * KIB,
