@@ -39,6 +39,7 @@ class FramedStream:
         self.chunk = chunk
         self._buf = bytearray()
         self._send_lock = trio.Lock()
+        self.bytes_in = self.bytes_out = 0  # frames' bytes, headers included (anti-entropy cost in status)
 
     @property
     def remote_peer(self) -> str:
@@ -75,6 +76,7 @@ class FramedStream:
             await self._fill(4 + n)
         data = bytes(self._buf[4:4 + n])
         del self._buf[:4 + n]
+        self.bytes_in += 4 + n
         return data
 
     async def read(self, timeout: float) -> tuple[str, dict]:
@@ -85,6 +87,7 @@ class FramedStream:
             with trio.fail_after(timeout):
                 try:
                     await self.stream.write(_HDR.pack(len(data)) + data)
+                    self.bytes_out += 4 + len(data)
                 except Exception as e:
                     if _is_closed_exc(e):
                         raise StreamClosed(f"{type(e).__name__}: {e}") from None

@@ -54,11 +54,11 @@ async def submit(host, lp, network: str, raws: list[bytes]) -> dict:
 
 
 async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool,
-                       epoch_signers: set[str], adopt=None) -> tuple[int, int, int]:
+                       epoch_signers: set[str], adopt=None, meter: dict | None = None) -> tuple[int, int, int]:
     """One exchange with the anchor `lp`; every pulled report is verified, `ingest(reports)` merges and
     persists them; a later checkpoint the anchor offers, certified by a quorum of `epoch_signers` (the
     keyring), is handed to `adopt(checkpoint, proof)` first. Returns (reports pulled, reports pushed, pulled
-    reports that failed to verify)."""
+    reports that failed to verify). `meter["bytes"]` (if given) adds the session's bytes both ways."""
     fs = await _open(host, lp)
     pulled = pushed = bad = 0
     machine = Initiator(ledger, network, keyring=epoch_signers if adopt is not None else None)
@@ -90,4 +90,6 @@ async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool,
                 pushed += ack["admitted"]
     finally:
         await fs.close()
+        if meter is not None:
+            meter["bytes"] = meter.get("bytes", 0) + fs.bytes_in + fs.bytes_out
     return pulled, pushed, bad

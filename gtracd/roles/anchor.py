@@ -80,6 +80,7 @@ class AnchorDaemon:
         self.view = PeerView(s.initial_trust, s.latency0_ms)
         self.view.node_timeout_s = s.node_timeout_s
         self.peer_sync: dict[str, dict] = {}  # peer anchor -> its last anti-entropy round (convergence in top)
+        self.sync_meter = {"bytes": 0}  # anti-entropy bytes this anchor initiated, both ways (bench soak)
         self._announce: dict[tuple[bytes, int], tuple[Report, float]] = {}
         self._wake = trio.Event()
         self.counters = {"sync_rounds": 0, "sync_failures": 0, "pulled": 0, "pushed": 0, "deltas_sent": 0,
@@ -259,7 +260,8 @@ class AnchorDaemon:
                 lp = await self.node.links.connect(pid)
                 pulled, pushed, bad = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
                                                          ingest, push=True,
-                                                         epoch_signers=self.epoch_signers, adopt=self.replica.adopt)
+                                                         epoch_signers=self.epoch_signers, adopt=self.replica.adopt,
+                                                         meter=self.sync_meter)
         except Exception as e:  # unreachable, cut, timed out, refused, negotiation failed: retried next round
             self.counters["sync_failures"] += 1
             st = self.peer_sync.setdefault(pid, {"failures": 0})
@@ -284,7 +286,8 @@ class AnchorDaemon:
                 "anchors": {a: {"reachable": a in self.node.links.connected(), **self.peer_sync.get(a, {})}
                             for a in sorted(self.anchors)},
                 "known_workers": len(self.admission.known), "workers": self.view.status_rows(time.monotonic(), trust, lat),
-                "trust": trust, "latency_ms": lat, "counters": self.counters, **self.checkpoints.status()}
+                "trust": trust, "latency_ms": lat, "counters": {**self.counters, "sync_bytes": self.sync_meter["bytes"]},
+                **self.checkpoints.status()}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         node = self.node
