@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -58,6 +59,25 @@ LISTENER = textwrap.dedent("""
 """)
 
 
+@asynccontextmanager
+async def anchor_process(tmp_path, name: str, network: str, phone: bool = True):
+    """A real anchor in a subprocess (on stand-ins for every never-called package when `phone`); yields its
+    (process, address); it must end without a traceback."""
+    ready = tmp_path / "ready.json"
+    code = LISTENER if phone else LISTENER.replace("standins.install(prefer=True)", "pass")
+    p = subprocess.Popen([sys.executable, "-c", code, "--role", "anchor", "--ephemeral", "--name", name,
+                          "--network", network, "--data-dir", str(tmp_path), "--ready-file", str(ready)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        await until(lambda: ready.exists() or p.poll() is not None, 60, "the anchor to start")
+        assert p.poll() is None, p.stderr.read()
+        yield p, json.loads(ready.read_text())["addrs"][0]
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=20)
+    assert "Traceback" not in err, err
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(not standins.installed("coincurve"), reason="the secp256k1 dialer needs the real coincurve")
 async def test_a_daemon_on_stand_ins_refuses_a_secp256k1_peer_and_serves_ed25519_peers(tmp_path):
@@ -72,15 +92,7 @@ async def test_a_daemon_on_stand_ins_refuses_a_secp256k1_peer_and_serves_ed25519
     from gtracd.identity import Identity
     from gtracd.net.host import dial, running_host
 
-    ready = tmp_path / "ready.json"
-    p = subprocess.Popen([sys.executable, "-c", LISTENER, "--role", "anchor", "--ephemeral", "--name", "phone",
-                          "--network", "t-standins", "--data-dir", str(tmp_path), "--ready-file", str(ready)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        await until(lambda: ready.exists() or p.poll() is not None, 60, "the anchor to start")
-        assert p.poll() is None, p.stderr.read()
-        addr = json.loads(ready.read_text())["addrs"][0]
-
+    async with anchor_process(tmp_path, "phone", "t-standins") as (p, addr):
         kp = secp_pair()
         secp = new_host(key_pair=kp, sec_opt={NOISE_ID: Noise(libp2p_keypair=kp,
                                                                 noise_privkey=x25519_pair().private_key)},
@@ -94,10 +106,6 @@ async def test_a_daemon_on_stand_ins_refuses_a_secp256k1_peer_and_serves_ed25519
         async with running_host(Identity.generate()) as host:
             await dial(host, addr, timeout=10)  # an Ed25519 peer still connects
         assert p.poll() is None  # and the daemon is still up
-    finally:
-        p.terminate()
-        _, err = p.communicate(timeout=20)
-    assert "Traceback" not in err, err
 
 
 SECP_G = bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")  # a valid point
@@ -116,15 +124,7 @@ async def test_gossip_signed_with_unparseable_or_stood_in_keys_is_dropped_not_fa
     from gtracd.identity import Identity
     from gtracd.node import running_node
 
-    ready = tmp_path / "ready.json"
-    code = LISTENER if phone else LISTENER.replace("standins.install(prefer=True)", "pass")
-    p = subprocess.Popen([sys.executable, "-c", code, "--role", "anchor", "--ephemeral", "--name", "target",
-                          "--network", "t-badkey", "--data-dir", str(tmp_path), "--ready-file", str(ready)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        await until(lambda: ready.exists() or p.poll() is not None, 60, "the anchor to start")
-        assert p.poll() is None, p.stderr.read()
-        addr = json.loads(ready.read_text())["addrs"][0]
+    async with anchor_process(tmp_path, "target", "t-badkey", phone) as (p, addr):
         s = load_settings(None, {"network": "t-badkey", "bootstrap": addr, "data_dir": str(tmp_path / "me")}, env={})
         async with running_node("fleet", "evil", Identity.generate(), s, None, persistent_peerstore=False) as node:
             g = node.gossip
@@ -145,7 +145,3 @@ async def test_gossip_signed_with_unparseable_or_stood_in_keys_is_dropped_not_fa
             await until(rejected, 30, "the anchor to count the bad messages")
             assert p.poll() is None  # still up
             await dial(node.host, addr)  # and still serving
-    finally:
-        p.terminate()
-        _, err = p.communicate(timeout=20)
-    assert "Traceback" not in err, err
