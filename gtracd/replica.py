@@ -4,6 +4,7 @@ log behind it. Anchors and seekers both hold one; only anchors decide what gets 
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import trio
 from .errors import DecodeError
 from .ledger import Derived, Ledger, Report, ReportLog, RuleParams
 from .ledger.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+
+log = logging.getLogger("gtracd.replica")
 
 # the settings every replica of a network must share: they decide the derived numbers
 RULE_SETTINGS = ["initial_trust", "reward", "penalty", "unknown_penalty", "alpha", "latency0_ms", "reporter_budget",
@@ -27,9 +30,10 @@ def rule_params(s) -> RuleParams:
 
 
 def checkpoint_lag(s) -> float:
-    """How far behind now checkpoint boundaries stay: anchors admit reports up to reporter_window_s old, and
-    anti-entropy gets ten rounds to spread the last of them."""
-    return s.reporter_window_s + 10 * s.sync_s
+    """How far behind now checkpoint boundaries stay: anchors admit reports up to reporter_window_s old (and
+    hold a report naming an unheard worker up to 2 x node_timeout_s before admitting it), and anti-entropy
+    gets ten rounds to spread the last of them."""
+    return s.reporter_window_s + 2 * s.node_timeout_s + 10 * s.sync_s
 
 
 def ledger_gossip(verifier, data: bytes, anchors: set[str], network: str):
@@ -60,8 +64,13 @@ class Replica:
             try:
                 cp, self.proof = load_checkpoint(self.cp_path)
                 self.ledger.adopt(cp)
-            except (OSError, DecodeError) as e:  # kept on disk for inspection; the log still holds what it held
+            except (OSError, DecodeError) as e:
+                # moved aside for inspection (never overwritten); peers offer the certified one over sync
                 self.checkpoint_error = str(e)
+                try:
+                    self.cp_path.rename(self.cp_path.with_name(f"checkpoint.bad-{int(time.time())}.bin"))
+                except OSError:
+                    pass
         if self.log is not None:
             for r in self.log.load():
                 self.loaded += self.ledger.add(r)
@@ -84,7 +93,7 @@ class Replica:
         async with self._lock:
             if not self.ledger.adopt(cp):
                 return False
-            self.proof = list(proof)
+            self.proof[:] = proof  # in place: a sync responder reads the proof of what it offers
             if self.log is not None:
                 raws = [r.raw for r in self.ledger.reports()]
                 await trio.to_thread.run_sync(save_checkpoint, self.cp_path, cp, self.proof)
@@ -96,7 +105,8 @@ class Replica:
         if cp is None:
             return None
         return {"boundary": cp.boundary, "folded": cp.count, "digest": cp.digest.hex()[:16],
-                "signers": len(self.proof), "refused_below": self.ledger.below_checkpoint}
+                "signers": len(self.proof), "refused_below": self.ledger.below_checkpoint,
+                **({"load_error": self.checkpoint_error} if self.checkpoint_error else {})}
 
     async def persist(self, reports: list[Report]) -> None:
         """fsync the given (already added) reports before returning: callers acknowledge after this."""
@@ -130,40 +140,63 @@ class Checkpointer:
     this is its driver, on the daemon's event loop."""
 
     def __init__(self, replica: Replica, keyring: set[str], network: str, publish=None, signer=None,
-                 checkpoint_s: float = 0.0, lag_s: float = 0.0):
+                 checkpoint_s: float = 0.0, lag_s: float = 0.0, on_adopt=None):
         from .ledger.checkpoint import Certs
 
         self.replica, self.network, self.publish, self.signer = replica, network, publish, signer
         self.certs = Certs(keyring)
         self.checkpoint_s, self.lag_s = checkpoint_s, lag_s
         self.mine: dict[tuple, Checkpoint] = {}  # checkpoints this replica computed, by id (the last few)
-        self.counters = {"signed": 0, "adopted": 0, "mismatched": 0, "signatures": 0}
+        self.on_adopt = on_adopt  # e.g. a seeker refreshing the trust its view routes with
+        self._mismatch: tuple | None = None  # (certified id, ledger version) we folded differently: not again
+        self.counters = {"signed": 0, "adopted": 0, "mismatched": 0, "signatures": 0, "errors": 0}
 
     async def on_signature(self, env) -> None:
         from .ledger.checkpoint import id_of
 
         self.counters["signatures"] += 1
         self.certs.add(env.sender_id, id_of(env.body), env.raw)
-        await self._maybe_adopt()
+        await self._guarded(self._maybe_adopt)
+
+    async def _guarded(self, step) -> None:
+        """A checkpoint step that fails (a disk full, a state too large, a bug) is counted and logged; it
+        never takes the daemon down, and the next round tries again."""
+        try:
+            await step()
+        except (OSError, ValueError, DecodeError) as e:
+            self.counters["errors"] += 1
+            log.warning("checkpoint step failed: %s", e)
 
     async def _maybe_adopt(self) -> None:
         cid = self.certs.latest_certified()
         adopted = self.replica.ledger.checkpoint
         if cid is None or (adopted is not None and cid[0] <= adopted.boundary):
             return
+        lg = self.replica.ledger
+        version = (cid, len(lg), lg.rewrites)
         cp = self.mine.get(cid)
         if cp is None:
+            if self._mismatch == version:  # folded it already and disagreed; nothing changed since
+                return
             cp = await self.replica.checkpoint_at(cid[0])
             if cp is None:
                 return
-            self.mine[cp.id] = cp
-        if cp.id != cid:  # this replica folded another set below the boundary than the quorum did
-            self.counters["mismatched"] += 1
+            self._remember(cp)
+        if cp.id != cid:  # this replica folded another set below the boundary than the quorum did: sync with
+            self.counters["mismatched"] += 1  # an anchor brings the certified state (sync_checkpoint)
+            self._mismatch = version
             return
         if await self.replica.adopt(cp, self.certs.proof(cid)):
             self.counters["adopted"] += 1
             self.certs.forget_below(cp.boundary)
             self.mine = {k: v for k, v in self.mine.items() if k[0] > cp.boundary}
+            if self.on_adopt is not None:
+                self.on_adopt()
+
+    def _remember(self, cp: Checkpoint) -> None:
+        self.mine[cp.id] = cp
+        while len(self.mine) > 8:
+            del self.mine[min(self.mine, key=lambda k: k[0])]
 
     async def propose(self, now: float) -> None:
         """Anchors: sign this replica's checkpoint at the boundary due now (wall clock: reports carry wall
@@ -179,9 +212,7 @@ class Checkpointer:
         cp = await self.replica.checkpoint_at(boundary)
         if cp is None:
             return
-        self.mine[cp.id] = cp
-        while len(self.mine) > 8:
-            del self.mine[min(self.mine, key=lambda k: k[0])]
+        self._remember(cp)
         env = self.signer.sign("ledger_checkpoint", signed_body(cp, self.network))
         self.certs.add(self.signer.ident.peer_id, cp.id, env.raw)
         self.counters["signed"] += 1
@@ -191,7 +222,7 @@ class Checkpointer:
 
     async def run(self, every: float) -> None:
         while True:
-            await self.propose(time.time())
+            await self._guarded(lambda: self.propose(time.time()))
             await trio.sleep(every)
 
     def status(self) -> dict:

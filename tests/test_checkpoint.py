@@ -86,3 +86,38 @@ def test_later_is_a_total_choice_and_states_are_checked():
         with pytest.raises(DecodeError):
             fold_from_state(bad, RuleParams())
     assert boundary_for(10_000.0, 3600.0, 7200.0) == 0.0 and boundary_for(20_000.0, 3600.0, 7200.0) == 10_800.0
+
+
+async def test_a_replica_that_disagrees_with_a_certified_checkpoint_folds_once_not_per_signature():
+    """A review's finding: every signature on a certified id this replica disagreed with cost a full fold."""
+    from gtracd.identity import Identity
+    from gtracd.ledger.checkpoint import signed_body
+    from gtracd.replica import Checkpointer, Replica
+    from gtracd.wire.envelope import Signer, decode_envelope
+
+    from .test_ledger_sync import REPORTERS, rep
+
+    anchors = [Identity.generate() for _ in range(3)]
+    replica = Replica(None, RuleParams())
+    for s in range(30):
+        replica.ledger.add(rep(REPORTERS[0], s))
+    folds = 0
+    real = replica.checkpoint_at
+
+    async def counted(b):
+        nonlocal folds
+        folds += 1
+        return await real(b)
+
+    replica.checkpoint_at = counted
+    adopted = []
+    cps = Checkpointer(replica, {a.peer_id for a in anchors}, "net", on_adopt=lambda: adopted.append(1))
+    other = make_checkpoint(None, [rep(REPORTERS[1], s) for s in range(20)], 10.0, RuleParams())  # not ours
+    for _ in range(3):
+        for a in anchors:
+            await cps.on_signature(decode_envelope(Signer(a).sign("ledger_checkpoint", signed_body(other, "net")).raw))
+    assert folds == 1 and cps.counters["mismatched"] == 1 and replica.ledger.checkpoint is None and not adopted
+    ours = make_checkpoint(None, replica.ledger, 15.0, RuleParams())  # the next boundary, as we fold it
+    for a in anchors[:2]:
+        await cps.on_signature(decode_envelope(Signer(a).sign("ledger_checkpoint", signed_body(ours, "net")).raw))
+    assert replica.ledger.checkpoint == ours and adopted == [1] and cps.counters["adopted"] == 1

@@ -196,7 +196,7 @@ def test_a_fresh_replica_bootstraps_from_a_certified_checkpoint_and_refuses_an_u
     strangers = {Identity.generate().peer_id for _ in range(3)}
     for proof, ring, why in ((sig[:1], keyring, "1 keyring anchors signed it, 2 needed"),
                              (sig[:2], strangers, "0 keyring anchors"), ([sig[0], forged], keyring, "another")):
-        assert why in verify_proof(cp, proof, ring, "net")
+        assert why in verify_proof(cp.id, proof, ring, "net")
         led = Ledger()
         assert not one_round(led, full, lambda i: 0, keyring=ring, proof=proof)  # the session is refused
         assert led.checkpoint is None and len(led) == 0
@@ -204,3 +204,52 @@ def test_a_fresh_replica_bootstraps_from_a_certified_checkpoint_and_refuses_an_u
         offer = Responder(full, proof=proof).receive(*wire(*ini.start().send[0])).send[0]
         with pytest.raises(ProtocolError, match="not certified"):
             ini.receive(*wire(*offer))
+
+
+def test_a_peer_cannot_make_a_responder_do_unbounded_work():
+    """An independent review's findings: replayed pages were looked up linearly, empty want entries and
+    arbitrary head keys were collected up to a million, an uncertified checkpoint was buffered whole."""
+    led = Ledger([rep(REPORTERS[0], s) for s in range(50)])
+    key = REPORTERS[0].hex()
+    res = Responder(led)
+    res.receive("sync_digest", {"network": "n", "heads": {}, "last": True})
+    res.receive("sync_want", {"runs": {key: [[0, 10]]}, "last": False})
+    with pytest.raises(ProtocolError, match="continue in order"):  # the same page again
+        res.receive("sync_want", {"runs": {key: [[0, 10]]}, "last": False})
+    res = Responder(led)
+    res.receive("sync_digest", {"network": "n", "heads": {}, "last": True})
+    with pytest.raises(ProtocolError, match="empty"):
+        res.receive("sync_want", {"runs": {REPORTERS[1].hex(): []}, "last": False})
+    with pytest.raises(ProtocolError, match="reporter key"):
+        Responder(led).receive("sync_digest", {"network": "n", "heads": {"x" * 64: {"n": 1, "h": bytes(16)}},
+                                               "last": False})
+    res = Responder(led)
+    junk = {bytes([i % 256, i // 256]).hex() * 16: {"n": 1, "h": bytes(16)} for i in range(2048)}
+    with pytest.raises(ProtocolError, match="too many reporters"):
+        for k in range(10):  # 20,480 unknown reporters named to a replica that knows one
+            res.receive("sync_digest", {"network": "n", "heads": {f"{k:02x}" + h[2:]: v for h, v in junk.items()},
+                                        "last": False})
+
+
+def test_an_offered_checkpoint_is_checked_before_its_state_is_kept():
+    from gtracd.identity import Identity
+    from gtracd.ledger import RuleParams
+    from gtracd.ledger.checkpoint import make_checkpoint, signed_body
+    from gtracd.wire.envelope import Signer
+
+    anchors = [Identity.generate() for _ in range(3)]
+    keyring = {a.peer_id for a in anchors}
+    cp = make_checkpoint(None, [rep(REPORTERS[0], s) for s in range(20)], 10.0, RuleParams())
+    sig = [Signer(a).sign("ledger_checkpoint", signed_body(cp, "net")).raw for a in anchors[:2]]
+    page = {"boundary": cp.boundary, "digest": cp.digest, "state_hash": cp.state_hash, "count": cp.count,
+            "state": cp.state, "last": True}
+    for body, why in (({**page, "last": False}, "not certified"),  # no proof on the first page
+                      ({**page, "proof": sig, "count": 10**18}, "not certified"),  # a count nobody signed
+                      ({**page, "proof": sig, "state": cp.state + b"x"}, "not the one its signatures name")):
+        ini = Initiator(Ledger(), "net", keyring=keyring)
+        ini.start()
+        with pytest.raises(ProtocolError, match=why):
+            ini.receive(*wire("sync_checkpoint", body))
+    ini = Initiator(Ledger(), "net", keyring=keyring)
+    ini.start()
+    assert ini.receive(*wire("sync_checkpoint", {**page, "proof": sig})).adopt[0] == cp

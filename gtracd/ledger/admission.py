@@ -126,6 +126,9 @@ class Admission:
             raise Dropped("implausible_latency", f"{r.latency_ms}")
         if r.ts > now + self.p.max_future_s or r.ts < now - self.p.max_age_s:
             raise Dropped("stale", f"ts {r.ts - now:+.0f}s")
+        cp = self.ledger.checkpoint
+        if cp is not None and cp.covers(r):  # never acknowledged as a duplicate: the seeker must not drop it
+            raise Dropped("below_checkpoint", f"ts {r.ts:.0f} < {cp.boundary:.0f}")
         if not self._rate_ok(r.reporter, now):
             raise Dropped("rate_limited", peer_id_from_public(r.reporter))
         return r

@@ -8,7 +8,7 @@ folding the checkpoint's state and then the reports with ts >= B gives the same 
 folding every report from scratch (hypothesis-tested in tests/test_checkpoint.py).
 
 A checkpoint is *certified* once a quorum of the keyring's anchors signed the same (boundary, digest,
-state hash); only then may a replica prune the reports below its boundary (Ledger.adopt). The ledger state
+state hash, count); only then may a replica prune the reports below its boundary (Ledger.adopt). The ledger state
 becomes (checkpoint, reports at or above its boundary) and stays a CRDT: merge takes the later checkpoint
 and the union of reports at or above it (see Ledger.merge). Reports below an adopted checkpoint are refused.
 """
@@ -85,7 +85,7 @@ def fold_from_state(data: bytes, p: RuleParams) -> Fold:
 @dataclass(frozen=True)
 class Checkpoint:
     boundary: float  # reports with ts < boundary are folded into `state`
-    digest: bytes  # set_digest of every report ever folded (below the boundary)
+    digest: bytes  # set_digest of the slice folded, chained with the previous checkpoint's digest
     count: int  # how many
     state: bytes  # fold_state at the boundary
 
@@ -114,9 +114,9 @@ class Checkpoint:
         return i >= 0 and runs[i][0] <= r.seq < runs[i][1]
 
     @property
-    def id(self) -> tuple[float, bytes, bytes]:
-        """What anchors sign: (boundary, digest, state hash)."""
-        return (self.boundary, self.digest, self.state_hash)
+    def id(self) -> tuple[float, bytes, bytes, int]:
+        """What anchors sign: (boundary, digest, state hash, count)."""
+        return (self.boundary, self.digest, self.state_hash, self.count)
 
     def fold(self, p: RuleParams) -> Fold:
         return fold_from_state(self.state, p)
@@ -150,8 +150,10 @@ def make_checkpoint(prev: Checkpoint | None, reports, boundary: float, p: RulePa
     for rep, new in seqs.items():
         folded[rep] = runs_union(folded.get(rep, []), to_runs(sorted(new)))
     digest = _chain(prev.digest if prev is not None else b"", set_digest(below))
-    return Checkpoint(boundary, digest, (prev.count if prev is not None else 0) + len(below),
-                      fold_state(f, boundary, folded))
+    state = fold_state(f, boundary, folded)
+    if len(state) > STATE_MAX:  # replicas would refuse it: never sign one
+        raise ValueError(f"a checkpoint state of {len(state)} bytes exceeds {STATE_MAX}")
+    return Checkpoint(boundary, digest, (prev.count if prev is not None else 0) + len(below), state)
 
 
 def _chain(prev: bytes, new: bytes) -> bytes:
@@ -172,13 +174,13 @@ def signed_body(cp: Checkpoint, network: str) -> dict:
             "count": cp.count}
 
 
-def id_of(body: dict) -> tuple[float, bytes, bytes]:
-    return (float(body["boundary"]), bytes(body["digest"]), bytes(body["state_hash"]))
+def id_of(body: dict) -> tuple[float, bytes, bytes, int]:
+    return (float(body["boundary"]), bytes(body["digest"]), bytes(body["state_hash"]), int(body["count"]))
 
 
-def verify_proof(cp: Checkpoint, proof: list[bytes], keyring, network: str) -> str | None:
-    """None if a quorum of distinct keyring anchors signed this checkpoint's id for this network; else why
-    not."""
+def verify_proof(cid: tuple, proof: list[bytes], keyring, network: str) -> str | None:
+    """None if a quorum of distinct keyring anchors signed this checkpoint id (Checkpoint.id: boundary,
+    digest, state hash, count) for this network; else why not."""
     from ..wire.envelope import decode_envelope
 
     signers = set()
@@ -189,7 +191,7 @@ def verify_proof(cp: Checkpoint, proof: list[bytes], keyring, network: str) -> s
             return "a signature does not decode"
         if env.kind != "ledger_checkpoint" or not env.signature_ok():
             return "a signature does not verify"
-        if env.body["network"] != network or id_of(env.body) != cp.id:
+        if env.body["network"] != network or id_of(env.body) != cid:
             return "a signature names another checkpoint"
         if env.sender_id in keyring:
             signers.add(env.sender_id)

@@ -136,6 +136,7 @@ class Ledger:
 
         if cp is None or later(self.checkpoint, cp) is not cp or cp == self.checkpoint:
             return False
+        _ = cp.folded  # decoded before anything changes: a malformed state raises here, the ledger stays as it was
         self.checkpoint = cp
         for rep in list(self._by):
             per = self._by[rep]

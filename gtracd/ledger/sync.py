@@ -36,6 +36,7 @@ REPORTS_PAGE = 200  # reports per `reports` frame (each <= 8 KiB signed; the fra
 MAX_WANT = 20_000  # reports asked per session
 MAX_REPORTERS = 1 << 20  # reporters one session may name
 STATE_CHUNK = 1 << 20  # bytes of checkpoint state per sync_checkpoint frame
+MAX_RUNS = 1 << 20  # runs one diff may carry in all
 STATE_MAX = 256 << 20  # a checkpoint state we take over sync
 U63 = (1 << 63) - 1
 
@@ -111,24 +112,30 @@ def _runs_pages(runs: dict[str, list[list[int]]]) -> list[dict[str, list[list[in
     return pages
 
 
-def _add_runs(into: dict[str, list[tuple[int, int]]], body_runs, cap_reporters: int) -> None:
+def _add_runs(into: dict[str, list[tuple[int, int]]], body_runs, cap_reporters: int,
+              allow_empty: bool = True) -> int:
+    """Collect a page of runs; returns how many seqs it added. Streams are reliable, so a run that overlaps
+    what came before (a replayed page) is a protocol error, not a duplicate to look up."""
     if not isinstance(body_runs, dict):
         raise ProtocolError("runs must be a map")
     total = sum(len(v) for v in body_runs.values() if isinstance(v, list))
     if total > RUNS_PAGE + len(body_runs):
         raise ProtocolError(f"{total} runs in one page exceed the cap of {RUNS_PAGE}")
+    added = 0
     for rep, rs in body_runs.items():
         if _unhex(rep) is None:
             raise ProtocolError(f"bad reporter key {str(rep)[:80]!r}")
+        if not rs and not allow_empty:
+            raise ProtocolError("an empty run list asks for nothing")
         if rep not in into and len(into) >= cap_reporters:
             raise ProtocolError("too many reporters in one session")
         cur = into.setdefault(rep, [])
         for a, b in check_runs(rs):
             if cur and a < cur[-1][1]:
-                if (a, b) in cur:  # a duplicated page
-                    continue
                 raise ProtocolError("runs of one reporter must continue in order across pages")
             cur.append((a, b))
+            added += b - a
+    return added
 
 
 def runs_minus(a: list, b: list) -> list[tuple[int, int]]:
@@ -180,6 +187,7 @@ class Initiator:
         self.state = "idle"
         self._theirs: dict[str, list[tuple[int, int]]] = {}
         self._cp: dict | None = None  # a checkpoint arriving in chunks
+        self._their_runs = 0
         self.give: list[Report] = []
         self.wanted = 0
 
@@ -198,6 +206,9 @@ class Initiator:
         if self.state == "diffing" and kind == "sync_checkpoint" and not self._theirs:
             return self._checkpoint_page(body)
         if self.state == "diffing" and kind == "sync_diff":
+            self._their_runs += sum(len(v) for v in body["runs"].values() if isinstance(v, list))
+            if self._their_runs > MAX_RUNS:
+                raise ProtocolError(f"more than {MAX_RUNS} runs in one diff")
             _add_runs(self._theirs, body["runs"], MAX_REPORTERS)
             return self._plan() if body["last"] else Step()
         if self.state == "receiving" and kind == "reports":
@@ -207,13 +218,17 @@ class Initiator:
         raise ProtocolError(f"unexpected {kind!r} while {self.state}")
 
     def _checkpoint_page(self, body: dict) -> Step:
-        from .checkpoint import Checkpoint, fold_from_state, verify_proof
+        from .checkpoint import Checkpoint, fold_from_state, id_of, verify_proof
         from .crdt import RuleParams
 
-        head = (float(body["boundary"]), bytes(body["digest"]), int(body["count"]))
-        if self._cp is None:
-            self._cp = {"head": head, "state": bytearray(), "proof": list(body.get("proof") or [])}
-        elif self._cp["head"] != head:
+        cid = id_of(body)
+        if self._cp is None:  # the first page: the quorum's signatures, checked before any state is kept
+            proof = list(body.get("proof") or [])
+            why = verify_proof(cid, proof, self.keyring, self.network)
+            if why is not None:
+                raise ProtocolError(f"the offered checkpoint is not certified: {why}")
+            self._cp = {"id": cid, "state": bytearray(), "proof": proof}
+        elif self._cp["id"] != cid:
             raise ProtocolError("checkpoint chunks of two checkpoints")
         if len(self._cp["state"]) + len(body["state"]) > STATE_MAX:
             raise ProtocolError("checkpoint state too large")
@@ -221,10 +236,9 @@ class Initiator:
         if not body["last"]:
             return Step()
         got, self._cp = self._cp, None
-        cp = Checkpoint(*head, bytes(got["state"]))
-        why = verify_proof(cp, got["proof"], self.keyring, self.network)
-        if why is not None:
-            raise ProtocolError(f"the offered checkpoint is not certified: {why}")
+        cp = Checkpoint(cid[0], cid[1], cid[3], bytes(got["state"]))
+        if cp.state_hash != cid[2]:
+            raise ProtocolError("the offered checkpoint's state is not the one its signatures name")
         try:
             fold_from_state(cp.state, RuleParams())
         except DecodeError as e:
@@ -273,12 +287,18 @@ class Responder:
         self.state = "digest"
         self._heads: dict[str, dict] = {}
         self._want: dict[str, list[tuple[int, int]]] = {}
+        self._wanted = 0
+        # an honest asker names reporters we mostly know; far more is a memory attack
+        self.max_reporters = min(MAX_REPORTERS, 2 * len(ledger.heads()) + HEADS_PAGE * 4)
 
     def receive(self, kind: str, body: dict) -> Step:
         if self.state == "digest" and kind == "sync_digest":
             heads = body["heads"]
-            if len(self._heads) + len(heads) > MAX_REPORTERS:
+            if len(self._heads) + len(heads) > self.max_reporters:
                 raise ProtocolError("too many reporters in one session")
+            for k in heads:
+                if _unhex(k) is None:
+                    raise ProtocolError(f"bad reporter key {str(k)[:80]!r}")
             self._heads.update(heads)
             if not body["last"]:
                 return Step()
@@ -289,8 +309,8 @@ class Responder:
             return Step(send=send + [("sync_diff", {"runs": p, "last": i == len(pages) - 1})
                                      for i, p in enumerate(pages)])
         if self.state == "want" and kind == "sync_want":
-            _add_runs(self._want, body["runs"], MAX_REPORTERS)
-            if sum(runs_count(r) for r in self._want.values()) > self.want_cap:
+            self._wanted += _add_runs(self._want, body["runs"], self.want_cap, allow_empty=False)
+            if self._wanted > self.want_cap:
                 raise ProtocolError(f"more than {self.want_cap} reports wanted in one session")
             if not body["last"]:
                 return Step()
@@ -310,6 +330,7 @@ class Responder:
         if cp is None or not self.proof or (theirs is not None and theirs >= cp.boundary):
             return []
         chunks = [cp.state[i:i + STATE_CHUNK] for i in range(0, len(cp.state), STATE_CHUNK)] or [b""]
-        return [("sync_checkpoint", {"boundary": cp.boundary, "digest": cp.digest, "count": cp.count, "state": c,
+        return [("sync_checkpoint", {"boundary": cp.boundary, "digest": cp.digest, "state_hash": cp.state_hash,
+                                     "count": cp.count, "state": c,
                                      "last": i == len(chunks) - 1, **({"proof": self.proof} if i == 0 else {})})
                 for i, c in enumerate(chunks)]

@@ -38,7 +38,8 @@ class SeekerCache:
         self.node, self.s, self.view, self.anchors = node, s, view, anchors
         d = (data_dir or s.home / "seeker") / node.name
         self.replica = Replica(d / "ledger.log", rule_params(s))
-        self.checkpoints = Checkpointer(self.replica, anchors, s.network)  # adopts what a quorum of anchors signed
+        # adopts what a quorum of anchors signed; the view routes with the trust derived from it at once
+        self.checkpoints = Checkpointer(self.replica, anchors, s.network, on_adopt=self.apply_ledger)
         self.view_path = d / "view.json"
         self._load_view()
         self._outbox_log = ReportLog(d / "outbox.log")
@@ -120,6 +121,11 @@ class SeekerCache:
         self.counters["bad_reports"] += bad
         await self._ingest(good, "delta")
 
+    async def _adopt(self, cp, proof) -> None:
+        """A certified checkpoint an anchor offered over sync (verified by ledger.sync)."""
+        if await self.replica.adopt(cp, proof):
+            self.apply_ledger()
+
     # ---- background loops
     def reachable_anchors(self) -> list[str]:
         return sorted(a for a in self.anchors if a in self.node.links.addrs and self.node.links.allowed(a))
@@ -140,7 +146,7 @@ class SeekerCache:
                     lp = await self.node.links.connect(pid)
                     pulled, _, bad = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
                                                         lambda rs: self._ingest(rs, "pull"), push=False,
-                                                        epoch_signers=self.anchors, adopt=self.replica.adopt)
+                                                        epoch_signers=self.anchors, adopt=self._adopt)
             except Exception as e:  # unreachable / timed out / refused: try the next anchor
                 self.counters["pull_failures"] += 1
                 log.debug("pull from %s failed: %r", pid, e)

@@ -174,6 +174,7 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
     # a later certified checkpoint than the asker's, before the diff: the fold state in chunks, the quorum's
     # signed `ledger_checkpoint` envelopes on the first page
     "sync_checkpoint": {"boundary": F("float", lo=0.0, hi=1e12), "digest": F("bin", minlen=32, maxlen=32),
+                        "state_hash": F("bin", minlen=32, maxlen=32),
                         "count": F("int", lo=0, hi=U63), "state": F("bin", maxlen=1 << 20),
                         "proof": F("list", maxlen=64, item=F("bin", maxlen=2048), optional=True),
                         "last": F("bool")},
