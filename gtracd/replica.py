@@ -103,7 +103,7 @@ class Replica:
     def checkpoint_status(self) -> dict | None:
         cp = self.ledger.checkpoint
         if cp is None:
-            return None
+            return {"load_error": self.checkpoint_error} if self.checkpoint_error else None
         return {"boundary": cp.boundary, "folded": cp.count, "digest": cp.digest.hex()[:16],
                 "signers": len(self.proof), "refused_below": self.ledger.below_checkpoint,
                 **({"load_error": self.checkpoint_error} if self.checkpoint_error else {})}

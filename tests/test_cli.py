@@ -48,6 +48,8 @@ def test_keys_flow_end_to_end(home, capsys):
     (["keys", "frobnicate"], "invalid choice"),
     (["--role", "pilot"], "unknown role"),
     (["--role"], "needs a value"),
+    (["--role", "anchor", "--ephemeral", "--name", "../escape"], "without / or"),  # names become file names
+    (["--role", "seeker", "--name", "a\x1b]0;x\x07b", "serve"], "printable"),  # and are shown to people
 ])
 def test_user_errors_are_one_line_exit_2(home, capsys, argv, msg):
     assert main(argv) == 2

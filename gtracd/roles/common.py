@@ -29,11 +29,22 @@ def parser(role: str, description: str, settings: list[str]) -> argparse.Argumen
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--ephemeral", action="store_true", help="use a fresh in-memory identity (tests, benchmarks)")
     p.add_argument("--passphrase-file", help="passphrase of an encrypted key")
-    p.add_argument("--name", default=None, help="human-readable name shown in status views")
+    p.add_argument("--name", default=None, type=daemon_name, help="human-readable name shown in status views")
     p.add_argument("--ready-file", help="write {peer_id, addrs, ...} as JSON here once listening")
     p.add_argument("--log-level", default=os.environ.get("GTRACD_LOG_LEVEL", "WARNING"))
     add_setting_flags(p, COMMON + settings)
     return p
+
+
+def daemon_name(s: str) -> str:
+    """--name: shown to people (heartbeats refuse control characters) and part of file names under the data
+    directory, so printable, at most 64 characters, no path separators."""
+    from ..wire.text import printable
+
+    if not 0 < len(s) <= 64 or not printable(s) or "/" in s or "\\" in s or s.startswith("."):
+        raise argparse.ArgumentTypeError(f"{s!r}: a name is 1-64 printable characters, without / or \\ and "
+                                         "not starting with a dot")
+    return s
 
 
 def settings_from(args, names: list[str]):
