@@ -12,7 +12,16 @@ import trio
 
 from .errors import DecodeError
 from .ledger import Derived, Ledger, Report, ReportLog, RuleParams
-from .ledger.checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from .ledger.checkpoint import (
+    Certs,
+    Checkpoint,
+    boundary_for,
+    id_of,
+    load_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+    signed_body,
+)
 
 log = logging.getLogger("gtracd.replica")
 
@@ -141,8 +150,6 @@ class Checkpointer:
 
     def __init__(self, replica: Replica, keyring: set[str], network: str, publish=None, signer=None,
                  checkpoint_s: float = 0.0, lag_s: float = 0.0, on_adopt=None):
-        from .ledger.checkpoint import Certs
-
         self.replica, self.network, self.publish, self.signer = replica, network, publish, signer
         self.certs = Certs(keyring)
         self.checkpoint_s, self.lag_s = checkpoint_s, lag_s
@@ -152,8 +159,6 @@ class Checkpointer:
         self.counters = {"signed": 0, "adopted": 0, "mismatched": 0, "signatures": 0, "errors": 0}
 
     async def on_signature(self, env) -> None:
-        from .ledger.checkpoint import id_of
-
         self.counters["signatures"] += 1
         self.certs.add(env.sender_id, id_of(env.body), env.raw)
         await self._guarded(self._maybe_adopt)
@@ -201,8 +206,6 @@ class Checkpointer:
     async def propose(self, now: float) -> None:
         """Anchors: sign this replica's checkpoint at the boundary due now (wall clock: reports carry wall
         timestamps), unless one at least as late is adopted."""
-        from .ledger.checkpoint import boundary_for, signed_body
-
         if self.signer is None or self.checkpoint_s <= 0:
             return
         boundary = boundary_for(now, self.checkpoint_s, self.lag_s)

@@ -11,21 +11,22 @@ whether torch was ever loaded and which stand-ins the daemons used (from their s
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
+
+from .pipeline import status_mib
 
 GOAL_MIB = 120.0
 
 
 def _rss_mib(pid: int) -> float | None:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        mib = status_mib(pid, "VmRSS")
+    except OSError:  # the process is gone
         return None
-    return None
+    return None if math.isnan(mib) else mib  # a zombie has no VmRSS
 
 
 def run(duration: float, identities: int, rate: float) -> dict:

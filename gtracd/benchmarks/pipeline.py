@@ -27,12 +27,17 @@ MESSAGES = [{"role": "user", "content": (
     "morning. Write a cheerful story about this trip for my grandchildren.")}]
 
 
-def vmhwm_mib(pid: int | str = "self") -> float:
+def status_mib(pid: int | str, field: str) -> float:
+    """A kB field of /proc/PID/status (VmHWM: peak RSS, VmRSS: current RSS) in MiB; nan if absent."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def vmhwm_mib(pid: int | str = "self") -> float:
+    return status_mib(pid, "VmHWM")
 
 
 def split(layers: int, k: int) -> list[tuple[int, int]]:

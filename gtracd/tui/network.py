@@ -89,7 +89,7 @@ def short(pid: str, n: int = 8) -> str:
     return pid[-n:] if pid else "?"
 
 
-def _num(x) -> float | None:
+def number(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
@@ -119,11 +119,11 @@ def _worker_peer(pid: str, w: dict, now_offset: float) -> Peer | None:
         return None
     total = _int(w.get("total_layers"))
     state = str(w.get("state") or "serving")
-    heard = _num(w.get("heard_s_ago"))
+    heard = number(w.get("heard_s_ago"))
     return Peer(peer_id=shown(pid), name=shown(w.get("name") or ""), role="worker",
                 layers=_range(w.get("layers"), total), total_layers=total, model=shown(w.get("model") or ""),
-                state=shown(state) if w.get("alive", True) else "gone", trust=_num(w.get("trust")),
-                latency_ms=_num(w.get("latency_ms")),
+                state=shown(state) if w.get("alive", True) else "gone", trust=number(w.get("trust")),
+                latency_ms=number(w.get("latency_ms")),
                 heard_s_ago=None if heard is None else round(heard + now_offset, 1))
 
 
@@ -144,7 +144,7 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
     ledgers: list[dict] = []
     floors = []
     for d in docs:
-        age = _num(d.get("age_s")) or 0.0  # a document written a while ago: its "heard" ages are older now
+        age = number(d.get("age_s")) or 0.0  # a document written a while ago: its "heard" ages are older now
         if isinstance(d.get("trust_floor"), (int, float)):
             floors.append(float(d["trust_floor"]))
         for pid, w in as_dict(d.get("workers")).items():
@@ -162,7 +162,7 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
             for pid, a in anc.items():
                 if not isinstance(a, dict):
                     continue
-                ok_at = _num(a.get("ok_at"))
+                ok_at = number(a.get("ok_at"))
                 cur = anchors.setdefault(str(pid), Anchor(str(pid), False))
                 cur.up = cur.up or bool(a.get("reachable"))  # reachable from any local daemon
                 cur.failures = max(cur.failures, _int(a.get("failures")) or 0)
@@ -170,13 +170,10 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
                 if ago is not None and (cur.synced_s_ago is None or ago < cur.synced_s_ago):  # the latest round
                     cur.synced_s_ago = ago
                     cur.in_sync = a.get("in_sync") if isinstance(a.get("in_sync"), bool) else None
-                failed_at = _num(a.get("failed_at"))
+                failed_at = number(a.get("failed_at"))
                 fago = None if failed_at is None else max(0.0, round(_now(d) - failed_at + age, 1))
                 if fago is not None and (cur.failed_s_ago is None or fago < cur.failed_s_ago):
                     cur.failed_s_ago = fago
-        elif isinstance(anc, list):
-            for pid in anc:
-                anchors.setdefault(str(pid), Anchor(str(pid), False))
         for group, prefix in (("dropped", ""), ("admission_dropped", "admission."), ("library_logs", "libp2p.")):
             for k, v in as_dict(d.get(group)).items():
                 if isinstance(v, int):
@@ -206,12 +203,12 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
                           total_layers=total, model=shown(d.get("model") or (heard.model if heard else "")),
                           state=state, trust=heard.trust if heard else None,
                           latency_ms=heard.latency_ms if heard else None,
-                          heard_s_ago=_num(d.get("age_s")), local=True)
+                          heard_s_ago=number(d.get("age_s")), local=True)
     for pid, a in anchors.items():  # anchors only named by the keyring: a row, up or down
         if pid not in peers:
             peers[pid] = Peer(pid, "", "anchor", None, None, "", "up" if a.up else "down", None, None, None)
     _label(peers)
-    requests.sort(key=lambda r: -(_num(r.get("at")) or 0.0))
+    requests.sort(key=lambda r: -(number(r.get("at")) or 0.0))
     floor = trust_floor if trust_floor is not None else (min(floors) if floors else DEFAULT_TRUST_FLOOR)
     pinned = {shown(d["model"]) for d in docs if isinstance(d.get("model"), str)}  # seekers pin, workers serve
     return Network(daemons=docs, peers=peers, coverage=coverage(peers.values(), floor, pinned), anchors=anchors,
@@ -219,7 +216,7 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
 
 
 def _now(d: dict) -> float:
-    return _num(d.get("written_at")) or 0.0
+    return number(d.get("written_at")) or 0.0
 
 
 def _label(peers: dict[str, Peer]) -> None:

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..wire.text import shown
-from .network import Network, Peer, as_dict, as_list, short
+from .network import Network, Peer, as_dict, as_list, number, short
 from .view import KEYS, Trends, ViewState, visible
 
 STATE_STYLE = {"serving": "green", "up": "green", "draining": "yellow", "loading": "cyan", "joining": "cyan",
@@ -244,7 +244,7 @@ def daemon_line(d: dict) -> Group:
     """One local daemon, in words (for `gtracd status`): who, how long up, links, ledger, worker state."""
     lines = []
     head = _t((f"{d.get('role')} {d.get('name')}", "bold"), f" {short(str(d.get('peer_id', '')))}  network ",
-              str(d.get("network")), f"  up {_num(d.get('uptime_s')):.0f}s")
+              str(d.get("network")), f"  up {number(d.get('uptime_s')) or 0.0:.0f}s")
     if d.get("stale"):
         head.append("  STALE", style="bold red")
     lines.append(head)
@@ -268,10 +268,6 @@ def daemon_line(d: dict) -> Group:
         for line in (pl.get("decisions") if isinstance(pl.get("decisions"), list) else [])[-3:]:
             lines.append(_t("    ", str(line)))
     return Group(*lines)
-
-
-def _num(x) -> float:
-    return float(x) if isinstance(x, (int, float)) else 0.0
 
 
 def _len(x) -> int:
