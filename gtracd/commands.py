@@ -75,6 +75,10 @@ def cmd_bench(args) -> int:
         from .benchmarks import ledger
 
         return ledger.main(args)
+    if args.bench == "soak":
+        from .benchmarks import soak
+
+        return soak.main(args)
     if args.bench == "phone":
         from .benchmarks import phone
 
@@ -200,7 +204,7 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_route)
 
-    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | attack | membership | phone")
+    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | soak | attack | membership | phone")
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")
     br.add_argument("--json", action="store_true")
@@ -215,6 +219,17 @@ def register(sub) -> None:
     bl.add_argument("--rate", type=float, default=2.0, help="trust reports/s per seeker")
     bl.add_argument("--identities", type=int, default=50)
     bl.add_argument("--json", action="store_true")
+    bs = bsub.add_parser("soak", help="a busy network for minutes: anchor memory, disk and anti-entropy stay flat "
+                                      "across checkpoints, no report lost, an anchor killed and restarted; "
+                                      "--history N: load and fresh-replica sync of a month of history")
+    bs.add_argument("--duration", type=float, default=600.0, help="seconds of load (0: only --history)")
+    bs.add_argument("--rate", type=float, default=50.0, help="trust reports/s in total")
+    bs.add_argument("--seekers", type=int, default=2, help="seekers sharing the rate")
+    bs.add_argument("--sample-s", type=float, default=60.0, help="seconds between samples")
+    bs.add_argument("--history", metavar="N", help="also: N synthetic signed reports (e.g. 10M) as a month of "
+                                                   "history; anchor restart and fresh replica sync times")
+    bs.add_argument("--record", help="also write the JSON result here (e.g. bench/soak.json)")
+    bs.add_argument("--json", action="store_true")
     ba = bsub.add_parser("attack", help="every attack of the trust layer against live loopback daemons")
     ba.add_argument("--only", default="", help="comma-separated scenarios: spoof,hijack,flood,fuzz,byzantine,"
                                                 "accusations,cost,sybil,tolerance (default all)")

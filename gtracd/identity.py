@@ -14,6 +14,7 @@ Keystore layout (default ``~/.gtracd/keys``)::
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -96,15 +97,16 @@ class Identity:
     def generate(cls) -> Identity:
         return cls(Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
 
-    @property
+    # parsed once (a parse costs as much as a signature); cached_property stores beside the frozen field
+    @functools.cached_property
     def _key(self) -> Ed25519PrivateKey:
         return Ed25519PrivateKey.from_private_bytes(self.seed)
 
-    @property
+    @functools.cached_property
     def public(self) -> bytes:
         return self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
-    @property
+    @functools.cached_property
     def peer_id(self) -> str:
         return peer_id_from_public(self.public)
 

@@ -94,10 +94,13 @@ def test_forged_message_does_not_poison_replay_state():
     assert v.admit(env.raw, NOW) is not None
 
 
-def test_signer_seq_strictly_increases_even_with_a_frozen_clock():
-    s = Signer(ALICE, clock=lambda: NOW)
-    seqs = [s.next_seq() for _ in range(100)]
-    assert seqs == sorted(set(seqs))
+def test_signer_seqs_rise_and_timestamps_never_go_back_even_when_the_clock_does():
+    clock = iter([NOW] * 50 + [NOW - 3600.0] * 25 + [NOW + 5.0] * 25)  # frozen, stepped back, forward
+    s = Signer(ALICE, clock=lambda: next(clock))
+    envs = [s.sign("heartbeat", hb()) for _ in range(100)]
+    seqs, tss = [e.seq for e in envs], [e.ts for e in envs]
+    assert seqs == sorted(set(seqs)) and tss == sorted(tss)  # seq order is ts order (ledger checkpoints)
+    assert tss[60] == NOW and tss[-1] == NOW + 5.0
 
 
 def test_untrusted_sender_dropped():
@@ -281,3 +284,20 @@ def test_package_never_uses_pickle():
     for p in root.rglob("*.py"):
         text = p.read_text()
         assert "import pickle" not in text and "torch.load(" not in text, p
+
+
+def test_report_batches_round_trip_within_caps_and_refuse_malformed_batches():
+    from gtracd.wire.batch import BATCH_REPORTS, batch_items, report_batches
+    from gtracd.wire.codec import packb
+
+    s = Signer(ALICE, clock=lambda: NOW)
+    raws = [s.sign("heartbeat", hb()).raw for _ in range(150)]
+    msgs = report_batches(raws)
+    assert len(msgs) == 3 and [x for m in msgs for x in batch_items(m)] == raws  # order kept, 64 + 64 + 22
+    assert batch_items(raws[0]) == [raws[0]]  # a single envelope, as before batches
+    for bad in ({"v": 2, "reports": raws[:1]}, {"v": 1, "reports": []}, {"v": 1, "reports": ["text"]},
+                {"v": 1, "reports": raws[:1], "more": 1}, {"v": 1, "reports": raws[:1] * (BATCH_REPORTS + 1)}):
+        with pytest.raises(DecodeError):
+            batch_items(packb(bad))
+    with pytest.raises(DecodeError):
+        batch_items(b"\xc1")

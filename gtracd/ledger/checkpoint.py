@@ -3,9 +3,12 @@ bounded while every replica still derives bit-identical trust.
 
 A checkpoint at `boundary` B stands for the set of reports with ts < B: it holds that set's digest and the
 fold state right after applying exactly those reports in the total order (trust, latency EWMAs, reporter
-budgets of windows that can still be touched, reporter standing, the epoch). Reports sort by ts first, so
-folding the checkpoint's state and then the reports with ts >= B gives the same floats, bit for bit, as
-folding every report from scratch (hypothesis-tested in tests/test_checkpoint.py).
+budgets of windows that can still be touched, reporter standing, the epoch) and, per reporter, the highest
+seq folded. Reports sort by ts first, so folding the checkpoint's state and then the reports with ts >= B
+gives the same floats, bit for bit, as folding every report from scratch (hypothesis-tested in
+tests/test_checkpoint.py) for reports of honest signers, whose seqs rise with their timestamps. A report at
+or below its reporter's folded seq with a later ts (a twin of a folded report, or a signer that broke that
+rule) is refused by every replica alike, so replicas still agree with each other.
 
 A checkpoint is *certified* once a quorum of the keyring's anchors signed the same (boundary, digest,
 state hash, count); only then may a replica prune the reports below its boundary (Ledger.adopt). The ledger state
@@ -15,7 +18,6 @@ and the union of reports at or above it (see Ledger.merge). Reports below an ado
 
 from __future__ import annotations
 
-import bisect
 import functools
 import hashlib
 import math
@@ -24,9 +26,9 @@ from dataclasses import dataclass
 from ..errors import DecodeError
 from ..wire.codec import packb, unpackb
 from .crdt import Fold, RuleParams
-from .sync import runs_union, to_runs
 
 STATE_MAX = 256 << 20  # bytes of a checkpoint state we decode
+STATE_VERSION = 2  # 2: a seq watermark per reporter (1 listed every folded seq: it grew with all history)
 
 
 def set_digest(reports) -> bytes:
@@ -37,12 +39,13 @@ def set_digest(reports) -> bytes:
     return h.digest()
 
 
-def fold_state(f: Fold, boundary: float, folded: dict[bytes, list[list[int]]]) -> bytes:
-    """The fold's state as canonical bytes, with the seqs folded per reporter (as runs). Budgets of windows
-    that ended before the boundary are left out: no report at or after it can touch them."""
+def fold_state(f: Fold, boundary: float, upto: dict[bytes, int]) -> bytes:
+    """The fold's state as canonical bytes, with each reporter's highest folded seq. Budgets of windows that
+    ended before the boundary are left out: no report at or after it can touch them."""
     first_window = int(boundary // f.p.window_s)
     return packb({
-        "v": 1, "boundary": boundary, "folded": sorted(folded.items()), "applied": f.applied, "epoch": f.epoch,
+        "v": STATE_VERSION, "boundary": boundary, "upto": sorted(upto.items()), "applied": f.applied,
+        "epoch": f.epoch,
         "last": None if f.last is None else [f.last[0], f.last[1], f.last[2]],
         "any_established": f.any_established,
         "trust": sorted(f.trust.items()), "latency": sorted(f.latency.items()),
@@ -60,13 +63,19 @@ def _f(x) -> float:
     return float(x)
 
 
+def _heard(entry) -> tuple:
+    rep, ts, _ = entry
+    return (_f(ts), bytes(rep))
+
+
 def fold_from_state(data: bytes, p: RuleParams) -> Fold:
     """A Fold to continue from (DecodeError on anything malformed: the state is checked against its certified
     hash before it gets here, so this guards our own bugs and disk corruption)."""
     d = unpackb(data, STATE_MAX)
     try:
-        if not isinstance(d, dict) or d.get("v") != 1:
-            raise DecodeError("checkpoint state: unknown version", "state.v")
+        if not isinstance(d, dict) or d.get("v") != STATE_VERSION:
+            raise DecodeError(f"checkpoint state: version {d.get('v') if isinstance(d, dict) else None!r} is not "
+                              f"{STATE_VERSION}", "state.v")
         f = Fold(p)
         f.applied, f.epoch, f.any_established = int(d["applied"]), int(d["epoch"]), bool(d["any_established"])
         f.last = None if d["last"] is None else (_f(d["last"][0]), bytes(d["last"][1]), int(d["last"][2]))
@@ -76,7 +85,8 @@ def fold_from_state(data: bytes, p: RuleParams) -> Fold:
         f.newcomer_spent = {str(k): _f(v) for k, v in d["newcomer_spent"]}
         f.first = {bytes(k): _f(v) for k, v in d["first"]}
         f.corroborated = {bytes(k): int(v) for k, v in d["corroborated"]}
-        f.recent = {str(peer): {bytes(rep): (_f(ts), bool(ok)) for rep, ts, ok in seen} for peer, seen in d["recent"]}
+        f.recent = {str(peer): {bytes(rep): (_f(ts), bool(ok)) for rep, ts, ok in sorted(seen, key=_heard)}
+                    for peer, seen in d["recent"]}  # in the order heard, as the fold keeps them
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise DecodeError(f"checkpoint state: malformed ({type(e).__name__})", "state") from None
     return f
@@ -94,24 +104,26 @@ class Checkpoint:
         return hashlib.sha256(self.state).digest()
 
     @functools.cached_property
-    def folded(self) -> dict[bytes, list[list[int]]]:
-        """Per reporter, the seqs folded, as runs [a, b) (one run for a reporter counting up)."""
+    def upto(self) -> dict[bytes, int]:
+        """Per reporter, the highest seq folded (into this checkpoint or an earlier one of its chain)."""
         d = unpackb(self.state, STATE_MAX)
         try:
-            return {bytes(k): [[int(a), int(b)] for a, b in v] for k, v in d["folded"]}
+            if not isinstance(d, dict) or d.get("v") != STATE_VERSION:
+                raise TypeError
+            return {bytes(k): int(v) for k, v in d["upto"]}
         except (KeyError, TypeError, ValueError) as e:
-            raise DecodeError(f"checkpoint state: malformed folded seqs ({type(e).__name__})", "state") from None
+            raise DecodeError(f"checkpoint state: malformed seq watermarks ({type(e).__name__})", "state") from None
 
     def covers(self, r) -> bool:
-        """Is this report decided by the checkpoint: below its boundary, or a key it folded (an equivocating
-        twin of a folded report, with a later ts, must not be folded a second time)?"""
+        """Is this report decided by the checkpoint: below its boundary, or at or below its reporter's folded
+        seq watermark? An honest signer's seqs and timestamps rise together (wire.envelope.Signer), so every
+        report of it at or below the watermark has ts < boundary; what the watermark adds is refusing twins
+        of folded reports with a later ts (folded twice) and keeping the state one number per reporter,
+        whatever the history's length."""
         if r.ts < self.boundary:
             return True
-        runs = self.folded.get(r.reporter)
-        if not runs:
-            return False
-        i = bisect.bisect_right(runs, [r.seq, float("inf")]) - 1
-        return i >= 0 and runs[i][0] <= r.seq < runs[i][1]
+        w = self.upto.get(r.reporter)
+        return w is not None and r.seq <= w
 
     @property
     def id(self) -> tuple[float, bytes, bytes, int]:
@@ -142,15 +154,13 @@ def make_checkpoint(prev: Checkpoint | None, reports, boundary: float, p: RulePa
         reports.reports() if isinstance(reports, Ledger) else reports, checkpoint=prev)
     below = [r for r in held.reports() if r.ts < boundary]  # in the fold's total order already
     f = prev.fold(p) if prev is not None else Fold(p)
-    seqs: dict[bytes, set[int]] = {}
+    upto = dict(prev.upto) if prev is not None else {}
     for r in below:
         f.apply(r)
-        seqs.setdefault(r.reporter, set()).add(r.seq)
-    folded = dict(prev.folded) if prev is not None else {}
-    for rep, new in seqs.items():
-        folded[rep] = runs_union(folded.get(rep, []), to_runs(sorted(new)))
+        if r.seq > upto.get(r.reporter, -1):
+            upto[r.reporter] = r.seq
     digest = _chain(prev.digest if prev is not None else b"", set_digest(below))
-    state = fold_state(f, boundary, folded)
+    state = fold_state(f, boundary, upto)
     if len(state) > STATE_MAX:  # replicas would refuse it: never sign one
         raise ValueError(f"a checkpoint state of {len(state)} bytes exceeds {STATE_MAX}")
     return Checkpoint(boundary, digest, (prev.count if prev is not None else 0) + len(below), state)

@@ -136,7 +136,7 @@ class Ledger:
 
         if cp is None or later(self.checkpoint, cp) is not cp or cp == self.checkpoint:
             return False
-        _ = cp.folded  # decoded before anything changes: a malformed state raises here, the ledger stays as it was
+        _ = cp.upto  # decoded before anything changes: a malformed state raises here, the ledger stays as it was
         self.checkpoint = cp
         for rep in list(self._by):
             per = self._by[rep]
@@ -274,7 +274,8 @@ class Fold:
         # reporter standing: kept across epochs
         self.first: dict[bytes, float] = {}  # reporter -> ts of its first report
         self.corroborated: dict[bytes, int] = {}
-        self.recent: dict[str, dict[bytes, tuple[float, bool]]] = {}  # worker -> reporter -> (ts, outcome ok)
+        # worker -> reporter -> (ts, outcome ok), each in the order heard (ts order)
+        self.recent: dict[str, dict[bytes, tuple[float, bool]]] = {}
         self.any_established = False  # from the first report of an established reporter on
         self._reset()
 
@@ -322,9 +323,15 @@ class Fold:
         horizon = r.ts - self.p.window_s
         corroborated = False
         for peer, _, ok in targets:
-            seen = self.recent.setdefault(peer, {})
+            seen = self.recent.setdefault(peer, {})  # in the order last heard (reports apply in ts order)
             if not corroborated:
-                corroborated = any(q != r.reporter and ts >= horizon and qok == ok for q, (ts, qok) in seen.items())
+                for q, (ts, qok) in reversed(seen.items()):  # the latest first: stop at the window's edge
+                    if ts < horizon:
+                        break
+                    if q != r.reporter and qok == ok:
+                        corroborated = True
+                        break
+            seen.pop(r.reporter, None)
             seen[r.reporter] = (r.ts, ok)
             if len(seen) > 256:  # keep it bounded: forget reporters silent for a whole window
                 for q in [q for q, (ts, _) in seen.items() if ts < horizon]:

@@ -257,8 +257,8 @@ class Initiator:
             else:
                 lack, extra = runs_minus(theirs, mine), runs_minus(mine, theirs)
             cp = self.ledger.checkpoint
-            if cp is not None and key in cp.folded:  # a peer yet to adopt our checkpoint: never ask for what it folded
-                lack = runs_minus(lack, [tuple(r) for r in cp.folded[key]])
+            if cp is not None and key in cp.upto:  # a peer yet to adopt our checkpoint: never ask for what it folded
+                lack = runs_minus(lack, [(0, cp.upto[key] + 1)])
             lack = runs_head(lack, budget)
             if lack:
                 want[rep] = [list(r) for r in lack]

@@ -11,11 +11,17 @@ py-libp2p re-raises when a message's signing key does not parse (an RSA key of j
 secp256k1 key, since coincurve is a stand-in there), inside a service task: one message from any peer took
 the whole daemon down. `GuardedPubsub` checks each incoming message's signature itself first and turns any
 failure while handling one message into a counted drop (`gossip.rejected` in the status).
+
+Every gossip RPC carries the sender's signed peer record, and py-libp2p verifies it and writes it to the
+peerstore (sqlite, for a persistent one) on every RPC, twice for control messages: 16 % of a busy anchor's
+CPU. `remember_peer_records` makes that once per (host, peer, record bytes) every RECORD_REFRESH_S: the same
+bytes from the same peer verify the same way, and the peerstore already holds them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -104,6 +110,46 @@ def _origin(from_id: bytes) -> str:
         return "?"
 
 
+RECORD_REFRESH_S = 600.0  # re-consume an unchanged peer record this often (its peerstore TTL is 2 h)
+RECORDS_KEPT = 4096  # per host
+
+
+def remember_peer_records() -> None:
+    """Install the memo around py-libp2p's `maybe_consume_signed_record` where pubsub calls it (once)."""
+    import weakref
+
+    from libp2p.pubsub import gossipsub, pubsub, utils
+
+    real = utils.maybe_consume_signed_record
+    if getattr(pubsub.maybe_consume_signed_record, "gtracd_memo", False):
+        return
+    memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # host -> {(peer, record): consumed at}
+
+    def consume(msg, host, peer_id=None) -> bool:
+        if not msg.HasField("senderRecord"):
+            return True
+        try:
+            seen = memo.setdefault(host, {})
+        except TypeError:  # a host that cannot be weakly referenced: no memo
+            return real(msg, host, peer_id)
+        key = (peer_id.to_bytes() if peer_id is not None else b"", bytes(msg.senderRecord))
+        now = time.monotonic()
+        t = seen.get(key)
+        if t is not None and now - t < RECORD_REFRESH_S:
+            return True
+        ok = real(msg, host, peer_id)
+        if ok:  # only what verified is remembered
+            seen.pop(key, None)
+            seen[key] = now
+            while len(seen) > RECORDS_KEPT:
+                del seen[next(iter(seen))]
+        return ok
+
+    consume.gtracd_memo = True
+    pubsub.maybe_consume_signed_record = consume
+    gossipsub.maybe_consume_signed_record = consume
+
+
 def guarded_pubsub_class():
     """Pubsub whose handling of one incoming message can never raise into its service task."""
     from libp2p.pubsub.pubsub import Pubsub
@@ -142,6 +188,7 @@ async def running_gossip(host, network: str, params: GossipParams = GossipParams
         gossip_history=params.gossip_history, heartbeat_initial_delay=0.1,
         heartbeat_interval=params.heartbeat_interval, adaptive_gossip_enabled=False, spam_protection_enabled=False,
         eclipse_protection_enabled=False)
+    remember_peer_records()
     pubsub = guarded_pubsub_class()(host, router, strict_signing=True, max_inbound_rpc_size=2 * 1024 * 1024)
     async with background_trio_service(pubsub):
         async with background_trio_service(router):

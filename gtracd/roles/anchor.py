@@ -29,6 +29,7 @@ from ..net.ledgersync import anti_entropy
 from ..net.protocols import LEDGER
 from ..replica import RULE_SETTINGS, Checkpointer, Replica, checkpoint_lag, ledger_gossip, rule_params
 from ..seeker.peerview import PeerView
+from ..wire.batch import batch_items
 from ..wire.envelope import Signer
 from . import common
 
@@ -112,15 +113,21 @@ class AnchorDaemon:
             self._admitted(newly, "pending", 0.05)
 
     async def on_reports(self, data: bytes, origin: str) -> None:
-        env = self.node.verifier.admit(data, time.time(), kinds=("trust_report",))
-        if env is None:
+        try:
+            raws = batch_items(data)  # a seeker's batch, or one report
+        except DecodeError:
+            self.node.verifier.drop("malformed")
             return
-        if self.admission.offer(env, time.time()) == "admitted":
-            r = self.replica.ledger.get(env.sender, env.seq)
-            await self.replica.persist([r])
-            # the seeker also submitted it to an anchor directly; that anchor announces it first, we only if
-            # no delta carrying it shows up within a random 0.2-0.6 s
-            self._admitted([r], "gossip", random.uniform(0.2, 0.6))
+        now, admitted = time.time(), []
+        for raw in raws:
+            env = self.node.verifier.admit(raw, now, kinds=("trust_report",))
+            if env is not None and self.admission.offer(env, now) == "admitted":
+                admitted.append(self.replica.ledger.get(env.sender, env.seq))
+        if admitted:
+            await self.replica.persist(admitted)  # one fsync for the batch
+            # the seeker also submitted them to an anchor directly; that anchor announces them first, we only
+            # if no delta carrying them shows up within a random 0.2-0.6 s
+            self._admitted(admitted, "gossip", random.uniform(0.2, 0.6))
 
     async def on_ledger(self, data: bytes, origin: str) -> None:
         env = ledger_gossip(self.node.verifier, data, self.anchors, self.s.network)

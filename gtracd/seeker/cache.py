@@ -24,6 +24,7 @@ from ..ledger import ReportLog, verified_reports
 from ..net.framing import StreamClosed
 from ..net.ledgersync import SyncError, anti_entropy, submit
 from ..replica import Checkpointer, Replica, ledger_gossip, rule_params
+from ..wire.batch import BATCH_S, report_batches
 from ..wire.envelope import Signer
 from .peerview import PeerView
 
@@ -47,6 +48,8 @@ class SeekerCache:
         self.signer = Signer(node.ident)
         self._flush_wake = trio.Event()
         self._flush_lock = trio.Lock()
+        self._to_gossip: list[bytes] = []  # signed reports waiting for the next gossip batch
+        self._gossip_wake = trio.Event()
         self.ingested = trio.Event()  # set (and replaced) whenever new ledger records arrive
         self.counters = {"reports_sent": 0, "reports_acked": 0, "reports_refused": 0, "pulls": 0, "pull_failures": 0,
                          "pulled": 0, "deltas": 0, "bad_reports": 0, "submit_failures": 0}
@@ -188,10 +191,22 @@ class SeekerCache:
         for e in envs:
             self.outbox[(e.sender, e.seq)] = e.raw
             self.node.events("report", key=[e.sender.hex(), e.seq], ts=e.ts)
-            await self.node.gossip.publish("reports", e.raw)
+            self._to_gossip.append(e.raw)
         self.counters["reports_sent"] += len(envs)
         self._flush_wake.set()
+        self._gossip_wake.set()
         return [e.raw for e in envs]
+
+    async def gossip_forever(self) -> None:
+        """Gossip reports in batches (wire/batch.py): what arrives within BATCH_S goes out together. Gossip is
+        the redundant path (the outbox submits every report to an anchor until one acknowledges it)."""
+        while True:
+            await self._gossip_wake.wait()
+            await trio.sleep(BATCH_S)
+            self._gossip_wake = trio.Event()
+            batch, self._to_gossip = self._to_gossip, []
+            for msg in report_batches(batch):
+                await self.node.gossip.publish("reports", msg)
 
     async def flush_forever(self) -> None:
         while True:
@@ -278,6 +293,7 @@ class SeekerCache:
             await n.start(node.gossip.serve, "ledger", self.on_ledger)
             n.start_soon(self.pull_forever)
             n.start_soon(self.flush_forever)
+            n.start_soon(self.gossip_forever)
             n.start_soon(self.liveness_forever)
             node.links.on_connect.append(lambda pid: n.start_soon(self.pull_once) if pid in self.anchors else None)
             task_status.started()

@@ -118,17 +118,23 @@ def _cross_checks(kind: str, body: dict) -> None:
 
 class Signer:
     """Signs envelopes with strictly increasing sequence numbers that also survive restarts
-    (seq = max(last + 1, microseconds since the epoch))."""
+    (seq = max(last + 1, microseconds since the epoch)), and timestamps that never go back while seqs go on
+    (a wall clock stepped back holds ts at the last one): seq order is ts order, which ledger checkpoints
+    rely on (ledger/checkpoint.Checkpoint.covers)."""
 
     def __init__(self, ident: Identity, clock=time.time, limits: Limits = DEFAULT_LIMITS):
         self.ident = ident
         self.clock = clock
         self.limits = limits
         self._last = 0
+        self._last_ts = 0.0
 
-    def next_seq(self) -> int:
-        self._last = max(self._last + 1, int(self.clock() * 1e6))
-        return self._last
+    def _next(self) -> tuple[int, float]:
+        now = self.clock()
+        self._last = max(self._last + 1, int(now * 1e6))
+        self._last_ts = max(self._last_ts, now)
+        return self._last, self._last_ts
 
     def sign(self, kind: str, body: dict) -> Envelope:
-        return encode_envelope(self.ident, kind, body, self.next_seq(), self.clock(), self.limits)
+        seq, ts = self._next()
+        return encode_envelope(self.ident, kind, body, seq, ts, self.limits)
