@@ -126,16 +126,21 @@ def tiny_llama(path: Path, layers: int, seed: int = 0) -> Path:
 
 
 def char_tokenizer(path: Path) -> Path:
-    """A character-level tokenizer (printable ASCII -> ids 3..97) saved next to a tiny model, so text prompts,
+    """A character-level tokenizer (printable ASCII -> ids 3..97, ids 98..255 -> letters from U+0162 on, so
+    every id a tiny model emits shows) with a chat template, saved next to a tiny model: text prompts, chat,
     hop-0 tokenization and last-hop detokenization run on it with no download."""
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{chr(c): c - 29 for c in range(32, 127)}}
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{chr(c): c - 29 for c in range(32, 127)},
+             **{chr(0x100 + i): i for i in range(98, 256)}}  # the rest of a tiny model's 256 ids: printable letters
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tk.decoder = decoders.Fuse()
-    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(
-        str(path))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    # a chat template in printable characters, so chat requests run on it too
+    tok.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}[assistant] {% endif %}")
+    tok.save_pretrained(str(path))
     return path
 
 

@@ -4,6 +4,7 @@
     gtracd --role seeker generate --chat [--turn TEXT ...] --peer ...     (stdin when no --turn)
     gtracd --role seeker generate --prompt TEXT --bootstrap ANCHOR_MULTIADDR   (workers found by heartbeats)
     gtracd --role seeker serve [--testbed-reports RATE]                       (keep the cache; status)
+    gtracd --role seeker serve --http 127.0.0.1:8080 --bootstrap ...          (the OpenAI-compatible API)
 
 With a bootstrap list the seeker joins the network's gossip: workers come from heartbeats, trust and latency
 from its ledger replica (synced from keyring anchors in the background), and after each request it sends a
@@ -67,6 +68,12 @@ def build_parser():
     v.add_argument("--testbed-reports", type=float, default=0.0, metavar="RATE",
                    help="testbed load: emit RATE synthetic trust reports/s over live identities (see gtracd.testbed)")
     v.add_argument("--events", help="append a JSON-lines trace of ledger events here (tests, benchmarks)")
+    v.add_argument("--http", metavar="HOST:PORT", help="serve the OpenAI-compatible API here (e.g. 127.0.0.1:8080; "
+                                                       "any other host than loopback needs --api-key-file)")
+    v.add_argument("--api-key-file", metavar="FILE", help="clients must send this file's key as a bearer token")
+    v.add_argument("--max-requests", type=int, default=16, help="requests served at once (more get 429)")
+    v.add_argument("--keep-contexts", type=int, default=8,
+                   help="conversations kept open for reuse (each holds a KV cache on its chain's workers)")
     add_setting_flags(v, SETTINGS)
     return p
 
@@ -320,21 +327,50 @@ async def _serve_node(args, s, ident, name, closing: list) -> None:
     from ..seeker.cache import SeekerCache, anchor_ids
     from ..testbed import synthetic_reports
 
+    api_key = bind = None
+    if args.http:
+        from ..api.server import check_bind, read_api_key
+
+        api_key = read_api_key(args.api_key_file)
+        bind = check_bind(args.http, api_key)  # refused before anything starts
     async with running_node("seeker", name, ident, s, args.events, not args.ephemeral) as node:
         cache = SeekerCache(node, pinned_view(s), anchor_ids(s.keystore_path))
         closing.append(cache.close)
+        service = None
         try:
             await node.nursery.start(cache.run)
             if args.testbed_reports > 0:
                 node.nursery.start_soon(synthetic_reports, cache, args.testbed_reports, _params(s), s.network)
+            urls: list[str] = []
+            if bind is not None:
+                service, urls = await _start_api(node, cache, s, args, bind, api_key)
             common.write_ready(args.ready_file, {"role": "seeker", "peer_id": ident.peer_id, "addrs": node.addrs,
-                                                 "name": name, "pid": os.getpid()})
+                                                 "name": name, "pid": os.getpid(), "http": urls})
+            api = f", API at {urls[0]}/v1" if urls else ""
             print(f"gtracd seeker {name} ready: {node.addrs[0]} ({len(cache.replica.ledger)} reports cached, "
-                  f"{len(cache.anchors)} keyring anchors)", file=sys.stderr, flush=True)
+                  f"{len(cache.anchors)} keyring anchors{api})", file=sys.stderr, flush=True)
             await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True):
+                if service is not None:
+                    await service.aclose()
                 await cache.drain(2.0)
+
+
+async def _start_api(node, cache, s, args, bind: str, api_key: str | None):
+    """The service over this seeker's view and cache, and the HTTP API serving it in the node's nursery."""
+    from ..api.app import Api
+    from ..api.server import serve_api
+    from ..seeker.service import SeekerService
+
+    recent = Recent()
+    node.status_parts.append(recent.status)
+    service = SeekerService(SeekerNet(node.host, cache.view), cache.view, s, cache, recent, keep=args.keep_contexts,
+                            max_requests=args.max_requests)
+    api = Api(service, s.model, api_key, max_tokens_cap=s.max_length, default_max_tokens=s.max_new_tokens)
+    node.status_parts.append(lambda: {**service.status(), "api": dict(api.counters)})
+    urls = await node.nursery.start(serve_api, api, bind)
+    return service, urls
 
 
 def main(argv: list[str]) -> int:

@@ -36,11 +36,14 @@ log = logging.getLogger("gtracd.seeker")
 
 class GenerationFailed(GtracError):
     """`culprit`: the worker to blame (a failure report names it); None when no worker is at fault (a refusal,
-    an eviction, no route). `blamed` False: report nothing at all (see seeker.blame)."""
+    an eviction, no route). `blamed` False: report nothing at all (see seeker.blame). `code`: what kind of
+    failure, for callers that answer for it (the HTTP API): "no_route", "context_length_exceeded", or
+    "chain_failed"."""
 
-    def __init__(self, message: str, culprit: str | None = None, blamed: bool = True):
+    def __init__(self, message: str, culprit: str | None = None, blamed: bool = True, code: str = "chain_failed"):
         self.culprit = culprit if blamed else None
         self.blamed = blamed
+        self.code = code
         super().__init__(message)
 
 
@@ -99,6 +102,9 @@ class TurnResult:
     chain: list[str]
     selection_ms: float
     eos: bool
+    stopped: bool = False  # on_piece asked to stop (a stop string)
+    prompt_tokens: int = 0
+    reused: int = 0  # prompt positions already cached on the chain (not prefilled again)
 
 
 class SeekerNet:
@@ -226,18 +232,19 @@ class Generation:
         if mt is None:
             seen = self.view.models_seen()
             if not seen:
-                raise GenerationFailed("no workers known: give --peer MULTIADDR (or bootstrap to a network)")
+                raise GenerationFailed("no workers known: give --peer MULTIADDR (or bootstrap to a network)",
+                                       code="no_route")
             want = self.view.model or "one model"
             raise GenerationFailed(f"no worker serves {want}; workers announce " +
                                    ", ".join(f"{fp} ({n})" for fp, n in sorted(seen.items())) +
-                                   " (pin the model with --model NAME|FOLDER|FINGERPRINT)")
+                                   " (pin the model with --model NAME|FOLDER|FINGERPRINT)", code="no_route")
         self.model = mt[0]
         snap = self.view.snapshot(self.model)
         t0 = time.perf_counter()
         try:
             r = route(snap, self.mode, self.params, rng=self.rng, exclude=self.failed | self.view.busy(time.monotonic()))
         except NoRoute as e:
-            raise GenerationFailed(f"no chain covers the model: {e}") from None
+            raise GenerationFailed(f"no chain covers the model: {e}", code="no_route") from None
         self.selection_ms = (time.perf_counter() - t0) * 1e3
         self.selected = [(p.id, p.trust, p.latency_ms) for p in r.chain]
         self.hops = []
@@ -286,9 +293,9 @@ class Generation:
         return max(self.floor_s, self.factor * est) * (1.0 + n / 16.0)
 
     # ------------------------------------------------------------------ repair
-    def _failed(self, message: str, culprit: str | None, blamed: bool) -> GenerationFailed:
+    def _failed(self, message: str, culprit: str | None, blamed: bool, code: str = "chain_failed") -> GenerationFailed:
         self.final_blamed = blamed
-        return GenerationFailed(message, culprit, blamed)
+        return GenerationFailed(message, culprit, blamed, code)
 
     def _verdict(self, err: BaseException, hop: Hop):
         return verdict(err, self.view.drained_since(hop.peer.peer_id, hop.opened_at))
@@ -468,6 +475,8 @@ class Generation:
     async def turn(self, tokens: list[int], max_new_tokens: int, on_piece=None, ignore_eos: bool = False,
                    recompute: bool = False) -> TurnResult:
         """Generate after the full conversation `tokens`; only positions not already cached are prefilled.
+        `on_piece(text)` gets each token's piece of text ("" if it shows none); if it returns True (exactly)
+        the turn stops there (a stop string).
 
         recompute=True resends the whole prefix every token with no KV reuse (the reference
         implementation's approach; benchmarks only)."""
@@ -475,20 +484,21 @@ class Generation:
             await self.start()
         limit = self.granted_length
         if len(tokens) >= limit:
-            raise GenerationFailed(f"the prompt's {len(tokens)} tokens do not fit the {limit} positions the chain "
-                                   f"granted (max_length / worker cache budget)")
+            raise self._failed(f"the prompt's {len(tokens)} tokens do not fit the {limit} positions the chain "
+                               f"granted (max_length / worker cache budget)", None, False, "context_length_exceeded")
         max_new_tokens = min(max_new_tokens, limit - len(tokens))
         await self.checker.plan(len(self.hops), max_new_tokens)  # this turn's spot checks
         pos = common_prefix(self.fed, tokens)
         if pos == len(tokens):
             pos -= 1  # need at least one position to get logits
+        reused = pos
         self._truncate(pos)
         new = tokens[pos:]
         out: list[int] = []
         text: list[str] = []
         steps: list[float] = []
         prefill_ms = 0.0
-        eos = False
+        eos = stopped = False
         for step in range(max_new_tokens):
             t0 = time.perf_counter()
             if recompute:
@@ -509,10 +519,24 @@ class Generation:
                 break
             piece = res.get("piece") or ""
             text.append(piece)
-            if on_piece is not None and piece:
-                on_piece(piece)
+            if on_piece is not None and on_piece(piece) is True:  # every token ("" if it shows no text)
+                stopped = True
+                break
             new = [tok]
-        return TurnResult(out, "".join(text), prefill_ms, steps, self.repairs, self.chain, self.selection_ms, eos)
+        return TurnResult(out, "".join(text), prefill_ms, steps, self.repairs, self.chain, self.selection_ms, eos,
+                          stopped, len(tokens), reused)
+
+    def new_request(self) -> None:
+        """A kept generation serves another request: what the last one's trust reports covered starts over
+        (the chain, its sessions and what they cached stay)."""
+        self.repair_log = []
+        self.replacement_failures = []
+        self.checker.wrong_outputs.clear()
+        self.trace = []
+        for h in self.hops:
+            h.step_ms.clear()
+            h.call_ms.clear()
+            h.compute_ms.clear()
 
     def trust_outcome(self, success: bool, culprit: str | None) -> None:
         blamed = [r for r in self.repair_log if r.get("blamed", True)]

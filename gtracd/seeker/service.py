@@ -1,0 +1,166 @@
+"""The seeker as a service: a request in (chat messages or prompt text, sampling, limits, stop strings), its
+text out as it is generated, through a chain routed per request; conversations are kept open so the next
+turn prefills only what is new (seeker/contexts.py). The HTTP API (gtracd/api) and the Python client
+(gtracd/client.py) both drive it; the trust reports and the recent-requests view follow every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import trio
+
+from ..errors import DecodeError
+from ..routing import Params
+from .contexts import KEEP, Context, Contexts, messages_key
+from .generation import Generation, GenerationFailed
+from .stops import StopMatcher
+
+log = logging.getLogger("gtracd.service")
+
+
+@dataclass(frozen=True)
+class Request:
+    messages: tuple[tuple[str, str], ...] | None = None  # (role, content) pairs, for the chat template
+    prompt: str | None = None  # raw text (a completion)
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # generate max_tokens whatever the model says (vLLM's extension; benchmarks)
+
+    @property
+    def sampling(self) -> dict:
+        return {"temperature": float(self.temperature), "top_k": 0, "top_p": float(self.top_p), "seed": int(self.seed)}
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (end of sequence or a stop string) | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    reused_tokens: int  # prompt positions already cached on the chain (context reuse)
+    chain: list[str]
+    repairs: int
+    ttft_s: float  # request in -> first token out
+
+
+class Busy(Exception):
+    """Every request slot is taken (the HTTP API answers 429)."""
+
+
+class SeekerService:
+    def __init__(self, net, view, settings, cache=None, recent=None, keep: int = KEEP, max_requests: int = 16):
+        self.net, self.view, self.s, self.cache, self.recent = net, view, settings, cache, recent
+        self.contexts = Contexts(keep)
+        self.slots = trio.Semaphore(max_requests)
+        self.counters = {"requests": 0, "failed": 0, "cancelled": 0, "busy": 0}
+
+    def params(self) -> Params:
+        s = self.s
+        return Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms, min_reliability=s.larac_min_reliability)
+
+    def new_generation(self, sampling: dict) -> Generation:
+        s = self.s
+        return Generation(self.net, self.view, self.params(), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
+                          s.hop_timeout_factor, rng=random.Random(), spot_check_rate=s.spot_check_rate,
+                          spot_check_calls=s.spot_check_calls, heal_wait_s=s.heal_wait_s)
+
+    def model(self) -> str | None:
+        """The fingerprint of the model this seeker serves, once a worker announced it."""
+        mt = self.view.pinned()
+        return mt[0] if mt else None
+
+    async def report(self, gen: Generation, ok: bool, culprit, tokens: int, seconds: float | None,
+                     error: str | None = None) -> None:
+        """A request ended: trust outcome, the signed reports, the recent-requests view."""
+        gen.trust_outcome(ok, culprit)
+        if self.recent is not None and seconds is not None:
+            self.recent.record(gen, ok, culprit, tokens, seconds, error)
+        if self.cache is not None:
+            try:
+                await self.cache.report(gen.report_bodies(self.s.network, ok, culprit, tokens))
+            except DecodeError as e:  # a report we could not form never costs the user the answer
+                log.warning("trust report not sent: %s", e)
+
+    async def complete(self, req: Request, on_text=None) -> Completion:
+        """Generate; `on_text(str)` gets the text as it is produced (stop strings never shown; "" once at the
+        first token if it shows no text, so a stream can start at the first token). Raises
+        GenerationFailed when the chain fails beyond repair, Busy when every slot is taken."""
+        try:
+            self.slots.acquire_nowait()
+        except trio.WouldBlock:
+            self.counters["busy"] += 1
+            raise Busy(f"all {self.slots.max_value} request slots are busy") from None
+        try:
+            return await self._complete(req, on_text)
+        finally:
+            self.slots.release()
+
+    async def _complete(self, req: Request, on_text) -> Completion:
+        self.counters["requests"] += 1
+        key = tuple(sorted(req.sampling.items()))
+        said = messages_key([{"role": r, "content": c} for r, c in req.messages]) if req.messages is not None \
+            else req.prompt
+        ctx = self.contexts.take(said, key)
+        gen = ctx.gen if ctx is not None else self.new_generation(req.sampling)
+        gen.new_request()
+        matcher = StopMatcher(req.stop)
+        t0 = time.monotonic()
+        first: list[float] = []
+
+        def piece(p: str) -> bool:
+            out = matcher.feed(p)
+            if on_text is not None and (out or not first):  # the first token, even without text, starts output
+                on_text(out)
+            if not first:
+                first.append(time.monotonic() - t0)
+            return matcher.stopped
+
+        try:
+            with trio.fail_after(self.s.request_timeout_s + req.max_tokens * 2.0):
+                if not gen.hops:
+                    await gen.start()
+                if req.messages is not None:
+                    tokens = await gen.tokenize(messages=[{"role": r, "content": c} for r, c in req.messages])
+                else:
+                    tokens = await gen.tokenize(text=req.prompt)
+                r = await gen.turn(tokens, req.max_tokens, piece, ignore_eos=req.ignore_eos)
+            tail = matcher.flush()
+            if tail and on_text is not None:
+                on_text(tail)
+        except GenerationFailed as e:
+            self.counters["failed"] += 1
+            await self.report(gen, False, e.culprit, 0, time.monotonic() - t0, str(e))
+            await gen.cancel()
+            raise
+        except trio.TooSlowError:
+            self.counters["failed"] += 1
+            await gen.cancel()
+            raise GenerationFailed(f"timed out after {self.s.request_timeout_s + req.max_tokens * 2.0:.0f} s",
+                                   blamed=False) from None
+        except BaseException:  # the client went away (cancelled), or a bug: free every hop's session
+            self.counters["cancelled"] += 1
+            await gen.cancel()
+            raise
+        await self.report(gen, True, None, len(r.tokens), time.monotonic() - t0)
+        kept = said + (("assistant", matcher.text),) if req.messages is not None else said + matcher.text
+        for old in self.contexts.give_back(Context(gen, key, kept, ctx.uses if ctx else 0)):
+            await old.gen.aclose()
+        return Completion(matcher.text, "stop" if (r.eos or r.stopped) else "length", r.prompt_tokens,
+                          len(r.tokens), r.reused, r.chain, r.repairs,
+                          first[0] if first else time.monotonic() - t0)
+
+    def status(self) -> dict:
+        return {"service": {**self.counters, "contexts": len(self.contexts), "reuse_hits": self.contexts.hits,
+                            "reuse_misses": self.contexts.misses}}
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            for c in self.contexts.drain():
+                await c.gen.aclose()

@@ -1,0 +1,204 @@
+"""The OpenAI-compatible API, driven by the real `openai` client over a loopback socket: a seeker service in
+this process (seeker/service.py + api/app.py under hypercorn's trio worker) routing over tiny-model worker
+processes (layers 0:3 and two replicas of 3:6, a character tokenizer with a chat template)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+torch = pytest.importorskip("torch")
+openai = pytest.importorskip("openai")
+
+from gtracd.api.app import Api  # noqa: E402
+from gtracd.api.server import serve_api  # noqa: E402
+from gtracd.config import Settings  # noqa: E402
+from gtracd.identity import Identity  # noqa: E402
+from gtracd.net.hop import fetch_info  # noqa: E402
+from gtracd.net.host import running_host  # noqa: E402
+from gtracd.roles.seeker import discover  # noqa: E402
+from gtracd.seeker.generation import SeekerNet  # noqa: E402
+from gtracd.seeker.peerview import PeerView  # noqa: E402
+from gtracd.seeker.service import SeekerService  # noqa: E402
+
+from .cluster import start_workers, stop_all  # noqa: E402
+from .models import char_tokenizer, tiny_llama  # noqa: E402
+
+pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
+MODEL = "tiny-chat"
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    folder = tiny_llama(tmp_path_factory.mktemp("tiny-chat"), layers=6)
+    char_tokenizer(folder)
+    ws = start_workers(str(folder), [(0, 3), (3, 6), (3, 6)], extra=["--cache-tokens", "4000", "--max-sessions", "16"])
+    yield ws
+    stop_all(ws)
+
+
+class Seeker:
+    """The service and its API on an ephemeral loopback port, plus the clients that talk to it."""
+
+    def __init__(self, host, view, service, api, url):
+        self.host, self.view, self.service, self.api, self.url = host, view, service, api, url
+        self.client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+    async def sessions(self, ws) -> list[int]:
+        out = []
+        for w in ws:
+            if w.proc.poll() is not None:
+                out.append(0)
+                continue
+            lp = await self.service.net.peer_id(w.peer_id)
+            out.append((await fetch_info(self.host, lp, w.peer_id))["sessions"])
+        return out
+
+
+async def _seeker(nursery, host, ws, **kw) -> Seeker:
+    view = PeerView()
+    net = SeekerNet(host, view)
+    assert await discover(net, view, [w.addr for w in ws if w.proc.poll() is None]) == []
+    s = Settings(max_length=512)
+    service = SeekerService(net, view, s, **kw)
+    api = Api(service, MODEL, max_tokens_cap=512, default_max_tokens=16)
+    urls = await nursery.start(serve_api, api, "127.0.0.1:0")
+    return Seeker(host, view, service, api, urls[0])
+
+
+async def test_models_completion_chat_streaming_usage_and_stop(workers):
+    async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
+        sk = await _seeker(n, host, workers)
+        c = sk.client
+        models = await c.models.list()
+        assert [m.id for m in models.data] == [MODEL]
+        r = await c.completions.create(model=MODEL, prompt="Hello there", max_tokens=12)
+        assert r.object == "text_completion" and r.choices[0].finish_reason in ("stop", "length")
+        assert r.usage.prompt_tokens > 0 and 0 < r.usage.completion_tokens <= 12
+        msgs = [{"role": "user", "content": "Say something"}]
+        whole = await c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12)
+        assert whole.object == "chat.completion" and whole.choices[0].message.role == "assistant"
+        text = whole.choices[0].message.content
+        # streaming: the same greedy text, role first, one id, finish on the last chunk, then usage
+        stream = await c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12, stream=True,
+                                                 stream_options={"include_usage": True})
+        chunks = [ch async for ch in stream]
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert len({ch.id for ch in chunks}) == 1
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == text
+        assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
+        assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+        # a stop string inside the text ends it there, finish_reason stop
+        if len(text) >= 4:
+            cut = text[2:4]
+            stopped = await c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12, stop=[cut, "zzzz"])
+            assert stopped.choices[0].message.content == text[:text.index(cut)]
+            assert stopped.choices[0].finish_reason == "stop"
+        n.cancel_scope.cancel()
+
+
+async def test_context_reuse_hit_and_miss_and_an_evicted_cache_falls_back(workers):
+    async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
+        sk = await _seeker(n, host, workers)
+        c = sk.client
+        msgs = [{"role": "user", "content": "Tell me a long story about the sea and ships"}]
+        one = await c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=10)
+        assert one.usage.prompt_tokens_details.cached_tokens == 0
+        msgs2 = msgs + [{"role": "assistant", "content": one.choices[0].message.content},
+                        {"role": "user", "content": "More"}]
+        two = await c.chat.completions.create(model=MODEL, messages=msgs2, max_tokens=10)
+        assert two.usage.prompt_tokens_details.cached_tokens >= one.usage.prompt_tokens  # the first turn reused
+        assert sk.service.contexts.hits == 1 and sk.service.contexts.misses == 1
+        other = await c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Unrelated"}],
+                                                max_tokens=10)
+        assert other.usage.prompt_tokens_details.cached_tokens == 0 and sk.service.contexts.misses == 2
+        # the same answer from a seeker that never saw the conversation
+        fresh = await _seeker(n, host, workers)
+        ref = await fresh.client.chat.completions.create(model=MODEL, messages=msgs2, max_tokens=10)
+        assert two.choices[0].message.content == ref.choices[0].message.content
+        # a worker evicts the kept session: the next turn repairs (reopens, replays) and answers the same
+        msgs3 = msgs2 + [{"role": "assistant", "content": two.choices[0].message.content},
+                         {"role": "user", "content": "And then?"}]
+        kept = [ctx for ctx in sk.service.contexts._idle.values() if len(ctx.said) == 4][0]
+        hop = kept.gen.hops[1]
+        await hop.session.close(kept.gen.sid)  # the worker forgets it, as an eviction would
+        hop.session.fs = None
+        three = await c.chat.completions.create(model=MODEL, messages=msgs3, max_tokens=10)
+        ref3 = await fresh.client.chat.completions.create(model=MODEL, messages=msgs3, max_tokens=10)
+        assert three.choices[0].message.content == ref3.choices[0].message.content
+        n.cancel_scope.cancel()
+
+
+async def test_client_disconnect_cancels_every_hop(workers):
+    async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
+        sk = await _seeker(n, host, workers)
+        stream = await sk.client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "A long one"}], max_tokens=480, stream=True,
+            extra_body={"ignore_eos": True})
+        async for first in stream:  # the role chunk comes with the first token
+            assert first.choices[0].delta.role == "assistant"
+            break
+        await stream.close()  # the client goes away mid-stream (480 tokens take seconds here)
+        with trio.fail_after(1.0):  # within a second, every hop's session is gone
+            while sk.service.counters["cancelled"] != 1 or sum(await sk.sessions(workers)) != 0:
+                await trio.sleep(0.02)
+        assert sk.api.counters["disconnects"] == 1 and sk.service.counters["requests"] == 1
+        n.cancel_scope.cancel()
+
+
+async def test_a_mid_stream_failure_is_repaired_and_the_answer_is_unchanged(workers):
+    """The chain's last hop is killed (-9) mid-stream; repair moves it to the replica and the text is what the
+    fault-free run gave (the tests after this one run with one replica of 3:6 left)."""
+    async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
+        sk = await _seeker(n, host, workers)
+        args = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 40}
+        ref = (await sk.client.completions.create(**args)).choices[0].text
+        stream = await sk.client.completions.create(**args, stream=True)
+        text, killed = [], None
+        async for ch in stream:
+            text.append(ch.choices[0].text)
+            if killed is None and len(text) == 5:
+                counts = await sk.sessions(workers)
+                killed = next(i for i in (1, 2) if counts[i] >= 1)  # the 3:6 replica in the chain
+                workers[killed].kill9()
+        assert "".join(text) == ref and killed is not None
+        n.cancel_scope.cancel()
+
+
+async def test_errors_bad_bodies_unknown_model_and_a_failure_after_the_first_token(workers):
+    import httpx
+
+    async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
+        sk = await _seeker(n, host, workers)
+        async with httpx.AsyncClient(base_url=sk.url, timeout=30) as h:
+            r = await h.post("/v1/chat/completions", content=b"{not json")
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+            r = await h.post("/v1/chat/completions", content=b"x" * (2 << 20))
+            assert r.status_code == 400 and r.json()["error"]["code"] == "body_too_large"
+            r = await h.post("/v1/chat/completions", json={"model": MODEL, "messages": []})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+            r = await h.post("/v1/completions", json={"model": MODEL, "prompt": "x", "temperature": "hot"})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
+            r = await h.post("/v1/completions", json={"model": "gpt-9", "prompt": "x"})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+            r = await h.get("/v1/nothing")
+            assert r.status_code == 404
+        with pytest.raises(openai.BadRequestError):
+            await sk.client.completions.create(model=MODEL, prompt="x", max_tokens=0)
+        # every replica of 3:6 gone after the first tokens: an error chunk, then [DONE] (the last test here)
+        async with httpx.AsyncClient(base_url=sk.url, timeout=60) as h:
+            async with h.stream("POST", "/v1/completions", json={"model": MODEL, "prompt": "Go", "max_tokens": 200,
+                                                                 "stream": True}) as resp:
+                assert resp.status_code == 200
+                events = []
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    events.append(line[6:])
+                    if len(events) == 3:
+                        for w in workers[1:]:
+                            w.kill9()
+        assert events[-1] == "[DONE]" and "error" in json.loads(events[-2])
+        n.cancel_scope.cancel()
