@@ -79,6 +79,13 @@ def cmd_bench(args) -> int:
         from .benchmarks import soak
 
         return soak.main(args)
+    if args.bench == "serve":
+        from .engine import require_torch
+
+        require_torch()
+        from .benchmarks import serve
+
+        return serve.main(args)
     if args.bench == "phone":
         from .benchmarks import phone
 
@@ -204,7 +211,7 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_route)
 
-    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | soak | attack | membership | phone")
+    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | soak | serve | attack | membership | phone")
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")
     br.add_argument("--json", action="store_true")
@@ -230,6 +237,13 @@ def register(sub) -> None:
                                                    "history; anchor restart and fresh replica sync times")
     bs.add_argument("--record", help="also write the JSON result here (e.g. bench/soak.json)")
     bs.add_argument("--json", action="store_true")
+    bv = bsub.add_parser("serve", help="the HTTP API under load (3 SmolLM2 workers, the openai client): tok/s, TTFT "
+                                       "and inter-token latency per concurrency; context reuse's TTFT speed-up")
+    bv.add_argument("--concurrency", default="1,4,8", help="comma-separated concurrent requests (default 1,4,8)")
+    bv.add_argument("--tokens", type=int, default=64, help="tokens per request (EOS ignored)")
+    bv.add_argument("--rounds", type=int, default=3, help="reuse measurements (medians)")
+    bv.add_argument("--record", help="also write the JSON result here (e.g. bench/serve.json)")
+    bv.add_argument("--json", action="store_true")
     ba = bsub.add_parser("attack", help="every attack of the trust layer against live loopback daemons")
     ba.add_argument("--only", default="", help="comma-separated scenarios: spoof,hijack,flood,fuzz,byzantine,"
                                                 "accusations,cost,sybil,tolerance (default all)")

@@ -92,9 +92,13 @@ class Node:
 
     async def link_cuts_on_signal(self) -> None:
         """SIGUSR1: re-read <data_dir>/run/<role>-<name>.cut (peer ids, one per line; missing or empty = heal)
-        and cut exactly those links. The partition tests and `gtracd bench ledger` drive partitions with it."""
+        and cut exactly those links. The partition tests and `gtracd bench ledger` drive partitions with it.
+        Only a daemon's main thread takes signals: a node in another thread (gtracd.Client) has no cuts."""
         import signal
+        import threading
 
+        if threading.current_thread() is not threading.main_thread():
+            return
         with trio.open_signal_receiver(signal.SIGUSR1) as sigs:
             async for _ in sigs:
                 try:

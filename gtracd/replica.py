@@ -24,6 +24,7 @@ from .ledger.checkpoint import (
 )
 
 log = logging.getLogger("gtracd.replica")
+REFOLD_SPACING = 4.0  # after a refold that took t, the next one waits >= 4 t
 
 # the settings every replica of a network must share: they decide the derived numbers
 RULE_SETTINGS = ["initial_trust", "reward", "penalty", "unknown_penalty", "alpha", "latency0_ms", "reporter_budget",
@@ -84,6 +85,8 @@ class Replica:
             for r in self.log.load():
                 self.loaded += self.ledger.add(r)
         self.derived = Derived(self.ledger, params)
+        self._shown: tuple[dict, dict] | None = None  # the last derived (trust, latency)
+        self._refold_after = 0.0
         self._lock = trio.Lock()
         self.persisted = self.loaded
 
@@ -131,9 +134,20 @@ class Replica:
         await self.persist(new)
         return new
 
-    def trust_latency(self) -> tuple[dict[str, float], dict[str, float]]:
+    def trust_latency(self, fresh: bool = False) -> tuple[dict[str, float], dict[str, float]]:
+        """The derived trust and latency. A refold (reports arriving out of order, as a sync's pages do) costs
+        a decode of the checkpoint's state and a fold of everything after it; they are spaced so they take
+        at most 1 / (1 + REFOLD_SPACING) of the event loop: meanwhile the last values are returned (callers
+        ask again every second). `fresh` refolds now."""
+        now = time.monotonic()
+        if not fresh and self._shown is not None and now < self._refold_after and self.derived.stale():
+            return self._shown
+        refolds, t0 = self.derived.refolds, time.perf_counter()
         f = self.derived.current()
-        return f.trust, f.latency
+        if self.derived.refolds != refolds:
+            self._refold_after = now + REFOLD_SPACING * (time.perf_counter() - t0)
+        self._shown = (f.trust, f.latency)
+        return self._shown
 
     def close(self) -> None:
         if self.log is not None:

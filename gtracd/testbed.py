@@ -63,8 +63,11 @@ def nominal_latency_ms(peer_id: str) -> float:
 async def synthetic_reports(cache, rate: float, params: Params, network: str, seed: int | None = None) -> None:
     """Emit `rate` reports/s about chains over the live view (see module docstring)."""
     rng = random.Random(seed)
+    due = trio.current_time()
     while True:
-        await trio.sleep(rng.expovariate(rate) if rate > 0 else 3600)
+        # a Poisson schedule in absolute time: the time each report takes is not added to the next gap
+        due = max(due + (rng.expovariate(rate) if rate > 0 else 3600), trio.current_time() - 1.0)
+        await trio.sleep_until(due)
         fps = sorted(cache.view.models_seen())  # synthetic load: any announced model will do
         if not fps:
             continue

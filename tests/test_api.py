@@ -57,13 +57,13 @@ class Seeker:
         return out
 
 
-async def _seeker(nursery, host, ws, **kw) -> Seeker:
+async def _seeker(nursery, host, ws, model: str = MODEL, **kw) -> Seeker:
     view = PeerView()
     net = SeekerNet(host, view)
     assert await discover(net, view, [w.addr for w in ws if w.proc.poll() is None]) == []
     s = Settings(max_length=512)
     service = SeekerService(net, view, s, **kw)
-    api = Api(service, MODEL, max_tokens_cap=512, default_max_tokens=16)
+    api = Api(service, model, max_tokens_cap=512, default_max_tokens=16)
     urls = await nursery.start(serve_api, api, "127.0.0.1:0")
     return Seeker(host, view, service, api, urls[0])
 
@@ -146,6 +146,33 @@ async def test_client_disconnect_cancels_every_hop(workers):
                 await trio.sleep(0.02)
         assert sk.api.counters["disconnects"] == 1 and sk.service.counters["requests"] == 1
         n.cancel_scope.cancel()
+
+
+async def test_the_python_client_generates_chats_streams_and_cancels(workers):
+    import gtracd
+
+    peers = [w.addr for w in workers if w.proc.poll() is None]
+    msgs = [{"role": "user", "content": "Say something"}]
+    async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
+        sk = await _seeker(n, host, workers)
+        ref = (await sk.client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12)).choices[0]
+        fp = sk.service.model()  # the model's fingerprint, as workers announce it
+        n.cancel_scope.cancel()
+    ref = ref.message.content
+    async with gtracd.open_client(peers=peers, model=fp, max_length=512) as c:
+        assert await c.chat(msgs, max_tokens=12) == ref  # the HTTP API and the client agree
+        async with c.stream_chat(msgs, max_tokens=12) as pieces:
+            assert "".join([p async for p in pieces]) == ref
+        async with c.stream("A long one", max_tokens=400, ignore_eos=True) as pieces:
+            async for _ in pieces:
+                break  # leaving early cancels the request on every hop
+        assert c.service.counters["cancelled"] == 1
+
+    def sync_use() -> tuple[str, str]:
+        with gtracd.Client(peers=peers, model=fp, max_length=512) as c:
+            return c.chat(msgs, max_tokens=12), "".join(c.stream_chat(msgs, max_tokens=12))
+
+    assert await trio.to_thread.run_sync(sync_use) == (ref, ref)
 
 
 async def test_a_mid_stream_failure_is_repaired_and_the_answer_is_unchanged(workers):

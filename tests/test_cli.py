@@ -50,6 +50,11 @@ def test_keys_flow_end_to_end(home, capsys):
     (["--role"], "needs a value"),
     (["--role", "anchor", "--ephemeral", "--name", "../escape"], "without / or"),  # names become file names
     (["--role", "seeker", "--name", "a\x1b]0;x\x07b", "serve"], "printable"),  # and are shown to people
+    # the HTTP API: beyond loopback only with a key; the key file must hold one
+    (["--role", "seeker", "--ephemeral", "serve", "--http", "0.0.0.0:18080"], "--api-key-file"),
+    (["--role", "seeker", "--ephemeral", "serve", "--http", "localhost"], "HOST:PORT"),
+    (["--role", "seeker", "--ephemeral", "serve", "--http", "0.0.0.0:18080", "--api-key-file", "/nonexistent"],
+     "cannot read --api-key-file"),
 ])
 def test_user_errors_are_one_line_exit_2(home, capsys, argv, msg):
     assert main(argv) == 2

@@ -387,6 +387,13 @@ class Derived:
         self._rewrites = ledger.rewrites
         self.refolds = 0
 
+    def stale(self) -> bool:
+        """Would `current()` have to refold (a rewrite, or a change that sorts before what is folded)?"""
+        lg = self.ledger
+        if self._rewrites != lg.rewrites:
+            return True
+        return self._fold.last is not None and any(_order(r) <= self._fold.last for r in lg._log)
+
     def current(self) -> Fold:
         lg = self.ledger
         new = lg.take_log()

@@ -165,6 +165,7 @@ class SeekerCache:
         last_save = 0.0
         while True:
             now = time.monotonic()
+            self.apply_ledger()  # a refold the replica spaced out (replica.trust_latency) lands here
             for pid in self.view.expire(now, self.s.forget_after_s):
                 self.node.events("worker_forgotten", peer=pid)
             for pid in self.view.refresh(now, self.s.node_timeout_s):

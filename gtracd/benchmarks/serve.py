@@ -1,0 +1,171 @@
+"""`gtracd bench serve`: the seeker as a service under load, through the HTTP API and the `openai` client.
+
+3 SmolLM2 workers on loopback (layers 0:10, 10:20, 20:30, one torch thread each); the seeker's service and
+API run in this process on 127.0.0.1 (the clients too: on this 2-core machine a separate client process
+would only add a process to schedule). Per concurrency level C: C streaming chat requests at once, each with
+its own prompt (no reuse), 64 tokens with EOS ignored; aggregate decode tok/s = completion tokens / wall
+time, time to first token (the first chunk: the role, sent with the first token) and inter-token latency
+(gaps between content chunks), p50 and p99.
+
+Reuse: a conversation of ~500 tokens (a long system message, a question, its answer), then the next turn:
+TTFT when the seeker kept the conversation (only the new suffix is prefilled) vs a seeker that keeps
+nothing (the whole prompt is prefilled), alternated, the median of each. Both figures are ratios measured
+in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+
+import trio
+
+from ..launch import start_workers, stop_all
+from .ledger import _pct
+
+CONTEXT = ("gtracd routes each request through a chain of workers chosen by a risk-bounded shortest path. "
+           "Workers host contiguous layer ranges of a transformer and keep a KV cache per session. Seekers "
+           "report every outcome to replicated anchors, which fold the reports into trust. ") * 9
+
+
+async def _stream(client, model: str, messages: list[dict], max_tokens: int) -> dict:
+    t0 = time.perf_counter()
+    first, stamps, usage = None, [], None
+    stream = await client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
+                                                  stream=True, stream_options={"include_usage": True},
+                                                  extra_body={"ignore_eos": True})
+    async for ch in stream:
+        now = time.perf_counter()
+        if first is None:
+            first = now - t0
+        if ch.choices and ch.choices[0].delta.content:
+            stamps.append(now)
+        if ch.usage is not None:
+            usage = ch.usage
+    return {"ttft_s": first, "itl_s": [b - a for a, b in zip(stamps, stamps[1:], strict=False)],
+            "tokens": usage.completion_tokens if usage else len(stamps), "wall_s": time.perf_counter() - t0,
+            "cached": usage.prompt_tokens_details.cached_tokens if usage else None,
+            "prompt_tokens": usage.prompt_tokens if usage else None}
+
+
+async def _level(client, model: str, c: int, tokens: int, seed: int) -> dict:
+    out: list[dict] = []
+
+    async def one(i: int) -> None:
+        msgs = [{"role": "user", "content": f"Request {seed}-{i}: write a few sentences about the number {i}."}]
+        out.append(await _stream(client, model, msgs, tokens))
+
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as n:
+        for i in range(c):
+            n.start_soon(one, i)
+    wall = time.perf_counter() - t0
+    ttft = [r["ttft_s"] for r in out]
+    itl = [x for r in out for x in r["itl_s"]]
+    total = sum(r["tokens"] for r in out)
+    return {"concurrency": c, "requests": c, "completion_tokens": total, "wall_s": round(wall, 2),
+            "aggregate_tok_s": round(total / wall, 2),
+            "ttft_p50_s": round(statistics.median(ttft), 3), "ttft_p99_s": round(_pct(ttft, 0.99), 3),
+            "itl_p50_ms": round(1e3 * statistics.median(itl), 1) if itl else None,
+            "itl_p99_ms": round(1e3 * _pct(itl, 0.99), 1) if itl else None}
+
+
+async def _reuse(make_seeker, model: str, rounds: int) -> dict:
+    """TTFT of a conversation's next turn with the first turn's caches kept vs none kept."""
+    base = [{"role": "system", "content": CONTEXT},
+            {"role": "user", "content": "In one sentence, what do workers keep per session?"}]
+    keep, none_ = await make_seeker(8), await make_seeker(0)
+    with_reuse, without = [], []
+    prompt_tokens = None
+    for r in range(rounds):
+        msgs = base[:1] + [{"role": "user", "content": f"({r}) " + base[1]["content"]}]
+        first = await _stream(keep.client, model, msgs, 16)  # leaves the conversation open on `keep`
+        follow = msgs + [{"role": "assistant", "content": "They keep a KV cache."},
+                         {"role": "user", "content": "And what do anchors do?"}]
+        a = await _stream(keep.client, model, follow, 8)
+        b = await _stream(none_.client, model, follow, 8)  # the same prompt, prefilled whole
+        assert a["cached"] and a["cached"] >= first["prompt_tokens"] // 2, "the second turn did not reuse"
+        with_reuse.append(a["ttft_s"])
+        without.append(b["ttft_s"])
+        prompt_tokens = a["prompt_tokens"]
+    w, wo = statistics.median(with_reuse), statistics.median(without)
+    return {"prompt_tokens": prompt_tokens, "ttft_reuse_s": round(w, 3), "ttft_no_reuse_s": round(wo, 3),
+            "reuse_ttft_speedup": round(wo / w, 2), "rounds": rounds}
+
+
+async def _run(addrs: list[str], levels: list[int], tokens: int, rounds: int, log) -> dict:
+    import openai
+
+    from ..api.app import Api
+    from ..api.server import serve_api
+    from ..config import Settings
+    from ..identity import Identity
+    from ..net.host import running_host
+    from ..roles.seeker import discover
+    from ..seeker.generation import SeekerNet
+    from ..seeker.peerview import PeerView
+    from ..seeker.service import SeekerService
+
+    model = "smollm2-135m"
+    async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
+        class Seeker:
+            pass
+
+        async def make_seeker(keep: int):
+            view = PeerView()
+            net = SeekerNet(host, view)
+            problems = await discover(net, view, addrs)
+            if problems:
+                raise RuntimeError(f"workers unreachable: {problems}")
+            svc = SeekerService(net, view, Settings(max_length=2048), keep=keep, max_requests=64)
+            urls = await n.start(serve_api, Api(svc, model, max_tokens_cap=2048), "127.0.0.1:0")
+            sk = Seeker()
+            sk.service = svc
+            sk.client = openai.AsyncOpenAI(base_url=urls[0] + "/v1", api_key="-", max_retries=0, timeout=600)
+            return sk
+
+        main = await make_seeker(16)
+        await _stream(main.client, model, [{"role": "user", "content": "Warm up."}], 8)
+        res = {}
+        for i, c in enumerate(levels):
+            res[c] = await _level(main.client, model, c, tokens, i)
+            log(f"  concurrency {c}: {res[c]['aggregate_tok_s']} tok/s in total, TTFT p50 {res[c]['ttft_p50_s']} s "
+                f"p99 {res[c]['ttft_p99_s']} s, inter-token p50 {res[c]['itl_p50_ms']} ms p99 {res[c]['itl_p99_ms']} ms")
+        reuse = await _reuse(make_seeker, model, rounds)
+        log(f"  reuse: next turn of a {reuse['prompt_tokens']}-token conversation: TTFT {reuse['ttft_reuse_s']} s "
+            f"kept vs {reuse['ttft_no_reuse_s']} s prefilled whole ({reuse['reuse_ttft_speedup']}x)")
+        n.cancel_scope.cancel()
+    one, top = res.get(1), res.get(max(levels))
+    return {"model": model, "hops": 3, "tokens_per_request": tokens, "levels": res, "reuse": reuse,
+            "batch_speedup_8": round(res[8]["aggregate_tok_s"] / one["aggregate_tok_s"], 2)
+            if 8 in res and one else None,
+            f"speedup_{max(levels)}": round(top["aggregate_tok_s"] / one["aggregate_tok_s"], 2) if one else None,
+            "reuse_ttft_speedup": reuse["reuse_ttft_speedup"],
+            "goals": {"batch_speedup_8": 3.0, "reuse_ttft_speedup": 3.0}}
+
+
+def main(args) -> int:
+    from ..engine.models import resolve_model
+
+    say = (lambda *a, **k: None) if args.json else print
+    levels = sorted({int(x) for x in args.concurrency.split(",") if x.strip()})
+    if 1 not in levels:
+        levels = [1] + levels
+    resolve_model("smollm2-135m", log=say)
+    ws = start_workers("smollm2-135m", [(0, 10), (10, 20), (20, 30)],
+                       extra=["--max-sessions", "64", "--cache-tokens", "131072"])
+    try:
+        say(f"serve: 3 SmolLM2 workers, concurrency {levels}, {args.tokens} tokens per request")
+        res = trio.run(_run, [w.addr for w in ws], levels, args.tokens, args.rounds, say)
+    finally:
+        stop_all(ws)
+    res["cpus"] = os.cpu_count()
+    if args.record:
+        with open(args.record, "w") as f:
+            json.dump(res, f, indent=1)
+            f.write("\n")
+    print(json.dumps(res) if args.json else f"batch_speedup_8 {res['batch_speedup_8']} (goal >= 3), "
+          f"reuse_ttft_speedup {res['reuse_ttft_speedup']} (goal >= 3)")
+    return 0
