@@ -214,7 +214,7 @@ class Checkpointer:
 
     def _remember(self, cp: Checkpoint) -> None:
         self.mine[cp.id] = cp
-        while len(self.mine) > 8:
+        while len(self.mine) > 3:  # each holds a whole state (MiBs on a big network)
             del self.mine[min(self.mine, key=lambda k: k[0])]
 
     async def propose(self, now: float) -> None:

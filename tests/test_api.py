@@ -214,6 +214,12 @@ async def test_errors_bad_bodies_unknown_model_and_a_failure_after_the_first_tok
             assert r.status_code == 404
         with pytest.raises(openai.BadRequestError):
             await sk.client.completions.create(model=MODEL, prompt="x", max_tokens=0)
+        with pytest.raises(openai.BadRequestError, match="do not fit"):  # the chain granted 512 positions
+            await sk.client.completions.create(model=MODEL, prompt="y" * 600, max_tokens=4)
+        full = await _seeker(n, host, workers, max_requests=0)  # every slot taken: 429, streaming or not
+        for stream in (False, True):
+            with pytest.raises(openai.RateLimitError):
+                await full.client.completions.create(model=MODEL, prompt="x", max_tokens=4, stream=stream)
         # every replica of 3:6 gone after the first tokens: an error chunk, then [DONE] (the last test here)
         async with httpx.AsyncClient(base_url=sk.url, timeout=60) as h:
             async with h.stream("POST", "/v1/completions", json={"model": MODEL, "prompt": "Go", "max_tokens": 200,

@@ -128,6 +128,8 @@ class Api:
             extra["x-should-retry"] = "false"
         if err is not None and status == 429:
             extra["retry-after"] = "1"
+        if err is not None and err.code == "body_too_large":  # the rest of the body is not read: no reuse
+            extra["connection"] = "close"
         await start(status, _headers(extra))
         await send({"type": "http.response.body", "body": json.dumps(obj).encode()})
 
@@ -143,7 +145,9 @@ class Api:
                            "invalid_request_error", "model", "model_not_found")
 
     async def _watched(self, receive, work) -> None:
-        """Run `work` until it returns or the client disconnects (then its scope is cancelled)."""
+        """Run `work` until it returns or the client disconnects (then its scope is cancelled). An ApiError
+        it raises comes out as itself, not inside the nursery's exception group."""
+        err: ApiError | None = None
         async with trio.open_nursery() as n:
             async def watch() -> None:
                 while True:
@@ -154,8 +158,13 @@ class Api:
                         return
 
             n.start_soon(watch)
-            await work()
+            try:
+                await work()
+            except ApiError as e:
+                err = e
             n.cancel_scope.cancel()
+        if err is not None:
+            raise err
 
     # ---------------------------------------------------------------- generation
     async def _generate(self, start, send, chat: bool, req, opts: dict) -> None:
@@ -217,12 +226,14 @@ class Api:
             data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
             await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
 
+        err: ApiError | None = None
         async with trio.open_nursery() as n:
             n.start_soon(produce)
             opened = False
             async for kind, item in out:
                 if kind == "error" and not opened:
-                    raise item  # nothing sent yet: a plain HTTP error
+                    err = item  # nothing sent yet: a plain HTTP error (raised outside the nursery)
+                    break
                 if not opened:
                     opened = True
                     await start(200, [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
@@ -239,5 +250,9 @@ class Api:
                         await event({"id": cid, "object": "chat.completion.chunk" if chat else "text_completion",
                                      "created": created, "model": self.model_name, "choices": [],
                                      "usage": self._usage(item)})
-            await event(b"[DONE]")
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if err is None:
+                await event(b"[DONE]")
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            n.cancel_scope.cancel()
+        if err is not None:
+            raise err

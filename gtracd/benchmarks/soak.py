@@ -12,9 +12,9 @@ when each anchor first held it.
 - convergence of a report = the last anchor's first `have` - the seeker's emit, over the reports emitted
   while all three anchors ran (those emitted during the outage count in `restart_catchup_s` instead);
 - reports_lost = reports emitted that some anchor neither held nor folded into its checkpoint at the end;
-- rss_slope_mib_per_h, sync_bytes_slope = least-squares slopes over each anchor's samples from its first
-  checkpoint on (the restarted anchor: from its first checkpoint after the restart); the worst anchor is
-  the figure. sync_bytes_slope is in bytes per round per hour.
+- rss_slope_mib_per_h, sync_bytes_slope = least-squares slopes over each anchor's samples in steady state:
+  from the second sample after its first checkpoint (the restarted anchor: after its restart); the worst
+  anchor is the figure. sync_bytes_slope is in bytes per round per hour.
 
 History (`--history N`): N synthetic signed reports over 30 days (256 reporters, 1,024 worker identities
 joining and leaving through the month, 95 % successes), folded hour by hour into a chain of checkpoints as
@@ -204,7 +204,9 @@ def _soak_result(traces, samples, final, t0, t_end, killed, back, rate, seekers,
     for a in ANCHORS:
         rows = [(r["t"], r["anchors"][a]) for r in samples if a in r["anchors"]]
         inc = max((v["incarnation"] for _, v in rows), default=0)
-        after = [(t, v) for t, v in rows if v["incarnation"] == inc and v["folded"] > 0]
+        # steady state: from the second sample after the first checkpoint (the first adoption comes while
+        # the held reports still climb to their level: reports_per_s x (lag + period))
+        after = [(t, v) for t, v in rows if v["incarnation"] == inc and v["folded"] > 0][1:]
         rss_slopes[a] = _slope_per_h([(t, v["rss_mib"]) for t, v in after])
         pts = [(t, v["sync_bytes_per_round"]) for t, v in after if v["sync_bytes_per_round"] is not None]
         sync_slopes[a] = _slope_per_h(pts)

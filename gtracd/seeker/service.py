@@ -58,7 +58,8 @@ class SeekerService:
     def __init__(self, net, view, settings, cache=None, recent=None, keep: int = KEEP, max_requests: int = 16):
         self.net, self.view, self.s, self.cache, self.recent = net, view, settings, cache, recent
         self.contexts = Contexts(keep)
-        self.slots = trio.Semaphore(max_requests)
+        self.max_requests = max_requests
+        self.slots = trio.Semaphore(max_requests, max_value=max(1, max_requests))
         self.counters = {"requests": 0, "failed": 0, "cancelled": 0, "busy": 0}
 
     def params(self) -> Params:
@@ -96,7 +97,7 @@ class SeekerService:
             self.slots.acquire_nowait()
         except trio.WouldBlock:
             self.counters["busy"] += 1
-            raise Busy(f"all {self.slots.max_value} request slots are busy") from None
+            raise Busy(f"all {self.max_requests} request slots are busy") from None
         try:
             return await self._complete(req, on_text)
         finally:
