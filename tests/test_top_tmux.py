@@ -78,7 +78,8 @@ async def test_top_shows_every_daemon_sorts_and_quits_in_a_real_terminal(tmp_pat
         tmux("send-keys", "-t", "top", "s")  # sort by the next column: name
         await until(lambda: "sort name" in tmux.screen(), 10, "the sort to change")
         tmux("send-keys", "-t", "top", "q")
-        dead = await until(lambda: tmux.dead()[0] and tmux.dead(), 10, "top to quit on q")
+        # tmux marks the pane dead a moment before it records the exit status: wait for both
+        dead = await until(lambda: (d := tmux.dead())[0] and d[1] != "" and d, 10, "top to quit on q")
         assert dead[1] == "0"
     finally:
         tmux.kill()
