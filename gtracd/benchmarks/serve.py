@@ -32,7 +32,7 @@ CONTEXT = ("gtracd routes each request through a chain of workers chosen by a ri
 
 async def _stream(client, model: str, messages: list[dict], max_tokens: int) -> dict:
     t0 = time.perf_counter()
-    first, stamps, usage = None, [], None
+    first, stamps, usage, text = None, [], None, []
     stream = await client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
                                                   stream=True, stream_options={"include_usage": True},
                                                   extra_body={"ignore_eos": True})
@@ -42,10 +42,12 @@ async def _stream(client, model: str, messages: list[dict], max_tokens: int) -> 
             first = now - t0
         if ch.choices and ch.choices[0].delta.content:
             stamps.append(now)
+            text.append(ch.choices[0].delta.content)
         if ch.usage is not None:
             usage = ch.usage
     return {"ttft_s": first, "itl_s": [b - a for a, b in zip(stamps, stamps[1:], strict=False)],
             "tokens": usage.completion_tokens if usage else len(stamps), "wall_s": time.perf_counter() - t0,
+            "text": "".join(text),
             "cached": usage.prompt_tokens_details.cached_tokens if usage else None,
             "prompt_tokens": usage.prompt_tokens if usage else None}
 
@@ -82,7 +84,7 @@ async def _reuse(make_seeker, model: str, rounds: int) -> dict:
     for r in range(rounds):
         msgs = base[:1] + [{"role": "user", "content": f"({r}) " + base[1]["content"]}]
         first = await _stream(keep.client, model, msgs, 16)  # leaves the conversation open on `keep`
-        follow = msgs + [{"role": "assistant", "content": "They keep a KV cache."},
+        follow = msgs + [{"role": "assistant", "content": first["text"]},  # what the seeker kept
                          {"role": "user", "content": "And what do anchors do?"}]
         a = await _stream(keep.client, model, follow, 8)
         b = await _stream(none_.client, model, follow, 8)  # the same prompt, prefilled whole
@@ -126,7 +128,9 @@ async def _run(addrs: list[str], levels: list[int], tokens: int, rounds: int, lo
             sk.client = openai.AsyncOpenAI(base_url=urls[0] + "/v1", api_key="-", max_retries=0, timeout=600)
             return sk
 
-        main = await make_seeker(16)
+        # the levels reuse nothing: keep no conversations (kept ones hold a stream per hop, and a worker
+        # allows a remote peer 16 streams: --peer-streams)
+        main = await make_seeker(0)
         await _stream(main.client, model, [{"role": "user", "content": "Warm up."}], 8)
         res = {}
         for i, c in enumerate(levels):
