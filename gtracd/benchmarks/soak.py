@@ -427,7 +427,7 @@ def main(args) -> int:
         print(f"  convergence p50 {r['convergence_p50_s']} s  p99 {r['convergence_p99_s']} s (goal <= 2.0), "
               f"worst minute p99 {r['convergence_p99_worst_minute_s']} s; a3 caught up "
               f"{r['reports_during_outage']} outage reports {r['restart_catchup_s']} s after its restart")
-        print(f"  after the first checkpoint: RSS slope {r['rss_slope_mib_per_h']} MiB/h, anti-entropy bytes per "
+        print(f"  in steady state (from the second sample after the first checkpoint): RSS slope {r['rss_slope_mib_per_h']} MiB/h, anti-entropy bytes per "
               f"round slope {r['sync_bytes_slope']} /h (goals ~0)")
     if "history" in res:
         h = res["history"]
