@@ -104,10 +104,9 @@ async def open_client(bootstrap: list[str] | None = None, peers: list[str] | Non
     from .config import Settings
     from .identity import Identity, Keystore
     from .node import running_node
-    from .roles.seeker import _params, discover, wait_for_route
     from .seeker.cache import SeekerCache, anchor_ids, pinned_view
     from .seeker.generation import SeekerNet
-    from .seeker.service import SeekerService
+    from .seeker.service import SeekerService, discover, routing_params, wait_for_route
 
     if not bootstrap and not peers:
         raise UserError("give bootstrap (anchor multiaddrs) or peers (worker multiaddrs)")
@@ -125,7 +124,7 @@ async def open_client(bootstrap: list[str] | None = None, peers: list[str] | Non
             problems = await discover(net, view, list(peers))
             if problems and not view.workers:
                 raise UserError("no worker answered: " + "; ".join(problems))
-        if not await wait_for_route(view, _params(s), s.mode, route_timeout_s):
+        if not await wait_for_route(view, routing_params(s), s.mode, route_timeout_s):
             raise UserError(f"no live chain covering {model} within {route_timeout_s:g} s")
         service = SeekerService(net, view, s, cache)
         try:

@@ -18,10 +18,9 @@ from gtracd.config import Settings  # noqa: E402
 from gtracd.identity import Identity  # noqa: E402
 from gtracd.net.hop import fetch_info  # noqa: E402
 from gtracd.net.host import running_host  # noqa: E402
-from gtracd.roles.seeker import discover  # noqa: E402
 from gtracd.seeker.generation import SeekerNet  # noqa: E402
 from gtracd.seeker.peerview import PeerView  # noqa: E402
-from gtracd.seeker.service import SeekerService  # noqa: E402
+from gtracd.seeker.service import SeekerService, discover  # noqa: E402
 
 from .cluster import start_workers, stop_all  # noqa: E402
 from .models import char_tokenizer, tiny_llama  # noqa: E402

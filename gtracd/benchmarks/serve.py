@@ -105,10 +105,9 @@ async def _run(addrs: list[str], levels: list[int], tokens: int, rounds: int, lo
     from ..config import Settings
     from ..identity import Identity
     from ..net.host import running_host
-    from ..roles.seeker import discover
     from ..seeker.generation import SeekerNet
     from ..seeker.peerview import PeerView
-    from ..seeker.service import SeekerService
+    from ..seeker.service import SeekerService, discover
 
     model = "smollm2-135m"
     async with running_host(Identity.generate()) as host, trio.open_nursery() as n:

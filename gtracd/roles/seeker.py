@@ -23,20 +23,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import sys
 import time
 
 import trio
 
-from ..errors import DecodeError, UserError
-from ..net.hop import fetch_info
+from ..errors import UserError
 from ..replica import RULE_SETTINGS
-from ..routing import Params
 from ..seeker.cache import pinned_view
 from ..seeker.generation import Generation, GenerationFailed, SeekerNet
-from ..seeker.peerview import PeerView, WorkerEntry
 from ..seeker.recent import Recent
+from ..seeker.service import SeekerService, discover, routing_params, wait_for_route
 from ..wire.text import shown
 from . import common
 
@@ -78,52 +75,6 @@ def build_parser():
     return p
 
 
-async def discover(net: SeekerNet, view: PeerView, addrs: list[str], timeout: float = 10.0) -> list[str]:
-    """Dial each worker and ask what it hosts. Unreachable peers are reported, not fatal."""
-    from ..net.host import dial
-
-    problems: list[str] = []
-
-    async def one(addr: str) -> None:
-        try:
-            with trio.fail_after(timeout):
-                lp = await dial(net.host, addr, timeout)
-                info = await fetch_info(net.host, lp, lp.to_base58(), timeout)
-        except UserError:
-            raise
-        except Exception as e:  # unreachable, timed out, refused: reported, not fatal
-            problems.append(f"{addr}: {type(e).__name__}: {e}")
-            return
-        view.add(WorkerEntry(info["peer_id"], addr, info["start"], info["end"], info["total_layers"], info["model"],
-                             info["name"], alive=True))  # last_seen 0: given by --peer, not by heartbeats
-
-    async with trio.open_nursery() as n:
-        for a in addrs:
-            n.start_soon(one, a)
-    return problems
-
-
-def _params(s) -> Params:
-    return Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms, min_reliability=s.larac_min_reliability)
-
-
-async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: float) -> bool:
-    """Heartbeats arrive every heartbeat_s: wait (bounded) until the live view covers every layer."""
-    from ..routing import NoRoute, route
-
-    with trio.move_on_after(timeout):
-        while True:
-            mt = view.pinned()
-            if mt is not None:
-                try:
-                    route(view.snapshot(mt[0]), mode, params, rng=random.Random(0))
-                    return True
-                except NoRoute:
-                    pass
-            await trio.sleep(0.1)
-    return False
-
-
 async def run_generate(args, s, ident, name: str) -> int:
     if not args.peer and not s.bootstrap:
         raise UserError("no workers given: --peer MULTIADDR (repeat), or --bootstrap ANCHOR_MULTIADDR")
@@ -157,7 +108,7 @@ async def _run_generate(args, s, ident, name, sampling, status, closing: list) -
             for pr in problems:
                 status(f"gtracd: worker unreachable: {pr}")
         if not view.workers or (cache is not None and not args.peer):
-            if not await wait_for_route(view, _params(s), s.mode, s.node_timeout_s):
+            if not await wait_for_route(view, routing_params(s), s.mode, s.node_timeout_s):
                 raise UserError("no live chain covering every layer was heard within "
                                 f"{s.node_timeout_s:g}s (are workers up and bootstrapped to the same network?)")
         try:
@@ -171,22 +122,14 @@ async def _run_generate(args, s, ident, name, sampling, status, closing: list) -
 
 
 async def _generate(args, s, view, net, sampling, status, cache, recent: Recent) -> int:
-    async def report(gen: Generation, ok: bool, culprit, tokens: int, t0: float | None, error: str | None = None) -> None:
-        """A request ended: trust outcome, the signed report, and (unless t0 is None: already recorded per chat
-        turn) the recent-requests view."""
-        gen.trust_outcome(ok, culprit)
-        if t0 is not None:
-            recent.record(gen, ok, culprit, tokens, time.monotonic() - t0, error)
-        if cache is not None:
-            try:
-                await cache.report(gen.report_bodies(s.network, ok, culprit, tokens))
-            except DecodeError as e:  # a report we could not form must never cost the user the answer
-                log.warning("trust report not sent: %s", e)
+    service = SeekerService(net, view, s, cache, recent)
 
-    def new_gen(rng_seed=None):
-        return Generation(net, view, _params(s), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
-                          s.hop_timeout_factor, rng=random.Random(rng_seed), spot_check_rate=s.spot_check_rate,
-                          spot_check_calls=s.spot_check_calls, heal_wait_s=s.heal_wait_s)
+    async def report(gen: Generation, ok: bool, culprit, tokens: int, t0: float | None, error: str | None = None) -> None:
+        """A request ended (t0 None: already recorded per chat turn)."""
+        await service.report(gen, ok, culprit, tokens, None if t0 is None else time.monotonic() - t0, error)
+
+    def new_gen():
+        return service.new_generation(sampling)
 
     if args.chat:
         return await _chat(args, s, new_gen(), status, report, recent)
@@ -340,7 +283,7 @@ async def _serve_node(args, s, ident, name, closing: list) -> None:
         try:
             await node.nursery.start(cache.run)
             if args.testbed_reports > 0:
-                node.nursery.start_soon(synthetic_reports, cache, args.testbed_reports, _params(s), s.network)
+                node.nursery.start_soon(synthetic_reports, cache, args.testbed_reports, routing_params(s), s.network)
             urls: list[str] = []
             if bind is not None:
                 service, urls = await _start_api(node, cache, s, args, bind, api_key)

@@ -11,13 +11,9 @@ session, so only a context opened with the same settings matches.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 KEEP = 8  # live contexts per seeker (each holds a KV cache on every hop of its chain)
-
-
-def messages_key(messages: list[dict]) -> tuple:
-    return tuple((m["role"], m["content"]) for m in messages)
 
 
 def extends(prefix: tuple | str, full: tuple | str) -> bool:
@@ -28,8 +24,7 @@ def extends(prefix: tuple | str, full: tuple | str) -> bool:
 class Context:
     gen: object  # seeker.generation.Generation
     sampling: tuple  # the settings its worker sessions were opened with
-    said: tuple | str = ()  # the conversation so far: messages (with the reply) or the prompt text + reply
-    uses: int = field(default=0)
+    said: tuple | str = ()  # the conversation so far: (role, content) pairs (with the reply), or prompt + reply
 
 
 class Contexts:
@@ -54,9 +49,7 @@ class Contexts:
             self.misses += 1
             return None
         self.hits += 1
-        c = self._idle.pop(best)
-        c.uses += 1
-        return c
+        return self._idle.pop(best)
 
     def give_back(self, c: Context) -> list[Context]:
         """Keep a context after its request ended well; returns those pushed out (the caller closes them)."""

@@ -1,7 +1,8 @@
 """The seeker as a service: a request in (chat messages or prompt text, sampling, limits, stop strings), its
 text out as it is generated, through a chain routed per request; conversations are kept open so the next
 turn prefills only what is new (seeker/contexts.py). The HTTP API (gtracd/api) and the Python client
-(gtracd/client.py) both drive it; the trust reports and the recent-requests view follow every request.
+(gtracd/client.py) both drive it, and the CLI's `generate` shares its Generation and report paths; the
+trust reports and the recent-requests view follow every request.
 """
 
 from __future__ import annotations
@@ -13,13 +14,61 @@ from dataclasses import dataclass
 
 import trio
 
-from ..errors import DecodeError
-from ..routing import Params
-from .contexts import KEEP, Context, Contexts, messages_key
+from ..errors import DecodeError, UserError
+from ..routing import NoRoute, Params, route
+from .contexts import KEEP, Context, Contexts
 from .generation import Generation, GenerationFailed
+from .peerview import WorkerEntry
 from .stops import StopMatcher
 
 log = logging.getLogger("gtracd.service")
+
+
+async def discover(net, view, addrs: list[str], timeout: float = 10.0) -> list[str]:
+    """Dial each worker and ask what it hosts. Unreachable peers are reported, not fatal."""
+    from ..net.hop import fetch_info
+    from ..net.host import dial
+
+    problems: list[str] = []
+
+    async def one(addr: str) -> None:
+        try:
+            with trio.fail_after(timeout):
+                lp = await dial(net.host, addr, timeout)
+                info = await fetch_info(net.host, lp, lp.to_base58(), timeout)
+        except UserError:
+            raise
+        except Exception as e:  # unreachable, timed out, refused: reported, not fatal
+            problems.append(f"{addr}: {type(e).__name__}: {e}")
+            return
+        view.add(WorkerEntry(info["peer_id"], addr, info["start"], info["end"], info["total_layers"], info["model"],
+                             info["name"], alive=True))  # last_seen 0: given by --peer, not by heartbeats
+
+    async with trio.open_nursery() as n:
+        for a in addrs:
+            n.start_soon(one, a)
+    return problems
+
+
+def routing_params(s) -> Params:
+    """The routing parameters a seeker's settings give."""
+    return Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms, min_reliability=s.larac_min_reliability)
+
+
+async def wait_for_route(view, params: Params, mode: str, timeout: float) -> bool:
+    """Heartbeats arrive every heartbeat_s: wait (bounded) until the live view covers every layer."""
+
+    with trio.move_on_after(timeout):
+        while True:
+            mt = view.pinned()
+            if mt is not None:
+                try:
+                    route(view.snapshot(mt[0]), mode, params, rng=random.Random(0))
+                    return True
+                except NoRoute:
+                    pass
+            await trio.sleep(0.1)
+    return False
 
 
 @dataclass(frozen=True)
@@ -62,13 +111,9 @@ class SeekerService:
         self.slots = trio.Semaphore(max_requests, max_value=max(1, max_requests))
         self.counters = {"requests": 0, "failed": 0, "cancelled": 0, "busy": 0}
 
-    def params(self) -> Params:
-        s = self.s
-        return Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms, min_reliability=s.larac_min_reliability)
-
     def new_generation(self, sampling: dict) -> Generation:
         s = self.s
-        return Generation(self.net, self.view, self.params(), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
+        return Generation(self.net, self.view, routing_params(s), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
                           s.hop_timeout_factor, rng=random.Random(), spot_check_rate=s.spot_check_rate,
                           spot_check_calls=s.spot_check_calls, heal_wait_s=s.heal_wait_s)
 
@@ -106,8 +151,7 @@ class SeekerService:
     async def _complete(self, req: Request, on_text) -> Completion:
         self.counters["requests"] += 1
         key = tuple(sorted(req.sampling.items()))
-        said = messages_key([{"role": r, "content": c} for r, c in req.messages]) if req.messages is not None \
-            else req.prompt
+        said = req.messages if req.messages is not None else req.prompt
         ctx = self.contexts.take(said, key)
         gen = ctx.gen if ctx is not None else self.new_generation(req.sampling)
         gen.new_request()
@@ -151,7 +195,7 @@ class SeekerService:
             raise
         await self.report(gen, True, None, len(r.tokens), time.monotonic() - t0)
         kept = said + (("assistant", matcher.text),) if req.messages is not None else said + matcher.text
-        for old in self.contexts.give_back(Context(gen, key, kept, ctx.uses if ctx else 0)):
+        for old in self.contexts.give_back(Context(gen, key, kept)):
             await old.gen.aclose()
         return Completion(matcher.text, "stop" if (r.eos or r.stopped) else "length", r.prompt_tokens,
                           len(r.tokens), r.reused, r.chain, r.repairs,
