@@ -34,6 +34,13 @@ class Events:
         if self._f is not None:
             self._f.write(json.dumps({"t": time.time(), "who": self.who, "ev": ev, **kw}) + "\n")
 
+    def many(self, ev: str, rows) -> None:
+        """One event per row (a dict of its fields), in one write (a replica loading its log traces every
+        report it holds: line by line, that was a tenth of a restart)."""
+        if self._f is not None:
+            t, who = time.time(), self.who
+            self._f.write("".join(json.dumps({"t": t, "who": who, "ev": ev, **kw}) + "\n" for kw in rows))
+
     def close(self) -> None:
         if self._f is not None:
             self._f.close()

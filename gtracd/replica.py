@@ -22,6 +22,7 @@ from .ledger.checkpoint import (
     save_checkpoint,
     signed_body,
 )
+from .ledger.signed import is_held
 
 log = logging.getLogger("gtracd.replica")
 REFOLD_SPACING = 4.0  # after a refold that took t, the next one waits >= 4 t
@@ -89,6 +90,7 @@ class Replica:
         self._refold_after = 0.0
         self._lock = trio.Lock()
         self.persisted = self.loaded
+        self._claimed: set[bytes] = set()  # raws being verified (claim / release)
 
     async def checkpoint_at(self, boundary: float) -> Checkpoint | None:
         """This replica's checkpoint at `boundary` (folded in a thread), or None if it already adopted one as
@@ -127,6 +129,20 @@ class Replica:
         async with self._lock:
             await trio.to_thread.run_sync(self.log.append, [r.raw for r in reports])
             self.persisted += len(reports)
+
+    def claim(self, raws) -> list[bytes]:
+        """The raws worth verifying: neither held byte for byte nor being verified on another path right now
+        (an anchor pulls from a peer while that peer pushes the same reports to it, and checking a signature
+        is most of a report's cost). `release` them once merged (or failed)."""
+        out = []
+        for raw in raws:
+            if raw not in self._claimed and not is_held(self.ledger, raw):
+                self._claimed.add(raw)
+                out.append(raw)
+        return out
+
+    def release(self, raws) -> None:
+        self._claimed.difference_update(raws)
 
     async def merge(self, reports: list[Report]) -> list[Report]:
         """Add reports (already verified); persist and return the ones that changed the state."""

@@ -307,17 +307,65 @@ def test_report_log_survives_restart_and_cuts_a_torn_tail(tmp_path):
     assert [r.seq for r in ReportLog(path).load()] == [1, 2, 3, 4, 5, 6]
 
 
-def test_report_log_skips_tampered_records(tmp_path):
+def test_report_log_skips_a_record_whose_bytes_changed_on_disk(tmp_path):
     from gtracd.ledger import ReportLog
 
     path = tmp_path / "ledger.log"
-    raw = bytearray(signed_report(seq=1).raw)
-    raw[-70] ^= 1  # inside the body: the signature no longer holds
     log = ReportLog(path)
-    log.append([bytes(raw), signed_report(seq=2).raw])
+    log.append([signed_report(seq=1).raw, signed_report(seq=2).raw])
     log.close()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 - 70] ^= 1  # bit rot inside record 1's body: its checksum no longer holds
+    path.write_bytes(bytes(data))
     log2 = ReportLog(path)
     assert [r.seq for r in log2.load()] == [2] and log2.corrupt == 1
+
+
+def _v1_log(path, raws):
+    """A log as gtracd wrote it before the checksum: length + raw, no magic."""
+    path.write_bytes(b"".join(len(r).to_bytes(4, "big") + r for r in raws))
+
+
+def test_a_log_from_before_the_checksum_is_verified_then_rewritten_once(tmp_path):
+    from gtracd.ledger import ReportLog
+    from gtracd.ledger.store import MAGIC
+
+    path = tmp_path / "ledger.log"
+    tampered = bytearray(signed_report(seq=2).raw)
+    tampered[-70] ^= 1  # its signature no longer holds: without a checksum, the signature decides
+    _v1_log(path, [signed_report(seq=1).raw, bytes(tampered), signed_report(seq=3).raw])
+    log = ReportLog(path)
+    assert [r.seq for r in log.load()] == [1, 3] and log.corrupt == 1 and log.migrated == 2
+    assert path.read_bytes().startswith(MAGIC)
+    log.append([signed_report(seq=4).raw])
+    log.close()
+    again = ReportLog(path)
+    assert [r.seq for r in again.load()] == [1, 3, 4] and again.corrupt == 0 and again.migrated == 0
+
+
+def test_appending_to_a_log_from_before_the_checksum_migrates_it_first(tmp_path):
+    from gtracd.ledger import ReportLog
+
+    path = tmp_path / "ledger.log"
+    _v1_log(path, [signed_report(seq=1).raw])
+    log = ReportLog(path)
+    log.append([signed_report(seq=2).raw])  # no load first (a seeker's outbox appends before it loads)
+    log.close()
+    assert [r.seq for r in ReportLog(path).load()] == [1, 2]
+
+
+@pytest.mark.parametrize("cut", [0, 3, 7])
+def test_a_crash_while_the_log_was_created_leaves_a_log_that_works(tmp_path, cut):
+    from gtracd.ledger import ReportLog
+    from gtracd.ledger.store import MAGIC
+
+    path = tmp_path / "ledger.log"
+    path.write_bytes(MAGIC[:cut])
+    log = ReportLog(path)
+    assert log.load() == [] and log.torn_bytes == cut
+    log.append([signed_report(seq=1).raw])
+    log.close()
+    assert [r.seq for r in ReportLog(path).load()] == [1]
 
 
 def _log_with(tmp_path, n=10):
@@ -328,27 +376,30 @@ def _log_with(tmp_path, n=10):
     log = ReportLog(path)
     log.append(raws)
     log.close()
-    offsets, at = [], 0
+    from gtracd.ledger.store import MAGIC
+
+    offsets, at = [], len(MAGIC)
     for r in raws:
         offsets.append(at)
-        at += 4 + len(r)
+        at += 8 + len(r)
     return path, raws, offsets
 
 
 @pytest.mark.parametrize("header", [0xFFFFFFFF, 0, 100, 5000])
-def test_report_log_with_a_corrupted_header_in_the_middle_loses_only_that_record(tmp_path, header):
+def test_report_log_with_corrupted_headers_in_the_middle_loses_only_those_records(tmp_path, header):
     from gtracd.ledger import ReportLog
 
     path, raws, offsets = _log_with(tmp_path)
     data = bytearray(path.read_bytes())
     data[offsets[4]:offsets[4] + 4] = header.to_bytes(4, "big")  # record 5's length header
+    data[offsets[6] + 4] ^= 0xFF  # and record 7's checksum
     path.write_bytes(bytes(data))
     log = ReportLog(path)
-    assert [r.seq for r in log.load()] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
-    assert log.corrupt == 1 and log.torn_bytes == 0 and path.stat().st_size == len(data)  # nothing truncated
+    assert [r.seq for r in log.load()] == [1, 2, 3, 4, 6, 8, 9, 10]
+    assert log.corrupt == 2 and log.torn_bytes == 0 and path.stat().st_size == len(data)  # nothing truncated
     log.append([signed_report(seq=11).raw])
     log.close()
-    assert [r.seq for r in ReportLog(path).load()] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert [r.seq for r in ReportLog(path).load()] == [1, 2, 3, 4, 6, 8, 9, 10, 11]
 
 
 def test_report_log_resynchronises_after_garbage_and_still_cuts_a_torn_tail(tmp_path):
@@ -380,7 +431,7 @@ def test_report_log_streams_instead_of_reading_the_whole_file(tmp_path, monkeypa
 
     monkeypatch.setattr(store._Window, "get", spy)
     assert [r.seq for r in store.ReportLog(path).load()] == list(range(1, 201))
-    assert path.stat().st_size > 40 * 1024 and max(reads) <= 1024 + 4 + store.MAX_RECORD
+    assert path.stat().st_size > 40 * 1024 and max(reads) <= 1024 + 8 + store.MAX_RECORD
 
 
 def test_ledger_deltas_respect_count_and_byte_caps():
@@ -493,3 +544,39 @@ def test_admission_forgets_workers_no_admissible_report_can_name():
     assert list(adm.known) == ["w1", "old"]
     adm.expire(3600.0 + 60.0 + 100.5)  # w1 was last heard longer ago than any admissible report can be old
     assert list(adm.known) == ["old"]
+
+
+def test_a_replica_verifies_a_report_once_whichever_path_brings_it(tmp_path):
+    """An anchor pulls from a peer while that peer pushes the same reports to it: a raw the replica holds, or
+    is verifying on the other path, is not handed out for another signature check."""
+    from gtracd.ledger.signed import is_held, verified_reports
+    from gtracd.replica import Replica
+
+    rep = Replica(tmp_path / "ledger.log", RuleParams())
+    a, b, c = (signed_report(seq=i).raw for i in (1, 2, 3))
+    first = rep.claim([a, b])
+    assert first == [a, b] and rep.claim([a, b, c]) == [c]  # a and b are being verified on the first path
+    good, bad = verified_reports(first, "n", frozenset())
+    assert bad == 0 and all(rep.ledger.add(r) for r in good)
+    rep.release(first)
+    assert is_held(rep.ledger, a) and rep.claim([a, b]) == []  # held now
+    twin = signed_report(seq=1, lats=(11.0, 20.0)).raw  # the same key, other bytes: an equivocation to check
+    assert not is_held(rep.ledger, twin) and rep.claim([twin]) == [twin]
+    assert not is_held(rep.ledger, b"\x00junk") and rep.claim([b"\x00junk"]) == [b"\x00junk"]  # (then refused)
+    rep.close()
+
+
+def test_events_many_writes_one_line_per_row(tmp_path):
+    import json
+
+    from gtracd.node import Events
+
+    ev = Events(str(tmp_path / "ev.jsonl"), "a1")
+    ev("one", x=1)
+    ev.many("have", ({"key": [k], "via": "disk"} for k in range(3)))
+    ev.many("have", [])
+    ev.close()
+    rows = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert [(r["ev"], r.get("key")) for r in rows] == [("one", None), ("have", [0]), ("have", [1]), ("have", [2])]
+    assert all(r["who"] == "a1" for r in rows)
+    Events(None, "x").many("have", [{"key": 1}])  # no path: a no-op

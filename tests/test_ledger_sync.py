@@ -65,10 +65,13 @@ def test_runs_are_sets(a, b, n):
     assert [s for x, y in runs_union(ra, rb) for s in range(x, y)] == sorted(set(a) | set(b))
 
 
-def one_round(a: Ledger, b: Ledger, fate, push: bool = True, keyring=(), proof=()) -> bool:
+def one_round(a: Ledger, b: Ledger, fate, push: bool = True, keyring=(), proof=(), seen=None) -> bool:
     """One anti-entropy session, a initiating, b responding (offering its checkpoint with `proof`); `fate(i)`
-    -> 0 deliver, 1 drop, 2 duplicate for the i-th frame. True if the session completed."""
+    -> 0 deliver, 1 drop, 2 duplicate for the i-th frame. True if the session completed. `seen` collects the
+    initiators."""
     ini, res = Initiator(a, "net", keyring=keyring), Responder(b, proof=list(proof))
+    if seen is not None:
+        seen.append(ini)
     to_res = list(ini.start().send)
     to_ini: list = []
     i = 0
@@ -125,12 +128,15 @@ def test_a_reporter_with_100000_reports_syncs_in_bounded_pages():
     r0 = REPORTERS[0]
     full = Ledger(rep(r0, s) for s in range(100_000))
     fresh = Ledger()
-    sessions = 0
+    sessions: list[Initiator] = []
     while fresh != full:
-        assert one_round(fresh, full, lambda i: 0, push=False)
-        sessions += 1
-        assert sessions <= 100_000 // MAX_WANT + 1
+        assert one_round(fresh, full, lambda i: 0, push=False, seen=sessions)
+        assert len(sessions) <= 100_000 // MAX_WANT + 1
     assert len(fresh) == 100_000 and fresh.heads() == full.heads()
+    # each session asked for all it may: a driver goes on at once instead of waiting a round, until one that
+    # finds less to do
+    assert all(s.capped for s in sessions)
+    assert one_round(fresh, full, lambda i: 0, push=False, seen=sessions) and not sessions[-1].capped
     # a gap in the middle travels as two runs, not 100,000 numbers
     holey = Ledger(rep(r0, s) for s in range(100_000) if not 40_000 <= s < 40_010)
     ini = Initiator(holey, "net")

@@ -286,6 +286,17 @@ class Fold:
         self.spent: dict[tuple[bytes, str, int], float] = {}
         self.newcomer_spent: dict[str, float] = {}  # worker -> |trust| moved by non-established reporters
 
+    def copy(self) -> Fold:
+        """An independent fold in the same state (values are immutable: copying the containers is enough)."""
+        f = Fold.__new__(Fold)
+        f.p, f.last, f.applied, f.epoch, f.any_established = self.p, self.last, self.applied, self.epoch, \
+            self.any_established
+        f.first, f.corroborated = dict(self.first), dict(self.corroborated)
+        f.recent = {peer: dict(seen) for peer, seen in self.recent.items()}
+        f.trust, f.latency, f.spent = dict(self.trust), dict(self.latency), dict(self.spent)
+        f.newcomer_spent = dict(self.newcomer_spent)
+        return f
+
     def established(self, reporter: bytes, ts: float) -> bool:
         f = self.first.get(reporter)
         return (f is not None and ts - f >= self.p.standing_age_s
@@ -383,9 +394,18 @@ class Derived:
 
     def __init__(self, ledger: Ledger, p: RuleParams = RuleParams()):
         self.ledger, self.p = ledger, p
-        self._fold = _start(ledger, p)
+        # the checkpoint's fold, decoded once: a refold starts from a copy of it (decoding a month's state
+        # took half a second, and a sync's pages arriving out of order refold again and again)
+        self._base: tuple = (None, Fold(p))
+        self._fold = self._start()
         self._rewrites = ledger.rewrites
         self.refolds = 0
+
+    def _start(self) -> Fold:
+        cp = self.ledger.checkpoint
+        if self._base[0] is not cp:
+            self._base = (cp, _start(self.ledger, self.p))
+        return self._base[1].copy()
 
     def stale(self) -> bool:
         """Would `current()` have to refold (a rewrite, or a change that sorts before what is folded)?"""
@@ -404,7 +424,7 @@ class Derived:
                                                and _order(new_sorted[0]) <= self._fold.last)):
             self._rewrites = lg.rewrites
             self.refolds += 1
-            self._fold = _start(lg, self.p)  # from the checkpoint, or from scratch without one
+            self._fold = self._start()  # from the checkpoint, or from scratch without one
             new_sorted = lg.reports()
         for r in new_sorted:
             self._fold.apply(r)

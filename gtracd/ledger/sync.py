@@ -191,6 +191,12 @@ class Initiator:
         self.give: list[Report] = []
         self.wanted = 0
 
+    @property
+    def capped(self) -> bool:
+        """Did this session ask for (or find to give) all one session may? Then more is likely left: a driver
+        starts the next session at once instead of waiting a round (a fresh replica catching up)."""
+        return max(self.wanted, len(self.give)) >= self.want_cap
+
     def start(self) -> Step:
         if self.state != "idle":
             raise ProtocolError("already started")

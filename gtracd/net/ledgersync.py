@@ -8,6 +8,10 @@ lacks; anchors also push what the other lacks). One short-lived stream per excha
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import trio
+
 from ..ledger import verified_reports
 from ..ledger.sync import Initiator, ProtocolError
 from .framing import FramedStream
@@ -20,6 +24,13 @@ READ_TIMEOUT_S = 10.0
 
 class SyncError(Exception):
     pass
+
+
+class Exchange(NamedTuple):
+    pulled: int  # reports pulled that changed this replica
+    pushed: int  # reports the responder admitted from our push
+    bad: int  # pulled reports that failed to verify
+    capped: bool  # this replica lacked more than one session asks for: start the next one now
 
 
 async def _open(host, lp) -> FramedStream:
@@ -53,35 +64,55 @@ async def submit(host, lp, network: str, raws: list[bytes]) -> dict:
     return total
 
 
-async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool,
-                       epoch_signers: set[str], adopt=None, meter: dict | None = None) -> tuple[int, int, int]:
-    """One exchange with the anchor `lp`; every pulled report is verified, `ingest(reports)` merges and
+async def anti_entropy(host, lp, network: str, replica, ingest, push: bool,
+                       epoch_signers: set[str], adopt=None, meter: dict | None = None) -> Exchange:
+    """One exchange with the anchor `lp` for `replica` (a replica.Replica); every pulled report is verified
+    (unless the replica holds it or is verifying it on another path: Replica.claim), `ingest(reports)` merges and
     persists them; a later checkpoint the anchor offers, certified by a quorum of `epoch_signers` (the
-    keyring), is handed to `adopt(checkpoint, proof)` first. Returns (reports pulled, reports pushed, pulled
-    reports that failed to verify). `meter["bytes"]` (if given) adds the session's bytes both ways."""
+    keyring), is handed to `adopt(checkpoint, proof)` first. `meter["bytes"]` (if given) adds the session's
+    bytes both ways.
+
+    Pages of reports are verified in a worker thread (the signature check is most of their cost, and it
+    releases the GIL) while the next page is read; they are merged here, in order, on the event loop (the
+    ledger's one owner)."""
     fs = await _open(host, lp)
     pulled = pushed = bad = 0
-    machine = Initiator(ledger, network, keyring=epoch_signers if adopt is not None else None)
+    machine = Initiator(replica.ledger, network, keyring=epoch_signers if adopt is not None else None)
+
+    async def verify_and_ingest(pages) -> None:
+        nonlocal pulled, bad
+        async with pages:
+            async for raws in pages:
+                fresh = replica.claim(raws)
+                try:
+                    good, n_bad = await trio.to_thread.run_sync(verified_reports, fresh, network, epoch_signers)
+                    bad += n_bad
+                    pulled += len(await ingest(good))
+                finally:
+                    replica.release(fresh)
+
     try:
-        step = machine.start()
-        while True:
-            for kind, body in step.send:
-                await fs.send(kind, body, READ_TIMEOUT_S)
-            if step.adopt is not None and adopt is not None:
-                await adopt(*step.adopt)  # before the diff is planned: what it folded is pruned first
-            if step.ingest:
-                good, n_bad = verified_reports(step.ingest, network, epoch_signers)
-                bad += n_bad
-                pulled += len(await ingest(good))
-            if step.done:
-                break
-            kind, body = await fs.read(READ_TIMEOUT_S)
-            if kind == "error":
-                raise SyncError(f"{body['code']}: {body['message']}")
-            try:
-                step = machine.receive(kind, body)
-            except ProtocolError as e:
-                raise SyncError(f"anchor broke the sync protocol: {e}") from None
+        async with trio.open_nursery() as nursery:
+            pages_in, pages = trio.open_memory_channel(2)
+            nursery.start_soon(verify_and_ingest, pages)
+            async with pages_in:
+                step = machine.start()
+                while True:
+                    for kind, body in step.send:
+                        await fs.send(kind, body, READ_TIMEOUT_S)
+                    if step.adopt is not None and adopt is not None:
+                        await adopt(*step.adopt)  # before the diff is planned: what it folded is pruned first
+                    if step.ingest:
+                        await pages_in.send(step.ingest)
+                    if step.done:
+                        break
+                    kind, body = await fs.read(READ_TIMEOUT_S)
+                    if kind == "error":
+                        raise SyncError(f"{body['code']}: {body['message']}")
+                    try:
+                        step = machine.receive(kind, body)
+                    except ProtocolError as e:
+                        raise SyncError(f"anchor broke the sync protocol: {e}") from None
         if push and machine.give:
             raws = [r.raw for r in machine.give]
             for i in range(0, len(raws), PAGE):
@@ -92,4 +123,4 @@ async def anti_entropy(host, lp, network: str, ledger, ingest, push: bool,
         await fs.close()
         if meter is not None:
             meter["bytes"] = meter.get("bytes", 0) + fs.bytes_in + fs.bytes_out
-    return pulled, pushed, bad
+    return Exchange(pulled, pushed, bad, machine.capped)

@@ -39,6 +39,7 @@ SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", *RULE_SETTINGS, "re
 IDLE_S = 30.0
 DELTA_MAX = 96  # reports per ledger_delta (schema cap)
 DELTA_BYTES = GOSSIP_PAYLOAD_MAX - 1024  # one yamux frame (see heartbeat.GOSSIP_PAYLOAD_MAX)
+MAX_SESSIONS = 10  # anti-entropy sessions with one peer in one round (each asks for at most sync.MAX_WANT)
 MAX_SHOWN_WORKERS = 4096  # the workers an anchor remembers from heartbeats for status/top (oldest-heard go first)
 
 
@@ -81,21 +82,22 @@ class AnchorDaemon:
         self.view = PeerView(s.initial_trust, s.latency0_ms)
         self.view.node_timeout_s = s.node_timeout_s
         self.peer_sync: dict[str, dict] = {}  # peer anchor -> its last anti-entropy round (convergence in top)
+        self._syncing: set[str] = set()  # peers an exchange is under way with
         self.sync_meter = {"bytes": 0}  # anti-entropy bytes this anchor initiated, both ways (bench soak)
         self._announce: dict[tuple[bytes, int], tuple[Report, float]] = {}
         self._wake = trio.Event()
         self.counters = {"sync_rounds": 0, "sync_failures": 0, "pulled": 0, "pushed": 0, "deltas_sent": 0,
                          "deltas_received": 0, "submitted": 0, "bad_reports": 0}
         node.status_parts.append(self.status)
-        for r in self.replica.ledger.reports():
-            self.node.events("have", key=[r.reporter.hex(), r.seq], via="disk")
+        self.node.events.many("have", ({"key": [r.reporter.hex(), r.seq], "via": "disk"}
+                                        for r in self.replica.ledger.reports()))
 
     # ---- admission paths
     def _admitted(self, reports: list[Report], via: str, announce_in: float | None) -> None:
         now = time.monotonic()
-        for r in reports:
-            self.node.events("have", key=[r.reporter.hex(), r.seq], via=via)
-            if announce_in is not None:
+        self.node.events.many("have", ({"key": [r.reporter.hex(), r.seq], "via": via} for r in reports))
+        if announce_in is not None:
+            for r in reports:
                 self._announce.setdefault(r.key, (r, now + announce_in))
         if reports and announce_in is not None:
             self._wake.set()
@@ -136,7 +138,7 @@ class AnchorDaemon:
         if env.kind == "ledger_checkpoint":
             await self.checkpoints.on_signature(env)
             return
-        good, bad = verified_reports(env.body["reports"], self.s.network, self.anchors)
+        good, bad = verified_reports(env.body["reports"], self.s.network, self.anchors, self.replica.ledger)
         self.counters["deltas_received"] += 1
         self.counters["bad_reports"] += bad
         for r in good:
@@ -208,11 +210,16 @@ class AnchorDaemon:
         results: list[str] = []
         admitted: list[Report] = []
         if remote in self.anchors:  # another anchor pushing what it admitted (anti-entropy): signatures only
-            good, bad = verified_reports(raws, self.s.network, self.epoch_signers)
-            self.counters["bad_reports"] += bad
-            new = await self.replica.merge(good)
+            fresh = self.replica.claim(raws)  # (held, or arriving by our own pull from that anchor right now)
+            try:
+                good, bad = await trio.to_thread.run_sync(verified_reports, fresh, self.s.network,
+                                                          self.epoch_signers)
+                self.counters["bad_reports"] += bad
+                new = await self.replica.merge(good)
+            finally:
+                self.replica.release(fresh)
             self._admitted(new, "sync", None)
-            return {"admitted": len(new), "duplicate": len(good) - len(new), "pending": 0,
+            return {"admitted": len(new), "duplicate": len(raws) - bad - len(new), "pending": 0,
                     "dropped": {"malformed": bad} if bad else {}, "results": []}
         self.counters["submitted"] += len(raws)
         for raw in raws:
@@ -255,6 +262,15 @@ class AnchorDaemon:
                     n.start_soon(self.sync_with, pid)
 
     async def sync_with(self, pid: str) -> None:
+        if pid in self._syncing:  # one exchange with a peer at a time (a round, a reconnect and the start overlap)
+            return
+        self._syncing.add(pid)
+        try:
+            await self._sync_with(pid)
+        finally:
+            self._syncing.discard(pid)
+
+    async def _sync_with(self, pid: str) -> None:
         self.counters["sync_rounds"] += 1
 
         async def ingest(reports):
@@ -262,13 +278,17 @@ class AnchorDaemon:
             self._admitted(new, "sync", None)
             return new
 
+        pulled = pushed = bad = 0
         try:
-            with trio.fail_after(30):
-                lp = await self.node.links.connect(pid)
-                pulled, pushed, bad = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
-                                                         ingest, push=True,
-                                                         epoch_signers=self.epoch_signers, adopt=self.replica.adopt,
-                                                         meter=self.sync_meter)
+            for _ in range(MAX_SESSIONS):  # back to back while a session hit its cap (a fresh replica catching up)
+                with trio.fail_after(30):
+                    lp = await self.node.links.connect(pid)
+                    x = await anti_entropy(self.node.host, lp, self.s.network, self.replica, ingest,
+                                           push=True, epoch_signers=self.epoch_signers, adopt=self.replica.adopt,
+                                           meter=self.sync_meter)
+                pulled, pushed, bad = pulled + x.pulled, pushed + x.pushed, bad + x.bad
+                if not x.capped:
+                    break
         except Exception as e:  # unreachable, cut, timed out, refused, negotiation failed: retried next round
             self.counters["sync_failures"] += 1
             st = self.peer_sync.setdefault(pid, {"failures": 0})

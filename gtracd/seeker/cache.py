@@ -56,9 +56,10 @@ class SeekerCache:
         self.refused: dict[str, int] = {}
         self._rr = 0
         self.last_pull_ok: float | None = None
+        self.behind = False  # the last pull asked for all a session may: more to fetch
         self.apply_ledger()
-        for r in self.replica.ledger.reports():
-            node.events("have", key=[r.reporter.hex(), r.seq], via="disk")
+        node.events.many("have", ({"key": [r.reporter.hex(), r.seq], "via": "disk"}
+                                  for r in self.replica.ledger.reports()))
 
     # ---- the liveness view survives restarts (a fresh process routes before the next heartbeat, and can
     # reach the workers directly when every anchor is down)
@@ -97,8 +98,7 @@ class SeekerCache:
 
     async def _ingest(self, reports, via: str):
         new = await self.replica.merge(reports)
-        for r in new:
-            self.node.events("have", key=[r.reporter.hex(), r.seq], via=via)
+        self.node.events.many("have", ({"key": [r.reporter.hex(), r.seq], "via": via} for r in new))
         if new:
             self.apply_ledger()
             self.ingested.set()
@@ -119,7 +119,7 @@ class SeekerCache:
         if env.kind == "ledger_checkpoint":  # adopted once a quorum signed the state this replica computes too
             await self.checkpoints.on_signature(env)
             return
-        good, bad = verified_reports(env.body["reports"], self.s.network, self.anchors)
+        good, bad = verified_reports(env.body["reports"], self.s.network, self.anchors, self.replica.ledger)
         self.counters["deltas"] += 1
         self.counters["bad_reports"] += bad
         await self._ingest(good, "delta")
@@ -136,7 +136,8 @@ class SeekerCache:
     async def pull_forever(self) -> None:
         while True:
             await self.pull_once()
-            await trio.sleep(self.s.sync_s * random.uniform(0.8, 1.2))
+            if not self.behind:  # else the next session at once: a fresh seeker catching up on history
+                await trio.sleep(self.s.sync_s * random.uniform(0.8, 1.2))
 
     async def pull_once(self) -> bool:
         """Anti-entropy with the next keyring anchor (round robin, skipping unreachable ones)."""
@@ -147,17 +148,18 @@ class SeekerCache:
             try:
                 with trio.fail_after(20):
                     lp = await self.node.links.connect(pid)
-                    pulled, _, bad = await anti_entropy(self.node.host, lp, self.s.network, self.replica.ledger,
-                                                        lambda rs: self._ingest(rs, "pull"), push=False,
-                                                        epoch_signers=self.anchors, adopt=self._adopt)
+                    x = await anti_entropy(self.node.host, lp, self.s.network, self.replica,
+                                           lambda rs: self._ingest(rs, "pull"), push=False,
+                                           epoch_signers=self.anchors, adopt=self._adopt)
             except Exception as e:  # unreachable / timed out / refused: try the next anchor
                 self.counters["pull_failures"] += 1
                 log.debug("pull from %s failed: %r", pid, e)
                 continue
             self._rr = (self._rr + k + 1) % max(1, len(cands))
-            self.counters["pulled"] += pulled
-            self.counters["bad_reports"] += bad
+            self.counters["pulled"] += x.pulled
+            self.counters["bad_reports"] += x.bad
             self.last_pull_ok = time.monotonic()
+            self.behind = x.capped
             return True
         return False
 
