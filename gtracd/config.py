@@ -75,6 +75,8 @@ class Settings:
         "help": "worker --layers auto: a hole must last this long before a worker moves (0: 2 x heartbeat_s)"})
     move_window_s: float = field(default=600.0, metadata={"help": "worker --layers auto: at most one move per window"})
     torch_threads: int = field(default=1, metadata={"help": "torch threads per worker process"})
+    max_batch: int = field(default=16, metadata={
+        "help": "worker: decode steps of different sessions computed in one forward pass, at most (1: no batching)"})
     max_sessions: int = field(default=64, metadata={"help": "concurrent KV-cache sessions per worker"})
     cache_tokens: int = field(default=65536, metadata={"help": "KV-cache token budget per worker"})
     session_ttl_s: float = field(default=600.0, metadata={"help": "idle session lifetime"})
@@ -121,6 +123,8 @@ class Settings:
                 raise UserError(f"{name} must be >= 0")
         if self.torch_threads < 1:
             raise UserError("torch_threads must be >= 1")
+        if self.max_batch < 1:
+            raise UserError("max_batch must be >= 1")
         return self
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..sessions import Refused, SessionTable
+from .batching import forward_steps
 from .models import fingerprint
 from .sampling import Detokenizer, sample
 from .shard import Shard, crop
@@ -72,6 +73,8 @@ class ShardServer:
             pass
         self.eos = set(eos if isinstance(eos, list) else ([eos] if eos is not None else []))
         self.steps = 0
+        self.batches = 0  # forward passes that served more than one step, and the steps they served
+        self.batched_steps = 0
 
     @property
     def start(self) -> int:
@@ -159,19 +162,49 @@ class ShardServer:
 
     def compute(self, job: Job) -> dict:
         """prefill / step, the compute thread's half: only the job's own session cache is touched."""
-        sess, pos, n = job.sess, job.pos, job.n
+        sess, pos = job.sess, job.pos
         sess.cache = crop(sess.cache, pos)
         t0 = time.perf_counter()
         out = self.shard.forward(sess.cache, pos, **job.inp)
         self.steps += 1  # written only by the holder of the compute slot
+        return self._result(job, out.hidden, out.logits, t0)
+
+    @staticmethod
+    def batchable(job: Job) -> bool:
+        """A decode step (one position, no text to tokenize): it may share a forward pass with others."""
+        return job.n == 1 and job.text_ids is None
+
+    def compute_batch(self, jobs: list[Job]) -> list[dict]:
+        """Decode steps of different sessions in one forward pass (engine/batching.py), on the compute thread:
+        only the jobs' own session caches are touched. Each result is what `compute` would answer; the
+        compute time reported is the batch's."""
+        if len(jobs) == 1:
+            return [self.compute(jobs[0])]
+        for job in jobs:
+            job.sess.cache = crop(job.sess.cache, job.pos)
+        t0 = time.perf_counter()
+        caches, positions = [j.sess.cache for j in jobs], [j.pos for j in jobs]
+        if self.shard.first:
+            hidden, logits = forward_steps(self.shard, caches, positions,
+                                           input_ids=[int(j.inp["input_ids"][0]) for j in jobs])
+        else:
+            hidden, logits = forward_steps(self.shard, caches, positions, hidden=[j.inp["hidden"] for j in jobs])
+        self.steps += len(jobs)
+        self.batches += 1
+        self.batched_steps += len(jobs)
+        return [self._result(j, hidden[i] if hidden is not None else None,
+                             logits[i] if logits is not None else None, t0) for i, j in enumerate(jobs)]
+
+    def _result(self, job: Job, hidden, logits, t0: float) -> dict:
+        sess, pos, n = job.sess, job.pos, job.n
         res = {"session": sess.sid, "cached": pos + n}
         if job.text_ids is not None:
             res["tokens"] = job.text_ids
-        if out.hidden is not None:
-            res["hidden"] = to_wire(out.hidden)
+        if hidden is not None:
+            res["hidden"] = to_wire(hidden)
         elif job.sample:
             sp = sess.sampling
-            tok = sample(out.logits, pos + n, sp.get("temperature", 0.0), sp.get("top_k", 0), sp.get("top_p", 1.0),
+            tok = sample(logits, pos + n, sp.get("temperature", 0.0), sp.get("top_k", 0), sp.get("top_p", 1.0),
                          sp.get("seed", 0))
             res["token"] = tok
             res["eos"] = tok in self.eos

@@ -108,3 +108,74 @@ class FairCompute:
         else:
             del self.queues[peer]
         ev.set()
+
+
+class _Waiting:
+    __slots__ = ("job", "result", "error", "done")
+
+    def __init__(self, job):
+        self.job = job
+        self.result = self.error = None
+        self.done = trio.Event()
+
+
+class Batcher:
+    """Continuous batching of decode steps (engine/batching.py) over the one compute slot. A step waits for the
+    slot in its peer's turn like any call (FairCompute); whichever waiting step gets the slot first computes
+    every step then pending on its shard server (up to `max_batch`) in one forward pass and hands each its
+    result. A step served that way stops waiting for the slot at once. Steps that arrive while a pass runs
+    form the next one: sessions join and leave the batch between any two steps."""
+
+    def __init__(self, compute: FairCompute, max_batch: int):
+        self.compute, self.max_batch = compute, max_batch
+        self.pending: dict[int, list[_Waiting]] = {}  # id(shard server) -> steps waiting, oldest first
+
+    async def step(self, peer: str, srv, job) -> dict:
+        w = _Waiting(job)
+        queue = self.pending.setdefault(id(srv), [])
+        queue.append(w)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._lead, peer, srv, w)
+                await w.done.wait()
+                nursery.cancel_scope.cancel()  # served by another step's pass: stop queueing for the slot
+        finally:
+            if w in queue:
+                queue.remove(w)
+            if not queue:
+                self.pending.pop(id(srv), None)
+        if w.error is not None:
+            raise w.error
+        return w.result
+
+    async def _lead(self, peer: str, srv, w: _Waiting) -> None:
+        try:
+            await self._lead_pass(peer, srv, w)
+        except Exception as e:  # e.g. `busy` from a full compute queue: the step's own answer, not a group's
+            if not w.done.is_set():
+                w.error = e
+                w.done.set()
+
+    async def _lead_pass(self, peer: str, srv, w: _Waiting) -> None:
+        async with self.compute.slot(peer):
+            await trio.lowlevel.checkpoint()  # steps whose frames arrived in this same tick join the pass
+            if w.done.is_set():
+                return
+            queue = self.pending[id(srv)]
+            batch = [w] + [x for x in queue if x is not w][:self.max_batch - 1]
+            for x in batch:
+                queue.remove(x)
+            jobs = [x.job for x in batch]
+            try:
+                if len(jobs) == 1:  # a lone step: no thread hand-off (the schema caps a step's input)
+                    results = srv.compute_batch(jobs)
+                else:
+                    results = await trio.to_thread.run_sync(srv.compute_batch, jobs)
+            except Exception as e:  # every step of the pass gets the error (the worker answers `internal`)
+                for x in batch:
+                    x.error = e
+                    x.done.set()
+                return
+            for x, res in zip(batch, results, strict=True):
+                x.result = res
+                x.done.set()

@@ -29,10 +29,10 @@ from ..sessions import BUSY_RETRY_S, Refused
 from ..wire import decode_frame
 from ..wire.binding import sign_binding
 from . import common
-from .limits import FairCompute, InFlight
+from .limits import Batcher, FairCompute, InFlight
 
 log = logging.getLogger("gtracd.worker")
-SETTINGS = ["model", "layers", "torch_threads", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
+SETTINGS = ["model", "layers", "torch_threads", "max_batch", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
             "heartbeat_s", "peer_streams", "max_streams", "max_layers", "memory_mib", "drain_s", "heal_after_s",
             "move_window_s", "node_timeout_s", "trust_floor", "initial_trust", "forget_after_s"]
 INBOX = 1  # frames read ahead per stream (a `cancel` is still seen mid-step: the reader keeps reading)
@@ -79,6 +79,7 @@ class WorkerDaemon:
         self.settings = settings
         self.name = name
         self.compute = FairCompute()  # one slot, round-robin across remote peers
+        self.batcher = Batcher(self.compute, settings.max_batch)  # decode steps share forward passes
         self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0, "injected": 0,
                          "refused_streams": 0, "busy": 0, "internal": 0, "drain_cut": 0}
         self.idle_timeout = settings.session_ttl_s
@@ -344,7 +345,10 @@ class WorkerDaemon:
         srv.table.touch(isid, time.monotonic(), busy=True)  # the table is the event loop's (engine/server.py)
         try:
             job = srv.prepare({**body, "session": isid})
-            res = await self.run_compute(remote, self._compute, srv, job, act, inline=kind == "step")
+            if act is None and srv.batchable(job):  # a decode step: shares a forward pass with the ones ready
+                res = await self.batcher.step(remote, srv, job)
+            else:
+                res = await self.run_compute(remote, self._compute, srv, job, act, inline=kind == "step")
         finally:
             srv.table.touch(isid, time.monotonic(), busy=False)
         sess = srv.sessions.get(isid)
@@ -479,7 +483,9 @@ async def _run(daemon: WorkerDaemon, args, auto, closing: list) -> None:
             out = {"layers": [srv.start, srv.end] if srv else None, "model": fp, "total_layers": total,
                    "state": daemon.state,
                    "sessions": len(srv.table) if srv else 0, "free_tokens": srv.table.free_tokens if srv else 0,
-                   "counters": daemon.counters, "refusals": daemon.refusals}
+                   "counters": daemon.counters, "refusals": daemon.refusals,
+                   "batching": {"max_batch": s.max_batch, "passes": srv.batches if srv else 0,
+                                "steps": srv.batched_steps if srv else 0}}
             if agent is not None:
                 out["placement"] = agent.status()
             return out
