@@ -77,6 +77,12 @@ class Settings:
     torch_threads: int = field(default=1, metadata={"help": "torch threads per worker process"})
     max_batch: int = field(default=16, metadata={
         "help": "worker: decode steps of different sessions computed in one forward pass, at most (1: no batching)"})
+    batch_wait_ms: float = field(default=20.0, metadata={
+        "help": "worker: a decode step waits at most this for the steps of the other sessions decoding on its layers, "
+                "to share their pass (0: never wait; a lone generation never waits)"})
+    batch_gate_ms: float = field(default=200.0, metadata={
+        "help": "worker hosting layer 0: the same wait, longer (a step starts there: concurrent generations gather "
+                "into one batch that the later hops receive together)"})
     max_sessions: int = field(default=64, metadata={"help": "concurrent KV-cache sessions per worker"})
     cache_tokens: int = field(default=65536, metadata={"help": "KV-cache token budget per worker"})
     session_ttl_s: float = field(default=600.0, metadata={"help": "idle session lifetime"})
@@ -118,7 +124,8 @@ class Settings:
                 raise UserError(f"{name} must be > 0")
         if self.mode not in ("g-trac", "sp", "mr", "larac", "naive"):
             raise UserError(f"unknown routing mode {self.mode!r} (g-trac, sp, mr, larac, naive)")
-        for name in ("max_layers", "memory_mib", "drain_s", "heal_after_s", "move_window_s", "heal_wait_s"):
+        for name in ("max_layers", "memory_mib", "drain_s", "heal_after_s", "move_window_s", "heal_wait_s",
+                     "batch_wait_ms", "batch_gate_ms"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0")
         if self.torch_threads < 1:

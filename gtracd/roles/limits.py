@@ -119,58 +119,109 @@ class _Waiting:
         self.done = trio.Event()
 
 
+class _Shard:
+    """One shard server's steps: the ones waiting (oldest first), and when each session last stepped."""
+
+    def __init__(self):
+        self.queue: list[_Waiting] = []
+        self.last_step: dict[object, float] = {}  # session -> monotonic time of its last step
+        self.arrived = trio.Event()  # set (and replaced) whenever a step joins the queue
+
+
 class Batcher:
-    """Continuous batching of decode steps (engine/batching.py) over the one compute slot. A step waits for the
+    """Continuous batching of decode steps (engine/batching.py) over the one compute slot.
+
+    Steps of concurrent generations arrive spread out, and on an idle worker each would run alone, while a
+    pass of B rows costs little more than a pass of one (the weights are read once). So a step first gathers
+    the others: on the worker hosting layer 0 (the gate, where every step starts) it waits, at most `gate_s`,
+    until every session decoding there (each stepped within ACTIVE_S) has brought its step; on a later hop,
+    where a batch's rows arrive one by one, it gathers while they keep coming (a gap of QUIET_S ends it), at
+    most `wait_s`. Concurrent generations so move as one batch through every hop. Then the step waits for the
     slot in its peer's turn like any call (FairCompute); whichever waiting step gets the slot first computes
-    every step then pending on its shard server (up to `max_batch`) in one forward pass and hands each its
-    result. A step served that way stops waiting for the slot at once. Steps that arrive while a pass runs
-    form the next one: sessions join and leave the batch between any two steps."""
+    every step then pending on its shard (up to `max_batch`) in one forward pass and hands each its result,
+    and a step served that way stops waiting at once. A lone generation never waits; a session that ends is
+    no longer waited for (`forget`); sessions join and leave the batch between any two steps."""
 
-    def __init__(self, compute: FairCompute, max_batch: int):
-        self.compute, self.max_batch = compute, max_batch
-        self.pending: dict[int, list[_Waiting]] = {}  # id(shard server) -> steps waiting, oldest first
+    ACTIVE_S = 0.5  # a session that stepped within this is decoding: expected back
+    QUIET_S = 0.005  # a later hop stops gathering when no row came for this long
 
-    async def step(self, peer: str, srv, job) -> dict:
+    def __init__(self, compute: FairCompute, max_batch: int, wait_s: float = 0.0, gate_s: float | None = None):
+        self.compute, self.max_batch, self.wait_s = compute, max_batch, wait_s
+        self.gate_s = wait_s if gate_s is None else gate_s  # the wait on a shard hosting layer 0
+        self.shards: dict[int, _Shard] = {}  # id(shard server) -> its steps
+
+    @property
+    def pending(self) -> dict[int, list[_Waiting]]:
+        return {k: sh.queue for k, sh in self.shards.items() if sh.queue}
+
+    async def step(self, peer: str, srv, job, session) -> dict:
+        """Compute `job` (a decode step of `session` on shard server `srv`) in a pass with whatever else is
+        ready; returns its result."""
         w = _Waiting(job)
-        queue = self.pending.setdefault(id(srv), [])
-        queue.append(w)
+        sh = self.shards.setdefault(id(srv), _Shard())
+        now = trio.current_time()  # (monotonic)
+        for s, t in list(sh.last_step.items()):
+            if now - t > self.ACTIVE_S:
+                del sh.last_step[s]
+        sh.last_step[session] = now
+        sh.queue.append(w)
+        sh.arrived.set()
+        sh.arrived = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._lead, peer, srv, w)
+                nursery.start_soon(self._lead, peer, srv, w, sh)
                 await w.done.wait()
-                nursery.cancel_scope.cancel()  # served by another step's pass: stop queueing for the slot
+                nursery.cancel_scope.cancel()  # served by another step's pass: stop waiting
         finally:
-            if w in queue:
-                queue.remove(w)
-            if not queue:
-                self.pending.pop(id(srv), None)
+            if w in sh.queue:
+                sh.queue.remove(w)
+            if not sh.queue and not sh.last_step and self.shards.get(id(srv)) is sh:
+                del self.shards[id(srv)]
         if w.error is not None:
             raise w.error
         return w.result
 
-    async def _lead(self, peer: str, srv, w: _Waiting) -> None:
+    def forget(self, srv, session) -> None:
+        """`session` ended: no step waits for it any more."""
+        sh = self.shards.get(id(srv))
+        if sh is not None:
+            sh.last_step.pop(session, None)
+            sh.arrived.set()
+            sh.arrived = trio.Event()
+            if not sh.queue and not sh.last_step:
+                del self.shards[id(srv)]
+
+    async def _lead(self, peer: str, srv, w: _Waiting, sh: _Shard) -> None:
         try:
-            await self._lead_pass(peer, srv, w)
+            expected = min(len(sh.last_step), self.max_batch)
+            if getattr(getattr(srv, "shard", None), "first", False):  # the gate: a step starts here
+                if self.gate_s > 0:
+                    with trio.move_on_after(self.gate_s):
+                        while len(sh.queue) < expected and not w.done.is_set():
+                            await sh.arrived.wait()
+            elif self.wait_s > 0:  # a later hop: a batch's rows come one by one; gather them while they come
+                with trio.move_on_after(self.wait_s):
+                    while len(sh.queue) < expected and not w.done.is_set():
+                        with trio.move_on_after(self.QUIET_S) as quiet:
+                            await sh.arrived.wait()
+                        if quiet.cancelled_caught:
+                            break
+            await self._lead_pass(peer, srv, w, sh.queue)
         except Exception as e:  # e.g. `busy` from a full compute queue: the step's own answer, not a group's
             if not w.done.is_set():
                 w.error = e
                 w.done.set()
 
-    async def _lead_pass(self, peer: str, srv, w: _Waiting) -> None:
+    async def _lead_pass(self, peer: str, srv, w: _Waiting, queue: list[_Waiting]) -> None:
         async with self.compute.slot(peer):
-            await trio.lowlevel.checkpoint()  # steps whose frames arrived in this same tick join the pass
             if w.done.is_set():
                 return
-            queue = self.pending[id(srv)]
             batch = [w] + [x for x in queue if x is not w][:self.max_batch - 1]
             for x in batch:
                 queue.remove(x)
             jobs = [x.job for x in batch]
-            try:
-                if len(jobs) == 1:  # a lone step: no thread hand-off (the schema caps a step's input)
-                    results = srv.compute_batch(jobs)
-                else:
-                    results = await trio.to_thread.run_sync(srv.compute_batch, jobs)
+            try:  # on the compute thread even alone: meanwhile the event loop reads the next steps' frames
+                results = await trio.to_thread.run_sync(srv.compute_batch, jobs)
             except Exception as e:  # every step of the pass gets the error (the worker answers `internal`)
                 for x in batch:
                     x.error = e

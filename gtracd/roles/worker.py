@@ -32,7 +32,7 @@ from . import common
 from .limits import Batcher, FairCompute, InFlight
 
 log = logging.getLogger("gtracd.worker")
-SETTINGS = ["model", "layers", "torch_threads", "max_batch", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
+SETTINGS = ["model", "layers", "torch_threads", "max_batch", "batch_wait_ms", "batch_gate_ms", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
             "heartbeat_s", "peer_streams", "max_streams", "max_layers", "memory_mib", "drain_s", "heal_after_s",
             "move_window_s", "node_timeout_s", "trust_floor", "initial_trust", "forget_after_s"]
 INBOX = 1  # frames read ahead per stream (a `cancel` is still seen mid-step: the reader keeps reading)
@@ -79,7 +79,9 @@ class WorkerDaemon:
         self.settings = settings
         self.name = name
         self.compute = FairCompute()  # one slot, round-robin across remote peers
-        self.batcher = Batcher(self.compute, settings.max_batch)  # decode steps share forward passes
+        # decode steps of concurrent sessions share forward passes
+        self.batcher = Batcher(self.compute, settings.max_batch, settings.batch_wait_ms / 1000.0,
+                               settings.batch_gate_ms / 1000.0)
         self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0, "injected": 0,
                          "refused_streams": 0, "busy": 0, "internal": 0, "drain_cut": 0}
         self.idle_timeout = settings.session_ttl_s
@@ -139,6 +141,11 @@ class WorkerDaemon:
     def ident(self):
         return self.default.ident
 
+    def _end(self, srv, isid: bytes) -> None:
+        """A session ended (closed, cancelled, its stream gone): its cache is freed and no batch waits for it."""
+        srv.close(isid)
+        self.batcher.forget(srv, isid)
+
     async def run_compute(self, peer: str, fn, *a, inline: bool = False):
         async with self.compute.slot(peer):
             if inline:  # a decode step (the seeker sends one token; schema caps it at 64): no thread hand-off
@@ -189,7 +196,7 @@ class WorkerDaemon:
             else:
                 self.streams.pop(remote, None)
             for _, isid, srv in owned.values():
-                srv.close(isid)
+                self._end(srv, isid)
             if owned and (self.state == "draining" or self.leaving):  # cut by the drain bound: say so
                 for sid in list(owned):
                     await fs.quietly(lambda sid=sid: self._error(fs, "draining", "the worker is leaving; this "
@@ -297,7 +304,7 @@ class WorkerDaemon:
             elif kind in ("cancel", "close"):
                 hit = owned.pop(sid, None)
                 if hit is not None:
-                    hit[2].close(hit[1])
+                    self._end(hit[2], hit[1])
                     self._closed()
                     if kind == "cancel":
                         self.counters["cancelled"] += 1
@@ -306,7 +313,7 @@ class WorkerDaemon:
         except Refused as e:
             if e.code == "cancelled" and sid in owned:
                 _, isid, srv = owned.pop(sid)
-                srv.close(isid)
+                self._end(srv, isid)
                 self._closed()
                 self.counters["cancelled"] += 1
             await self._error(fs, e.code, str(e), sid, e.retry_after_s)
@@ -346,7 +353,7 @@ class WorkerDaemon:
         try:
             job = srv.prepare({**body, "session": isid})
             if act is None and srv.batchable(job):  # a decode step: shares a forward pass with the ones ready
-                res = await self.batcher.step(remote, srv, job)
+                res = await self.batcher.step(remote, srv, job, isid)
             else:
                 res = await self.run_compute(remote, self._compute, srv, job, act, inline=kind == "step")
         finally:
