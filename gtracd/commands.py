@@ -241,7 +241,7 @@ def register(sub) -> None:
                                        "and inter-token latency per concurrency; context reuse's TTFT speed-up")
     bv.add_argument("--concurrency", default="1,4,8", help="comma-separated concurrent requests (default 1,4,8)")
     bv.add_argument("--tokens", type=int, default=64, help="tokens per request (EOS ignored)")
-    bv.add_argument("--rounds", type=int, default=3, help="reuse measurements (medians)")
+    bv.add_argument("--rounds", type=int, default=3, help="rounds of every level and of the reuse measurement (medians)")
     bv.add_argument("--record", help="also write the JSON result here (e.g. bench/serve.json)")
     bv.add_argument("--json", action="store_true")
     ba = bsub.add_parser("attack", help="every attack of the trust layer against live loopback daemons")

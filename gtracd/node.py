@@ -5,6 +5,7 @@ trace (JSON lines; the tests and `gtracd bench ledger` time convergence from it)
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -47,6 +48,52 @@ class Events:
             self._f = None
 
 
+class Heap:
+    """The C heap as glibc sees it (Linux; elsewhere, e.g. Android's bionic, every call is a no-op). Freed
+    memory stays in malloc's arenas, and a long-running daemon's RSS creeps up with it while the memory in
+    use stays flat (bench soak: in use ~26 MiB flat, free 2.5 -> 9 MiB over seven minutes); `trim` hands the
+    free pages back to the system."""
+
+    TRIM_EVERY_S = 60.0
+
+    class _Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    def __init__(self):
+        self.trims = 0
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            self._trim, self._info = libc.malloc_trim, libc.mallinfo2
+            self._info.restype = Heap._Info
+        except (OSError, AttributeError):  # not glibc (or older than 2.33: no mallinfo2)
+            self._trim = self._info = None
+
+    def status(self) -> dict:
+        out = {"rss_mib": _rss_mib()}
+        if self._info is not None:
+            i = self._info()
+            out.update(heap_in_use_mib=round((i.uordblks + i.hblkhd) / 2**20, 1),
+                       heap_free_mib=round(i.fordblks / 2**20, 1), trims=self.trims)
+        return out
+
+    def trim(self) -> None:
+        if self._trim is not None:
+            self._trim(0)
+            self.trims += 1
+
+
+def _rss_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def status_dir(settings) -> Path:
     return settings.home / "run"
 
@@ -71,6 +118,7 @@ class Node:
         self.status_path = status_file(settings, role, name, ident.peer_id)
         self.cut_path = status_dir(settings) / f"{role}-{name}.cut"
         self.status_parts: list = []  # callables returning dicts merged into the status (role, cache, requests)
+        self.heap = Heap()
 
     @property
     def peer_id(self) -> str:
@@ -94,6 +142,7 @@ class Node:
             "links": self.links.status(), "library_logs": dict(LIBRARY_LOGS),
             "dropped": dict(self.verifier.dropped), "accepted": self.verifier.accepted,
             "python": {"torch_loaded": "torch" in sys.modules, "standins": sorted(standins.USED)},
+            "memory": self.heap.status(),
             **{k: v for part in self.status_parts for k, v in part().items()},
         }
 
@@ -117,12 +166,16 @@ class Node:
 
     async def write_status_forever(self, every: float = 1.0) -> None:
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        trimmed = time.monotonic()
         try:
             while True:
                 try:
                     write_status(self.status_path, self.status())
                 except OSError as e:
                     log.warning("cannot write status %s: %s", self.status_path, e)
+                if time.monotonic() - trimmed >= Heap.TRIM_EVERY_S:  # (the status loop: every daemon has one)
+                    self.heap.trim()
+                    trimmed = time.monotonic()
                 await trio.sleep(every)
         finally:
             try:

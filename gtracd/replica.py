@@ -25,7 +25,8 @@ from .ledger.checkpoint import (
 from .ledger.signed import is_held
 
 log = logging.getLogger("gtracd.replica")
-REFOLD_SPACING = 4.0  # after a refold that took t, the next one waits >= 4 t
+REFOLD_SPACING = 4.0  # after a refold that took t, the next one waits >= 4 t (a seeker routes with the result)
+DISPLAY_REFOLD_SPACING = 20.0  # an anchor's derived trust is only shown (status, top): refold more rarely
 
 # the settings every replica of a network must share: they decide the derived numbers
 RULE_SETTINGS = ["initial_trust", "reward", "penalty", "unknown_penalty", "alpha", "latency0_ms", "reporter_budget",
@@ -63,8 +64,8 @@ def ledger_gossip(verifier, data: bytes, anchors: set[str], network: str):
 
 
 class Replica:
-    def __init__(self, path: Path | None, params: RuleParams):
-        self.params = params
+    def __init__(self, path: Path | None, params: RuleParams, refold_spacing: float = REFOLD_SPACING):
+        self.params, self.refold_spacing = params, refold_spacing
         self.ledger = Ledger()
         self.log = ReportLog(path) if path is not None else None
         self.cp_path = path.with_name("checkpoint.bin") if path is not None else None
@@ -152,8 +153,8 @@ class Replica:
 
     def trust_latency(self, fresh: bool = False) -> tuple[dict[str, float], dict[str, float]]:
         """The derived trust and latency. A refold (reports arriving out of order, as a sync's pages do) costs
-        a decode of the checkpoint's state and a fold of everything after it; they are spaced so they take
-        at most 1 / (1 + REFOLD_SPACING) of the event loop: meanwhile the last values are returned (callers
+        a copy of the checkpoint's fold and a fold of everything after it; they are spaced so they take
+        at most 1 / (1 + refold_spacing) of the event loop: meanwhile the last values are returned (callers
         ask again every second). `fresh` refolds now."""
         now = time.monotonic()
         if not fresh and self._shown is not None and now < self._refold_after and self.derived.stale():
@@ -161,7 +162,7 @@ class Replica:
         refolds, t0 = self.derived.refolds, time.perf_counter()
         f = self.derived.current()
         if self.derived.refolds != refolds:
-            self._refold_after = now + REFOLD_SPACING * (time.perf_counter() - t0)
+            self._refold_after = now + self.refold_spacing * (time.perf_counter() - t0)
         self._shown = (f.trust, f.latency)
         return self._shown
 

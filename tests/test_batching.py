@@ -132,12 +132,12 @@ async def test_a_worker_batches_concurrent_sessions_and_answers_as_it_does_one_a
         async def opened(prompt):
             hs, sid = HopSession(chost, pid, ident.peer_id), os.urandom(16)
             await hs.open({"session": sid, "model": srv.fingerprint, "start": 0, "end": 4, "max_length": 64}, 10)
-            res = await hs.request("prefill", {"session": sid, "pos": 0, "tokens": prompt}, "result", 10)
+            res = await hs.request("prefill", {"session": sid, "pos": 0, "tokens": prompt}, 10)
             return {"hs": hs, "sid": sid, "pos": len(prompt), "toks": [res["token"]]}
 
         async def step(st):
             res = await st["hs"].request("step", {"session": st["sid"], "pos": st["pos"], "tokens": [st["toks"][-1]]},
-                                         "result", 10)
+                                         10)
             st["pos"] += 1
             st["toks"].append(res["token"])
 

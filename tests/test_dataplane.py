@@ -238,9 +238,8 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
             hs = gen.hops[0].session
             sid = os.urandom(16)
             h0 = gen.hops[0].peer
-            await hs.request("open", {"session": sid, "model": h0.model, "start": 0, "end": 10, "max_length": 64},
-                             "opened", 10)
-            res = await hs.request("prefill", {"session": sid, "pos": 0, "text": "Hello world"}, "result", 10)
+            await hs.request("open", {"session": sid, "model": h0.model, "start": 0, "end": 10, "max_length": 64}, 10)
+            res = await hs.request("prefill", {"session": sid, "pos": 0, "text": "Hello world"}, 10)
             assert res["tokens"] == tok("Hello world")["input_ids"] and res["cached"] == len(res["tokens"])
             await hs.close(sid)
             await gen.aclose()

@@ -61,3 +61,15 @@ def test_two_daemons_with_one_name_never_share_a_status_slot(tmp_path):
         write_status(path, {"role": "worker", "name": "worker-10-20", "peer_id": pid, "pid": 1,
                             "written_at": 0.0})
     assert {d["peer_id"] for d in collect(s, "worker-10-20")} == {"12D3KooWaaaaaaaa", "12D3KooWbbbbbbbb"}
+
+
+def test_a_daemon_reports_its_memory_and_trims_its_heap():
+    from gtracd.node import Heap
+
+    h = Heap()
+    st = h.status()
+    assert st["rss_mib"] is not None and st["rss_mib"] > 0
+    if "heap_in_use_mib" in st:  # glibc: the heap's own count, and free pages handed back
+        assert st["heap_in_use_mib"] > 0 and st["heap_free_mib"] >= 0
+        h.trim()
+        assert h.status()["trims"] == 1

@@ -64,10 +64,10 @@ async def test_table_mutations_stay_on_the_event_loop_under_concurrent_sessions_
                     await hs.open({"session": sid, "model": srv.fingerprint, "start": 0, "end": 4,
                                    "max_length": 200}, 10)
                     toks = [rng.randrange(1, 200) for _ in range(rng.randrange(2, 40))]
-                    await hs.request("prefill", {"session": sid, "pos": 0, "tokens": toks}, "result", 30)
+                    await hs.request("prefill", {"session": sid, "pos": 0, "tokens": toks}, 30)
                     pos = len(toks)
                     for _ in range(rng.randrange(1, 8)):
-                        res = await hs.request("step", {"session": sid, "pos": pos, "tokens": [5]}, "result", 30)
+                        res = await hs.request("step", {"session": sid, "pos": pos, "tokens": [5]}, 30)
                         pos += 1
                         stats["results"] += 1
                         assert res["cached"] == pos

@@ -5,7 +5,10 @@ API run in this process on 127.0.0.1 (the clients too: on this 2-core machine a 
 would only add a process to schedule). Per concurrency level C: C streaming chat requests at once, each with
 its own prompt (no reuse), 64 tokens with EOS ignored; aggregate decode tok/s = completion tokens / wall
 time, time to first token (the first chunk: the role, sent with the first token) and inter-token latency
-(gaps between content chunks), p50 and p99.
+(gaps between content chunks), p50 and p99. Every level runs once per round (`--rounds`); a level's figures
+are its median round, `batch_speedup_8` the median of each round's own ratio of concurrency 8 to 1. Then
+the last round's concurrent answers are compared with the same requests answered one at a time (greedy:
+batching must not change them).
 
 Reuse: a conversation of ~500 tokens (a long system message, a question, its answer), then the next turn:
 TTFT when the seeker kept the conversation (only the new suffix is prefilled) vs a seeker that keeps
@@ -52,12 +55,18 @@ async def _stream(client, model: str, messages: list[dict], max_tokens: int) -> 
             "prompt_tokens": usage.prompt_tokens if usage else None}
 
 
+def _ask(seed: int, i: int) -> list[dict]:
+    return [{"role": "user", "content": f"Request {seed}-{i}: write a few sentences about the number {i}."}]
+
+
 async def _level(client, model: str, c: int, tokens: int, seed: int) -> dict:
     out: list[dict] = []
+    texts: dict[int, str] = {}
 
     async def one(i: int) -> None:
-        msgs = [{"role": "user", "content": f"Request {seed}-{i}: write a few sentences about the number {i}."}]
-        out.append(await _stream(client, model, msgs, tokens))
+        r = await _stream(client, model, _ask(seed, i), tokens)
+        out.append(r)
+        texts[i] = r["text"]
 
     t0 = time.perf_counter()
     async with trio.open_nursery() as n:
@@ -68,7 +77,7 @@ async def _level(client, model: str, c: int, tokens: int, seed: int) -> dict:
     itl = [x for r in out for x in r["itl_s"]]
     total = sum(r["tokens"] for r in out)
     return {"concurrency": c, "requests": c, "completion_tokens": total, "wall_s": round(wall, 2),
-            "aggregate_tok_s": round(total / wall, 2),
+            "aggregate_tok_s": round(total / wall, 2), "texts": [texts[i] for i in range(c)],
             "ttft_p50_s": round(statistics.median(ttft), 3), "ttft_p99_s": round(_pct(ttft, 0.99), 3),
             "itl_p50_ms": round(1e3 * statistics.median(itl), 1) if itl else None,
             "itl_p99_ms": round(1e3 * _pct(itl, 0.99), 1) if itl else None}
@@ -131,20 +140,40 @@ async def _run(addrs: list[str], levels: list[int], tokens: int, rounds: int, lo
         # allows a remote peer 16 streams: --peer-streams)
         main = await make_seeker(0)
         await _stream(main.client, model, [{"role": "user", "content": "Warm up."}], 8)
+        runs: dict[int, list[dict]] = {c: [] for c in levels}
+        for r in range(rounds):  # every level once per round: a round's ratios are measured together
+            for i, c in enumerate(levels):
+                x = await _level(main.client, model, c, tokens, 100 * r + i)
+                runs[c].append(x)
+                log(f"  round {r + 1}, concurrency {c}: {x['aggregate_tok_s']} tok/s in total, TTFT p50 "
+                    f"{x['ttft_p50_s']} s p99 {x['ttft_p99_s']} s, inter-token p50 {x['itl_p50_ms']} ms p99 "
+                    f"{x['itl_p99_ms']} ms")
+        # the batched answers are the answers each request gets alone (greedy; engine/batching.py)
+        top, last = max(levels), 100 * (rounds - 1) + len(levels) - 1
+        together = runs[top][-1].pop("texts")
+        alone = [(await _stream(main.client, model, _ask(last, i), tokens))["text"] for i in range(top)]
+        same = sum(a == b for a, b in zip(alone, together, strict=True))
+        log(f"  {same} of {top} answers given concurrently equal the answers given alone")
         res = {}
-        for i, c in enumerate(levels):
-            res[c] = await _level(main.client, model, c, tokens, i)
-            log(f"  concurrency {c}: {res[c]['aggregate_tok_s']} tok/s in total, TTFT p50 {res[c]['ttft_p50_s']} s "
-                f"p99 {res[c]['ttft_p99_s']} s, inter-token p50 {res[c]['itl_p50_ms']} ms p99 {res[c]['itl_p99_ms']} ms")
+        for c in levels:
+            xs = runs[c]
+            for x in xs:
+                x.pop("texts", None)
+            med = sorted(xs, key=lambda x: x["aggregate_tok_s"])[len(xs) // 2]
+            res[c] = {**med, "aggregate_tok_s_rounds": [x["aggregate_tok_s"] for x in xs]}
         reuse = await _reuse(make_seeker, model, rounds)
         log(f"  reuse: next turn of a {reuse['prompt_tokens']}-token conversation: TTFT {reuse['ttft_reuse_s']} s "
             f"kept vs {reuse['ttft_no_reuse_s']} s prefilled whole ({reuse['reuse_ttft_speedup']}x)")
         n.cancel_scope.cancel()
-    one, top = res.get(1), res.get(max(levels))
-    return {"model": model, "hops": 3, "tokens_per_request": tokens, "levels": res, "reuse": reuse,
-            "batch_speedup_8": round(res[8]["aggregate_tok_s"] / one["aggregate_tok_s"], 2)
-            if 8 in res and one else None,
-            f"speedup_{max(levels)}": round(top["aggregate_tok_s"] / one["aggregate_tok_s"], 2) if one else None,
+    def speedup(c: int) -> float | None:  # the median over rounds of each round's own ratio
+        if c not in runs or 1 not in runs:
+            return None
+        ratios = sorted(a["aggregate_tok_s"] / b["aggregate_tok_s"] for a, b in zip(runs[c], runs[1], strict=True))
+        return round(ratios[len(ratios) // 2], 2)
+
+    return {"model": model, "hops": 3, "tokens_per_request": tokens, "rounds": rounds, "levels": res,
+            "reuse": reuse, "batch_speedup_8": speedup(8), f"speedup_{max(levels)}": speedup(max(levels)),
+            "answers_equal_alone": f"{same}/{top}",
             "reuse_ttft_speedup": reuse["reuse_ttft_speedup"],
             "goals": {"batch_speedup_8": 3.0, "reuse_ttft_speedup": 3.0}}
 
@@ -170,5 +199,6 @@ def main(args) -> int:
             json.dump(res, f, indent=1)
             f.write("\n")
     print(json.dumps(res) if args.json else f"batch_speedup_8 {res['batch_speedup_8']} (goal >= 3), "
-          f"reuse_ttft_speedup {res['reuse_ttft_speedup']} (goal >= 3)")
+          f"reuse_ttft_speedup {res['reuse_ttft_speedup']} (goal >= 3), answers equal alone "
+          f"{res['answers_equal_alone']}")
     return 0

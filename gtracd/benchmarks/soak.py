@@ -136,6 +136,7 @@ def run_soak(duration: float = 600.0, rate: float = 50.0, seekers: int = 2, iden
                     cp = st.get("checkpoint") or {}
                     row["anchors"][a] = {
                         "incarnation": incarnation[a], "rss_mib": round(status_mib(p.proc.pid, "VmRSS"), 1),
+                        "heap_in_use_mib": (st.get("memory") or {}).get("heap_in_use_mib"),
                         "disk_bytes": _disk_bytes(cn, a), "reports_held": st.get("ledger", {}).get("reports"),
                         "folded": cp.get("folded", 0), "checkpoint_boundary": cp.get("boundary"),
                         "sync_bytes_per_round": round((b - pb) / (r - pr)) if r > pr else None}
@@ -200,7 +201,7 @@ def _soak_result(traces, samples, final, t0, t_end, killed, back, rate, seekers,
     for row in samples:  # the convergence p99 of the reports emitted in the period this sample closes
         xs = per_minute.get(int(row["t"] // sample_s) - 1, [])
         row["convergence_p99_s"] = round(_pct(xs, 0.99), 3) if xs else None
-    rss_slopes, sync_slopes, sync_rel = {}, {}, {}
+    rss_slopes, heap_slopes, sync_slopes, sync_rel = {}, {}, {}, {}
     for a in ANCHORS:
         rows = [(r["t"], r["anchors"][a]) for r in samples if a in r["anchors"]]
         inc = max((v["incarnation"] for _, v in rows), default=0)
@@ -208,6 +209,8 @@ def _soak_result(traces, samples, final, t0, t_end, killed, back, rate, seekers,
         # the held reports still climb to their level: reports_per_s x (lag + period))
         after = [(t, v) for t, v in rows if v["incarnation"] == inc and v["folded"] > 0][1:]
         rss_slopes[a] = _slope_per_h([(t, v["rss_mib"]) for t, v in after])
+        heap_slopes[a] = _slope_per_h([(t, v["heap_in_use_mib"]) for t, v in after
+                                       if v.get("heap_in_use_mib") is not None])
         pts = [(t, v["sync_bytes_per_round"]) for t, v in after if v["sync_bytes_per_round"] is not None]
         sync_slopes[a] = _slope_per_h(pts)
         if sync_slopes[a] is not None and pts:
@@ -224,6 +227,12 @@ def _soak_result(traces, samples, final, t0, t_end, killed, back, rate, seekers,
         "checkpoint_s": CHECKPOINT_S, "outage_s": outage_s,
         "killed_at_s": round(killed - t0, 1) if killed else None,
         "reports_emitted": emitted, "reports_lost": len(lost),
+        # which, where: the first few lost reports, the anchors that lack them, when the others got them
+        "lost": [{"reporter": k[0][:16], "seq": k[1], "emitted_at_s": round(traces.emitted[k][0] - t0, 2),
+                  "ts": traces.emitted[k][1],
+                  "held_at_s": {a: round(t - t0, 2) for a, t in traces.have.get(k, {}).items()},
+                  "missing_at": [a for a in ANCHORS if a not in traces.have.get(k, {})],
+                  "boundaries": {a: final.get(a, {}).get("boundary") for a in ANCHORS}} for k in lost[:10]],
         "convergence_p50_s": round(statistics.median(conv_all), 3) if conv_all else None,
         "convergence_p99_s": round(_pct(conv_all, 0.99), 3) if conv_all else None,
         "convergence_p99_worst_minute_s": max((r["convergence_p99_s"] for r in samples
@@ -233,6 +242,10 @@ def _soak_result(traces, samples, final, t0, t_end, killed, back, rate, seekers,
         "reports_during_outage": len(catchup),
         "rss_slope_mib_per_h": worst(rss_slopes), "rss_slope_mib_per_h_by_anchor": {
             a: None if v is None else round(v, 2) for a, v in rss_slopes.items()},
+        # the C heap's memory in use (glibc's count, from the daemons' status): what RSS would be without
+        # the free memory malloc keeps
+        "heap_in_use_slope_mib_per_h": worst(heap_slopes), "heap_in_use_slope_mib_per_h_by_anchor": {
+            a: None if v is None else round(v, 2) for a, v in heap_slopes.items()},
         "sync_bytes_slope": worst(sync_slopes), "sync_bytes_slope_by_anchor": {
             a: None if v is None else round(v, 1) for a, v in sync_slopes.items()},
         "sync_bytes_change_over_run": sync_rel,

@@ -42,7 +42,6 @@ class Session:
     sid: bytes
     cache: object
     sampling: dict = field(default_factory=dict)
-    cancelled: bool = False
 
 
 class ShardServer:

@@ -46,14 +46,18 @@ def verified_reports(raws, network: str | None, epoch_signers: set[str] | frozen
     return good, bad
 
 
-def is_held(ledger, raw: bytes) -> bool:
-    """Does the ledger hold exactly these bytes (same reporter, seq and signed envelope)?"""
+def held_report(ledger, raw: bytes) -> Report | None:
+    """The report the ledger holds as exactly these bytes (same reporter, seq and signed envelope), or None."""
     try:
         d = unpackb(raw, DEFAULT_LIMITS.max_envelope)
         r = ledger.get(bytes(d["from"]), d["seq"])
     except (DecodeError, KeyError, TypeError, ValueError):
-        return False
-    return r is not None and r.raw == raw
+        return None
+    return r if r is not None and r.raw == raw else None
+
+
+def is_held(ledger, raw: bytes) -> bool:
+    return held_report(ledger, raw) is not None
 
 
 def stored_report(raw: bytes) -> Report:

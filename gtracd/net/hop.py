@@ -1,7 +1,8 @@
-"""Seeker side of one worker session: one long-lived stream, one request in flight at a time.
+"""Seeker side of one worker session: one long-lived stream, one request in flight at a time — a thin driver
+of wire/infer.HopStream, which decides what may be sent and what each frame read means.
 
-A transport failure (EOF, reset, deadline) raises HopFailed; an error frame from the worker raises
-HopError(code). Both carry the peer id so the seeker can attribute the failure exactly.
+A transport failure (EOF, reset, deadline) or a protocol violation raises HopFailed; an error frame from the
+worker raises HopError(code). Both carry the peer id so the seeker can attribute the failure exactly.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import trio
 
 from ..errors import DecodeError, GtracError
 from ..wire.binding import binding_ok
+from ..wire.infer import HopStream, Refusal, Violation
 from .framing import FramedStream, StreamClosed
 from .host import open_stream
 from .protocols import INFER, WRITE_TIMEOUT_S
@@ -35,6 +37,7 @@ class HopSession:
         self.peer_id = peer_id  # libp2p ID
         self.peer = peer  # base58
         self.fs: FramedStream | None = None
+        self.machine = HopStream()  # the protocol state of the stream `fs` (a new one per stream)
         self.opened = False
         self.max_length: int | None = None
 
@@ -45,10 +48,13 @@ class HopSession:
             raise HopFailed(self.peer, "stream open timed out") from None
         except Exception as e:
             raise HopFailed(self.peer, f"cannot open stream: {type(e).__name__}: {e}") from None
+        self.machine = HopStream()
 
-    async def request(self, kind: str, body: dict, expect: str, timeout: float) -> dict:
+    async def request(self, kind: str, body: dict, timeout: float) -> dict:
+        """Send a request and return its reply's body (HopError on a refusal, HopFailed on anything else)."""
         if self.fs is None:
             await self.connect(timeout)
+        self.machine.send(kind, body)  # (ProtocolError: a bug of ours, not the worker's)
         try:
             try:
                 await self.fs.send(kind, body, min(timeout, WRITE_TIMEOUT_S))
@@ -65,12 +71,13 @@ class HopSession:
         except DecodeError as e:
             await self.abort()
             raise HopFailed(self.peer, f"sent a malformed frame ({e})") from None
-        if rkind == "error":
-            raise HopError(self.peer, rbody["code"], rbody["message"], rbody.get("retry_after_s"))
-        if rkind != expect:
+        ev = self.machine.receive(rkind, rbody)
+        if isinstance(ev, Refusal):
+            raise HopError(self.peer, ev.code, ev.message, ev.retry_after_s)
+        if isinstance(ev, Violation):
             await self.abort()
-            raise HopFailed(self.peer, f"answered {rkind} to {kind}")
-        return rbody
+            raise HopFailed(self.peer, ev.why)
+        return ev.body
 
     async def _last_words(self) -> None:
         """The stream broke on our write: if the worker sent an error frame before it closed (a drain cut our
@@ -79,13 +86,14 @@ class HopSession:
             rkind, rbody = await self.fs.read(0.5)
         except (trio.TooSlowError, StreamClosed, DecodeError):
             return
-        if rkind == "error":
+        ev = self.machine.receive(rkind, rbody)
+        if isinstance(ev, Refusal):
             await self.abort()
-            raise HopError(self.peer, rbody["code"], rbody["message"], rbody.get("retry_after_s"))
+            raise HopError(self.peer, ev.code, ev.message, ev.retry_after_s)
 
     async def open(self, body: dict, timeout: float) -> None:
         """Open the session; with a nonce in `body`, the identity must prove it is served at this host."""
-        res = await self.request("open", body, "opened", timeout)
+        res = await self.request("open", body, timeout)
         self.opened = True
         if body.get("nonce") is not None and not binding_ok(self.peer, self.peer_id.to_base58(), body["nonce"],
                                                             body["session"], res.get("proof")):
@@ -94,25 +102,28 @@ class HopSession:
 
     async def timed(self, kind: str, body: dict, timeout: float) -> tuple[dict, float]:
         t0 = time.perf_counter()
-        res = await self.request(kind, body, "result", timeout)
+        res = await self.request(kind, body, timeout)
         return res, (time.perf_counter() - t0) * 1e3
 
     async def cancel(self, sid: bytes) -> None:
         """Best effort, bounded, shielded: used on Ctrl-C and errors."""
-        if self.fs is not None:
+        if self.fs is not None and not self.machine.is_broken:
+            self.machine.send("cancel", {"session": sid})
             await self.fs.quietly(lambda: self.fs.send("cancel", {"session": sid}, 1.0))
         await self.abort()
 
     async def close(self, sid: bytes) -> None:
         if self.fs is None:
             return
-        if self.opened:
+        if self.opened and not self.machine.is_broken:
+            self.machine.send("close", {"session": sid})
             await self.fs.quietly(lambda: self.fs.send("close", {"session": sid}, 1.0))
         await self.fs.close()
         self.fs = None
 
     async def abort(self) -> None:
         if self.fs is not None:
+            self.machine.broken()
             await self.fs.reset()
             self.fs = None
 
@@ -120,6 +131,6 @@ class HopSession:
 async def fetch_info(host, peer_id, peer: str, timeout: float = 5.0) -> dict:
     hs = HopSession(host, peer_id, peer)
     try:
-        return await hs.request("info", {}, "info_reply", timeout)
+        return await hs.request("info", {}, timeout)
     finally:
         await hs.close(b"")

@@ -92,27 +92,15 @@ async def anti_entropy(host, lp, network: str, replica, ingest, push: bool,
                     replica.release(fresh)
 
     try:
-        async with trio.open_nursery() as nursery:
-            pages_in, pages = trio.open_memory_channel(2)
-            nursery.start_soon(verify_and_ingest, pages)
-            async with pages_in:
-                step = machine.start()
-                while True:
-                    for kind, body in step.send:
-                        await fs.send(kind, body, READ_TIMEOUT_S)
-                    if step.adopt is not None and adopt is not None:
-                        await adopt(*step.adopt)  # before the diff is planned: what it folded is pruned first
-                    if step.ingest:
-                        await pages_in.send(step.ingest)
-                    if step.done:
-                        break
-                    kind, body = await fs.read(READ_TIMEOUT_S)
-                    if kind == "error":
-                        raise SyncError(f"{body['code']}: {body['message']}")
-                    try:
-                        step = machine.receive(kind, body)
-                    except ProtocolError as e:
-                        raise SyncError(f"anchor broke the sync protocol: {e}") from None
+        try:
+            async with trio.open_nursery() as nursery:
+                pages_in, pages = trio.open_memory_channel(2)
+                nursery.start_soon(verify_and_ingest, pages)
+                await _drive(fs, machine, pages_in, adopt)
+        except BaseExceptionGroup as eg:  # one failure in the session's nursery: raise it as itself
+            if len(eg.exceptions) == 1 and isinstance(eg.exceptions[0], Exception):
+                raise eg.exceptions[0] from None
+            raise
         if push and machine.give:
             raws = [r.raw for r in machine.give]
             for i in range(0, len(raws), PAGE):
@@ -124,3 +112,25 @@ async def anti_entropy(host, lp, network: str, replica, ingest, push: bool,
         if meter is not None:
             meter["bytes"] = meter.get("bytes", 0) + fs.bytes_in + fs.bytes_out
     return Exchange(pulled, pushed, bad, machine.capped)
+
+
+async def _drive(fs: FramedStream, machine: Initiator, pages_in, adopt) -> None:
+    """Feed the initiator frame by frame; pages of reports go to the verifier task."""
+    async with pages_in:
+        step = machine.start()
+        while True:
+            for kind, body in step.send:
+                await fs.send(kind, body, READ_TIMEOUT_S)
+            if step.adopt is not None and adopt is not None:
+                await adopt(*step.adopt)  # before the diff is planned: what it folded is pruned first
+            if step.ingest:
+                await pages_in.send(step.ingest)
+            if step.done:
+                return
+            kind, body = await fs.read(READ_TIMEOUT_S)
+            if kind == "error":
+                raise SyncError(f"{body['code']}: {body['message']}")
+            try:
+                step = machine.receive(kind, body)
+            except ProtocolError as e:
+                raise SyncError(f"anchor broke the sync protocol: {e}") from None

@@ -23,11 +23,20 @@ from ..errors import DecodeError, Oversize
 from ..heartbeat import GOSSIP_PAYLOAD_MAX, admit_heartbeats
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import Admission, AdmissionParams, Report, verified_reports
+from ..ledger.signed import held_report
 from ..ledger.sync import ProtocolError, Responder
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import anti_entropy
 from ..net.protocols import LEDGER
-from ..replica import RULE_SETTINGS, Checkpointer, Replica, checkpoint_lag, ledger_gossip, rule_params
+from ..replica import (
+    DISPLAY_REFOLD_SPACING,
+    RULE_SETTINGS,
+    Checkpointer,
+    Replica,
+    checkpoint_lag,
+    ledger_gossip,
+    rule_params,
+)
 from ..seeker.peerview import PeerView
 from ..wire.batch import batch_items
 from ..wire.envelope import Signer
@@ -68,7 +77,7 @@ class AnchorDaemon:
         self.anchors = anchors  # the other anchors' peer ids (keyring)
         self.epoch_signers = frozenset(anchors | {node.ident.peer_id})  # who may start a ledger epoch
         d = (data_dir or s.home / "anchor") / node.name
-        self.replica = Replica(d / "ledger.log", rule_params(s))
+        self.replica = Replica(d / "ledger.log", rule_params(s), DISPLAY_REFOLD_SPACING)
         self.admission = Admission(self.replica.ledger, AdmissionParams(
             network=s.network, rate_per_s=s.report_rate, burst=s.report_burst,
             max_latency_ms=s.request_timeout_s * 1000.0, max_age_s=s.reporter_window_s,
@@ -138,11 +147,14 @@ class AnchorDaemon:
         if env.kind == "ledger_checkpoint":
             await self.checkpoints.on_signature(env)
             return
-        good, bad = verified_reports(env.body["reports"], self.s.network, self.anchors, self.replica.ledger)
+        raws = env.body["reports"]
+        for raw in raws:  # reports we hold and were about to announce: someone announced them already
+            r = held_report(self.replica.ledger, raw)
+            if r is not None:
+                self._announce.pop(r.key, None)
+        good, bad = verified_reports(raws, self.s.network, self.anchors, self.replica.ledger)
         self.counters["deltas_received"] += 1
         self.counters["bad_reports"] += bad
-        for r in good:
-            self._announce.pop(r.key, None)  # someone announced it already
         new = await self.replica.merge(good)
         self._admitted(new, "delta", None)
 

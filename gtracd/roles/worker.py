@@ -28,6 +28,7 @@ from ..net.protocols import INFER, WRITE_TIMEOUT_S
 from ..sessions import BUSY_RETRY_S, Refused
 from ..wire import decode_frame
 from ..wire.binding import sign_binding
+from ..wire.infer import REPLIES, End, Extend, Open, Query, Reject, WorkerStream
 from . import common
 from .limits import Batcher, FairCompute, InFlight
 
@@ -91,7 +92,7 @@ class WorkerDaemon:
         self.state = "serving"  # joining | loading | serving | draining (announced in heartbeats)
         self.leaving = False  # SIGTERM: draining to exit; nothing may set another state
         self.target: tuple[int, int] | None = None  # draining to move here
-        self.conns: dict[int, tuple[dict, trio.CancelScope]] = {}  # open streams: their sessions, their scope
+        self.conns: dict[int, tuple[WorkerStream, trio.CancelScope]] = {}  # open streams: their sessions, scope
         self.session_closed = trio.Event()  # set (and replaced) whenever a stream's sessions end
         self.nudge = None  # heartbeat.Nudge: announce a state change at once
 
@@ -107,7 +108,7 @@ class WorkerDaemon:
         self.session_closed = trio.Event()
 
     def sessions_open(self) -> int:
-        return sum(len(owned) for owned, _ in self.conns.values())
+        return sum(len(stream.sessions) for stream, _ in self.conns.values())
 
     async def drain(self, bound_s: float, target: tuple[int, int] | None = None) -> int:
         """Stop taking sessions, give the running ones `bound_s` to finish, then cut the rest (each is told
@@ -163,18 +164,18 @@ class WorkerDaemon:
             await fs.close()
             return
         self.streams[remote] = self.streams.get(remote, 0) + 1
-        owned: dict[bytes, tuple] = {}  # seeker's session id -> (identity, internal id, its shard server)
+        stream = WorkerStream()  # the protocol state; each session's handle: (identity, internal id, shard server)
         inbox_send, inbox = trio.open_memory_channel(INBOX)
         interrupted = trio.Event()  # the stream ended or a cancel came: a stalled stage stops
         key = id(fs)
         try:
             with trio.CancelScope() as scope:  # drain() cancels it once its bound passed
-                self.conns[key] = (owned, scope)
+                self.conns[key] = (stream, scope)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._reader, fs, remote, inbox_send, owned, interrupted)
+                    nursery.start_soon(self._reader, fs, remote, inbox_send, stream, interrupted)
                     async for item, size in inbox:
                         try:
-                            await self._serve(fs, item, owned, interrupted, remote)
+                            await self._serve(fs, item, stream, interrupted, remote)
                         finally:
                             self.inflight.release(remote, size)
                     nursery.cancel_scope.cancel()
@@ -195,18 +196,19 @@ class WorkerDaemon:
                 self.streams[remote] = left
             else:
                 self.streams.pop(remote, None)
-            for _, isid, srv in owned.values():
+            held = list(stream.sessions)
+            for _, isid, srv in stream.close_all():
                 self._end(srv, isid)
-            if owned and (self.state == "draining" or self.leaving):  # cut by the drain bound: say so
-                for sid in list(owned):
+            if held and (self.state == "draining" or self.leaving):  # cut by the drain bound: say so
+                for sid in held:
                     await fs.quietly(lambda sid=sid: self._error(fs, "draining", "the worker is leaving; this "
                                                                  "session was cut by its drain bound", sid))
-            owned.clear()
             self.conns.pop(key, None)
             self._closed()
             await fs.close()
 
-    async def _reader(self, fs: FramedStream, remote: str, send, owned, interrupted: trio.Event) -> None:
+    async def _reader(self, fs: FramedStream, remote: str, send, stream: WorkerStream,
+                      interrupted: trio.Event) -> None:
         async with send:
             try:
                 while True:
@@ -235,10 +237,7 @@ class WorkerDaemon:
                     except (StreamClosed, trio.TooSlowError):
                         return
                     if item[0] == "cancel":  # out of band: mark now, the step in flight answers "cancelled"
-                        hit = owned.get(item[1]["session"])
-                        sess = hit[2].sessions.get(hit[1]) if hit else None
-                        if sess is not None:
-                            sess.cancelled = True
+                        stream.cancel_seen(item[1]["session"])
                         interrupted.set()
                     try:
                         await send.send((item, size))
@@ -259,7 +258,7 @@ class WorkerDaemon:
             body["retry_after_s"] = float(retry_after_s)
         await fs.send("error", body, WRITE_TIMEOUT_S)
 
-    def _open(self, body: dict, owned, remote: str) -> dict:
+    def _open(self, body: dict, stream: WorkerStream, remote: str) -> dict:
         if self.state != "serving":
             raise Refused("draining", "this worker takes no new sessions (draining)" if self.state == "draining"
                           else f"this worker is not serving yet ({self.state})", BUSY_RETRY_S)
@@ -267,12 +266,10 @@ class WorkerDaemon:
         sv = self.served.get(body["peer"]) if body.get("peer") else self.default
         if sv is None or (sv.behaviour is not None and not sv.behaviour.alive(time.monotonic())):
             raise Refused("unknown_peer", f"identity {str(body.get('peer'))[-8:]} is not served here")
-        if sid in owned:
-            raise Refused("bad_frame", "session already open on this stream")
         isid = _internal_sid(sv.peer_id, sid)
         srv = sv.server
         reply = srv.open({**body, "session": isid}, remote)
-        owned[sid] = (sv, isid, srv)  # the shard it lives on (a moving worker swaps shards only once drained)
+        stream.opened(sid, (sv, isid, srv))  # the shard it lives on (a moving worker swaps shards only once drained)
         if sv.behaviour is not None:
             sv.behaviour.opened()
         reply["session"] = sid
@@ -280,42 +277,40 @@ class WorkerDaemon:
             reply["proof"] = sign_binding(sv.ident, self.host_id, body["nonce"], sid)
         return reply
 
-    async def _serve(self, fs: FramedStream, item, owned, interrupted: trio.Event, remote: str) -> None:
+    async def _serve(self, fs: FramedStream, item, stream: WorkerStream, interrupted: trio.Event,
+                     remote: str) -> None:
         kind, body = item
         self.counters["frames"] += 1
-        sid = body.get("session") if isinstance(body, dict) else None
+        ev = stream.receive(kind, body)
+        sid = getattr(ev, "session", None)
         try:
-            if kind == "_bad":
-                code = "bad_tensor" if body.field and "hidden" in body.field else "bad_frame"
-                await self._error(fs, code, str(body))
-            elif kind in ("info", "tokenize") and self.server is None:
-                raise Refused("draining", f"this worker is not serving yet ({self.state})", BUSY_RETRY_S)
-            elif kind == "info":
-                await fs.send("info_reply", self.server.info(self.ident.peer_id, self.name, __version__),
-                              WRITE_TIMEOUT_S)
-            elif kind == "tokenize":
-                await fs.send("tokens", await self.run_compute(remote, self.server.tokenize, body), WRITE_TIMEOUT_S)
-            elif kind == "open":
-                reply = self._open(body, owned, remote)
+            if ev is None:  # close / cancel of a session this stream no longer holds
+                return
+            if isinstance(ev, Reject):
+                if ev.ended is not None:
+                    self._ended(ev.ended, cancelled=True)
+                await self._error(fs, ev.code, ev.message, ev.session)
+            elif isinstance(ev, Query):
+                if self.server is None:
+                    raise Refused("draining", f"this worker is not serving yet ({self.state})", BUSY_RETRY_S)
+                if ev.kind == "info":
+                    reply = self.server.info(self.ident.peer_id, self.name, __version__)
+                else:
+                    reply = await self.run_compute(remote, self.server.tokenize, ev.body)
+                await fs.send(REPLIES[ev.kind], reply, WRITE_TIMEOUT_S)
+            elif isinstance(ev, Open):
+                reply = self._open(ev.body, stream, remote)
                 self.counters["sessions"] += 1
                 await fs.send("opened", reply, WRITE_TIMEOUT_S)
-            elif kind in ("prefill", "step"):
-                await self._extend(fs, kind, body, owned, interrupted, remote)
-            elif kind in ("cancel", "close"):
-                hit = owned.pop(sid, None)
-                if hit is not None:
-                    self._end(hit[2], hit[1])
-                    self._closed()
-                    if kind == "cancel":
-                        self.counters["cancelled"] += 1
-            else:
-                await self._error(fs, "bad_frame", f"a worker does not take {kind!r} frames")
+            elif isinstance(ev, Extend):
+                await self._extend(fs, ev, stream, interrupted, remote)
+            elif isinstance(ev, End):
+                self._ended(ev.handle, ev.cancelled)
         except Refused as e:
-            if e.code == "cancelled" and sid in owned:
-                _, isid, srv = owned.pop(sid)
-                self._end(srv, isid)
-                self._closed()
-                self.counters["cancelled"] += 1
+            if e.code in ("cancelled", "unknown_session") and sid is not None:  # the session is gone here
+                handle = stream.drop(sid)
+                if handle is not None:
+                    self._ended(handle, cancelled=e.code == "cancelled")
             await self._error(fs, e.code, str(e), sid, e.retry_after_s)
         except DecodeError as e:
             await self._error(fs, "bad_frame", str(e), sid)
@@ -326,16 +321,17 @@ class WorkerDaemon:
             self.counters["internal"] += 1
             await self._error(fs, "internal", f"{type(e).__name__}: {e}", sid)
 
-    async def _extend(self, fs: FramedStream, kind: str, body: dict, owned, interrupted: trio.Event,
+    def _ended(self, handle, cancelled: bool) -> None:
+        _, isid, srv = handle
+        self._end(srv, isid)
+        self._closed()
+        if cancelled:
+            self.counters["cancelled"] += 1
+
+    async def _extend(self, fs: FramedStream, ev: Extend, stream: WorkerStream, interrupted: trio.Event,
                       remote: str) -> None:
-        sid = body["session"]
-        hit = owned.get(sid)
-        if hit is None:
-            raise Refused("unknown_session", "session not opened on this stream")
-        sv, isid, srv = hit
-        sess = srv.sessions.get(isid)
-        if sess is not None and sess.cancelled:
-            raise Refused("cancelled", "session was cancelled")
+        kind, sid, body = ev.kind, ev.session, ev.body
+        sv, isid, srv = ev.handle
         act = sv.behaviour.decide(kind, time.monotonic()) if sv.behaviour is not None else None
         if act is not None:
             if act.gone:  # crashed / left: vanish like a dead process would (the transport breaks)
@@ -358,9 +354,11 @@ class WorkerDaemon:
                 res = await self.run_compute(remote, self._compute, srv, job, act, inline=kind == "step")
         finally:
             srv.table.touch(isid, time.monotonic(), busy=False)
-        sess = srv.sessions.get(isid)
-        if sess is not None and sess.cancelled:
-            raise Refused("cancelled", "cancelled during the step; session closed")
+        refused = stream.finished(sid)  # a cancel that came meanwhile: the result is dropped
+        if refused is not None:
+            self._ended(refused.ended, cancelled=True)
+            await self._error(fs, refused.code, refused.message, sid)
+            return
         res["session"] = sid
         await fs.send("result", res, WRITE_TIMEOUT_S)
 

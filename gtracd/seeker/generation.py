@@ -463,7 +463,7 @@ class Generation:
         for attempt in (0, 1):
             hop = self.hops[0]
             try:
-                res = await hop.session.request("tokenize", body, "tokens", self.deadline(hop, 16))
+                res = await hop.session.request("tokenize", body, self.deadline(hop, 16))
                 self.eos_ids = res["eos"]
                 return res["tokens"]
             except (HopFailed, HopError) as e:
