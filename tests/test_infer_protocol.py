@@ -15,6 +15,7 @@ from gtracd.wire.infer import (
     End,
     Extend,
     HopStream,
+    NotOpen,
     Open,
     ProtocolError,
     Query,
@@ -62,7 +63,7 @@ def test_worker_stream_events():
 
 def test_hop_stream_rules():
     h = HopStream()
-    with pytest.raises(ProtocolError, match="before the session was opened"):
+    with pytest.raises(NotOpen, match="before the session was opened"):  # (the driver: as unknown_session)
         h.send("step", {"session": S1, "pos": 0})
     assert h.send("open", {"session": S1, **OPEN}) == "opened"
     with pytest.raises(ProtocolError, match="awaits its reply"):

@@ -77,16 +77,7 @@ def forward_steps(shard, caches: list[DynamicCache], positions: list[int], input
     was = cfg._attn_implementation
     cfg._attn_implementation = ATTN
     try:
-        if shard.rotary is not None:
-            pe = shard.rotary(x, position_ids=position_ids)
-            for layer in shard.layers:
-                x = layer(x, attention_mask=None, position_embeddings=pe, position_ids=position_ids,
-                          past_key_values=cache, use_cache=True)
-        else:
-            for block in shard.layers:
-                x = block(x, past_key_values=cache, attention_mask=None, use_cache=True, position_ids=position_ids)
-                if isinstance(x, tuple):
-                    x = x[0]
+        x = shard.run_layers(x, None, position_ids, cache)  # one position per row: no mask
     finally:
         cfg._attn_implementation = was
     if not shard.last:

@@ -154,6 +154,21 @@ class Shard:
     def new_cache(self) -> DynamicCache:
         return DynamicCache()
 
+    def run_layers(self, x: torch.Tensor, mask, position_ids: torch.Tensor, cache) -> torch.Tensor:
+        """The hosted decoder layers over x [batch, n, d] at absolute `position_ids` [batch, n], extending
+        `cache` (a DynamicCache, or a batch's stand-in: engine/batching.py)."""
+        if self.family in LLAMA_LIKE:
+            pe = self.rotary(x, position_ids=position_ids)
+            for layer in self.layers:
+                x = layer(x, attention_mask=mask, position_embeddings=pe, position_ids=position_ids,
+                          past_key_values=cache, use_cache=True)
+        else:
+            for block in self.layers:
+                x = block(x, past_key_values=cache, attention_mask=mask, use_cache=True, position_ids=position_ids)
+                if isinstance(x, tuple):
+                    x = x[0]
+        return x
+
     @torch.inference_mode()
     def forward(self, cache: DynamicCache, pos: int, input_ids: torch.Tensor | None = None,
                 hidden: torch.Tensor | None = None) -> ShardOutput:
@@ -169,16 +184,7 @@ class Shard:
             x = x + self.wpe(position_ids)
         mask = create_causal_mask(config=self.config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
                                   position_ids=position_ids)
-        if self.family in LLAMA_LIKE:
-            pe = self.rotary(x, position_ids=position_ids)
-            for layer in self.layers:
-                x = layer(x, attention_mask=mask, position_embeddings=pe, position_ids=position_ids,
-                          past_key_values=cache, use_cache=True)
-        else:
-            for block in self.layers:
-                x = block(x, past_key_values=cache, attention_mask=mask, use_cache=True, position_ids=position_ids)
-                if isinstance(x, tuple):
-                    x = x[0]
+        x = self.run_layers(x, mask, position_ids, cache)
         if not self.last:
             return ShardOutput(x, None)
         h = self.norm(x[:, -1:, :])

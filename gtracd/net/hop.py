@@ -13,7 +13,7 @@ import trio
 
 from ..errors import DecodeError, GtracError
 from ..wire.binding import binding_ok
-from ..wire.infer import HopStream, Refusal, Violation
+from ..wire.infer import HopStream, NotOpen, Refusal, Violation
 from .framing import FramedStream, StreamClosed
 from .host import open_stream
 from .protocols import INFER, WRITE_TIMEOUT_S
@@ -54,7 +54,10 @@ class HopSession:
         """Send a request and return its reply's body (HopError on a refusal, HopFailed on anything else)."""
         if self.fs is None:
             await self.connect(timeout)
-        self.machine.send(kind, body)  # (ProtocolError: a bug of ours, not the worker's)
+        try:
+            self.machine.send(kind, body)  # (another ProtocolError: a bug of ours, not the worker's)
+        except NotOpen as e:
+            raise HopError(self.peer, "unknown_session", str(e)) from None
         try:
             try:
                 await self.fs.send(kind, body, min(timeout, WRITE_TIMEOUT_S))

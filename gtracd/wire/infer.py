@@ -32,6 +32,11 @@ class ProtocolError(Exception):
     """A request this side must not send now (a driver's bug, never the peer's)."""
 
 
+class NotOpen(ProtocolError):
+    """prefill / step of a session not open on this stream (e.g. the stream was replaced): the driver treats
+    it as the worker's `unknown_session` would be (open it again, replay), without asking."""
+
+
 # ---------------------------------------------------------------------------------------------- worker side
 @dataclass(frozen=True)
 class Query:
@@ -200,7 +205,7 @@ class HopStream:
         if self.waiting is not None:
             raise ProtocolError(f"{kind!r} while {self.waiting[0]!r} awaits its reply")
         if kind in EXTEND and sid not in self.opened:
-            raise ProtocolError(f"{kind!r} before the session was opened")
+            raise NotOpen(f"{kind!r} before the session was opened on this stream")
         self.waiting = (kind, REPLIES[kind], sid)
         return REPLIES[kind]
 
