@@ -132,9 +132,6 @@ class WorkerStream:
             return True
         return False
 
-    def is_cancelled(self, session: bytes) -> bool:
-        return session in self._cancelled
-
     def finished(self, session: bytes) -> Reject | None:
         """A prefill / step computed: if the session was cancelled meanwhile, it ends now (the result is
         dropped) and the answer is this refusal; else None (send the result)."""
