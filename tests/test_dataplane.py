@@ -167,17 +167,56 @@ async def test_oversize_frame_is_refused_and_stream_dropped(tiny_cluster):
         assert (await ok.read(5))[0] == "info_reply"
 
 
-async def test_cancel_mid_step(tiny_cluster):
-    folder, ws = tiny_cluster
-    async with running_host(Identity.generate()) as host:
-        fs, sid = await _session(host, ws[1])
-        big = _hidden(256)
-        await fs.send("prefill", {"session": sid, "pos": 0, "hidden": big}, 5)
-        await fs.send("cancel", {"session": sid}, 5)  # arrives while the prefill computes
-        body = await _expect_error(fs, "cancelled")
-        assert "cancel" in body["message"]
-        await fs.send("step", {"session": sid, "pos": 0, "hidden": big}, 5)
-        await _expect_error(fs, "unknown_session")
+async def test_cancel_mid_step(tmp_path, monkeypatch):
+    """A cancel read while a prefill computes ends the session: the prefill is answered `cancelled`, a later
+    step `unknown_session`. The worker runs in this process and its compute waits until its reader has seen the
+    cancel, so the cancel is always mid-step (a 256-token prefill of a tiny model can finish before it lands)."""
+    import threading
+
+    from gtracd.config import load_settings
+    from gtracd.engine.server import ShardServer
+    from gtracd.engine.shard import set_threads
+    from gtracd.net.host import multiaddr_of
+    from gtracd.roles import worker
+    from gtracd.wire.infer import WorkerStream
+
+    seen = threading.Event()
+
+    class Watched(WorkerStream):
+        def cancel_seen(self, session):
+            r = super().cancel_seen(session)
+            seen.set()
+            return r
+
+    monkeypatch.setattr(worker, "WorkerStream", Watched)
+    set_threads(1)
+    srv = ShardServer(tiny_llama(tmp_path / "tiny", layers=6), 3, 6)
+    real = srv.compute
+
+    def held(job):  # on the compute thread: the step is in flight until the reader has seen the cancel
+        assert seen.wait(30)
+        return real(job)
+
+    srv.compute = held
+    ident = Identity.generate()
+    daemon = worker.WorkerDaemon([worker.Served(ident, srv, "w")], ident.peer_id,
+                                 load_settings(flags={"data_dir": str(tmp_path)}), "w")
+    async with running_host(ident) as whost, running_host(Identity.generate()) as host:
+        whost.set_stream_handler(INFER, daemon.handle)
+        with trio.fail_after(60):
+            fs = FramedStream(await open_stream(host, await dial(host, multiaddr_of(whost)[0]), INFER))
+            sid = os.urandom(16)
+            await fs.send("open", {"session": sid, "model": srv.fingerprint, "start": 3, "end": 6,
+                                   "max_length": 300}, 5)
+            assert (await fs.read(5))[0] == "opened"
+            big = _hidden(256)
+            await fs.send("prefill", {"session": sid, "pos": 0, "hidden": big}, 5)
+            await fs.send("cancel", {"session": sid}, 5)
+            body = await _expect_error(fs, "cancelled")
+            assert "cancel" in body["message"] and body["session"] == sid
+            await fs.send("step", {"session": sid, "pos": 0, "hidden": big}, 5)
+            await _expect_error(fs, "unknown_session")
+    assert daemon.counters["cancelled"] == 1
 
 
 async def test_cache_budget_evicts_idle_lru_and_refuses_oversize(tiny_cluster):
