@@ -12,8 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gtracd.errors import DecodeError
-from gtracd.ledger import Derived, Ledger, RuleParams, derive
-from gtracd.ledger.checkpoint import boundary_for, fold_from_state, fold_state, later, make_checkpoint
+from gtracd.ledger import Derived, Fold, Ledger, RuleParams, derive
+from gtracd.ledger.checkpoint import (
+    Checkpoint,
+    boundary_for,
+    fold_from_state,
+    fold_state,
+    later,
+    make_checkpoint,
+)
 
 from .test_ledger import MIXED, STANDING
 
@@ -171,3 +178,25 @@ async def test_a_replica_that_disagrees_with_a_certified_checkpoint_folds_once_n
     for a in anchors[:2]:
         await cps.on_signature(decode_envelope(Signer(a).sign("ledger_checkpoint", signed_body(ours, "net")).raw))
     assert replica.ledger.checkpoint == ours and adopted == [1] and cps.counters["adopted"] == 1
+
+
+@PROP
+@given(HONEST, BOUNDARY, PARAMS)
+def test_a_checked_state_is_decoded_once_and_derives_the_same_floats(rs, b, p):
+    """check() (a state arriving by sync, or loaded from disk) decodes once: its seq watermarks are kept and its
+    fold goes to the first derivation, whatever rule parameters that uses; later ones decode anew."""
+    cp = make_checkpoint(None, rs, b, p)
+    got = Checkpoint(cp.boundary, cp.digest, cp.count, cp.state)  # the bytes only, as a peer or the disk has it
+    got.check()
+    assert got.upto == cp.upto == Checkpoint(cp.boundary, cp.digest, cp.count, cp.state).upto
+    full = derive(Ledger(rs), p)
+    assert derive(Ledger(rs, checkpoint=got), p) == full  # takes the checked fold
+    assert "_checked_fold" not in got.__dict__
+    assert derive(Ledger(rs, checkpoint=got), p) == full  # decodes again
+
+
+def test_check_refuses_a_malformed_state():
+    good = make_checkpoint(None, [], 100.0, RuleParams())
+    for state in (b"\xc1", good.state[:-3], fold_state(Fold(RuleParams()), 100.0, {}).replace(b"upto", b"uptx")):
+        with pytest.raises(DecodeError):
+            Checkpoint(good.boundary, good.digest, 0, state).check()

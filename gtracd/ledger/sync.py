@@ -224,8 +224,7 @@ class Initiator:
         raise ProtocolError(f"unexpected {kind!r} while {self.state}")
 
     def _checkpoint_page(self, body: dict) -> Step:
-        from .checkpoint import Checkpoint, fold_from_state, id_of, verify_proof
-        from .crdt import RuleParams
+        from .checkpoint import Checkpoint, id_of, verify_proof
 
         cid = id_of(body)
         if self._cp is None:  # the first page: the quorum's signatures, checked before any state is kept
@@ -246,7 +245,7 @@ class Initiator:
         if cp.state_hash != cid[2]:
             raise ProtocolError("the offered checkpoint's state is not the one its signatures name")
         try:
-            fold_from_state(cp.state, RuleParams())
+            cp.check()  # decoded once here: the adoption and the derivation take what this decoded
         except DecodeError as e:
             raise ProtocolError(f"the offered checkpoint's state does not decode: {e}") from None
         return Step(adopt=(cp, got["proof"]))
