@@ -83,15 +83,21 @@ class Heap:
             self.trims += 1
 
 
+def status_mib(pid: int | str, field: str) -> float:
+    """A kB field of /proc/PID/status (VmHWM: peak RSS, VmRSS: current RSS) in MiB; nan if absent."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _rss_mib() -> float | None:
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+        mib = status_mib("self", "VmRSS")
+    except OSError:  # no /proc
+        return None
+    return None if mib != mib else round(mib, 1)
 
 
 def status_dir(settings) -> Path:

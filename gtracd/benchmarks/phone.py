@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .pipeline import status_mib
+from ..node import status_mib
 
 GOAL_MIB = 120.0
 

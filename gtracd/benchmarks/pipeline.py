@@ -19,21 +19,14 @@ import time
 
 import trio
 
+from ..node import status_mib
+
 # A realistic assistant request: chat template (with its system prompt) around a paragraph of context.
 MESSAGES = [{"role": "user", "content": (
     "Here are my notes from the trip: we left Lisbon early on Monday, drove along the coast to Porto, "
     "stopped in Coimbra for lunch at the university, visited two wineries in the Douro valley on Tuesday, "
     "took the train back on Wednesday evening and lost a suitcase at the station, which turned up the next "
     "morning. Write a cheerful story about this trip for my grandchildren.")}]
-
-
-def status_mib(pid: int | str, field: str) -> float:
-    """A kB field of /proc/PID/status (VmHWM: peak RSS, VmRSS: current RSS) in MiB; nan if absent."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def vmhwm_mib(pid: int | str = "self") -> float:

@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 from ..controlnet import ControlNet
+from ..node import status_mib
 from .ledger import _pct, _wait
-from .pipeline import status_mib
 
 ANCHORS = ("a1", "a2", "a3")
 WINDOW_S, CHECKPOINT_S = 20.0, 30.0  # the soak's rule window and checkpoint period (checkpoints every 30 s)
