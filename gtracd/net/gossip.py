@@ -174,6 +174,18 @@ def guarded_pubsub_class():
                 self.rejected += 1
                 log.debug("gossip message dropped: the library raised %r", e)
 
+        async def continuously_read_stream(self, stream) -> None:
+            # The library reads a peer's stream in the host's nursery and hands each message to a task in the
+            # pubsub service's. When the service stops first (every shutdown closes pubsub before the host), a
+            # message read in between finds that nursery closed and the RuntimeError ended the whole daemon
+            # with an error at exit. The service is gone: the message has nowhere to go, and the reader stops.
+            try:
+                await super().continuously_read_stream(stream)
+            except RuntimeError as e:
+                if "closed to new arrivals" not in str(e):
+                    raise
+                log.debug("gossip reader stopped: the pubsub service has shut down")
+
     return GuardedPubsub
 
 
