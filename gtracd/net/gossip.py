@@ -10,7 +10,9 @@ stream (reports to an anchor, anti-entropy).
 py-libp2p re-raises when a message's signing key does not parse (an RSA key of junk; on a phone, any
 secp256k1 key, since coincurve is a stand-in there), inside a service task: one message from any peer took
 the whole daemon down. `GuardedPubsub` checks each incoming message's signature itself first and turns any
-failure while handling one message into a counted drop (`gossip.rejected` in the status).
+failure while handling one message into a counted drop (`gossip.rejected` in the status). It also verifies each
+message once: the library verified every copy gossipsub delivered (one per mesh peer) before noticing it had seen
+it, and the first copy twice.
 
 Every gossip RPC carries the sender's signed peer record, and py-libp2p verifies it and writes it to the
 peerstore (sqlite, for a persistent one) on every RPC, twice for control messages: 16 % of a busy anchor's
@@ -150,16 +152,45 @@ def remember_peer_records() -> None:
     gossipsub.maybe_consume_signed_record = consume
 
 
+_CHECKED: list = [None]  # the message GuardedPubsub.push_msg has just verified (or signed itself)
+
+
+def verify_once() -> None:
+    """Install, where py-libp2p's push_msg calls it (once), a signature check that passes the message
+    GuardedPubsub verified a moment before: the library verified it again. Set and used within one synchronous
+    step (nothing in push_msg awaits before its check), and only for that very object."""
+    from libp2p.pubsub import pubsub
+
+    if getattr(pubsub.signature_validator, "gtracd_once", False):
+        return
+    real = pubsub.signature_validator
+
+    def check(msg) -> bool:
+        if msg is _CHECKED[0]:
+            _CHECKED[0] = None
+            return True
+        return real(msg)
+
+    check.gtracd_once = True
+    pubsub.signature_validator = check
+
+
 def guarded_pubsub_class():
-    """Pubsub whose handling of one incoming message can never raise into its service task."""
+    """Pubsub whose handling of one incoming message can never raise into its service task, and which verifies
+    each message once: gossipsub delivers a message once per mesh peer, and the library verified every copy
+    before noticing it had seen it, then the first copy a second time."""
     from libp2p.pubsub.pubsub import Pubsub
     from libp2p.pubsub.validators import signature_validator
+
+    verify_once()
 
     class GuardedPubsub(Pubsub):
         rejected = 0
 
         async def push_msg(self, msg_forwarder, msg) -> None:
             if msg_forwarder != self.my_id:  # someone else's message: its key and signature must check out
+                if self._is_msg_seen(msg):
+                    return  # another copy of one already verified and delivered
                 try:
                     ok = signature_validator(msg)
                 except Exception as e:  # an unparseable key, a stand-in key type, a malformed id
@@ -168,6 +199,7 @@ def guarded_pubsub_class():
                 if not ok:
                     self.rejected += 1
                     return
+            _CHECKED[0] = msg  # verified above, or our own publication, signed just now
             try:
                 await super().push_msg(msg_forwarder, msg)
             except Exception as e:  # whatever else one message makes the library raise: dropped, counted
