@@ -140,9 +140,13 @@ async def test_client_disconnect_cancels_every_hop(workers):
             assert first.choices[0].delta.role == "assistant"
             break
         await stream.close()  # the client goes away mid-stream (480 tokens take seconds here)
-        with trio.fail_after(1.0):  # within a second, every hop's session is gone
+        t0 = trio.current_time()
+        # every hop's session is gone, by a cancel (a finished generation would not count as `cancelled`); it
+        # takes well under a second here, but a deadline that tight is a timing assert on a loaded CI machine
+        with trio.fail_after(10.0):
             while sk.service.counters["cancelled"] != 1 or sum(await sk.sessions(workers)) != 0:
                 await trio.sleep(0.02)
+        print(f"every hop's session gone {trio.current_time() - t0:.2f} s after the client left")
         assert sk.api.counters["disconnects"] == 1 and sk.service.counters["requests"] == 1
         n.cancel_scope.cancel()
 

@@ -283,7 +283,7 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
             await hs.close(sid)
             await gen.aclose()
             # kill -9 the middle worker after token 10; the replacement is replayed and the text is identical
-            gen = Generation(net, view, Params(), rng=random.Random(0))
+            gen = Generation(net, view, Params(), rng=random.Random(0), hop_timeout_floor_s=30)  # one repair: the kill, never a stall
             await gen.start()
             middle = gen.hops[1].peer.peer_id
             victim = next(w for w in ws if w.peer_id == middle)

@@ -51,7 +51,7 @@ async def test_drain_lets_a_live_session_finish_refuses_new_ones_and_blames_nobo
             net = SeekerNet(host, view)
             assert await discover(net, view, [w.addr for w in ws]) == []
             ref = await _reference(net, view)
-            gen = Generation(net, view, Params(), rng=random.Random(0))
+            gen = Generation(net, view, Params(), rng=random.Random(0), hop_timeout_floor_s=30)  # repairs counted: no stall may time out a hop
             r1 = await gen.turn(PROMPT, 4)  # a live session on both hops
             ws[1].proc.send_signal(signal.SIGTERM)
             # a new session is refused with `draining` (never blamed), the live one keeps going
@@ -98,7 +98,7 @@ async def test_a_session_cut_by_the_drain_bound_is_repaired_without_blame(tmp_pa
                     view.listeners.remove(changed.set)
             net = SeekerNet(node.host, view)
             ref = await _reference(net, view)
-            gen = Generation(net, view, Params(), rng=random.Random(0))
+            gen = Generation(net, view, Params(), rng=random.Random(0), hop_timeout_floor_s=30)  # repairs counted: no stall may time out a hop
             r1 = await gen.turn(PROMPT, 4)
             leaving = next(w for w in ws if w.peer_id == gen.chain[1])
             leaving.proc.send_signal(signal.SIGTERM)
