@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -97,7 +98,7 @@ def _rss_mib() -> float | None:
         mib = status_mib("self", "VmRSS")
     except OSError:  # no /proc
         return None
-    return None if mib != mib else round(mib, 1)
+    return None if math.isnan(mib) else round(mib, 1)
 
 
 def status_dir(settings) -> Path:

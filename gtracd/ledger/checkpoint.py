@@ -114,14 +114,10 @@ class Checkpoint:
 
     @functools.cached_property
     def upto(self) -> dict[bytes, int]:
-        """Per reporter, the highest seq folded (into this checkpoint or an earlier one of its chain)."""
-        d = unpackb(self.state, STATE_MAX)
-        try:
-            if not isinstance(d, dict) or d.get("v") != STATE_VERSION:
-                raise TypeError
-            return {bytes(k): int(v) for k, v in d["upto"]}
-        except (KeyError, TypeError, ValueError) as e:
-            raise DecodeError(f"checkpoint state: malformed seq watermarks ({type(e).__name__})", "state") from None
+        """Per reporter, the highest seq folded (into this checkpoint or an earlier one of its chain). Set
+        without decoding by make_checkpoint and check(); otherwise check() decodes the state here (DecodeError)."""
+        self.check()
+        return self.__dict__["upto"]
 
     def covers(self, r) -> bool:
         """Is this report decided by the checkpoint: below its boundary, or at or below its reporter's folded
