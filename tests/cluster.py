@@ -1,1 +1,1 @@
-from gtracd.launch import WorkerProc, start_workers, stop_all  # noqa: F401
+from gtracd.harness.launch import WorkerProc, start_workers, stop_all  # noqa: F401

@@ -1,5 +1,5 @@
 """The OpenAI-compatible API, driven by the real `openai` client over a loopback socket: a seeker service in
-this process (seeker/service.py + api/app.py under hypercorn's trio worker) routing over tiny-model worker
+this process (seeker/service.py + seeker/api/app.py under hypercorn's trio worker) routing over tiny-model worker
 processes (layers 0:3 and two replicas of 3:6, a character tokenizer with a chat template)."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import trio
 torch = pytest.importorskip("torch")
 openai = pytest.importorskip("openai")
 
-from gtracd.api.app import Api  # noqa: E402
-from gtracd.api.server import serve_api  # noqa: E402
 from gtracd.config import Settings  # noqa: E402
+from gtracd.control.peerview import PeerView  # noqa: E402
 from gtracd.identity import Identity  # noqa: E402
 from gtracd.net.hop import fetch_info  # noqa: E402
 from gtracd.net.host import running_host  # noqa: E402
+from gtracd.seeker.api.app import Api  # noqa: E402
+from gtracd.seeker.api.server import serve_api  # noqa: E402
 from gtracd.seeker.generation import SeekerNet  # noqa: E402
-from gtracd.seeker.peerview import PeerView  # noqa: E402
 from gtracd.seeker.service import SeekerService, discover  # noqa: E402
 
 from .cluster import start_workers, stop_all  # noqa: E402

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from gtracd.roles.limits import Batcher, FairCompute
-from gtracd.sessions import Refused
+from gtracd.protocols.sessions import Refused
+from gtracd.worker.compute import Batcher, FairCompute
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -110,7 +110,7 @@ async def test_a_worker_batches_concurrent_sessions_and_answers_as_it_does_one_a
     from gtracd.net.hop import HopSession
     from gtracd.net.host import dial, multiaddr_of, running_host
     from gtracd.net.protocols import INFER
-    from gtracd.roles.worker import Served, WorkerDaemon
+    from gtracd.worker.main import Served, WorkerDaemon
 
     set_threads(1)
     folder = tiny_llama(tmp_path / "tiny", layers=4)

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from gtracd.net.hop import HopError, HopFailed
+from gtracd.protocols.sessions import Refused, SessionTable
 from gtracd.seeker.blame import verdict
-from gtracd.sessions import Refused, SessionTable
 
 
 @pytest.mark.parametrize("err, kind, blamed", [
@@ -82,7 +82,7 @@ def test_busy_sessions_are_never_evicted():
 async def test_bytes_in_flight_are_capped_per_peer_and_overall():
     import trio
 
-    from gtracd.roles.limits import InFlight
+    from gtracd.worker.compute import InFlight
 
     f = InFlight(per_peer=100, total=150)
     await f.acquire("a", 60)
@@ -113,7 +113,7 @@ async def test_bytes_in_flight_are_capped_per_peer_and_overall():
 async def test_compute_is_shared_round_robin_and_a_full_queue_is_busy_not_a_wait():
     import trio
 
-    from gtracd.roles.limits import FairCompute
+    from gtracd.worker.compute import FairCompute
 
     fc = FairCompute(per_peer=3, total=5)
     order: list[str] = []
@@ -147,7 +147,7 @@ async def test_compute_is_shared_round_robin_and_a_full_queue_is_busy_not_a_wait
 async def test_a_cancelled_waiter_never_leaks_the_compute_slot():
     import trio
 
-    from gtracd.roles.limits import FairCompute
+    from gtracd.worker.compute import FairCompute
 
     fc = FairCompute()
     gate = trio.Event()
@@ -169,9 +169,9 @@ async def test_a_cancelled_waiter_never_leaks_the_compute_slot():
 
 
 def _gen():
+    from gtracd.control.peerview import PeerView
     from gtracd.routing import Params
     from gtracd.seeker.generation import Generation
-    from gtracd.seeker.peerview import PeerView
 
     return Generation(None, PeerView(), Params())
 

@@ -19,8 +19,8 @@ from gtracd.ledger.checkpoint import (
     fold_from_state,
     fold_state,
     later,
-    make_checkpoint,
 )
+from gtracd.ledger.crdt import make_checkpoint
 
 from .test_ledger import MIXED, STANDING
 
@@ -147,9 +147,9 @@ def test_later_is_a_total_choice_and_states_are_checked():
 
 async def test_a_replica_that_disagrees_with_a_certified_checkpoint_folds_once_not_per_signature():
     """A review's finding: every signature on a certified id this replica disagreed with cost a full fold."""
+    from gtracd.control.replica import Checkpointer, Replica
     from gtracd.identity import Identity
     from gtracd.ledger.checkpoint import signed_body
-    from gtracd.replica import Checkpointer, Replica
     from gtracd.wire.envelope import Signer, decode_envelope
 
     from .test_ledger_sync import REPORTERS, rep

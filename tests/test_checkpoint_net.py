@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from gtracd.controlnet import ControlNet
+from gtracd.harness.controlnet import ControlNet
 from gtracd.ledger import ReportLog
-from gtracd.ledger.checkpoint import load_checkpoint
+from gtracd.ledger.store import load_checkpoint
 
 from .waiting import until
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from gtracd.cli import main
+from gtracd.cli.main import main
 
 
 @pytest.fixture
@@ -110,8 +110,8 @@ class Block:
         if name.split('.')[0] in ('torch', 'transformers', 'safetensors'):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
-import gtracd.roles.anchor, gtracd.roles.seeker, gtracd.seeker.cache, gtracd.status, gtracd.testbed
-import gtracd.benchmarks.ledger, gtracd.demo
+import gtracd.anchor.main, gtracd.seeker.main, gtracd.control.follower, gtracd.cli.status, gtracd.harness.testbed
+import gtracd.benchmarks.ledger, gtracd.cli.demo
 from gtracd.cli import main
 for argv in (['--role', 'anchor', '--help'], ['--role', 'seeker', 'serve', '--help'], ['status', '--help']):
     try:

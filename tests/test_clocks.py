@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-from gtracd.seeker.cache import from_wall, to_wall
-from gtracd.seeker.peerview import PeerView, WorkerEntry, entry_from_heartbeat
+from gtracd.control.follower import from_wall, to_wall
+from gtracd.control.peerview import PeerView, WorkerEntry, entry_from_heartbeat
 
 
 class Env:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gtracd.controlnet import ControlNet
+from gtracd.harness.controlnet import ControlNet
 
 from .waiting import until
 
@@ -113,7 +113,7 @@ async def test_seeker_generates_over_heartbeats_reports_to_anchors_and_routes_wi
     """Real inference (tiny Llama, 2 workers) on a network: the seeker finds the workers by heartbeat, its
     trust reports reach the anchors; with every anchor down it still routes (cached view, heartbeats straight
     from the workers) and keeps its report in the outbox, which the next run hands over."""
-    from gtracd.launch import start_workers, stop_all
+    from gtracd.harness.launch import start_workers, stop_all
 
     from .models import char_tokenizer, tiny_llama
 

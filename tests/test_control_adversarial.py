@@ -8,16 +8,16 @@ import struct
 
 import msgpack
 
+from gtracd.anchor.main import AnchorDaemon
 from gtracd.config import load_settings
+from gtracd.control.follower import SeekerCache
+from gtracd.control.peerview import PeerView
+from gtracd.daemon.node import running_node
 from gtracd.identity import Identity
 from gtracd.net.framing import FramedStream
 from gtracd.net.host import open_stream
 from gtracd.net.ledgersync import submit
 from gtracd.net.protocols import LEDGER
-from gtracd.node import running_node
-from gtracd.roles.anchor import AnchorDaemon
-from gtracd.seeker.cache import SeekerCache
-from gtracd.seeker.peerview import PeerView
 from gtracd.wire.envelope import Signer
 
 from .waiting import until

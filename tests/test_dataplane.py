@@ -9,14 +9,14 @@ import trio
 
 torch = pytest.importorskip("torch")
 
+from gtracd.control.peerview import PeerView  # noqa: E402
 from gtracd.identity import Identity  # noqa: E402
 from gtracd.net.framing import FramedStream  # noqa: E402
 from gtracd.net.host import dial, open_stream, running_host  # noqa: E402
 from gtracd.net.protocols import INFER  # noqa: E402
-from gtracd.roles.seeker import discover  # noqa: E402
 from gtracd.routing import Params  # noqa: E402
 from gtracd.seeker.generation import Generation, SeekerNet  # noqa: E402
-from gtracd.seeker.peerview import PeerView  # noqa: E402
+from gtracd.seeker.main import discover  # noqa: E402
 from gtracd.wire import encode_tensor  # noqa: E402
 from gtracd.wire.envelope import encode_envelope  # noqa: E402
 
@@ -177,8 +177,8 @@ async def test_cancel_mid_step(tmp_path, monkeypatch):
     from gtracd.engine.server import ShardServer
     from gtracd.engine.shard import set_threads
     from gtracd.net.host import multiaddr_of
-    from gtracd.roles import worker
-    from gtracd.wire.infer import WorkerStream
+    from gtracd.protocols.infer import WorkerStream
+    from gtracd.worker import main as worker
 
     seen = threading.Event()
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import msgpack
 import pytest
 
+from gtracd.control.heartbeat import Hosted, admit_heartbeats, heartbeat_messages
+from gtracd.control.peerview import PeerView
 from gtracd.errors import UserError
-from gtracd.heartbeat import Hosted, admit_heartbeats, heartbeat_messages
 from gtracd.identity import Identity
-from gtracd.seeker.peerview import PeerView
 from gtracd.wire.envelope import Signer
 from gtracd.wire.verifier import Verifier
 
@@ -41,7 +41,7 @@ def test_many_identities_travel_as_one_batch_each_item_signed_by_its_identity():
 
 
 def test_every_gossip_payload_fits_one_yamux_frame_and_down_identities_are_silent():
-    from gtracd.heartbeat import GOSSIP_PAYLOAD_MAX
+    from gtracd.control.heartbeat import GOSSIP_PAYLOAD_MAX
 
     host = Signer(Identity.generate())
     hs = hosted(400)  # a lab process serving hundreds of virtual peers
@@ -83,7 +83,7 @@ def test_alive_iff_heard_within_node_timeout():
 
 
 async def test_a_second_daemon_on_the_same_port_is_refused():
-    from gtracd.controlnet import free_port
+    from gtracd.harness.controlnet import free_port
     from gtracd.net.host import running_host
 
     port = free_port()

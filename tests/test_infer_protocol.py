@@ -1,4 +1,4 @@
-"""The inference session protocol as pure state machines (gtracd/wire/infer.py), without sockets: each side on
+"""The inference session protocol as pure state machines (gtracd/protocols/infer.py), without sockets: each side on
 its own, then the two sides talking through the real frame codec with a stand-in compute, under arbitrary
 request scripts and worker refusals (hypothesis)."""
 
@@ -9,8 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gtracd.errors import DecodeError
-from gtracd.wire.frames import decode_frame, encode_frame
-from gtracd.wire.infer import (
+from gtracd.protocols.infer import (
     REPLIES,
     End,
     Extend,
@@ -25,6 +24,7 @@ from gtracd.wire.infer import (
     Violation,
     WorkerStream,
 )
+from gtracd.wire.frames import decode_frame, encode_frame
 
 S1, S2, S3 = b"a" * 16, b"b" * 16, b"c" * 16
 OPEN = {"model": "m", "start": 0, "end": 4, "max_length": 64}

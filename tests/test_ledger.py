@@ -435,14 +435,14 @@ def test_report_log_streams_instead_of_reading_the_whole_file(tmp_path, monkeypa
 
 
 def test_ledger_deltas_respect_count_and_byte_caps():
-    from gtracd.roles.anchor import DELTA_BYTES, DELTA_MAX, delta_chunks
+    from gtracd.anchor.main import DELTA_BYTES, DELTA_MAX, delta_chunks
     from gtracd.wire.envelope import encode_envelope as enc
 
     raws = [bytes(7000)] * 200 + [bytes(300)] * 300
     chunks = delta_chunks(raws)
     assert sum(map(len, chunks)) == 500 and [r for c in chunks for r in c] == raws
     assert all(len(c) <= DELTA_MAX and sum(map(len, c)) <= DELTA_BYTES for c in chunks)
-    from gtracd.heartbeat import GOSSIP_PAYLOAD_MAX
+    from gtracd.control.heartbeat import GOSSIP_PAYLOAD_MAX
 
     big = [signed_report(seq=i).raw for i in range(1, 300)]
     for c in delta_chunks(big):  # every chunk signs under the envelope cap and fits one yamux frame
@@ -549,8 +549,8 @@ def test_admission_forgets_workers_no_admissible_report_can_name():
 def test_a_replica_verifies_a_report_once_whichever_path_brings_it(tmp_path):
     """An anchor pulls from a peer while that peer pushes the same reports to it: a raw the replica holds, or
     is verifying on the other path, is not handed out for another signature check."""
+    from gtracd.control.replica import Replica
     from gtracd.ledger.signed import is_held, verified_reports
-    from gtracd.replica import Replica
 
     rep = Replica(tmp_path / "ledger.log", RuleParams())
     a, b, c = (signed_report(seq=i).raw for i in (1, 2, 3))
@@ -569,7 +569,7 @@ def test_a_replica_verifies_a_report_once_whichever_path_brings_it(tmp_path):
 def test_events_many_writes_one_line_per_row(tmp_path):
     import json
 
-    from gtracd.node import Events
+    from gtracd.daemon.node import Events
 
     ev = Events(str(tmp_path / "ev.jsonl"), "a1")
     ev("one", x=1)

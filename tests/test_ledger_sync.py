@@ -1,4 +1,4 @@
-"""Ledger anti-entropy as a pure state machine (gtracd/ledger/sync.py), in-process: seq runs, two replicas with
+"""Ledger anti-entropy as a pure state machine (gtracd/protocols/ledgersync.py), in-process: seq runs, two replicas with
 arbitrary report sets converging under arbitrary message loss and duplication, a reporter with 100,000
 reports, and malformed or out-of-place frames. Every frame goes through the real wire codec and its caps."""
 
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gtracd.ledger import Ledger, Report
-from gtracd.ledger.sync import (
+from gtracd.protocols.ledgersync import (
     MAX_WANT,
     Initiator,
     ProtocolError,
@@ -173,7 +173,7 @@ def test_malformed_and_out_of_place_frames_are_protocol_errors():
 
 def test_a_replica_with_a_checkpoint_never_asks_for_what_it_folded():
     from gtracd.ledger import RuleParams
-    from gtracd.ledger.checkpoint import make_checkpoint
+    from gtracd.ledger.crdt import make_checkpoint
 
     rs = [rep(REPORTERS[0], s) for s in range(100)]  # ts = seq
     cp = make_checkpoint(None, rs, 50.0, RuleParams())
@@ -186,7 +186,8 @@ def test_a_replica_with_a_checkpoint_never_asks_for_what_it_folded():
 def test_a_fresh_replica_bootstraps_from_a_certified_checkpoint_and_refuses_an_uncertified_one():
     from gtracd.identity import Identity
     from gtracd.ledger import RuleParams, derive
-    from gtracd.ledger.checkpoint import make_checkpoint, signed_body, verify_proof
+    from gtracd.ledger.checkpoint import signed_body, verify_proof
+    from gtracd.ledger.crdt import make_checkpoint
     from gtracd.wire.envelope import Signer
 
     anchors = [Identity.generate() for _ in range(3)]
@@ -240,7 +241,8 @@ def test_a_peer_cannot_make_a_responder_do_unbounded_work():
 def test_an_offered_checkpoint_is_checked_before_its_state_is_kept():
     from gtracd.identity import Identity
     from gtracd.ledger import RuleParams
-    from gtracd.ledger.checkpoint import make_checkpoint, signed_body
+    from gtracd.ledger.checkpoint import signed_body
+    from gtracd.ledger.crdt import make_checkpoint
     from gtracd.wire.envelope import Signer
 
     anchors = [Identity.generate() for _ in range(3)]

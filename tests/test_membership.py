@@ -159,14 +159,14 @@ def test_random_arrivals_reach_two_replicas_everywhere():
 # expires it
 
 def _entry(pid, start, end, last_seen, **kw):
-    from gtracd.seeker.peerview import WorkerEntry
+    from gtracd.control.peerview import WorkerEntry
 
     return WorkerEntry(pid, f"/ip4/127.0.0.1/tcp/1/p2p/{pid}", start, end, 4, "m", last_seen=last_seen, **kw)
 
 
 def test_a_ghost_leaves_routing_at_once_without_waiting_for_a_refresh():
+    from gtracd.control.peerview import PeerView
     from gtracd.routing.coverage import coverage
-    from gtracd.seeker.peerview import PeerView
 
     v = PeerView(model="m", depth=4)
     v.node_timeout_s = 30.0
@@ -181,7 +181,7 @@ def test_a_ghost_leaves_routing_at_once_without_waiting_for_a_refresh():
 
 
 def test_a_ghost_expires_from_the_persisted_view():
-    from gtracd.seeker.peerview import PeerView
+    from gtracd.control.peerview import PeerView
 
     now = 100_000.0
     doc = {"workers": [vars(_entry("live", 0, 4, now - 5)), vars(_entry("gone", 0, 4, now - 100)),
@@ -207,7 +207,7 @@ class _Daemon:
 def _agent(me: str, view):
     from types import SimpleNamespace
 
-    from gtracd.membership.agent import Agent
+    from gtracd.worker.agent import Agent
 
     s = SimpleNamespace(heartbeat_s=2.0, heal_after_s=0.0, trust_floor=0.5, move_window_s=600.0, drain_s=1.0)
     return Agent(_Daemon(), view, me, "m", Footprint.uniform(30), Budget(max_layers=10), s, None)
@@ -216,8 +216,8 @@ def _agent(me: str, view):
 def test_recheck_moves_one_of_two_overlapping_loaders_and_only_while_a_hole_is_open():
     import time as _time
 
+    from gtracd.control.peerview import PeerView, WorkerEntry
     from gtracd.membership.placement import Choice
-    from gtracd.seeker.peerview import PeerView, WorkerEntry
 
     now = _time.monotonic()
 
@@ -244,7 +244,7 @@ def test_the_largest_budget_places_first_so_a_small_one_is_not_wasted_on_part_of
 # ---- attacks on the membership fields (an independent review's findings)
 
 def _view_at(now, *entries):
-    from gtracd.seeker.peerview import PeerView, WorkerEntry
+    from gtracd.control.peerview import PeerView, WorkerEntry
 
     v = PeerView(model="m", depth=30)
     v.node_timeout_s = 30.0
@@ -254,9 +254,9 @@ def _view_at(now, *entries):
 
 
 def test_announcing_draining_excuses_a_broken_stream_only_for_a_real_leave_or_move():
+    from gtracd.control.peerview import WorkerEntry
     from gtracd.net.hop import HopFailed
     from gtracd.seeker.blame import verdict
-    from gtracd.seeker.peerview import WorkerEntry
 
     now = 10_000.0
     v = _view_at(now - 5, ("W", 0, 10, "serving", {}))
@@ -310,7 +310,7 @@ def test_honest_healing_moves_at_once_after_the_hysteresis():
 
 
 def test_many_fake_joiners_are_capped():
-    from gtracd.membership.agent import MAX_JOINERS
+    from gtracd.worker.agent import MAX_JOINERS
 
     now = 50_000.0
     v = _view_at(now, *[(f"F{k:04d}", 0, 0, "joining", {}) for k in range(2000)])
@@ -358,9 +358,9 @@ def test_heartbeat_ranges_are_cross_checked():
 
 
 def test_a_peer_that_moved_may_replace_the_hop_it_healed_even_if_its_old_session_here_was_cut():
+    from gtracd.control.peerview import PeerView, WorkerEntry
     from gtracd.routing import Params
     from gtracd.seeker.generation import Generation
-    from gtracd.seeker.peerview import PeerView, WorkerEntry
 
     v = PeerView(model="m", depth=30)
     for pid, a, b in (("A", 0, 10), ("B", 10, 20), ("M", 20, 30)):

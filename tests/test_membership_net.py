@@ -12,13 +12,13 @@ import trio
 
 pytest.importorskip("torch")
 
+from gtracd.control.peerview import PeerView  # noqa: E402
 from gtracd.identity import Identity  # noqa: E402
 from gtracd.net.hop import HopError, HopSession  # noqa: E402
 from gtracd.net.host import dial, running_host  # noqa: E402
-from gtracd.roles.seeker import discover  # noqa: E402
 from gtracd.routing import Params  # noqa: E402
 from gtracd.seeker.generation import Generation, SeekerNet  # noqa: E402
-from gtracd.seeker.peerview import PeerView  # noqa: E402
+from gtracd.seeker.main import discover  # noqa: E402
 
 from .cluster import start_workers, stop_all  # noqa: E402
 from .models import tiny_llama  # noqa: E402
@@ -77,8 +77,8 @@ async def test_a_session_cut_by_the_drain_bound_is_repaired_without_blame(tmp_pa
     """The seeker hears the workers' heartbeats (as a daemon does): the worker announced `draining`, so the
     session its bound cut is repaired on the other replica and nobody is blamed."""
     from gtracd.config import load_settings
-    from gtracd.node import running_node
-    from gtracd.seeker.cache import SeekerCache, pinned_view
+    from gtracd.control.follower import SeekerCache, pinned_view
+    from gtracd.daemon.node import running_node
 
     folder = tiny_llama(tmp_path / "tiny", layers=6)
     net_flags = ["--network", "t-drain", "--heartbeat-s", "0.5", "--data-dir", str(tmp_path)]
@@ -118,8 +118,8 @@ async def test_a_session_cut_by_the_drain_bound_is_repaired_without_blame(tmp_pa
 
 
 async def test_auto_workers_joining_at_once_tile_the_model_and_heal_a_killed_span(tmp_path):
-    from gtracd.controlnet import ControlNet
-    from gtracd.launch import start_procs
+    from gtracd.harness.controlnet import ControlNet
+    from gtracd.harness.launch import start_procs
 
     folder = tiny_llama(tmp_path / "tiny", layers=12)
     cn = ControlNet(root=tmp_path / "net", network="t-heal", heartbeat_s=1.0, sync_s=1.0, node_timeout_s=3.0)

@@ -234,7 +234,7 @@ def test_floor_round_trip(eps, h):
 def test_route_cli_json_and_explain(tmp_path, capsys):
     import json
 
-    from gtracd.cli import main
+    from gtracd.cli.main import main
 
     snap = tmp_path / "s.json"
     snap.write_text(json.dumps({"layers": 30, "peers": [

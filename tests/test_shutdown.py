@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from gtracd.controlnet import ControlNet
+from gtracd.daemon.runtime import closed_after
+from gtracd.harness.controlnet import ControlNet
 from gtracd.ledger.store import MAGIC, ReportLog
-from gtracd.roles.common import closed_after
 
 from .waiting import until
 

@@ -121,8 +121,8 @@ async def test_gossip_signed_with_unparseable_or_stood_in_keys_is_dropped_not_fa
     from libp2p.pubsub.pb import rpc_pb2
 
     from gtracd.config import load_settings
+    from gtracd.daemon.node import running_node
     from gtracd.identity import Identity
-    from gtracd.node import running_node
 
     async with anchor_process(tmp_path, "target", "t-badkey", phone) as (p, addr):
         s = load_settings(None, {"network": "t-badkey", "bootstrap": addr, "data_dir": str(tmp_path / "me")}, env={})
@@ -137,7 +137,7 @@ async def test_gossip_signed_with_unparseable_or_stood_in_keys_is_dropped_not_fa
                 await g.router.publish(g.pubsub.my_id, msg)
 
             def rejected():
-                from gtracd.status import collect
+                from gtracd.cli.status import collect
 
                 docs = [d for d in collect(load_settings(None, {"data_dir": str(tmp_path)}, env={}), "target")]
                 return docs and docs[0]["gossip"]["rejected"] >= len(BAD_KEYS)

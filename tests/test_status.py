@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from gtracd.status import render
+from gtracd.cli.status import render
 
 
 def test_hostile_names_render_literally():
@@ -48,9 +48,9 @@ def test_gone_and_draining_workers_and_auto_placement_are_shown_as_such():
 
 
 def test_two_daemons_with_one_name_never_share_a_status_slot(tmp_path):
+    from gtracd.cli.status import collect
     from gtracd.config import load_settings
-    from gtracd.node import status_file, write_status
-    from gtracd.status import collect
+    from gtracd.daemon.node import status_file, write_status
 
     s = load_settings(flags={"data_dir": str(tmp_path)})
     a = status_file(s, "worker", "worker-10-20", "12D3KooWaaaaaaaa")
@@ -64,7 +64,7 @@ def test_two_daemons_with_one_name_never_share_a_status_slot(tmp_path):
 
 
 def test_a_daemon_reports_its_memory_and_trims_its_heap():
-    from gtracd.node import Heap
+    from gtracd.daemon.node import Heap
 
     h = Heap()
     st = h.status()

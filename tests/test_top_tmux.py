@@ -13,7 +13,7 @@ import trio
 
 pytest.importorskip("torch")
 
-from gtracd.launch import start_procs, stop_all  # noqa: E402
+from gtracd.harness.launch import start_procs, stop_all  # noqa: E402
 
 from .models import tiny_llama  # noqa: E402
 from .waiting import until  # noqa: E402
@@ -44,7 +44,7 @@ class Tmux:
 
 
 async def test_top_shows_every_daemon_sorts_and_quits_in_a_real_terminal(tmp_path):
-    from gtracd.controlnet import ControlNet
+    from gtracd.harness.controlnet import ControlNet
 
     folder = tiny_llama(tmp_path / "tiny", layers=4)
     cn = ControlNet(root=tmp_path / "net", network="t-top", heartbeat_s=1.0, sync_s=1.0, node_timeout_s=5.0)

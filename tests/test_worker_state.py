@@ -29,7 +29,7 @@ async def test_table_mutations_stay_on_the_event_loop_under_concurrent_sessions_
     from gtracd.engine.server import ShardServer
     from gtracd.engine.shard import set_threads
     from gtracd.net.host import dial
-    from gtracd.roles.worker import Served, WorkerDaemon
+    from gtracd.worker.main import Served, WorkerDaemon
 
     set_threads(1)
     folder = tiny_llama(tmp_path / "tiny", layers=4)

@@ -26,11 +26,30 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgpack
 import trio
 
 from ..config import load_settings
-from ..identity import Identity
+from ..control.follower import SeekerCache, anchor_ids, pinned_view
+from ..control.heartbeat import Hosted, publish_heartbeats
+from ..daemon.node import running_node
+from ..daemon.runtime import setup_logging
+from ..errors import UserError
+from ..harness.controlnet import ControlNet
+from ..harness.launch import start_workers, stop_all
+from ..identity import Identity, Keystore
+from ..lab.network import Lab, LabSettings, setting_flags
+from ..lab.plan import load_plan
+from ..lab.profiles import load_catalog
+from ..lab.sweep import new_epoch
+from ..net.framing import FramedStream
+from ..net.host import dial, open_stream
+from ..net.ledgersync import submit
+from ..net.protocols import INFER
 from ..routing import Params
+from ..seeker.generation import Generation, GenerationFailed, SeekerNet
+from ..seeker.spotcheck import RTOL
+from ..wire.envelope import Signer
 
 GOALS = {"spoof_credit_gained": "== 0", "model_hijacked": "false", "flood_honest_success_rate": "== 1.0",
          "flood_honest_trust_drop": "== 0", "byzantine_requests_to_detect": "<= 20",
@@ -66,7 +85,6 @@ class Seeker:
     async def request(self, prompt, tokens: int, mode: str = "g-trac", rate: float = 0.0, calls: int = 4,
                       exclude=()) -> dict:
         """One generation; its trust reports are sent like a real seeker's. Returns what happened."""
-        from ..seeker.generation import Generation, GenerationFailed
 
         gen = Generation(self.net, self.view, self.params, mode, max_length=len(prompt) + tokens + 4,
                          hop_timeout_floor_s=2.0, spot_check_rate=rate, spot_check_calls=calls)
@@ -103,10 +121,6 @@ class Seeker:
 
 @asynccontextmanager
 async def seeker(network: str, boot: list[str], root: Path, keystore: Path, model: str, **flags):
-    from ..node import running_node
-    from ..seeker.cache import SeekerCache, anchor_ids, pinned_view
-    from ..seeker.generation import SeekerNet
-
     s = _settings(network, boot, root, keystore, model=model, **flags)
     async with running_node("seeker", f"bench-seeker-{os.urandom(3).hex()}", Identity.generate(), s, None,
                             False) as node:
@@ -124,7 +138,6 @@ async def seeker(network: str, boot: list[str], root: Path, keystore: Path, mode
 @asynccontextmanager
 async def attacker(network: str, boot: list[str], root: Path):
     """A node run by the attacker: its own identity, joined to the network's gossip."""
-    from ..node import running_node
 
     s = _settings(network, boot, root, root / "attacker-keys")
     async with running_node("seeker", f"attacker-{os.urandom(3).hex()}", Identity.generate(), s, None,
@@ -146,7 +159,6 @@ class WorkerNet:
     def __init__(self, root: Path, name: str = "workers", model: str = MODEL,
                  ranges: tuple = ((0, 2), (2, 4)), worker_flags: tuple = ("--max-sessions", "8", "--cache-tokens",
                                                                           "2048"), node_timeout_s: float = 10.0):
-        from ..controlnet import ControlNet
 
         self.root, self.model, self.ranges, self.worker_flags = root / name, model, list(ranges), list(worker_flags)
         self.cn = ControlNet(root=self.root / "cn", network=f"attack-{name}", heartbeat_s=1.0, sync_s=1.0,
@@ -155,7 +167,6 @@ class WorkerNet:
 
     def start(self) -> None:
         from ..engine.models import resolve_model
-        from ..launch import start_workers
 
         folder = resolve_model(self.model, log=say)
         self.cn.start(["a1", "a2"])
@@ -175,8 +186,6 @@ class WorkerNet:
             p.proc.poll() is None for p in self.cn.procs.values())
 
     def stop(self) -> list[int]:
-        from ..launch import stop_all
-
         rcs = stop_all(self.workers)
         return rcs + list(self.cn.stop_all().values())
 
@@ -192,8 +201,6 @@ def cost_net(root: Path) -> WorkerNet:
 
 async def spoof(net: WorkerNet, requests: int = 10) -> dict:
     """An identity advertises the honest worker's address for its own identity and layer range."""
-    from ..heartbeat import Hosted, publish_heartbeats
-    from ..wire.envelope import Signer
 
     victim = net.workers[0].info
     async with attacker(net.cn.network, net.boot, net.root) as node, net.seeker() as sk:
@@ -217,8 +224,6 @@ async def spoof(net: WorkerNet, requests: int = 10) -> dict:
 
 async def hijack(net: WorkerNet, identities: int = 20, requests: int = 4) -> dict:
     """One process announces many identities covering the model with another fingerprint."""
-    from ..heartbeat import Hosted, publish_heartbeats
-    from ..wire.envelope import Signer
 
     async with attacker(net.cn.network, net.boot, net.root) as node, net.seeker() as sk:
         fake = [Identity.generate() for _ in range(identities)]
@@ -241,9 +246,6 @@ async def _flood_peer(host, addr: str, model: str, start: int, end: int, streams
                       counts: dict) -> None:
     """Open as many sessions as the worker grants on `streams` streams, fill their caches, keep them idle,
     and keep asking for more until told to stop."""
-    from ..net.framing import FramedStream
-    from ..net.host import dial, open_stream
-    from ..net.protocols import INFER
 
     pid = await dial(host, addr)
 
@@ -327,7 +329,6 @@ def _fuzz_frames(rng: random.Random, n: int) -> list[bytes]:
     """n malformed inference frames, each length-prefixed: garbage, wrong types, unknown kinds, bad tensors,
     missing fields, oversize fields, truncated msgpack. Never an oversize length header (that ends the
     stream by design; those are sent separately)."""
-    import msgpack
 
     sid = os.urandom(16)
     shapes = [
@@ -357,9 +358,6 @@ def _fuzz_frames(rng: random.Random, n: int) -> list[bytes]:
 
 async def fuzz_streams(host, addr: str, cases: int, streams: int = 4, batch: int = 200) -> dict:
     """Throw `cases` malformed frames at a worker's inference streams, reading every reply."""
-    from ..net.framing import FramedStream
-    from ..net.host import dial, open_stream
-    from ..net.protocols import INFER
 
     pid = await dial(host, addr)
     sent = {"frames": 0, "replies": 0, "reopened": 0}
@@ -402,7 +400,6 @@ async def fuzz_streams(host, addr: str, cases: int, streams: int = 4, batch: int
 async def fuzz_gossip(node, cases: int) -> int:
     """Malformed envelopes published on every topic (the pubsub layer signs them: they reach the handlers)."""
     rng = random.Random(2)
-    import msgpack
 
     topics = ("heartbeats", "reports", "ledger")
     for i in range(cases):
@@ -506,10 +503,6 @@ class LabNet:
         self.lab = None
 
     def start(self) -> None:
-        from ..lab.network import Lab, LabSettings
-        from ..lab.plan import load_plan
-        from ..lab.profiles import load_catalog
-
         path = self.root / "byzantine.csv"
         path.write_text(LAB_PLAN)
         plan = load_plan(path, load_catalog(None))
@@ -534,8 +527,6 @@ async def byzantine(net: LabNet, max_requests: int = 60, rate: float = 0.25, tok
     """Requests until a spot check catches the byzantine peer, in `trials` independent trials (each from a
     fresh anchor-signed ledger epoch with the plan's trust0 priors, after one measured request through each
     replica of its span: the liar looks trusted and is fastest, so G-TRAC routes through it)."""
-    from ..identity import Keystore
-    from ..lab.sweep import new_epoch
 
     peers = net.lab.peers
     byz = peers["byz"]
@@ -616,9 +607,6 @@ class LedgerNet:
     RULES = {"standing_age_s": 8.0, "standing_reports": 3, "newcomer_budget": 0.02, "reporter_window_s": 3600.0}
 
     def __init__(self, root: Path):
-        from ..controlnet import ControlNet
-        from ..lab.network import setting_flags
-
         self.cn = ControlNet(root=root / "ledger", network="attack-ledger", heartbeat_s=1.0, sync_s=1.0,
                              node_timeout_s=30.0, anchor_extra=setting_flags(self.RULES))
 
@@ -642,8 +630,6 @@ def _report(signer, network: str, chain: list[str], outcome: str) -> bytes:
 async def sybils(net: LedgerNet, honest: int = 3, sybil_count: int = 20, each: int = 10) -> dict:
     """3 established reporters see W succeed and the honey pot H fail; then 20 fresh identities slander W and
     vote for H. Trust as the anchors derive it, polled throughout."""
-    from ..net.ledgersync import submit
-    from ..wire.envelope import Signer
 
     cn = net.cn
     fleet = cn.procs["fleet"].info["identities"]
@@ -695,7 +681,6 @@ def tolerance(model: str = "smollm2-135m", start: int = 10, end: int = 20) -> di
     gtracd/engine/gaps.py)."""
     from ..engine.gaps import output_gaps
     from ..engine.models import resolve_model
-    from ..seeker.spotcheck import RTOL
 
     return {"tolerance_rtol": RTOL, **output_gaps(resolve_model(model, log=say), start, end),
             "tolerance_model_layers": f"{model} {start}:{end}"}
@@ -731,12 +716,9 @@ def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
     want = set(only.split(",")) if only else set(SCENARIOS)
     unknown = want - set(SCENARIOS)
     if unknown:
-        from ..errors import UserError
-
         raise UserError(f"unknown scenario(s) {sorted(unknown)}: {', '.join(SCENARIOS)}")
     root = Path(tempfile.mkdtemp(prefix="gtracd-attack-"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from ..roles.common import setup_logging
 
     setup_logging("ERROR")  # the attacks' expected warnings (repairs, refusals) are counted in the figures
     kinds = {SCENARIOS[w][0] for w in want}
@@ -772,3 +754,9 @@ def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
                 print(f"{k:40s} {v}")
     print(json.dumps(res))
     return res
+
+
+def main(args) -> int:
+    """`gtracd bench attack`."""
+    run(args.scale, args.only, args.json)
+    return 0

@@ -19,7 +19,7 @@ import shutil
 import statistics
 import time
 
-from ..controlnet import ControlNet
+from ..harness.controlnet import ControlNet
 
 REPLICAS = ("a1", "a2", "a3", "s1", "s2")
 

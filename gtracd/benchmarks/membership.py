@@ -26,8 +26,16 @@ from pathlib import Path
 
 import trio
 
-from ..controlnet import ControlNet
-from ..launch import start_procs
+from ..catalog.fingerprint import pinned_model
+from ..config import load_settings
+from ..control.follower import SeekerCache, anchor_ids, pinned_view
+from ..daemon.node import running_node
+from ..harness.controlnet import ControlNet
+from ..harness.launch import start_procs
+from ..identity import Identity
+from ..routing import Params
+from ..routing.coverage import coverage
+from ..seeker.generation import Generation, SeekerNet
 from .pipeline import MESSAGES
 
 HEARTBEAT_S = 2.0
@@ -60,8 +68,6 @@ class Observer:
         self.changed = trio.Event()
 
     def coverage(self):
-        from ..routing.coverage import coverage
-
         return coverage(self.view.snapshot(self.model), 0.0)
 
     async def until(self, pred, timeout: float):
@@ -75,14 +81,6 @@ class Observer:
 
 
 async def _run(rng: random.Random) -> dict:
-    from ..config import load_settings
-    from ..engine.fingerprint import pinned_model
-    from ..identity import Identity
-    from ..node import running_node
-    from ..routing import Params
-    from ..seeker.cache import SeekerCache, anchor_ids, pinned_view
-    from ..seeker.generation import Generation, SeekerNet
-
     cn = ControlNet(network="bench-membership", heartbeat_s=HEARTBEAT_S, node_timeout_s=NODE_TIMEOUT_S)
     procs: dict[str, object] = {}
     out: dict = {"workers": WORKERS, "max_layers": MAX_LAYERS, "heartbeat_s": HEARTBEAT_S,

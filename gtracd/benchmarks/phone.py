@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..node import status_mib
+from ..daemon.node import status_mib
+from ..harness.controlnet import ControlNet
 
 GOAL_MIB = 120.0
 
@@ -30,8 +31,6 @@ def _rss_mib(pid: int) -> float | None:
 
 
 def run(duration: float, identities: int, rate: float) -> dict:
-    from ..controlnet import ControlNet
-
     cn = ControlNet(network="bench-phone", heartbeat_s=2.0, sync_s=2.0, node_timeout_s=10.0)
     cn.start(["a1", "a2"], fleet=identities, seekers={"busy": rate, "phone": 0.0})
     measured = {"anchor a1": cn.procs["a1"], "anchor a2": cn.procs["a2"], "seeker phone": cn.procs["phone"]}

@@ -19,7 +19,14 @@ import time
 
 import trio
 
-from ..node import status_mib
+from ..control.peerview import PeerView
+from ..daemon.node import status_mib
+from ..harness.launch import start_workers, stop_all, worker_env
+from ..identity import Identity
+from ..net.host import running_host
+from ..routing import Params
+from ..seeker.generation import Generation, SeekerNet
+from ..seeker.main import discover
 
 # A realistic assistant request: chat template (with its system prompt) around a paragraph of context.
 MESSAGES = [{"role": "user", "content": (
@@ -53,13 +60,6 @@ def monolithic(model: str, tokens: int) -> dict:
 
 
 async def distributed(addrs: list[str], tokens: int, victim_after: int | None, kill) -> dict:
-    from ..identity import Identity
-    from ..net.host import running_host
-    from ..roles.seeker import discover
-    from ..routing import Params
-    from ..seeker.generation import Generation, SeekerNet
-    from ..seeker.peerview import PeerView
-
     async with running_host(Identity.generate()) as host:
         view = PeerView()
         net = SeekerNet(host, view)
@@ -106,7 +106,6 @@ async def distributed(addrs: list[str], tokens: int, victim_after: int | None, k
 def run(hops: int, tokens: int, model: str) -> dict:
     from ..engine.models import resolve_model
     from ..engine.shard import num_layers
-    from ..launch import start_workers, stop_all, worker_env
 
     folder = resolve_model(model, log=lambda m: print(m, file=sys.stderr))
     L = num_layers(folder)

@@ -25,7 +25,15 @@ import time
 
 import trio
 
-from ..launch import start_workers, stop_all
+from ..config import Settings
+from ..control.peerview import PeerView
+from ..harness.launch import start_workers, stop_all
+from ..identity import Identity
+from ..net.host import running_host
+from ..seeker.api.app import Api
+from ..seeker.api.server import serve_api
+from ..seeker.generation import SeekerNet
+from ..seeker.service import SeekerService, discover
 from .ledger import _pct
 
 CONTEXT = ("gtracd routes each request through a chain of workers chosen by a risk-bounded shortest path. "
@@ -109,14 +117,6 @@ async def _reuse(make_seeker, model: str, rounds: int) -> dict:
 async def _run(addrs: list[str], levels: list[int], tokens: int, rounds: int, log) -> dict:
     import openai
 
-    from ..api.app import Api
-    from ..api.server import serve_api
-    from ..config import Settings
-    from ..identity import Identity
-    from ..net.host import running_host
-    from ..seeker.generation import SeekerNet
-    from ..seeker.peerview import PeerView
-    from ..seeker.service import SeekerService, discover
 
     model = "smollm2-135m"
     async with running_host(Identity.generate()) as host, trio.open_nursery() as n:

@@ -36,8 +36,16 @@ import statistics
 import time
 from pathlib import Path
 
-from ..controlnet import ControlNet
-from ..node import status_mib
+from ..config import Settings
+from ..control.replica import Replica, checkpoint_lag, rule_params
+from ..daemon.node import status_mib
+from ..harness.controlnet import ControlNet
+from ..identity import Identity, Keystore
+from ..ledger import Report, ReportLog
+from ..ledger.checkpoint import boundary_for, signed_body
+from ..ledger.crdt import make_checkpoint
+from ..ledger.store import save_checkpoint
+from ..wire.envelope import Signer
 from .ledger import _pct, _wait
 
 ANCHORS = ("a1", "a2", "a3")
@@ -273,8 +281,6 @@ def _seed(kind: str, i: int) -> bytes:
 
 
 def _workers() -> list[str]:
-    from ..identity import Identity
-
     return [Identity(_seed("worker", i)).peer_id for i in range(WORKERS)]
 
 
@@ -282,8 +288,6 @@ _POOL: dict = {}
 
 
 def _pool_init(network: str, start: float, span: float) -> None:
-    from ..identity import Identity
-
     _POOL.update(network=network, start=start, span=span, workers=_workers(),
                  reporters=[Identity(_seed("reporter", i)) for i in range(REPORTERS)])
 
@@ -298,8 +302,6 @@ def _alive(i: int, t: float) -> bool:
 def _slice(args: tuple[int, float, float, int]) -> list:
     """`n` signed trust reports with ts in [a, b), from random reporters about live workers (as Reports:
     signed here, folded by the parent)."""
-    from ..ledger import Report
-    from ..wire.envelope import Signer
 
     idx, a, b, n = args
     rng = random.Random(idx)
@@ -320,13 +322,6 @@ def _slice(args: tuple[int, float, float, int]) -> list:
 
 
 def run_history(n: int, log=print) -> dict:
-    from ..config import Settings
-    from ..identity import Keystore
-    from ..ledger import ReportLog
-    from ..ledger.checkpoint import boundary_for, make_checkpoint, save_checkpoint, signed_body
-    from ..replica import Replica, checkpoint_lag, rule_params
-    from ..wire.envelope import Signer
-
     s = Settings()
     params, period, lag = rule_params(s), s.checkpoint_s, checkpoint_lag(s)
     cn = ControlNet(network="bench-history", heartbeat_s=s.heartbeat_s, sync_s=s.sync_s,

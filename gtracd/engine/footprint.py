@@ -8,8 +8,8 @@ import math
 import re
 from pathlib import Path
 
+from ..catalog.fingerprint import _header
 from ..membership.placement import Footprint
-from .fingerprint import _header
 
 LAYER = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
 FIRST = ("embed_tokens", "wte", "wpe")

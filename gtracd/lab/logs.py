@@ -4,6 +4,7 @@ one more CSV of the peers each request selected (the paper's Fig. 6), and summar
 from __future__ import annotations
 
 import csv
+import gzip
 from pathlib import Path
 
 from .stats import mean, median, percentile, wilson
@@ -59,8 +60,6 @@ def _cell(v) -> str:
 def read_csv(path: Path) -> list[dict]:
     """A log, plain or gzipped (results committed to the repository are gzipped)."""
     if str(path).endswith(".gz"):
-        import gzip
-
         with gzip.open(path, "rt", newline="") as f:
             return list(csv.DictReader(f))
     with open(path, newline="") as f:

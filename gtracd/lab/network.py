@@ -6,16 +6,32 @@ everything it started).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import trio
+
+from ..config import load_settings
+from ..control.follower import anchor_ids
+from ..daemon.node import running_node
 from ..errors import UserError
-from .plan import Plan
+from ..harness.controlnet import ControlNet
+from ..harness.launch import start_procs
+from ..identity import Identity, Keystore
+from ..net.ledgersync import submit
+from ..wire.envelope import Signer
+from .layout import groups
+from .plan import Plan, load_plan
+from .profiles import load_catalog
 
 
 def model_for(plan: Plan, model: str | None) -> str:
@@ -81,10 +97,6 @@ class Lab:
         return self.root / "keys"
 
     def start(self, status=lambda m: None, timeout: float = 300.0) -> None:
-        from ..controlnet import ControlNet
-        from ..launch import start_procs
-        from .layout import groups
-
         ls = self.settings
         # ControlNet passes --sync-s and --node-timeout-s itself
         extra = {k: v for k, v in ls.ledger_flags().items() if k not in ("sync_s", "node_timeout_s")}
@@ -141,7 +153,6 @@ PRIORS_PER_RECORD = 96  # ledger_epoch schema cap
 
 def priors_records(operator, lab: Lab, network: str, epoch: int) -> list[bytes]:
     """The plan's trust0 priors as ledger_epoch records signed by a keyring anchor's key (pure)."""
-    from ..wire.envelope import Signer
 
     priors = sorted((lab.peers[r.peer_id], r.trust0) for r in lab.plan.rows)
     signer = Signer(operator)
@@ -153,11 +164,8 @@ def priors_records(operator, lab: Lab, network: str, epoch: int) -> list[bytes]:
 
 async def submit_priors(node, anchors: list[str], operator, lab: Lab, network: str, epoch: int) -> None:
     """Submit the priors epoch to every anchor; one anchor is enough (anti-entropy brings the others)."""
-    import logging
 
-    import trio
 
-    from ..net.ledgersync import submit
 
     raws = priors_records(operator, lab, network, epoch)
     accepted = 0
@@ -176,12 +184,7 @@ async def submit_priors(node, anchors: list[str], operator, lab: Lab, network: s
 def announce_priors(lab: Lab) -> int:
     """`lab up`: put the plan's trust0 into the anchors' ledger as an anchor-signed epoch (numbered by the
     clock, so it is above any epoch a reused --dir already holds). Returns the epoch."""
-    import trio
 
-    from ..config import load_settings
-    from ..identity import Identity, Keystore
-    from ..node import running_node
-    from ..seeker.cache import anchor_ids
 
     s = load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),
                              "data_dir": str(lab.root), "keystore": str(lab.keystore)}, env={})
@@ -210,12 +213,7 @@ def _last_line(e: BaseException) -> str:
 
 def run_up(args) -> int:
     """`gtracd lab up`: start the lab and keep it running until Ctrl-C / SIGTERM."""
-    import shutil
-    import signal
-    import threading
 
-    from .plan import load_plan
-    from .profiles import load_catalog
 
     catalog = load_catalog(args.profiles)
     plan = load_plan(args.plan, catalog)

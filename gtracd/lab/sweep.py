@@ -22,8 +22,15 @@ from pathlib import Path
 
 import trio
 
+from ..config import load_settings
+from ..control.follower import SeekerCache, anchor_ids
+from ..control.peerview import PeerView
+from ..daemon.node import running_node
 from ..errors import GtracError, UserError
-from ..seeker.generation import Generation, GenerationFailed
+from ..identity import Identity, Keystore
+from ..routing import Params
+from ..seeker.generation import Generation, GenerationFailed, SeekerNet
+from ..wire.envelope import decode_envelope
 from .logs import (
     CHAIN_SEP,
     REQUEST_COLUMNS,
@@ -34,7 +41,9 @@ from .logs import (
     markdown_table,
     summarize,
 )
-from .network import Lab, LabSettings, model_for
+from .network import Lab, LabSettings, model_for, submit_priors
+from .plan import load_plan
+from .profiles import load_catalog
 
 log = logging.getLogger("gtracd.lab")
 
@@ -88,8 +97,6 @@ def reference_tokens(model: str, prompts: list[list[int]], steps: int) -> list[l
 
 def run(cfg: SweepConfig, status=lambda m: None) -> dict:
     logging.getLogger("gtracd.seeker").setLevel(logging.ERROR)  # repairs are expected here; the logs count them
-    from .plan import load_plan
-    from .profiles import load_catalog
 
     if not cfg.modes:
         raise UserError("--modes is empty (choose from g-trac, sp, mr, larac, naive)")
@@ -171,14 +178,6 @@ class _Progress:
 
 
 async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
-    from ..config import load_settings
-    from ..identity import Identity, Keystore
-    from ..node import running_node
-    from ..routing import Params
-    from ..seeker.cache import SeekerCache, anchor_ids
-    from ..seeker.generation import SeekerNet
-    from ..seeker.peerview import PeerView
-
     ls = lab.settings
     s = load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),
                              "data_dir": str(lab.root), "keystore": str(lab.keystore), **ls.ledger_flags(),
@@ -248,7 +247,6 @@ async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
 async def new_epoch(node, cache, operator, lab: Lab, network: str) -> int:
     """Start a fresh ledger epoch with the plan's trust0 priors (signed by a keyring anchor's key, submitted to
     every anchor); returns once this seeker's replica derives from it."""
-    from .network import submit_priors
 
     epoch = cache.replica.derived.current().epoch + 1
     await submit_priors(node, sorted(cache.anchors), operator, lab, network, epoch)
@@ -363,7 +361,6 @@ def _trace_log(logs: dict, out: Path, mode: str, model: str) -> CsvLog:
 async def _await_reports(cache, raws: list[bytes], timeout: float = 2.0) -> None:
     """Requests run back to back: let this request's reports come back through an anchor into the seeker's
     replica (tens of ms) before the next routing decision, as the paper's trust updates do."""
-    from ..wire.envelope import decode_envelope
 
     keys = []
     for raw in raws:

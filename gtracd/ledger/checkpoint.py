@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from ..errors import DecodeError
 from ..wire.codec import packb, unpackb
-from .crdt import Fold, RuleParams
+from ..wire.envelope import decode_envelope
+from .rules import Fold, RuleParams
 
 STATE_MAX = 256 << 20  # bytes of a checkpoint state we decode
 STATE_VERSION = 2  # 2: a seq watermark per reporter (1 listed every folded seq: it grew with all history)
@@ -161,37 +162,6 @@ def later(a: Checkpoint | None, b: Checkpoint | None) -> Checkpoint | None:
     return min(a, b, key=lambda c: (-c.boundary, c.digest, c.state_hash))
 
 
-def make_checkpoint(prev: Checkpoint | None, reports, boundary: float, p: RuleParams) -> Checkpoint:
-    """Fold reports (a Ledger's, or any iterable: duplicates and equivocations are resolved as the ledger
-    resolves them) with prev.boundary <= ts < boundary into a checkpoint at `boundary`, continuing from
-    `prev` (whose boundary must not be later)."""
-    from .crdt import Ledger
-
-    if prev is not None and prev.boundary > boundary:
-        raise ValueError("a checkpoint cannot move back")
-    held = reports if isinstance(reports, Ledger) and reports.checkpoint == prev else Ledger(
-        reports.reports() if isinstance(reports, Ledger) else reports, checkpoint=prev)
-    below = [r for r in held.reports() if r.ts < boundary]  # in the fold's total order already
-    f = prev.fold(p) if prev is not None else Fold(p)
-    upto = dict(prev.upto) if prev is not None else {}
-    for r in below:
-        f.apply(r)
-        if r.seq > upto.get(r.reporter, -1):
-            upto[r.reporter] = r.seq
-    digest = _chain(prev.digest if prev is not None else b"", set_digest(below))
-    state = fold_state(f, boundary, upto)
-    if len(state) > STATE_MAX:  # replicas would refuse it: never sign one
-        raise ValueError(f"a checkpoint state of {len(state)} bytes exceeds {STATE_MAX}")
-    cp = Checkpoint(boundary, digest, (prev.count if prev is not None else 0) + len(below), state)
-    cp.__dict__["upto"] = upto  # what the state says (decoding it would give an equal dict)
-    return cp
-
-
-def _chain(prev: bytes, new: bytes) -> bytes:
-    """The digest of everything folded: the previous checkpoint's digest chained with this slice's."""
-    return new if not prev else hashlib.sha256(prev + new).digest()
-
-
 def boundary_for(now: float, period_s: float, lag_s: float) -> float:
     """The checkpoint boundary due at `now`: the last multiple of period_s at least lag_s in the past (lag_s
     covers the slander window and how old a report may be when admitted, so no honest report can still
@@ -212,7 +182,6 @@ def id_of(body: dict) -> tuple[float, bytes, bytes, int]:
 def verify_proof(cid: tuple, proof: list[bytes], keyring, network: str) -> str | None:
     """None if a quorum of distinct keyring anchors signed this checkpoint id (Checkpoint.id: boundary,
     digest, state hash, count) for this network; else why not."""
-    from ..wire.envelope import decode_envelope
 
     signers = set()
     for raw in proof:
@@ -273,38 +242,3 @@ class Certs:
     def latest_certified(self) -> tuple | None:
         ok = [c for c in self.sigs if self.certified(c)]
         return max(ok, key=lambda c: c[0]) if ok else None
-
-
-def save_checkpoint(path, cp: Checkpoint, proof: list[bytes]) -> None:
-    """Atomically (tmp, fsync, rename, fsync the directory)."""
-    import os
-
-    from .store import _fsync_dir
-
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(packb({"v": 1, "boundary": cp.boundary, "digest": cp.digest, "count": cp.count, "state": cp.state,
-                       "proof": list(proof)}))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def load_checkpoint(path) -> tuple[Checkpoint, list[bytes]]:
-    """The saved checkpoint and its proof; DecodeError if the file is malformed or its state is not the one
-    the proof's signatures name."""
-    d = unpackb(path.read_bytes(), STATE_MAX + (1 << 20))
-    try:
-        cp = Checkpoint(_f(d["boundary"]), bytes(d["digest"]), int(d["count"]), bytes(d["state"]))
-        proof = [bytes(x) for x in d["proof"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise DecodeError(f"checkpoint file {path}: malformed ({type(e).__name__})", "checkpoint") from None
-    from ..wire.envelope import decode_envelope
-
-    for raw in proof:
-        env = decode_envelope(raw)
-        if not env.signature_ok() or env.kind != "ledger_checkpoint" or id_of(env.body) != cp.id:
-            raise DecodeError(f"checkpoint file {path}: a signature does not match its state", "checkpoint")
-    cp.check()  # the state decodes (and the replica's derivation takes the fold decoded here)
-    return cp, proof

@@ -34,68 +34,12 @@ the same records still derive bit-identical numbers: it is one more step of the 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class Report:
-    reporter: bytes  # 32-byte Ed25519 public key of the seeker that signed it
-    seq: int
-    ts: float
-    chain: tuple[str, ...]
-    latency_ms: tuple[float, ...]
-    outcome: str  # "success" | "failure" | "wrong_output" | "epoch" (a ledger_epoch record)
-    culprit: int = -1  # index into chain; -1 unknown / none
-    raw: bytes = field(default=b"", compare=False)  # the signed envelope, for forwarding
-    epoch: int = 0  # ledger_epoch records only
-    priors: tuple[tuple[str, float], ...] = ()  # ledger_epoch records only: (peer id, trust), sorted
-    evidence: tuple[bytes, ...] = ()  # wrong_output only: digests of the input, then each chain peer's output
-
-    @property
-    def key(self) -> tuple[bytes, int]:
-        return (self.reporter, self.seq)
-
-    @property
-    def digest(self) -> bytes:
-        h = hashlib.sha256()
-        fields = (self.reporter, self.seq, self.ts, self.chain, self.latency_ms, self.outcome, self.culprit)
-        if self.outcome == "epoch":
-            fields += (self.epoch, self.priors)
-        if self.outcome == "wrong_output":
-            fields += (self.evidence,)
-        h.update(repr(fields).encode())
-        return h.digest()
-
-    @classmethod
-    def from_envelope(cls, env) -> Report:
-        b = env.body
-        if env.kind == "ledger_epoch":
-            return cls(env.sender, env.seq, env.ts, (), (), "epoch", -1, env.raw, b["epoch"],
-                       tuple(sorted((k, float(v)) for k, v in b["priors"].items())))
-        ev = b.get("evidence")
-        evidence = (bytes(ev["input"]), *(bytes(x) for x in ev["outputs"])) if ev else ()
-        return cls(env.sender, env.seq, env.ts, tuple(b["chain"]), tuple(float(x) for x in b["latency_ms"]),
-                   b["outcome"], b["culprit"], env.raw, evidence=evidence)
-
-
-@dataclass(frozen=True)
-class RuleParams:
-    initial_trust: float = 0.97
-    reward: float = 0.03
-    penalty: float = 0.20
-    unknown_penalty: float = 0.05
-    alpha: float = 0.3
-    latency0_ms: float = 250.0
-    reporter_budget: float = 0.5
-    window_s: float = 3600.0
-    wrong_output_penalty: float = 0.5
-    standing_age_s: float = 86400.0
-    standing_reports: int = 20
-    newcomer_budget: float = 0.02
-
-
-def _order(r: Report) -> tuple:
-    return (r.ts, r.reporter, r.seq)
+from .checkpoint import STATE_MAX, Checkpoint, fold_state, later, set_digest
+from .report import Report
+from .report import order as _order
+from .report import unhex as _unhex
+from .rules import Fold, RuleParams
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -132,7 +76,6 @@ class Ledger:
     def adopt(self, cp) -> bool:
         """Adopt a certified checkpoint if it is later than ours: prune every report below its boundary.
         True if the state changed."""
-        from .checkpoint import later
 
         if cp is None or later(self.checkpoint, cp) is not cp or cp == self.checkpoint:
             return False
@@ -186,7 +129,6 @@ class Ledger:
 
     def merge(self, other: Ledger) -> Ledger:
         """The join: the later checkpoint, and the union of both sides' reports at or above it."""
-        from .checkpoint import later
 
         out = Ledger(checkpoint=later(self.checkpoint, other.checkpoint))
         for r in self.reports() + other.reports():
@@ -255,126 +197,6 @@ class Ledger:
         return out
 
 
-def _unhex(h: str) -> bytes | None:
-    try:
-        b = bytes.fromhex(h)
-    except ValueError:
-        return None
-    return b if len(b) == 32 else None
-
-
-class Fold:
-    """The derivation state: reports applied one at a time in the total order (ts, reporter, seq)."""
-
-    def __init__(self, p: RuleParams):
-        self.p = p
-        self.last: tuple | None = None
-        self.applied = 0
-        self.epoch = 0
-        # reporter standing: kept across epochs
-        self.first: dict[bytes, float] = {}  # reporter -> ts of its first report
-        self.corroborated: dict[bytes, int] = {}
-        # worker -> reporter -> (ts, outcome ok), each in the order heard (ts order)
-        self.recent: dict[str, dict[bytes, tuple[float, bool]]] = {}
-        self.any_established = False  # from the first report of an established reporter on
-        self._reset()
-
-    def _reset(self) -> None:
-        """A fresh epoch: trust, latency and every budget start over."""
-        self.trust: dict[str, float] = {}
-        self.latency: dict[str, float] = {}
-        self.spent: dict[tuple[bytes, str, int], float] = {}
-        self.newcomer_spent: dict[str, float] = {}  # worker -> |trust| moved by non-established reporters
-
-    def copy(self) -> Fold:
-        """An independent fold in the same state (values are immutable: copying the containers is enough)."""
-        f = Fold.__new__(Fold)
-        f.p, f.last, f.applied, f.epoch, f.any_established = self.p, self.last, self.applied, self.epoch, \
-            self.any_established
-        f.first, f.corroborated = dict(self.first), dict(self.corroborated)
-        f.recent = {peer: dict(seen) for peer, seen in self.recent.items()}
-        f.trust, f.latency, f.spent = dict(self.trust), dict(self.latency), dict(self.spent)
-        f.newcomer_spent = dict(self.newcomer_spent)
-        return f
-
-    def established(self, reporter: bytes, ts: float) -> bool:
-        f = self.first.get(reporter)
-        return (f is not None and ts - f >= self.p.standing_age_s
-                and self.corroborated.get(reporter, 0) >= self.p.standing_reports)
-
-    def _move(self, rep: Report, peer: str, delta: float, est: bool) -> None:
-        p = self.p
-        k = (rep.reporter, peer, int(rep.ts // p.window_s))
-        left = p.reporter_budget - self.spent.get(k, 0.0)
-        pool = not est and self.any_established
-        if pool:
-            left = min(left, p.newcomer_budget - self.newcomer_spent.get(peer, 0.0))
-        if left <= 0.0:
-            return
-        d = max(-left, min(left, delta))
-        self.spent[k] = self.spent.get(k, 0.0) + abs(d)
-        if pool:
-            self.newcomer_spent[peer] = self.newcomer_spent.get(peer, 0.0) + abs(d)
-        t = self.trust.get(peer, p.initial_trust) + d
-        self.trust[peer] = 1.0 if t > 1.0 else (0.0 if t < 0.0 else t)
-
-    def _targets(self, r: Report) -> list[tuple[str, float, bool]]:
-        """(worker, trust delta, outcome ok) per worker this report rates."""
-        p = self.p
-        if r.outcome == "success":
-            return [(peer, p.reward, True) for peer in r.chain]
-        if r.outcome == "wrong_output":
-            return [(r.chain[r.culprit], -p.wrong_output_penalty, False)]
-        if r.culprit >= 0:
-            return [(r.chain[r.culprit], -p.penalty, False)]
-        return [(peer, -p.unknown_penalty, False) for peer in r.chain]
-
-    def _stand(self, r: Report, targets, est: bool) -> None:
-        """Corroboration, after the report moved trust."""
-        horizon = r.ts - self.p.window_s
-        corroborated = False
-        for peer, _, ok in targets:
-            seen = self.recent.setdefault(peer, {})  # in the order last heard (reports apply in ts order)
-            if not corroborated:
-                for q, (ts, qok) in reversed(seen.items()):  # the latest first: stop at the window's edge
-                    if ts < horizon:
-                        break
-                    if q != r.reporter and qok == ok:
-                        corroborated = True
-                        break
-            seen.pop(r.reporter, None)
-            seen[r.reporter] = (r.ts, ok)
-            if len(seen) > 256:  # keep it bounded: forget reporters silent for a whole window
-                for q in [q for q, (ts, _) in seen.items() if ts < horizon]:
-                    del seen[q]
-        self.any_established = self.any_established or est
-        if corroborated:
-            self.corroborated[r.reporter] = self.corroborated.get(r.reporter, 0) + 1
-
-    def apply(self, r: Report) -> None:
-        p = self.p
-        self.last = _order(r)
-        self.applied += 1
-        if r.outcome == "epoch":
-            if r.epoch < self.epoch:
-                return
-            if r.epoch > self.epoch:  # a fresh epoch: derivation restarts here
-                self.epoch = r.epoch
-                self._reset()
-            for peer, t in r.priors:
-                self.trust[peer] = t
-            return
-        for peer, ms in zip(r.chain, r.latency_ms, strict=False):
-            prev = self.latency.get(peer, p.latency0_ms)
-            self.latency[peer] = (1.0 - p.alpha) * prev + p.alpha * ms
-        self.first.setdefault(r.reporter, r.ts)
-        est = self.established(r.reporter, r.ts)
-        targets = self._targets(r)
-        for peer, delta, _ in targets:
-            self._move(r, peer, delta, est)
-        self._stand(r, targets, est)
-
-
 def _start(ledger: Ledger, p: RuleParams) -> Fold:
     return ledger.checkpoint.fold(p) if ledger.checkpoint is not None else Fold(p)
 
@@ -429,3 +251,33 @@ class Derived:
         for r in new_sorted:
             self._fold.apply(r)
         return self._fold
+
+
+def make_checkpoint(prev: Checkpoint | None, reports, boundary: float, p: RuleParams) -> Checkpoint:
+    """Fold reports (a Ledger's, or any iterable: duplicates and equivocations are resolved as the ledger
+    resolves them) with prev.boundary <= ts < boundary into a checkpoint at `boundary`, continuing from
+    `prev` (whose boundary must not be later)."""
+
+    if prev is not None and prev.boundary > boundary:
+        raise ValueError("a checkpoint cannot move back")
+    held = reports if isinstance(reports, Ledger) and reports.checkpoint == prev else Ledger(
+        reports.reports() if isinstance(reports, Ledger) else reports, checkpoint=prev)
+    below = [r for r in held.reports() if r.ts < boundary]  # in the fold's total order already
+    f = prev.fold(p) if prev is not None else Fold(p)
+    upto = dict(prev.upto) if prev is not None else {}
+    for r in below:
+        f.apply(r)
+        if r.seq > upto.get(r.reporter, -1):
+            upto[r.reporter] = r.seq
+    digest = _chain(prev.digest if prev is not None else b"", set_digest(below))
+    state = fold_state(f, boundary, upto)
+    if len(state) > STATE_MAX:  # replicas would refuse it: never sign one
+        raise ValueError(f"a checkpoint state of {len(state)} bytes exceeds {STATE_MAX}")
+    cp = Checkpoint(boundary, digest, (prev.count if prev is not None else 0) + len(below), state)
+    cp.__dict__["upto"] = upto  # what the state says (decoding it would give an equal dict)
+    return cp
+
+
+def _chain(prev: bytes, new: bytes) -> bytes:
+    """The digest of everything folded: the previous checkpoint's digest chained with this slice's."""
+    return new if not prev else hashlib.sha256(prev + new).digest()

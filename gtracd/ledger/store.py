@@ -26,8 +26,10 @@ import zlib
 from pathlib import Path
 
 from ..errors import DecodeError
-from ..wire.codec import packb
-from .crdt import Report
+from ..wire.codec import packb, unpackb
+from ..wire.envelope import decode_envelope
+from .checkpoint import STATE_MAX, Checkpoint, _f, id_of
+from .report import Report
 from .signed import stored_report, verified_report
 
 MAGIC = b"GTRLOG\x02\n"
@@ -213,3 +215,35 @@ def _fsync_dir(d: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def save_checkpoint(path, cp: Checkpoint, proof: list[bytes]) -> None:
+    """Atomically (tmp, fsync, rename, fsync the directory)."""
+
+
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(packb({"v": 1, "boundary": cp.boundary, "digest": cp.digest, "count": cp.count, "state": cp.state,
+                       "proof": list(proof)}))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def load_checkpoint(path) -> tuple[Checkpoint, list[bytes]]:
+    """The saved checkpoint and its proof; DecodeError if the file is malformed or its state is not the one
+    the proof's signatures name."""
+    d = unpackb(path.read_bytes(), STATE_MAX + (1 << 20))
+    try:
+        cp = Checkpoint(_f(d["boundary"]), bytes(d["digest"]), int(d["count"]), bytes(d["state"]))
+        proof = [bytes(x) for x in d["proof"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise DecodeError(f"checkpoint file {path}: malformed ({type(e).__name__})", "checkpoint") from None
+
+    for raw in proof:
+        env = decode_envelope(raw)
+        if not env.signature_ok() or env.kind != "ledger_checkpoint" or id_of(env.body) != cp.id:
+            raise DecodeError(f"checkpoint file {path}: a signature does not match its state", "checkpoint")
+    cp.check()  # the state decodes (and the replica's derivation takes the fold decoded here)
+    return cp, proof

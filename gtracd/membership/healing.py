@@ -7,7 +7,7 @@ between two holes. Candidates are taken most-redundant first (ties: peer id); ea
 coverage and placed like a joiner (membership.placement), and kept only if its new range covers part of a
 hole. Every worker computes the same plan from the same view and acts on its own entry.
 
-Hysteresis and bounds live in the driver (membership.agent): a hole must persist for `heal_after_s` before
+Hysteresis and bounds live in the driver (worker.agent): a hole must persist for `heal_after_s` before
 anyone moves, a worker moves at most once per `move_window_s`, and a mover that sees another mover already
 heading for the same hole (announced as draining with a target) stands down.
 """

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -118,7 +119,6 @@ RECORDS_KEPT = 4096  # per host
 
 def remember_peer_records() -> None:
     """Install the memo around py-libp2p's `maybe_consume_signed_record` where pubsub calls it (once)."""
-    import weakref
 
     from libp2p.pubsub import gossipsub, pubsub, utils
 

@@ -12,8 +12,8 @@ import time
 import trio
 
 from ..errors import DecodeError, GtracError
+from ..protocols.infer import HopStream, NotOpen, Refusal, Violation
 from ..wire.binding import binding_ok
-from ..wire.infer import HopStream, NotOpen, Refusal, Violation
 from .framing import FramedStream, StreamClosed
 from .host import open_stream
 from .protocols import INFER, WRITE_TIMEOUT_S

@@ -3,8 +3,10 @@ max one connection per peer (avoids the 250 ms happy-eyeballs delay), clean shut
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -12,13 +14,13 @@ import trio
 
 from ..errors import UserError
 from ..identity import Identity
+from .librarylogs import count_library_logs
 
 log = logging.getLogger("gtracd.net")
 
 
 def _quiet_libp2p() -> None:
     """libp2p's records are counted, and printed only when our root logger is at DEBUG (librarylogs)."""
-    from .librarylogs import count_library_logs
 
     count_library_logs(debug=logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
     logging.getLogger("multiaddr").setLevel(logging.WARNING)
@@ -60,7 +62,6 @@ def check_loopback_or_any(listen: str) -> None:
 
 def lock_port(maddr) -> object | None:
     """Two daemons can bind one port (SO_REUSEPORT): hold an exclusive lock file per fixed (address, port)."""
-    import tempfile
 
     try:
         port = int(maddr.value_for_protocol("tcp"))
@@ -78,7 +79,6 @@ def lock_port(maddr) -> object | None:
 def lock_file(path: Path, busy) -> object:
     """Hold an exclusive lock on `path` for this process's lifetime (the returned file; the kernel drops it
     when the process dies). If another process holds it: UserError(busy(its pid))."""
-    import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+")

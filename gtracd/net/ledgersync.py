@@ -2,7 +2,7 @@
 lacks; anchors also push what the other lacks). One short-lived stream per exchange, every read bounded.
 
     submit {network, reports}      -> ack {admitted, duplicate, pending, dropped}
-    anti-entropy                      ledger/sync.py's Initiator, driven here frame by frame
+    anti-entropy                      protocols/ledgersync.py's Initiator, driven here frame by frame
     submit {network, reports}      -> ack                   (anchors only: push what the responder lacks)
 """
 
@@ -13,7 +13,7 @@ from typing import NamedTuple
 import trio
 
 from ..ledger import verified_reports
-from ..ledger.sync import Initiator, ProtocolError
+from ..protocols.ledgersync import Initiator, ProtocolError
 from .framing import FramedStream
 from .host import open_stream
 from .protocols import LEDGER

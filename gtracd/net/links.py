@@ -19,6 +19,7 @@ import time
 import trio
 
 from ..errors import UserError
+from .host import dial
 
 log = logging.getLogger("gtracd.links")
 
@@ -97,7 +98,6 @@ class Links:
 
     async def connect(self, pid: str):
         """The libp2p ID of `pid`, dialling it first if needed. Raises ConnectionError when cut or unknown."""
-        from .host import dial
 
         if pid in self.cut:
             raise ConnectionError(f"link to {pid} is cut")

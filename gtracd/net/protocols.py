@@ -2,4 +2,4 @@
 
 INFER = "/gtrac/infer/1.0.0"  # seeker <-> worker sessions: info, tokenize, open, prefill, step, cancel, close
 WRITE_TIMEOUT_S = 30.0
-LEDGER = "/gtrac/ledger/2.0.0"  # report submission, anti-entropy (ledger/sync.py), seeker pulls
+LEDGER = "/gtrac/ledger/2.0.0"  # report submission, anti-entropy (protocols/ledgersync.py), seeker pulls

@@ -6,7 +6,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from ..errors import GtracError
+from ..errors import GtracError, UserError
 
 MODES = ("g-trac", "sp", "mr", "larac", "naive")
 INF = math.inf
@@ -118,8 +118,6 @@ class Snapshot:
 
     @classmethod
     def from_json(cls, doc) -> Snapshot:
-        from ..errors import UserError
-
         if not isinstance(doc, dict) or not isinstance(doc.get("layers"), int) or not isinstance(doc.get("peers"), list):
             raise UserError('snapshot must be {"layers": int, "peers": [...]}')
         peers = []

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..net.hop import HopError, HopFailed
+from .hops import Hop, replay_plan
 from .spotcheck import arbitrate, evidence, input_digest, same_output
 
 log = logging.getLogger("gtracd.seeker")
@@ -90,7 +91,6 @@ async def side_hop(gen, i: int, avoid: list) -> object | None:
     """A session on another replica of hop i's range, replayed the hop's inputs so far: trust >= floor,
     alive, not busy, not in the chain, not failed, on none of the hosts of the hop and of `avoid` (Hops),
     picked at random. None when none is known or it cannot be opened."""
-    from .generation import Hop, replay_plan
 
     hop = gen.hops[i]
     hosts = {_host(h.peer.addr) for h in [hop, *avoid]}

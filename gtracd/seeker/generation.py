@@ -18,18 +18,18 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
+from ..control.peerview import PeerView, WorkerEntry
 from ..errors import GtracError
-from ..net.hop import HopError, HopFailed, HopSession
+from ..net.hop import HopError, HopFailed
+from ..protocols.sessions import BUSY_RETRY_S
 from ..routing import NoRoute, Params, Peer, replacement, route
-from ..sessions import BUSY_RETRY_S
-from ..wire import encode_tensor
 from .blame import verdict
 from .checker import SpotChecker, checked_call
-from .peerview import PeerView, WorkerEntry
+from .hops import Chunk, Hop, SeekerNet, replay_plan
 
 log = logging.getLogger("gtracd.seeker")
 
@@ -48,51 +48,6 @@ class GenerationFailed(GtracError):
 
 
 @dataclass
-class Chunk:
-    pos: int
-    n: int
-    tokens: list[int] | None = None
-    hidden: dict | None = None  # wire tensor {dtype, shape, data: bytes}
-
-    def body(self, sid: bytes, **extra) -> dict:
-        """The prefill/step frame body that sends this chunk."""
-        b = {"session": sid, "pos": self.pos, **extra}
-        if self.tokens is not None:
-            b["tokens"] = self.tokens
-        else:
-            b["hidden"] = self.hidden
-        return b
-
-    def cut(self, pos: int) -> Chunk | None:
-        """The part of this chunk before `pos` (None if nothing)."""
-        if pos <= self.pos:
-            return None
-        if pos >= self.pos + self.n:
-            return self
-        k = pos - self.pos
-        if self.tokens is not None:
-            return Chunk(self.pos, k, tokens=self.tokens[:k])
-        h = self.hidden
-        row = len(h["data"]) // h["shape"][1]
-        return Chunk(self.pos, k, hidden=encode_tensor(h["dtype"], [1, k, h["shape"][2]], bytes(h["data"][: k * row])))
-
-
-@dataclass
-class Hop:
-    peer: WorkerEntry
-    session: HopSession
-    history: list[Chunk] = field(default_factory=list)
-    step_ms: list[float] = field(default_factory=list)
-    compute_ms: list[float] = field(default_factory=list)
-    call_ms: list[float] = field(default_factory=list)  # every call (prefills too)
-    opened_at: float = field(default_factory=time.monotonic)  # like heartbeats' receipt: drained since then?
-
-    def latency_ms(self) -> float | None:
-        xs = self.step_ms or self.call_ms
-        return sum(xs) / len(xs) if xs else None
-
-
-@dataclass
 class TurnResult:
     tokens: list[int]
     text: str
@@ -105,70 +60,6 @@ class TurnResult:
     stopped: bool = False  # on_piece asked to stop (a stop string)
     prompt_tokens: int = 0
     reused: int = 0  # prompt positions already cached on the chain (not prefilled again)
-
-
-class SeekerNet:
-    """The seeker's libp2p host plus dialling of known workers."""
-
-    def __init__(self, host, view: PeerView):
-        self.host = host
-        self.view = view
-        self._ids: dict[str, object] = {}
-
-    async def peer_id(self, pid: str, timeout: float = 10.0):
-        if pid not in self._ids:
-            from ..net.host import dial
-
-            w = self.view.workers[pid]
-            self._ids[pid] = await dial(self.host, w.addr, timeout)
-        return self._ids[pid]
-
-    async def session(self, pid: str, timeout: float) -> HopSession:
-        try:
-            lp = await self.peer_id(pid, timeout)
-        except trio.TooSlowError:
-            raise HopFailed(pid, "dial timed out") from None
-        except Exception as e:  # unreachable, refused, or an unusable address it announced (UserError)
-            self._ids.pop(pid, None)
-            raise HopFailed(pid, f"cannot dial: {type(e).__name__}: {e}") from None
-        return HopSession(self.host, lp, pid)
-
-    def forget(self, pid: str) -> None:
-        self._ids.pop(pid, None)
-
-    def forget_all(self) -> None:
-        self._ids.clear()
-
-
-def merge(chunks: list[Chunk]) -> Chunk:
-    """Consecutive chunks as one (same positions, concatenated inputs)."""
-    if chunks[0].tokens is not None:
-        return Chunk(chunks[0].pos, sum(c.n for c in chunks), tokens=[t for c in chunks for t in c.tokens])
-    h0 = chunks[0].hidden
-    return Chunk(chunks[0].pos, sum(c.n for c in chunks),
-                 hidden=encode_tensor(h0["dtype"], [1, sum(c.n for c in chunks), h0["shape"][2]],
-                                      b"".join(bytes(c.hidden["data"]) for c in chunks)))
-
-
-def replay_plan(history: list[Chunk], exact_max: int) -> list[Chunk]:
-    """What a replacement worker is fed. Short histories are replayed chunk by chunk exactly as first sent
-    (bit-identical KV cache). Beyond `exact_max` chunks the single-token decode steps after the first
-    prefill are merged into one chunk: the same positions and inputs in one batched pass, which bounds
-    repair time; the cache then matches up to float rounding of batched vs single-row kernels (the tests
-    check the finished text stays identical)."""
-    if len(history) <= exact_max:
-        return list(history)
-    head, rest = history[0], history[1:]
-    out = [head]
-    run: list[Chunk] = []
-    for c in rest:
-        if run and run[-1].pos + run[-1].n != c.pos:
-            out.append(merge(run))
-            run = []
-        run.append(c)
-    if run:
-        out.append(merge(run))
-    return out
 
 
 def first_of(eg: BaseException, cls: type) -> BaseException | None:

@@ -1,7 +1,7 @@
 """The seeker as a service: a request in (chat messages or prompt text, sampling, limits, stop strings), its
 text out as it is generated, through a chain routed per request; conversations are kept open so the next
 turn prefills only what is new (seeker/contexts.py). The HTTP API (gtracd/api) and the Python client
-(gtracd/client.py) both drive it, and the CLI's `generate` shares its Generation and report paths; the
+(gtracd/seeker/client.py) both drive it, and the CLI's `generate` shares its Generation and report paths; the
 trust reports and the recent-requests view follow every request.
 """
 
@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import trio
 
+from ..control.peerview import WorkerEntry
 from ..errors import DecodeError, UserError
+from ..net.hop import fetch_info
+from ..net.host import dial
 from ..routing import NoRoute, Params, route
 from .contexts import KEEP, Context, Contexts
 from .generation import Generation, GenerationFailed
-from .peerview import WorkerEntry
 from .stops import StopMatcher
 
 log = logging.getLogger("gtracd.service")
@@ -26,8 +28,6 @@ log = logging.getLogger("gtracd.service")
 
 async def discover(net, view, addrs: list[str], timeout: float = 10.0) -> list[str]:
     """Dial each worker and ask what it hosts. Unreachable peers are reported, not fatal."""
-    from ..net.hop import fetch_info
-    from ..net.host import dial
 
     problems: list[str] = []
 

@@ -1,7 +1,7 @@
 """`gtracd top [NAME]`: the full-screen live view.
 
 A thin driver: every `--interval` seconds (and at once after a key press) it reads the local daemons' status
-files (gtracd.status.collect; no network access, so it works while daemons are busy and needs no key),
+files (gtracd.daemon.statusfiles.collect; no network access, so it works while daemons are busy and needs no key),
 builds a tui.network.Network, and redraws tui.render.screen in the terminal's alternate screen (rich Live:
 frames replace each other in place, no flicker). Keys are read in cbreak mode from the terminal; the
 terminal's modes are restored however the view ends.
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
+import termios
+import tty
 
 import trio
 
+from ..daemon.statusfiles import collect, status_dir
 from ..errors import UserError
-from ..status import collect, status_dir
 from .network import build
 from .render import screen
 from .view import QUIT, Trends, ViewState, keys_of, on_key
@@ -29,16 +31,11 @@ class Keys:
         self._saved = None
 
     def __enter__(self) -> Keys:
-        import termios
-        import tty
-
         self._saved = termios.tcgetattr(self.fd)
         tty.setcbreak(self.fd)
         return self
 
     def __exit__(self, *exc) -> None:
-        import termios
-
         if self._saved is not None:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
 

@@ -79,7 +79,7 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
 
 TOKENS = F("list", maxlen=1 << 20, item=F("int", lo=0, hi=1 << 31))
 NETWORK = F("str", minlen=1, maxlen=64)
-# a page of seq runs [a, b) per reporter (hex key); ledger/sync.py caps the runs of a page in total
+# a page of seq runs [a, b) per reporter (hex key); protocols/ledgersync.py caps the runs of a page in total
 RUNS = F("dict", maxlen=4096, item=F("list", maxlen=4096, item=F("list", minlen=2, maxlen=2,
                                                                   item=F("int", lo=0, hi=U63))))
 REPORT_LIST = F("list", maxlen=256, item=BIN_ENVELOPE)
@@ -167,7 +167,7 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
             "pending": F("int", lo=0, hi=1 << 20), "dropped": F("dict", maxlen=32, item=F("int", lo=0, hi=1 << 20)),
             # per submitted report, in order: admitted | duplicate | pending | the drop reason
             "results": F("list", maxlen=256, item=F("str", maxlen=32))},
-    # anti-entropy (ledger/sync.py), every frame a bounded page with `last` on the final one:
+    # anti-entropy (protocols/ledgersync.py), every frame a bounded page with `last` on the final one:
     # the asker's heads per reporter (hex public key): how many reports it holds and an XOR set hash
     "sync_digest": {"network": NETWORK, "heads": HEADS, "last": F("bool"),
                     "checkpoint": F("float", lo=0.0, hi=1e12, optional=True)},  # the asker's adopted boundary

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import DecodeError
+from .tensor import decode_tensor  # local: tensor imports schema
 from .text import printable
 
 
@@ -71,8 +72,6 @@ def check_value(spec: F, v, path: str):
     elif t == "map":
         return check_map(spec.fields, v, path)
     elif t == "tensor":
-        from .tensor import decode_tensor  # local: tensor imports schema
-
         return decode_tensor(v, path=path, max_elements=int(spec.hi) if spec.hi else None)
     else:  # pragma: no cover - programming error
         raise AssertionError(t)

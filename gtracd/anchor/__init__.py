@@ -1,0 +1,1 @@
+"""The anchor role: admits trust reports and keeps a replica of the ledger (`gtracd --role anchor`)."""

@@ -1,0 +1,5 @@
+"""The `gtracd` command (entry point `gtracd.cli:main`)."""
+
+from .main import main
+
+__all__ = ["main"]

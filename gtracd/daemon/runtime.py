@@ -1,0 +1,94 @@
+"""What every daemon shares: options, identity, signals, the ready file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from ..config import add_setting_flags, flags_from, load_settings
+from ..errors import UserError
+from ..identity import Identity, Keystore, read_passphrase_file
+from ..net.librarylogs import count_library_logs
+from ..wire.text import printable
+
+COMMON = ["network", "listen", "bootstrap", "key", "keystore", "data_dir"]
+
+
+class RoleParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message} (see: {self.prog} --help)")
+
+
+def parser(role: str, description: str, settings: list[str]) -> argparse.ArgumentParser:
+    p = RoleParser(prog=f"gtracd --role {role}", description=description)
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--ephemeral", action="store_true", help="use a fresh in-memory identity (tests, benchmarks)")
+    p.add_argument("--passphrase-file", help="passphrase of an encrypted key")
+    p.add_argument("--name", default=None, type=daemon_name, help="human-readable name shown in status views")
+    p.add_argument("--ready-file", help="write {peer_id, addrs, ...} as JSON here once listening")
+    p.add_argument("--log-level", default=os.environ.get("GTRACD_LOG_LEVEL", "WARNING"))
+    add_setting_flags(p, COMMON + settings)
+    return p
+
+
+def daemon_name(s: str) -> str:
+    """--name: shown to people (heartbeats refuse control characters) and part of file names under the data
+    directory, so printable, at most 64 characters, no path separators."""
+
+    if not 0 < len(s) <= 64 or not printable(s) or "/" in s or "\\" in s or s.startswith("."):
+        raise argparse.ArgumentTypeError(f"{s!r}: a name is 1-64 printable characters, without / or \\ and "
+                                         "not starting with a dot")
+    return s
+
+
+def settings_from(args, names: list[str]):
+    return load_settings(args.config, flags_from(args, COMMON + names))
+
+
+def identity(args, settings, default_key: str) -> Identity:
+    if args.ephemeral:
+        return Identity.generate()
+    ks = Keystore(settings.keystore_path)
+    return ks.load_or_create(settings.key or default_key, read_passphrase_file(args.passphrase_file))
+
+
+def setup_logging(level: str) -> None:
+    """Our log lines at `level`. libp2p's own records (e.g. one ERROR per failed redial) are counted, not
+    printed, unless `--log-level debug`: without a handler Python's last-resort handler would print them."""
+
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    count_library_logs(level.lower() == "debug")
+
+
+def write_ready(path: str | None, info: dict) -> None:
+    if not path:
+        return
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
+
+
+async def closed_after(body):
+    """Run `body(closing)`, then call each closer it registered in `closing` — after the node it runs (and every
+    handler that writes to a log) has stopped, so no late gossip handler writes to a closed log."""
+    closing: list = []
+    try:
+        return await body(closing)
+    finally:
+        for close in closing:
+            close()
+
+
+async def until_signalled(cancel_scope: trio.CancelScope) -> None:
+    """SIGTERM / SIGINT -> cancel the daemon's scope (clean shutdown: host closed first)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+        async for _ in sigs:
+            cancel_scope.cancel()
+            return

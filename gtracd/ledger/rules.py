@@ -1,0 +1,138 @@
+"""The trust rules: how reports move trust and latency (the paper's asymmetric additive update and EWMA),
+bounded per reporter by budgets and standing. `Fold` applies reports one at a time in the ledger's total
+order; every replica that folds the same reports derives bit-identical numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .report import Report
+from .report import order as _order
+
+
+@dataclass(frozen=True)
+class RuleParams:
+    initial_trust: float = 0.97
+    reward: float = 0.03
+    penalty: float = 0.20
+    unknown_penalty: float = 0.05
+    alpha: float = 0.3
+    latency0_ms: float = 250.0
+    reporter_budget: float = 0.5
+    window_s: float = 3600.0
+    wrong_output_penalty: float = 0.5
+    standing_age_s: float = 86400.0
+    standing_reports: int = 20
+    newcomer_budget: float = 0.02
+
+
+class Fold:
+    """The derivation state: reports applied one at a time in the total order (ts, reporter, seq)."""
+
+    def __init__(self, p: RuleParams):
+        self.p = p
+        self.last: tuple | None = None
+        self.applied = 0
+        self.epoch = 0
+        # reporter standing: kept across epochs
+        self.first: dict[bytes, float] = {}  # reporter -> ts of its first report
+        self.corroborated: dict[bytes, int] = {}
+        # worker -> reporter -> (ts, outcome ok), each in the order heard (ts order)
+        self.recent: dict[str, dict[bytes, tuple[float, bool]]] = {}
+        self.any_established = False  # from the first report of an established reporter on
+        self._reset()
+
+    def _reset(self) -> None:
+        """A fresh epoch: trust, latency and every budget start over."""
+        self.trust: dict[str, float] = {}
+        self.latency: dict[str, float] = {}
+        self.spent: dict[tuple[bytes, str, int], float] = {}
+        self.newcomer_spent: dict[str, float] = {}  # worker -> |trust| moved by non-established reporters
+
+    def copy(self) -> Fold:
+        """An independent fold in the same state (values are immutable: copying the containers is enough)."""
+        f = Fold.__new__(Fold)
+        f.p, f.last, f.applied, f.epoch, f.any_established = self.p, self.last, self.applied, self.epoch, \
+            self.any_established
+        f.first, f.corroborated = dict(self.first), dict(self.corroborated)
+        f.recent = {peer: dict(seen) for peer, seen in self.recent.items()}
+        f.trust, f.latency, f.spent = dict(self.trust), dict(self.latency), dict(self.spent)
+        f.newcomer_spent = dict(self.newcomer_spent)
+        return f
+
+    def established(self, reporter: bytes, ts: float) -> bool:
+        f = self.first.get(reporter)
+        return (f is not None and ts - f >= self.p.standing_age_s
+                and self.corroborated.get(reporter, 0) >= self.p.standing_reports)
+
+    def _move(self, rep: Report, peer: str, delta: float, est: bool) -> None:
+        p = self.p
+        k = (rep.reporter, peer, int(rep.ts // p.window_s))
+        left = p.reporter_budget - self.spent.get(k, 0.0)
+        pool = not est and self.any_established
+        if pool:
+            left = min(left, p.newcomer_budget - self.newcomer_spent.get(peer, 0.0))
+        if left <= 0.0:
+            return
+        d = max(-left, min(left, delta))
+        self.spent[k] = self.spent.get(k, 0.0) + abs(d)
+        if pool:
+            self.newcomer_spent[peer] = self.newcomer_spent.get(peer, 0.0) + abs(d)
+        t = self.trust.get(peer, p.initial_trust) + d
+        self.trust[peer] = 1.0 if t > 1.0 else (0.0 if t < 0.0 else t)
+
+    def _targets(self, r: Report) -> list[tuple[str, float, bool]]:
+        """(worker, trust delta, outcome ok) per worker this report rates."""
+        p = self.p
+        if r.outcome == "success":
+            return [(peer, p.reward, True) for peer in r.chain]
+        if r.outcome == "wrong_output":
+            return [(r.chain[r.culprit], -p.wrong_output_penalty, False)]
+        if r.culprit >= 0:
+            return [(r.chain[r.culprit], -p.penalty, False)]
+        return [(peer, -p.unknown_penalty, False) for peer in r.chain]
+
+    def _stand(self, r: Report, targets, est: bool) -> None:
+        """Corroboration, after the report moved trust."""
+        horizon = r.ts - self.p.window_s
+        corroborated = False
+        for peer, _, ok in targets:
+            seen = self.recent.setdefault(peer, {})  # in the order last heard (reports apply in ts order)
+            if not corroborated:
+                for q, (ts, qok) in reversed(seen.items()):  # the latest first: stop at the window's edge
+                    if ts < horizon:
+                        break
+                    if q != r.reporter and qok == ok:
+                        corroborated = True
+                        break
+            seen.pop(r.reporter, None)
+            seen[r.reporter] = (r.ts, ok)
+            if len(seen) > 256:  # keep it bounded: forget reporters silent for a whole window
+                for q in [q for q, (ts, _) in seen.items() if ts < horizon]:
+                    del seen[q]
+        self.any_established = self.any_established or est
+        if corroborated:
+            self.corroborated[r.reporter] = self.corroborated.get(r.reporter, 0) + 1
+
+    def apply(self, r: Report) -> None:
+        p = self.p
+        self.last = _order(r)
+        self.applied += 1
+        if r.outcome == "epoch":
+            if r.epoch < self.epoch:
+                return
+            if r.epoch > self.epoch:  # a fresh epoch: derivation restarts here
+                self.epoch = r.epoch
+                self._reset()
+            for peer, t in r.priors:
+                self.trust[peer] = t
+            return
+        for peer, ms in zip(r.chain, r.latency_ms, strict=False):
+            prev = self.latency.get(peer, p.latency0_ms)
+            self.latency[peer] = (1.0 - p.alpha) * prev + p.alpha * ms
+        self.first.setdefault(r.reporter, r.ts)
+        est = self.established(r.reporter, r.ts)
+        targets = self._targets(r)
+        for peer, delta, _ in targets:
+            self._move(r, peer, delta, est)
+        self._stand(r, targets, est)

@@ -1,0 +1,168 @@
+"""OpenAI-compatible request bodies to service requests, and the API's error objects (pure).
+
+Every check says which parameter is wrong; the shapes follow what the `openai` client sends
+(../shared/notes/openai-api.md). Unknown fields are ignored, as OpenAI-compatible servers do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from ..service import Request
+
+MAX_BODY = 1 << 20  # bytes of a request body
+MAX_MESSAGES = 256
+MAX_STOPS = 4
+MAX_STOP_CHARS = 256
+MAX_PROMPT_CHARS = 256 * 1024
+ROLES = ("system", "user", "assistant", "developer", "tool")
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | None = None
+    retry: bool = False  # would the same request succeed later? (x-should-retry)
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad(message: str, param: str | None = None, code: str | None = "invalid_value") -> ApiError:
+    return ApiError(400, message, "invalid_request_error", param, code)
+
+
+def parse_json(raw: bytes) -> dict:
+    if len(raw) > MAX_BODY:
+        raise ApiError(400, f"request body of {len(raw)} bytes exceeds {MAX_BODY}", "invalid_request_error",
+                       None, "body_too_large")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad(f"the body is not valid JSON: {e}", None, "invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad("the body must be a JSON object", None, "invalid_json")
+    return body
+
+
+def _num(body: dict, name: str, default: float, lo: float, hi: float) -> float:
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        raise bad(f"{name} must be a number in [{lo:g}, {hi:g}]", name)
+    return float(v)
+
+
+def _int(body: dict, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise bad(f"{name} must be an integer in [{lo}, {hi}]", name)
+    return v
+
+
+def _stops(body: dict) -> tuple[str, ...]:
+    v = body.get("stop")
+    if v is None:
+        return ()
+    stops = [v] if isinstance(v, str) else v
+    if not isinstance(stops, list) or len(stops) > MAX_STOPS or not all(
+            isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops):
+        raise bad(f"stop must be a string or a list of at most {MAX_STOPS} non-empty strings of at most "
+                  f"{MAX_STOP_CHARS} characters", "stop")
+    return tuple(stops)
+
+
+def _content(m: dict, i: int) -> str:
+    c = m.get("content")
+    if c is None:
+        return ""
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list):  # content parts: text only
+        parts = []
+        for p in c:
+            if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
+                raise bad("only text content parts are supported", f"messages[{i}].content")
+            parts.append(p["text"])
+        return "".join(parts)
+    raise bad("content must be a string or a list of text parts", f"messages[{i}].content")
+
+
+def _common(body: dict, max_tokens_cap: int, default_max: int) -> dict:
+    if body.get("n", 1) not in (1, None):
+        raise bad("only n = 1 is supported", "n")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad("stream must be a boolean", "stream")
+    so = body.get("stream_options") or {}
+    if not isinstance(so, dict):
+        raise bad("stream_options must be an object", "stream_options")
+    mt = body.get("max_completion_tokens", body.get("max_tokens"))
+    max_tokens = _int({"max_tokens": mt}, "max_tokens", default_max, 1, max_tokens_cap)
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise bad("seed must be a non-negative integer", "seed")
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise bad("ignore_eos must be a boolean", "ignore_eos")
+    return {"stream": stream, "include_usage": bool(so.get("include_usage", False)), "max_tokens": max_tokens,
+            "ignore_eos": ignore_eos,
+            "temperature": _num(body, "temperature", 0.0, 0.0, 2.0), "top_p": _num(body, "top_p", 1.0, 0.0, 1.0),
+            "seed": seed or 0, "stop": _stops(body)}
+
+
+def _model(body: dict) -> str:
+    m = body.get("model")
+    if not isinstance(m, str) or not m:
+        raise bad("model is required (GET /v1/models lists it)", "model", "missing_model")
+    return m
+
+
+def chat_request(body: dict, max_tokens_cap: int, default_max: int) -> tuple[str, Request, dict]:
+    """(model, request, {stream, include_usage}) of a /v1/chat/completions body."""
+    model = _model(body)
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise bad("messages must be a non-empty list", "messages")
+    if len(msgs) > MAX_MESSAGES:
+        raise bad(f"at most {MAX_MESSAGES} messages", "messages")
+    pairs = []
+    total = 0
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise bad(f"each message needs a role, one of {', '.join(ROLES)}", f"messages[{i}].role")
+        text = _content(m, i)
+        total += len(text)
+        pairs.append(("system" if m["role"] == "developer" else m["role"], text))
+    if total > MAX_PROMPT_CHARS:
+        raise bad(f"the messages hold {total} characters, more than {MAX_PROMPT_CHARS}", "messages")
+    c = _common(body, max_tokens_cap, default_max)
+    req = Request(messages=tuple(pairs), max_tokens=c["max_tokens"], temperature=c["temperature"], top_p=c["top_p"],
+                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"])
+    return model, req, c
+
+
+def completion_request(body: dict, max_tokens_cap: int, default_max: int) -> tuple[str, Request, dict]:
+    """(model, request, {stream, include_usage}) of a /v1/completions body."""
+    model = _model(body)
+    p = body.get("prompt")
+    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str):
+        p = p[0]
+    if not isinstance(p, str) or not p:
+        raise bad("prompt must be a non-empty string", "prompt")
+    if len(p) > MAX_PROMPT_CHARS:
+        raise bad(f"the prompt holds {len(p)} characters, more than {MAX_PROMPT_CHARS}", "prompt")
+    if body.get("echo"):
+        raise bad("echo is not supported", "echo")
+    c = _common(body, max_tokens_cap, default_max)
+    req = Request(prompt=p, max_tokens=c["max_tokens"], temperature=c["temperature"], top_p=c["top_p"],
+                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"])
+    return model, req, c
