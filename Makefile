@@ -22,20 +22,27 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Both cores, a test file per worker process at a time (module fixtures start their networks once), in a random
+# order every run (pytest-randomly prints its seed; replay one with `--randomly-seed=N`, keep file order with
+# `-p no:randomly`).
+XDIST   ?= -n 2 --dist loadfile
+# What the no-torch and phone jobs run: pure and in-process tests, plus the process tests marked smoke.
+LIGHT   := -m 'not model and not slow and (not procs or smoke)'
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-all: setup
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q $(XDIST) -m ''
 
 # What a seeker or anchor (a phone) installs: the base package, no torch. Every torch-needing test is marked
-# `model`; the rest must pass here.
+# `model`; the pure and in-process rest must pass here, with the smoke process tests.
 NT_VENV ?= .venv-no-torch
 test-no-torch:
 	@test -x $(NT_VENV)/bin/python || $(PY) -m venv $(NT_VENV)
 	$(NT_VENV)/bin/pip install -q '.[dev]'
 	@! $(NT_VENV)/bin/python -c 'import torch' 2>/dev/null || (echo "torch leaked into the base install" && false)
-	$(NT_VENV)/bin/python -m pytest -q -m 'not model and not slow'
+	$(NT_VENV)/bin/python -m pytest -q $(XDIST) $(LIGHT)
 
 # The phone install profile (docs/termux.md): libp2p without the compiled packages gtracd never calls (stand-ins
 # take their place: gtracd/net/standins.py), cryptography/psutil/msgpack as Termux's pkg would give them, no
@@ -52,7 +59,7 @@ $(PH_VENV)/.gtracd-installed: docs/termux-requirements.txt pyproject.toml
 test-phone: $(PH_VENV)/.gtracd-installed
 	$(PH_VENV)/bin/pip install -q --no-deps --force-reinstall .
 	$(PH_VENV)/bin/python .ci/phone_venv_check.py
-	$(PH_VENV)/bin/python -m pytest -q -m 'not model and not slow'
+	$(PH_VENV)/bin/python -m pytest -q $(XDIST) $(LIGHT)
 
 # Which dependencies a phone would have to compile (PyPI's Android wheels); fails when a new one appears.
 phone-check: setup

@@ -14,7 +14,7 @@ from gtracd.net.host import running_host  # noqa: E402
 from .cluster import start_workers, stop_all  # noqa: E402
 from .test_api import _seeker  # noqa: E402
 
-pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.procs, pytest.mark.timeout(900)]
 
 
 async def test_two_turn_chat_reuses_the_cache_and_answers_paris_then_berlin():

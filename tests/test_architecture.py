@@ -178,6 +178,7 @@ def test_function_level_imports_are_only_the_optional_heavy_ones():
     assert not bad, "imports inside functions that belong at the top of the module:\n" + "\n".join(sorted(set(bad)))
 
 
+@pytest.mark.procs
 @pytest.mark.timeout(60)
 def test_nothing_outside_engine_loads_torch():
     mods = sorted(m for m in MODS if not m.startswith(LAZY_INTERNAL) and not m.endswith("__main__"))

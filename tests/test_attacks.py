@@ -8,6 +8,8 @@ import pytest
 
 from gtracd.benchmarks import attack
 
+pytestmark = pytest.mark.procs
+
 
 @pytest.fixture(scope="module")
 def worker_net(tmp_path_factory):
@@ -26,21 +28,21 @@ def lab_net(tmp_path_factory):
 
 
 @pytest.mark.model
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(120)
 async def test_a_spoofed_identity_on_an_honest_workers_address_gains_nothing(worker_net):
     r = await attack.spoof(worker_net, requests=6)
     assert r["spoof_credit_gained"] == 0 and r["spoof_success_reports"] == 0
 
 
 @pytest.mark.model
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(120)
 async def test_many_identities_announcing_another_model_do_not_redirect_a_pinned_seeker(worker_net):
     r = await attack.hijack(worker_net, identities=8, requests=2)
     assert r["model_hijacked"] is False and r["hijack_honest_success_rate"] == 1.0
 
 
 @pytest.mark.model
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(120)
 async def test_a_session_flood_neither_fails_honest_requests_nor_costs_the_worker_trust(worker_net):
     r = await attack.flood(worker_net, requests=4, streams=8)
     assert r["flood_honest_success_rate"] == 1.0
@@ -49,7 +51,7 @@ async def test_a_session_flood_neither_fails_honest_requests_nor_costs_the_worke
 
 
 @pytest.mark.model
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(120)
 async def test_malformed_frames_and_envelopes_are_counted_never_crash(worker_net):
     r = await attack.fuzz(worker_net, stream_cases=2000, gossip_cases=120)
     assert r["fuzz_crashes"] == 0 and r["fuzz_service_ok_after"]
@@ -58,7 +60,7 @@ async def test_malformed_frames_and_envelopes_are_counted_never_crash(worker_net
 
 
 @pytest.mark.model
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(120)
 async def test_a_spot_check_catches_a_lying_worker_and_the_request_finishes_correct(lab_net):
     r = await attack.byzantine(lab_net, max_requests=10, rate=1.0, trials=1)
     assert r["byzantine_requests_to_detect"] is not None
@@ -66,13 +68,13 @@ async def test_a_spot_check_catches_a_lying_worker_and_the_request_finishes_corr
 
 
 @pytest.mark.model
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(120)
 async def test_honest_replicas_are_never_accused(lab_net):
     r = await attack.accusations(lab_net, min_checked=100, tokens=12)
     assert r["checked_hops"] >= 100 and r["false_accusations"] == 0 and r["check_mismatches"] == 0
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(120)
 async def test_fresh_sybils_can_neither_slander_nor_stuff_ballots(tmp_path):
     net = attack.LedgerNet(tmp_path)
     net.start()

@@ -17,7 +17,9 @@ from gtracd.seeker.blame import verdict
     (HopError("p" * 10, "unknown_session", "evicted"), "eviction", False),
     (HopError("p" * 10, "cancelled", "by you"), "seeker", False),
     (HopError("p" * 10, "too_long", "past max_length"), "seeker", False),
-    (HopFailed("p" * 10, "no answer to step within 2.0s"), "timeout", True),
+    (HopFailed("p" * 10, "no answer to step within 2.0s", "timeout"), "timeout", True),
+    (HopFailed("p" * 10, "sent a malformed frame", "protocol"), "protocol", True),
+    (HopFailed("p" * 10, "a message that says timed out, but is a transport failure"), "transport", True),
     (HopFailed("p" * 10, "stream closed (EOF)"), "transport", True),
     (HopError("p" * 10, "internal", "boom"), "error", True),
     (HopError("p" * 10, "wrong_model", "not that model"), "error", True),
@@ -99,7 +101,7 @@ async def test_bytes_in_flight_are_capped_per_peer_and_overall():
 
     async with trio.open_nursery() as n:
         n.start_soon(more_b)
-        await trio.sleep(0.02)
+        await trio.testing.wait_all_tasks_blocked()
         assert not got.is_set()
         f.release("a", 60)
         with trio.fail_after(1):
@@ -132,9 +134,9 @@ async def test_compute_is_shared_round_robin_and_a_full_queue_is_busy_not_a_wait
         await first.wait()  # the flood holds the slot; it queues 3 more, then the honest peer asks once
         for _ in range(3):
             n.start_soon(call, "flood")
-        await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
         n.start_soon(call, "honest")
-        await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(Refused) as e:
             async with fc.slot("flood"):  # its own queue is full: refused at once
                 pass
@@ -158,7 +160,7 @@ async def test_a_cancelled_waiter_never_leaks_the_compute_slot():
 
     async with trio.open_nursery() as n:
         n.start_soon(hold)
-        await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
         with trio.move_on_after(0.02):
             async with fc.slot("b"):
                 pass

@@ -15,7 +15,7 @@ from gtracd.ledger.store import load_checkpoint
 
 from .waiting import until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.procs, pytest.mark.timeout(120)]
 RULES = ["--reporter-window-s", "2"]  # the rule settings every replica shares: reports older than 2 s fold
 
 

@@ -93,11 +93,15 @@ def test_config_errors(home, capsys):
     assert main(["--config", str(cfg), "config", "show"]) == 2
 
 
+@pytest.mark.procs
+@pytest.mark.smoke
 def test_console_script_version():
     out = subprocess.run([sys.executable, "-m", "gtracd.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("gtracd ")
 
 
+@pytest.mark.procs
+@pytest.mark.smoke
 def test_anchor_and_seeker_run_without_torch():
     """Phones run anchors and seekers with no torch: make torch/transformers unimportable and load them."""
     import subprocess

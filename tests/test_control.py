@@ -15,6 +15,8 @@ from gtracd.harness.controlnet import ControlNet
 
 from .waiting import until
 
+pytestmark = pytest.mark.procs
+
 REPLICAS = ("a1", "a2", "a3", "s1", "s2")
 
 
@@ -35,6 +37,7 @@ def net(tmp_path):
     cn.stop_all()
 
 
+@pytest.mark.smoke
 async def test_reports_reach_every_replica_and_survive_anchor_crash_partition_and_heal(net):
     cn = net
     # 1. a report reaches every anchor and every seeker

@@ -23,7 +23,7 @@ from gtracd.wire.envelope import encode_envelope  # noqa: E402
 from .cluster import start_workers, stop_all  # noqa: E402
 from .models import tiny_llama  # noqa: E402
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.procs]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from gtracd.lab.logs import REQUEST_COLUMNS, TRACE_COLUMNS, TRUST_COLUMNS, read_csv
 
-pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.model, pytest.mark.procs, pytest.mark.timeout(180)]
 
 
 def test_reduced_sweep_logs_parse_and_every_success_matches_the_monolithic_tokens(tmp_path):

@@ -263,7 +263,7 @@ def test_announcing_draining_excuses_a_broken_stream_only_for_a_real_leave_or_mo
     v.heard(WorkerEntry("W", "/p2p/W", 0, 10, 30, "m", last_seen=now - 3, state="draining"))
     assert v.drained_since("W", now - 4, now)  # a leave: the session opened before the drain is excused
     assert not v.drained_since("W", now - 2, now)  # opened after it began to drain: no excuse
-    broken, stalled = HopFailed("W", "stream closed (reset)"), HopFailed("W", "no answer to step within 2.0s")
+    broken, stalled = HopFailed("W", "stream closed (reset)"), HopFailed("W", "no answer to step within 2.0s", "timeout")
     assert not verdict(broken, True).blamed and verdict(stalled, True).blamed  # a timeout is blamed anyway
     v.heard(WorkerEntry("W", "/p2p/W", 0, 10, 30, "m", last_seen=now - 1, state="serving"))
     assert not v.drained_since("W", now - 4, now)  # back serving the same range: it never left
@@ -366,8 +366,10 @@ def test_a_peer_that_moved_may_replace_the_hop_it_healed_even_if_its_old_session
     for pid, a, b in (("A", 0, 10), ("B", 10, 20), ("M", 20, 30)):
         v.heard(WorkerEntry(pid, f"/p2p/{pid}", a, b, 30, "m", last_seen=1.0))
     g = Generation(None, v, Params())
-    g.failed |= {"M", "X"}
-    g.excused = {"M": (20, 30)}  # M's session was cut by its drain (not blamed); X failed with blame
+    from gtracd.seeker.blame import Verdict
+
+    g.accounts.hop_failed("M", (20, 30), Verdict("drained", False))  # M's session was cut by its drain
+    g.accounts.hop_failed("X", (0, 10), Verdict("transport", True))  # X failed with blame
     assert {"M", "X"} <= g._excluded()
     v.heard(WorkerEntry("M", "/p2p/M", 10, 20, 30, "m", last_seen=2.0))  # M moved to heal 10:20
     assert "M" not in g._excluded() and "X" in g._excluded()

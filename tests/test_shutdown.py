@@ -13,7 +13,7 @@ from gtracd.ledger.store import MAGIC, ReportLog
 
 from .waiting import until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(120)
 
 
 async def test_closers_run_after_every_handler_even_one_still_writing_when_cancelled(tmp_path):
@@ -49,6 +49,7 @@ def _deltas(cn: ControlNet, name: str) -> int:
     return ((cn.status(name) or {}).get("counters") or {}).get("deltas", 0)
 
 
+@pytest.mark.procs
 async def test_a_seeker_stopped_while_deltas_arrive_exits_cleanly_and_quietly(tmp_path):
     cn = ControlNet(root=tmp_path / "net", network="t-quiet", heartbeat_s=1.0, sync_s=1.0, node_timeout_s=5.0)
     cn.start(["a1", "a2"], fleet=6, seekers={"busy": 30.0, "quiet": 0.0})

@@ -78,6 +78,8 @@ async def anchor_process(tmp_path, name: str, network: str, phone: bool = True):
     assert "Traceback" not in err, err
 
 
+@pytest.mark.procs
+@pytest.mark.smoke
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(not standins.installed("coincurve"), reason="the secp256k1 dialer needs the real coincurve")
 async def test_a_daemon_on_stand_ins_refuses_a_secp256k1_peer_and_serves_ed25519_peers(tmp_path):
@@ -113,6 +115,8 @@ BAD_KEYS = {"rsa-junk": b"\x08\x00\x12\x04junk", "ed25519-short": b"\x08\x01\x12
             "secp256k1-valid": b"\x08\x02\x12\x21" + SECP_G}
 
 
+@pytest.mark.procs
+@pytest.mark.smoke
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("phone", [False, True], ids=["full-install", "phone-standins"])
 async def test_gossip_signed_with_unparseable_or_stood_in_keys_is_dropped_not_fatal(tmp_path, phone):

@@ -18,7 +18,7 @@ from gtracd.harness.launch import start_procs, stop_all  # noqa: E402
 from .models import tiny_llama  # noqa: E402
 from .waiting import until  # noqa: E402
 
-pytestmark = [pytest.mark.model, pytest.mark.timeout(240),
+pytestmark = [pytest.mark.model, pytest.mark.procs, pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
 
 

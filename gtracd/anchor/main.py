@@ -330,8 +330,7 @@ class AnchorDaemon:
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         node = self.node
         for pid in self.anchors:
-            if pid in node.links.addrs:
-                node.links.keep_ids.add(pid)
+            node.links.hold(pid, trusted=True)  # keyring anchors: kept outside the heartbeat-learned budget
         node.host.set_stream_handler(LEDGER, self.handle)
         async with trio.open_nursery() as n:
             await n.start(node.gossip.serve, "heartbeats", self.on_heartbeats)

@@ -88,7 +88,7 @@ class Seeker:
 
         gen = Generation(self.net, self.view, self.params, mode, max_length=len(prompt) + tokens + 4,
                          hop_timeout_floor_s=2.0, spot_check_rate=rate, spot_check_calls=calls)
-        gen.failed |= set(exclude)
+        gen.accounts.avoid(exclude)
         out = {"ok": False, "tokens": [], "chain": [], "error": None}
         t0 = time.perf_counter()
         culprit = None
@@ -113,7 +113,7 @@ class Seeker:
         self.reports += bodies
         out["reports"] = bodies
         out["checks"] = dict(gen.checker.counters)
-        out["wrong_outputs"] = gen.checker.wrong_outputs
+        out["wrong_outputs"] = gen.accounts.wrong_outputs
         out["repairs"] = gen.repair_log
         await self.cache.report(bodies)
         return out

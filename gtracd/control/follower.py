@@ -29,12 +29,11 @@ from ..net.ledgersync import SyncError, anti_entropy, submit
 from ..wire.batch import BATCH_S, report_batches
 from ..wire.envelope import Signer
 from .heartbeat import admit_heartbeats
+from .outbox import Outbox
 from .peerview import PeerView
 from .replica import Checkpointer, Replica, ledger_gossip, rule_params
 
 log = logging.getLogger("gtracd.seeker")
-DONE = ("admitted", "duplicate")
-RETRY = ("pending", "rate_limited")
 
 
 class SeekerCache:
@@ -48,7 +47,7 @@ class SeekerCache:
         self.view_path = d / "view.json"
         self._load_view()
         self._outbox_log = ReportLog(d / "outbox.log")
-        self.outbox = {(r.reporter, r.seq): r.raw for r in self._outbox_log.load()}
+        self.outbox = Outbox({(r.reporter, r.seq): r.raw for r in self._outbox_log.load()})
         self.signer = Signer(node.ident)
         self._flush_wake = trio.Event()
         self._flush_lock = trio.Lock()
@@ -175,7 +174,7 @@ class SeekerCache:
                 w = self.view.workers[pid]
                 host = w.addr.rsplit("/p2p/", 1)[-1]
                 if not any(x.alive and x.addr.endswith(host) for x in self.view.workers.values()):
-                    self.node.links.keep_ids.discard(host)  # stop redialling a host with no live identity
+                    self.node.links.release(host)  # stop redialling a host with no live identity
             if now - last_save >= 5.0:
                 try:
                     await trio.to_thread.run_sync(self.save_view)
@@ -192,7 +191,7 @@ class SeekerCache:
             return []
         await trio.to_thread.run_sync(self._outbox_log.append, [e.raw for e in envs])
         for e in envs:
-            self.outbox[(e.sender, e.seq)] = e.raw
+            self.outbox.add((e.sender, e.seq), e.raw)
             self.node.events("report", key=[e.sender.hex(), e.seq], ts=e.ts)
             self._to_gossip.append(e.raw)
         self.counters["reports_sent"] += len(envs)
@@ -217,9 +216,9 @@ class SeekerCache:
             if not self.outbox:
                 await wake.wait()
                 continue
-            before = set(self.outbox)
+            before = self.outbox.keys()
             await self.flush_once()
-            if before & set(self.outbox):  # no anchor took them (down, or asked us to retry): back off
+            if before & self.outbox.keys():  # no anchor took them (down, or asked us to retry): back off
                 with trio.move_on_after(self.s.sync_s):
                     await wake.wait()
 
@@ -229,7 +228,7 @@ class SeekerCache:
             return await self._flush_locked()
 
     async def _flush_locked(self) -> bool:
-        items = list(self.outbox.items())
+        items = self.outbox.batch()
         if not items:
             return True
         cands = self.reachable_anchors()
@@ -247,15 +246,14 @@ class SeekerCache:
                 self.counters["submit_failures"] += 1
                 log.debug("submit to %s failed: %r", pid, e)
                 continue
-            for (key, _), res in zip(items, ack["results"], strict=False):
-                if res in DONE:
-                    self.outbox.pop(key, None)
-                    self.counters["reports_acked"] += 1
-                elif res not in RETRY:  # refused for good (stale, implausible...): say so, don't retry forever
-                    self.outbox.pop(key, None)
-                    self.counters["reports_refused"] += 1
-                    self.refused[res] = self.refused.get(res, 0) + 1
-                    log.warning("anchor %s refused trust report seq %d: %s", pid[-8:], key[1], res)
+            answer = self.outbox.answered(items, list(ack["results"]))
+            self.counters["reports_acked"] += answer.acked
+            for res, n in answer.refused.items():  # refused for good (stale, implausible...): say so
+                self.counters["reports_refused"] += n
+                self.refused[res] = self.refused.get(res, 0) + n
+                log.warning("anchor %s refused %d trust report(s): %s", pid[-8:], n, res)
+            if not answer.changed:
+                return True
             try:
                 await trio.to_thread.run_sync(self._rewrite_outbox)
             except OSError as e:  # the acknowledged entries are re-sent next time: duplicates, never losses
@@ -264,7 +262,7 @@ class SeekerCache:
         return False
 
     def _rewrite_outbox(self) -> None:
-        self._outbox_log.rewrite(list(self.outbox.values()))
+        self._outbox_log.rewrite(self.outbox.raws())
 
     async def drain(self, timeout: float) -> int:
         """Best effort before exit: try to hand the outbox to an anchor; what is left stays on disk."""
@@ -288,8 +286,7 @@ class SeekerCache:
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         node = self.node
         for pid in self.anchors:
-            if pid in node.links.addrs:
-                node.links.keep_ids.add(pid)
+            node.links.hold(pid, trusted=True)  # keyring anchors: kept outside the heartbeat-learned budget
         node.status_parts.append(self.status)
         async with trio.open_nursery() as n:
             await n.start(node.gossip.serve, "heartbeats", self.on_heartbeats)

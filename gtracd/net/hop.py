@@ -18,10 +18,18 @@ from .framing import FramedStream, StreamClosed
 from .host import open_stream
 from .protocols import INFER, WRITE_TIMEOUT_S
 
+TIMEOUT, TRANSPORT, PROTOCOL = "timeout", "transport", "protocol"
+FAILURES = (TIMEOUT, TRANSPORT, PROTOCOL)  # what went wrong, typed: blame decides on this, never on message text
+
 
 class HopFailed(GtracError):
-    def __init__(self, peer: str, why: str):
-        self.peer = peer
+    """The hop did not answer as the protocol requires. `reason`: TIMEOUT (no answer, or no stream/dial, in
+    time), TRANSPORT (unreachable, or the stream broke) or PROTOCOL (a malformed or misplaced frame)."""
+
+    def __init__(self, peer: str, why: str, reason: str = TRANSPORT):
+        if reason not in FAILURES:
+            raise ValueError(f"unknown hop failure reason {reason!r}")
+        self.peer, self.reason = peer, reason
         super().__init__(f"hop {peer[-8:]} failed: {why}")
 
 
@@ -45,7 +53,7 @@ class HopSession:
         try:
             self.fs = FramedStream(await open_stream(self.host, self.peer_id, INFER, timeout))
         except trio.TooSlowError:
-            raise HopFailed(self.peer, "stream open timed out") from None
+            raise HopFailed(self.peer, "stream open timed out", TIMEOUT) from None
         except Exception as e:
             raise HopFailed(self.peer, f"cannot open stream: {type(e).__name__}: {e}") from None
         self.machine = HopStream()
@@ -67,19 +75,19 @@ class HopSession:
             rkind, rbody = await self.fs.read(timeout)
         except trio.TooSlowError:
             await self.abort()
-            raise HopFailed(self.peer, f"no answer to {kind} within {timeout:.1f}s") from None
+            raise HopFailed(self.peer, f"no answer to {kind} within {timeout:.1f}s", TIMEOUT) from None
         except StreamClosed as e:
             await self.abort()
             raise HopFailed(self.peer, f"stream closed ({e})") from None
         except DecodeError as e:
             await self.abort()
-            raise HopFailed(self.peer, f"sent a malformed frame ({e})") from None
+            raise HopFailed(self.peer, f"sent a malformed frame ({e})", PROTOCOL) from None
         ev = self.machine.receive(rkind, rbody)
         if isinstance(ev, Refusal):
             raise HopError(self.peer, ev.code, ev.message, ev.retry_after_s)
         if isinstance(ev, Violation):
             await self.abort()
-            raise HopFailed(self.peer, ev.why)
+            raise HopFailed(self.peer, ev.why, PROTOCOL)
         return ev.body
 
     async def _last_words(self) -> None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..net.hop import PROTOCOL, TIMEOUT, HopFailed
+
 REFUSALS = ("busy", "draining")  # said no before doing any work
 EVICTIONS = ("unknown_session",)  # our session left its cache (budget / TTL)
 SEEKER_SIDE = ("cancelled", "too_long")  # the seeker's own doing
@@ -26,7 +28,7 @@ WRONG_OUTPUT = "wrong_output"
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: str  # refusal | eviction | seeker | timeout | transport | error | wrong_output
+    kind: str  # refusal | eviction | seeker | timeout | transport | protocol | drained | error | wrong_output
     blamed: bool
     retry_after_s: float | None = None
 
@@ -36,12 +38,13 @@ def verdict(err: BaseException, draining: bool = False) -> Verdict:
     `draining`: the worker announced draining since the session opened (a graceful leave or a move; see
     PeerView.drained_since): a session its drain bound cut (the stream broke) is repaired like any failure
     but not blamed. A timeout, an error or wrong output is blamed all the same."""
-    code = getattr(err, "code", None)
-    if code is None:  # HopFailed: the transport broke or the deadline passed
-        why = str(err)
-        if "timed out" in why or "no answer" in why:
+    if isinstance(err, HopFailed):  # the deadline passed, the transport broke, or the protocol was violated
+        if err.reason == TIMEOUT:
             return Verdict("timeout", True)
+        if err.reason == PROTOCOL:
+            return Verdict("protocol", True)
         return Verdict("drained", False) if draining else Verdict("transport", True)
+    code = getattr(err, "code", None)
     if code in REFUSALS:
         return Verdict("refusal", False, getattr(err, "retry_after_s", None))
     if code in EVICTIONS:

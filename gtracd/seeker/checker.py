@@ -43,7 +43,6 @@ class SpotChecker:
     rng: random.Random = field(default_factory=random.SystemRandom)
     checks: dict[int, Check] = field(default_factory=dict)
     horizon: int = 1  # forward calls expected this turn
-    wrong_outputs: list[dict] = field(default_factory=list)  # {"chain": [accused, witness, arbiter], "evidence"}
     counters: dict[str, int] = field(default_factory=lambda: {"hops": 0, "calls": 0, "mismatches": 0,
                                                                "inconclusive": 0, "no_replica": 0, "aborted": 0})
 
@@ -171,10 +170,9 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
     inp = input_digest(chunk)
     if verdict.liar == "hop":
         ev = evidence(inp, res, wres, ares)
-        sc.wrong_outputs.append({"chain": [hop.peer.peer_id, wit.peer.peer_id, arb.peer.peer_id], "evidence": ev})
+        gen.accounts.convicted(hop.peer.peer_id, wit.peer.peer_id, arb.peer.peer_id, ev)
         log.warning("spot check: hop %d %s returned wrong output (witness %s, arbiter %s agree); replaced",
                     i, hop.peer.peer_id[-8:], wit.peer.peer_id[-8:], arb.peer.peer_id[-8:])
-        gen.failed.add(hop.peer.peer_id)
         await hop.session.abort()
         wit.history = list(hop.history)  # the caller appends this chunk
         sc.checks.pop(i, None)  # the witness becomes the hop: not closed
@@ -182,9 +180,8 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
         return wres, wms
     if verdict.liar == "witness":
         ev = evidence(inp, wres, res, ares)
-        sc.wrong_outputs.append({"chain": [wit.peer.peer_id, hop.peer.peer_id, arb.peer.peer_id], "evidence": ev})
+        gen.accounts.convicted(wit.peer.peer_id, hop.peer.peer_id, arb.peer.peer_id, ev)
         log.warning("spot check: witness %s returned wrong output for hop %d", wit.peer.peer_id[-8:], i)
-        gen.failed.add(wit.peer.peer_id)
     else:
         sc.counters["inconclusive"] += 1
         log.warning("spot check: hop %d %s and witness %s disagree, arbiter %s: inconclusive", i,

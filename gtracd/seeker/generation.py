@@ -30,6 +30,7 @@ from ..routing import NoRoute, Params, Peer, replacement, route
 from .blame import verdict
 from .checker import SpotChecker, checked_call
 from .hops import Chunk, Hop, SeekerNet, replay_plan
+from .repairs import Accounts
 
 log = logging.getLogger("gtracd.seeker")
 
@@ -97,16 +98,10 @@ class Generation:
         self.fed: list[int] = []
         self.model: str | None = None
         self.selection_ms = 0.0
-        self.failed: set[str] = set()
-        self.repair_log: list[dict] = []
         self.eos_ids: list[int] = []
         self.exact_replay_max = 8  # longer histories: decode steps merged into one chunk (see replay_plan)
-        self.max_repairs = max_repairs  # None: one repair per failing call; 1: the paper's one-shot per request
         self.heal_wait_s = heal_wait_s  # how long a repair with no replacement waits for one to appear
-        self.replacement_failures: list[dict] = []  # replacements that failed while the repair could still wait
-        self.excused: dict[str, tuple[int, int]] = {}  # failed without blame -> the range it failed on
-        self.repair_attempts = 0
-        self.final_blamed = True  # False when the request ended on a failure no worker is blamed for
+        self.accounts = Accounts(max_repairs)  # repairs, blame, convictions: what this request owes (pure)
         self._width: int | None = None  # the model's hidden width, from the first relayed hidden state
         self.selected: list[tuple[str, float, float]] = []  # (peer, trust, latency ms) as routing saw them
         self.trace: list[dict] = []  # per forward pass: e2e, summed hop wall and compute time, hops
@@ -143,7 +138,7 @@ class Generation:
             try:
                 hs = await self.net.session(p.id, self.open_timeout)
             except HopFailed as e:  # unreachable before anything was sent: that peer's failure, attributed
-                self.failed.add(p.id)
+                self.accounts.avoid([p.id])
                 self.view.workers[p.id].alive = False
                 raise self._failed(f"cannot reach {p.id[-8:]} (layers {p.start}:{p.end}): {e}", p.id, True) from None
             self.hops.append(Hop(self.view.workers[p.id], hs))
@@ -159,7 +154,24 @@ class Generation:
 
     @property
     def repairs(self) -> int:
-        return len(self.repair_log)
+        return len(self.accounts.repair_log)
+
+    @property
+    def repair_log(self) -> list[dict]:
+        return self.accounts.repair_log
+
+    @property
+    def replacement_failures(self) -> list[dict]:
+        return self.accounts.replacement_failures
+
+    @property
+    def repair_attempts(self) -> int:
+        return self.accounts.attempts
+
+    @property
+    def failed(self) -> set[str]:
+        """Peers routed around for the rest of this generation (read-only: Accounts owns it)."""
+        return frozenset(self.accounts.failed)
 
     @property
     def granted_length(self) -> int:
@@ -185,7 +197,7 @@ class Generation:
 
     # ------------------------------------------------------------------ repair
     def _failed(self, message: str, culprit: str | None, blamed: bool, code: str = "chain_failed") -> GenerationFailed:
-        self.final_blamed = blamed
+        self.accounts.ended(blamed)
         return GenerationFailed(message, culprit, blamed, code)
 
     def _verdict(self, err: BaseException, hop: Hop):
@@ -200,8 +212,7 @@ class Generation:
             return w is not None and (w.start, w.end) != rng
 
         same = {h.peer.peer_id for h in self.hops if not moved(h.peer.peer_id, (h.peer.start, h.peer.end))}
-        failed = {p for p in self.failed if not (p in self.excused and moved(p, self.excused[p]))}
-        return failed | same | self.view.busy(time.monotonic())
+        return self.accounts.excluded(moved) | same | self.view.busy(time.monotonic())
 
     async def _replacement(self, old: Hop, deadline: float):
         """The best live replacement for the range `old` served (the view may already show its peer
@@ -223,13 +234,11 @@ class Generation:
     async def _repair(self, i: int, err: Exception) -> None:
         old = self.hops[i]
         pid = old.peer.peer_id
-        self.failed.add(pid)
         v = self._verdict(err, old)
-        if not v.blamed:
-            self.excused[pid] = (old.peer.start, old.peer.end)
+        self.accounts.hop_failed(pid, (old.peer.start, old.peer.end), v)
         if v.kind == "refusal":  # route around it for as long as it asked
             self.view.refused(pid, time.monotonic() + (v.retry_after_s or BUSY_RETRY_S))
-        if self.max_repairs is not None and len(self.repair_log) >= self.max_repairs:
+        if not self.accounts.may_repair():
             await old.session.abort()
             raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) after "
                                f"{len(self.repair_log)} repair(s) this request", pid, v.blamed)
@@ -246,7 +255,7 @@ class Generation:
                 raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
                                    f"replacement with trust >= {self.params.trust_floor:g} is known", pid, v.blamed)
             log.warning("hop %d %s failed (%s); repairing with %s", i, pid[-8:], err, rep.id[-8:])
-            self.repair_attempts += 1
+            self.accounts.attempt(rep.id)
             new = hs = None
             try:
                 hs = await self.net.session(rep.id, self.open_timeout)
@@ -256,16 +265,16 @@ class Generation:
                     await hs.timed("prefill", ch.body(self.sid, sample=False), self.deadline(new, ch.n))
                 break
             except (HopFailed, HopError) as e2:
-                self.failed.add(rep.id)
                 v2 = self._verdict(e2, new) if new is not None else verdict(e2)
+                may_wait = trio.current_time() < deadline
+                self.accounts.replacement_failed(rep.id, v2, str(e2), may_wait)
                 if v2.kind == "refusal":
                     self.view.refused(rep.id, time.monotonic() + (v2.retry_after_s or BUSY_RETRY_S))
                 if hs is not None:
                     await hs.abort()
-                if trio.current_time() < deadline:  # still allowed to wait: the next replacement
+                if may_wait:  # still allowed to wait: the next replacement
                     if isinstance(e2, HopFailed) and rep.id in self.view.workers:
                         self.view.workers[rep.id].alive = False  # presumed gone, like the hop it replaced
-                    self.replacement_failures.append({"peer": rep.id, "blamed": v2.blamed, "error": str(e2)})
                     continue
                 # blame the original hop if it was at fault, else the replacement if it was
                 who = pid if v.blamed else (rep.id if v2.blamed else None)
@@ -273,12 +282,9 @@ class Generation:
                                    who is not None) from None
         self.hops[i] = new
         await self.checker.redraw(i)  # the replacement is checked like any hop
-        self.repair_log.append({"hop": i, "failed": pid, "replacement": rep.id, "error": str(err),
-                                "blamed": v.blamed, "verdict": v.kind,
-                                "repair_ms": (time.perf_counter() - t0) * 1e3,
-                                "chain": [h.peer.peer_id for h in self.hops[:i]] + [pid] +
-                                         [h.peer.peer_id for h in self.hops[i + 1:]],
-                                "latency_ms": [x for x in (h.latency_ms() for h in self.hops[:i]) if x]})
+        self.accounts.repaired(i, pid, rep.id, v, str(err), (time.perf_counter() - t0) * 1e3,
+                               [h.peer.peer_id for h in self.hops[:i]] + [pid] + [h.peer.peer_id for h in self.hops[i + 1:]],
+                               [x for x in (h.latency_ms() for h in self.hops[:i]) if x])
 
     # ------------------------------------------------------------------ steps
     async def _hop_call(self, i: int, kind: str, chunk: Chunk, extra: dict) -> dict:
@@ -420,9 +426,7 @@ class Generation:
     def new_request(self) -> None:
         """A kept generation serves another request: what the last one's trust reports covered starts over
         (the chain, its sessions and what they cached stay)."""
-        self.repair_log = []
-        self.replacement_failures = []
-        self.checker.wrong_outputs.clear()
+        self.accounts.new_request()
         self.trace = []
         for h in self.hops:
             h.step_ms.clear()
@@ -430,57 +434,22 @@ class Generation:
             h.compute_ms.clear()
 
     def trust_outcome(self, success: bool, culprit: str | None) -> None:
-        blamed = [r for r in self.repair_log if r.get("blamed", True)]
-        chain = self.chain + [r["failed"] for r in self.repair_log]
-        for w in self.checker.wrong_outputs:
-            self.view.outcome(w["chain"][:1], False, w["chain"][0])
-        for f in self.replacement_failures:
-            if f["blamed"]:
-                self.view.outcome([f["peer"]], False, f["peer"])
-        if success and not blamed:
-            self.view.outcome(self.chain, True)
-        for r in blamed:
-            self.view.outcome(chain, False, r["failed"])
-        if not success and self.final_blamed:
-            self.view.outcome(chain if culprit is None or culprit in chain else [culprit], False, culprit)
+        """What this request taught the seeker's own view (the ledger's reports come back through anchors)."""
+        for chain, ok, who in self.accounts.outcomes(self.chain, success, culprit):
+            self.view.outcome(chain, ok, who)
 
     def report_bodies(self, network: str, success: bool, culprit: str | None, tokens: int) -> list[dict]:
-        """The trust reports this request owes the anchors (pure): one failure per repaired hop the blame rules
-        fault (seeker.blame: refusals and evictions cost nothing), naming it as the culprit, then the final
-        outcome (none when the request ended on an unblamed failure). Latencies are what this seeker measured,
-        per completed hop."""
+        """The trust reports this request owes the anchors (pure; seeker/repairs.py decides which).
+        Latencies are what this seeker measured, per completed hop."""
         base = {"network": network, "request_id": self.sid, "model": self.model or "", "mode": self.mode,
                 "tokens": tokens}
-        out = [{**base, "chain": w["chain"], "latency_ms": [], "outcome": "wrong_output", "culprit": 0,
-                "evidence": w["evidence"]} for w in self.checker.wrong_outputs]
-        for r in self.repair_log:
-            if not r.get("blamed", True):
-                continue
-            out.append({**base, "chain": r["chain"], "latency_ms": r["latency_ms"][:r["hop"]], "outcome": "failure",
-                        "culprit": r["hop"]})
-        for f in self.replacement_failures:  # never part of a chain: each alone
-            if f["blamed"]:
-                out.append({**base, "chain": [f["peer"]], "latency_ms": [], "outcome": "failure", "culprit": 0})
-        if not success and self.final_blamed and culprit is not None and culprit not in self.chain:
-            # a replacement, or a peer never reached: it alone is blamed, never the hops around it
-            out.append({**base, "chain": [culprit], "latency_ms": [], "outcome": "failure", "culprit": 0})
-            return out
-        if not self.hops:
-            return out
-        chain = self.chain
         lats: list[float] = []
         for h in self.hops:
             ms = h.latency_ms()
             if ms is None or ms <= 0:
                 break
             lats.append(ms)
-        if success and len(lats) == len(chain):
-            out.append({**base, "chain": chain, "latency_ms": lats, "outcome": "success", "culprit": -1})
-        elif not success and self.final_blamed:
-            idx = chain.index(culprit) if culprit in chain else -1
-            out.append({**base, "chain": chain, "latency_ms": lats[:idx] if idx >= 0 else lats,
-                        "outcome": "failure", "culprit": idx})
-        return out
+        return self.accounts.reports(base, self.chain, lats, success, culprit)
 
     def hop_latency_ms(self) -> list[float]:
         return [sum(h.step_ms) / len(h.step_ms) if h.step_ms else math.nan for h in self.hops]

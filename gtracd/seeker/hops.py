@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..control.peerview import PeerView, WorkerEntry
-from ..net.hop import HopFailed, HopSession
+from ..net.hop import TIMEOUT, HopFailed, HopSession
 from ..net.host import dial
 from ..wire import encode_tensor
 
@@ -77,7 +77,7 @@ class SeekerNet:
         try:
             lp = await self.peer_id(pid, timeout)
         except trio.TooSlowError:
-            raise HopFailed(pid, "dial timed out") from None
+            raise HopFailed(pid, "dial timed out", TIMEOUT) from None
         except Exception as e:  # unreachable, refused, or an unusable address it announced (UserError)
             self._ids.pop(pid, None)
             raise HopFailed(pid, f"cannot dial: {type(e).__name__}: {e}") from None
