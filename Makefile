@@ -22,10 +22,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Both cores, a test file per worker process at a time (module fixtures start their networks once), in a random
-# order every run (pytest-randomly prints its seed; replay one with `--randomly-seed=N`, keep file order with
-# `-p no:randomly`).
-XDIST   ?= -n 2 --dist loadfile
+# Three test workers on two cores (process tests mostly wait on gossip and timers), a test file per worker at a
+# time (module fixtures start their networks once), in a random order every run (pytest-randomly prints its
+# seed: replay one with `--randomly-seed=N`, keep file order with `-p no:randomly`).
+XDIST   ?= -n 3 --dist loadfile
 # What the no-torch and phone jobs run: pure and in-process tests, plus the process tests marked smoke.
 LIGHT   := -m 'not model and not slow and (not procs or smoke)'
 

@@ -22,7 +22,7 @@ from gtracd.ledger.checkpoint import (
 )
 from gtracd.ledger.crdt import make_checkpoint
 
-from .test_ledger import MIXED, STANDING
+from .strategies import MIXED, STANDING
 
 PROP = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 BOUNDARY = st.floats(0, 21000, allow_nan=False)
@@ -123,7 +123,7 @@ def test_replicas_on_one_checkpoint_agree_whatever_their_reporters_signed(a, b, 
 
 
 def test_a_twin_of_a_folded_report_with_a_later_ts_is_refused_by_its_seq_watermark():
-    from .test_ledger import R
+    from .strategies import R
 
     folded, twin = R(0, 5, ["a"], ts=100.0), R(0, 5, ["a"], "failure", 0, ts=900.0)
     cp = make_checkpoint(None, [folded, R(1, 7, ["a"], ts=950.0)], 500.0, RuleParams())

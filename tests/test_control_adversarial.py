@@ -10,7 +10,7 @@ import msgpack
 
 from gtracd.anchor.main import AnchorDaemon
 from gtracd.config import load_settings
-from gtracd.control.follower import SeekerCache
+from gtracd.control.follower import Follower
 from gtracd.control.peerview import PeerView
 from gtracd.daemon.node import running_node
 from gtracd.identity import Identity
@@ -61,7 +61,7 @@ async def test_bad_control_messages_are_dropped_and_counted(tmp_path):
                                 False) as m, \
                 running_node("seeker", "victim", SEEKER, settings(tmp_path / "v", bootstrap=[boot]), None,
                              False) as vnode:
-            victim = SeekerCache(vnode, PeerView(), anchors={anode.peer_id})  # its keyring: the anchor only
+            victim = Follower(vnode, PeerView(), anchors={anode.peer_id})  # its keyring: the anchor only
             await vnode.nursery.start(victim.run)
             await until(lambda: all(m.gossip.peers(t) >= 1 for t in ("heartbeats", "reports", "ledger")),
                         15.0, "the anchor's subscriptions", step=0.02)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gtracd.membership.healing import Mover, heal, holes
 from gtracd.membership.placement import Budget, Footprint, Joiner, choose, place, replicas
 from gtracd.routing import NoRoute, Params, Peer, Snapshot, route
+from gtracd.worker.lifecycle import LOADING, SERVING, Lifecycle
 
 
 def chained(layers: int, ranges) -> bool:
@@ -198,10 +199,19 @@ def test_a_ghost_expires_from_the_persisted_view():
 # ---- the agent's re-check after announcing (driver logic over a view; no network)
 
 class _Daemon:
-    state, target, nudge, leaving = "loading", None, None, False
+    """The part of the worker daemon the agent drives: its lifecycle (a real one) and the announcement."""
 
-    def set_state(self, state, target=None):
-        self.state, self.target = state, target
+    nudge = None
+
+    def __init__(self):
+        self.lifecycle = Lifecycle(LOADING)
+
+    state = property(lambda self: self.lifecycle.state)
+    target = property(lambda self: self.lifecycle.target)
+    leaving = property(lambda self: self.lifecycle.leaving)
+
+    def announce(self, changed: bool) -> bool:
+        return changed
 
 
 def _agent(me: str, view):
@@ -277,7 +287,7 @@ def test_announcing_draining_excuses_a_broken_stream_only_for_a_real_leave_or_mo
 
 def _serving_agent(view, me="M", rng=(0, 10)):
     ag = _agent(me, view)
-    ag.daemon.state, ag.daemon.leaving = "serving", False
+    ag.daemon.lifecycle = Lifecycle(SERVING)
     ag.range = rng
     return ag
 

@@ -78,7 +78,7 @@ async def test_a_session_cut_by_the_drain_bound_is_repaired_without_blame(tmp_pa
     """The seeker hears the workers' heartbeats (as a daemon does): the worker announced `draining`, so the
     session its bound cut is repaired on the other replica and nobody is blamed."""
     from gtracd.config import load_settings
-    from gtracd.control.follower import SeekerCache, pinned_view
+    from gtracd.control.follower import Follower, pinned_view
     from gtracd.daemon.node import running_node
 
     folder = tiny_llama(tmp_path / "tiny", layers=6)
@@ -89,7 +89,7 @@ async def test_a_session_cut_by_the_drain_bound_is_repaired_without_blame(tmp_pa
     try:
         async with running_node("seeker", "s", Identity.generate(), s, None, False) as node:
             view = pinned_view(s)
-            cache = SeekerCache(node, view, set())
+            cache = Follower(node, view, set())
             await node.nursery.start(cache.run)
             with trio.fail_after(30):
                 while len(view.workers) < 3:  # heard every worker's heartbeat

@@ -67,7 +67,7 @@ def test_network_model_merges_every_view_and_counts_coverage_like_routing():
     net = build(docs())
     cov, = net.coverage
     # 10:20 has a gone worker and one below the trust floor: a hole; 20:30 only the twin (w4 is draining)
-    assert cov.holes == [(10, 20)] and cov.replicas[:10] == [2] * 10 and cov.replicas[20:] == [1] * 10
+    assert cov.holes == [(10, 20)] and cov.replicas[:10] == (2,) * 10 and cov.replicas[20:] == (1,) * 10
     assert net.peers["12D3KooWw3cccccccc"].state == "gone" and not net.peers["12D3KooWw3cccccccc"].alive
     assert {p.label for p in net.peers.values() if p.name == "twin"} == {"twin·eeeeeeee", "twin·ffffffff"}
     assert net.peers["12D3KooWw1aaaaaaaa"].label == "w1"  # unambiguous names stay short

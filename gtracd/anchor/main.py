@@ -39,9 +39,11 @@ from ..ledger.signed import held_report
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import anti_entropy
 from ..net.protocols import LEDGER
-from ..protocols.ledgersync import ProtocolError, Responder
-from ..wire.batch import batch_items
+from ..protocols.ledgerstream import LedgerStream, Reply, Submit
+from ..protocols.ledgersync import Responder
+from ..wire.batch import batch_items, chunks
 from ..wire.envelope import Signer, decode_envelope
+from .announce import AnnounceQueue
 
 log = logging.getLogger("gtracd.anchor")
 SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", *RULE_SETTINGS, "report_rate", "report_burst",
@@ -55,16 +57,7 @@ MAX_SHOWN_WORKERS = 4096  # the workers an anchor remembers from heartbeats for 
 
 def delta_chunks(raws: list[bytes]) -> list[list[bytes]]:
     """Split signed reports into ledger_delta bodies that respect both the count and the byte caps."""
-    out, cur, size = [], [], 0
-    for r in raws:
-        if cur and (len(cur) == DELTA_MAX or size + len(r) > DELTA_BYTES):
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(r)
-        size += len(r) + 8
-    if cur:
-        out.append(cur)
-    return out
+    return chunks(raws, DELTA_MAX, DELTA_BYTES)
 
 
 def keyring_ids(keystore_path, me: str) -> set[str]:
@@ -94,7 +87,7 @@ class AnchorDaemon:
         self.peer_sync: dict[str, dict] = {}  # peer anchor -> its last anti-entropy round (convergence in top)
         self._syncing: set[str] = set()  # peers an exchange is under way with
         self.sync_meter = {"bytes": 0}  # anti-entropy bytes this anchor initiated, both ways (bench soak)
-        self._announce: dict[tuple[bytes, int], tuple[Report, float]] = {}
+        self.announce = AnnounceQueue()  # what this anchor announces by ledger_delta, and when (pure)
         self._wake = trio.Event()
         self.counters = {"sync_rounds": 0, "sync_failures": 0, "pulled": 0, "pushed": 0, "deltas_sent": 0,
                          "deltas_received": 0, "submitted": 0, "bad_reports": 0}
@@ -106,10 +99,7 @@ class AnchorDaemon:
     def _admitted(self, reports: list[Report], via: str, announce_in: float | None) -> None:
         now = time.monotonic()
         self.node.events.many("have", ({"key": [r.reporter.hex(), r.seq], "via": via} for r in reports))
-        if announce_in is not None:
-            for r in reports:
-                self._announce.setdefault(r.key, (r, now + announce_in))
-        if reports and announce_in is not None:
+        if announce_in is not None and self.announce.schedule(reports, now, announce_in):
             self._wake.set()
 
     async def on_heartbeats(self, data: bytes, origin: str) -> None:
@@ -152,7 +142,7 @@ class AnchorDaemon:
         for raw in raws:  # reports we hold and were about to announce: someone announced them already
             r = held_report(self.replica.ledger, raw)
             if r is not None:
-                self._announce.pop(r.key, None)
+                self.announce.covered(r.key)
         good, bad = verified_reports(raws, self.s.network, self.anchors, self.replica.ledger)
         self.counters["deltas_received"] += 1
         self.counters["bad_reports"] += bad
@@ -164,13 +154,13 @@ class AnchorDaemon:
         while True:
             wake = self._wake = trio.Event()  # before looking: a report admitted meanwhile sets this one
             now = time.monotonic()
-            due = [k for k, (_, t) in self._announce.items() if t <= now]
+            due = self.announce.due(now)
             if not due:
-                nxt = min((t for _, t in self._announce.values()), default=now + 3600.0)
-                with trio.move_on_after(max(0.0, nxt - now)):
+                nxt = self.announce.next_due()
+                with trio.move_on_after(3600.0 if nxt is None else max(0.0, nxt - now)):
                     await wake.wait()
                 continue
-            for chunk in delta_chunks([self._announce.pop(k)[0].raw for k in due]):
+            for chunk in delta_chunks([r.raw for r in due]):
                 env = self.signer.sign("ledger_delta", {"network": self.s.network, "reports": chunk})
                 if await self.node.gossip.publish("ledger", env.raw):
                     self.counters["deltas_sent"] += 1
@@ -183,31 +173,23 @@ class AnchorDaemon:
             await fs.reset()
             return
         # this stream's anti-entropy session (protocols/ledgersync.py); it offers our checkpoint to a replica behind it
-        sync = Responder(self.replica.ledger, proof=self.replica.proof)
+        stream = LedgerStream(self.s.network, Responder(self.replica.ledger, proof=self.replica.proof))
         try:
             while True:
                 try:
                     kind, body = await fs.read(IDLE_S)
+                    ev = stream.receive(kind, body)
                 except (DecodeError, FrameTooLarge) as e:
-                    self.node.verifier.drop("oversize" if isinstance(e, FrameTooLarge) else "malformed")
-                    await fs.send("error", {"code": "bad_frame", "message": str(e)[:2000]}, 10)
-                    return
-                if kind in ("submit", "sync_digest") and body["network"] != self.s.network:
-                    await fs.send("error", {"code": "wrong_network", "message": f"this is {self.s.network}"}, 10)
-                    return
-                if kind == "submit":
-                    await fs.send("ack", await self._submit(body["reports"], remote), 10)
-                elif kind in ("sync_digest", "sync_want"):
-                    try:
-                        step = sync.receive(kind, body)
-                    except ProtocolError as e:
-                        self.node.verifier.drop("sync_protocol")
-                        await fs.send("error", {"code": "bad_frame", "message": str(e)[:2000]}, 10)
-                        return
-                    for k, b in step.send:
+                    ev = stream.malformed(str(e), oversize=isinstance(e, FrameTooLarge))
+                if isinstance(ev, Submit):
+                    await fs.send("ack", await self._submit(ev.reports, remote), 10)
+                elif isinstance(ev, Reply):
+                    for k, b in ev.frames:
                         await fs.send(k, b, 10)
                 else:
-                    await fs.send("error", {"code": "bad_frame", "message": f"an anchor does not take {kind!r}"}, 10)
+                    if ev.drop is not None:
+                        self.node.verifier.drop(ev.drop)
+                    await fs.send(*ev.frame, 10)
                     return
         except (StreamClosed, trio.TooSlowError):
             pass
@@ -248,9 +230,8 @@ class AnchorDaemon:
             results.append(res)
             if res == "admitted":
                 admitted.append(self.replica.ledger.get(env.sender, env.seq))
-            elif res == "duplicate" and (env.sender, env.seq) in self._announce:
+            elif res == "duplicate" and self.announce.hurry((env.sender, env.seq)):
                 # heard by gossip first and waiting out the jitter: the seeker chose us, announce it now
-                self._announce[(env.sender, env.seq)] = (self._announce[(env.sender, env.seq)][0], 0.0)
                 self._wake.set()
         await self.replica.persist(admitted)  # fsync'd before the ack leaves
         self._admitted(admitted, "direct", 0.0)

@@ -30,7 +30,6 @@ import msgpack
 import trio
 
 from ..config import load_settings
-from ..control.follower import SeekerCache, anchor_ids, pinned_view
 from ..control.heartbeat import Hosted, publish_heartbeats
 from ..daemon.node import running_node
 from ..daemon.runtime import setup_logging
@@ -47,7 +46,8 @@ from ..net.host import dial, open_stream
 from ..net.ledgersync import submit
 from ..net.protocols import INFER
 from ..routing import Params
-from ..seeker.generation import Generation, GenerationFailed, SeekerNet
+from ..seeker.generation import Generation, GenerationFailed
+from ..seeker.running import running_seeker
 from ..seeker.spotcheck import RTOL
 from ..wire.envelope import Signer
 
@@ -122,17 +122,12 @@ class Seeker:
 @asynccontextmanager
 async def seeker(network: str, boot: list[str], root: Path, keystore: Path, model: str, **flags):
     s = _settings(network, boot, root, keystore, model=model, **flags)
-    async with running_node("seeker", f"bench-seeker-{os.urandom(3).hex()}", Identity.generate(), s, None,
-                            False) as node:
-        view = pinned_view(s)
-        cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
-        await node.nursery.start(cache.run)
+    async with running_seeker(f"bench-seeker-{os.urandom(3).hex()}", Identity.generate(), s, follow=True) as sk:
         try:
-            yield Seeker(node, cache, view, SeekerNet(node.host, view), s, model)
+            yield Seeker(sk.node, sk.cache, sk.view, sk.net, s, model)
         finally:
             with trio.CancelScope(shield=True):
-                await cache.drain(5.0)
-            cache.close()
+                await sk.cache.drain(5.0)
 
 
 @asynccontextmanager

@@ -28,14 +28,13 @@ import trio
 
 from ..catalog.fingerprint import pinned_model
 from ..config import load_settings
-from ..control.follower import SeekerCache, anchor_ids, pinned_view
-from ..daemon.node import running_node
 from ..harness.controlnet import ControlNet
 from ..harness.launch import start_procs
 from ..identity import Identity
 from ..routing import Params
 from ..routing.coverage import coverage
-from ..seeker.generation import Generation, SeekerNet
+from ..seeker.generation import Generation
+from ..seeker.running import running_seeker
 from .pipeline import MESSAGES
 
 HEARTBEAT_S = 2.0
@@ -91,10 +90,8 @@ async def _run(rng: random.Random) -> dict:
                                  "data_dir": str(cn.root / "observer"), "keystore": str(cn.keystore),
                                  "node_timeout_s": NODE_TIMEOUT_S, "heal_wait_s": 120.0})
         model, depth = pinned_model("smollm2-135m")
-        async with running_node("seeker", "observer", Identity.generate(), s, None, False) as node:
-            view = pinned_view(s)
-            cache = SeekerCache(node, view, anchor_ids(cn.keystore))
-            await node.nursery.start(cache.run)
+        async with running_seeker("observer", Identity.generate(), s, follow=True) as sk:
+            node, view, cache = sk.node, sk.view, sk.cache
             obs = Observer(view, model)
 
             def ranges() -> dict[str, tuple[int, int]]:  # where each worker is now, as its heartbeats say
@@ -133,7 +130,7 @@ async def _run(rng: random.Random) -> dict:
             out["initial_moves"] = {n: (cn.status(n) or {}).get("placement", {}).get("moves", 0) for n in names}
 
             # 2. a fault-free reference, then the same generation through a kill -9 of a whole span
-            net = SeekerNet(node.host, view)
+            net = sk.net
             params = Params(trust_floor=s.trust_floor)
 
             async def generate(fired: dict | None):

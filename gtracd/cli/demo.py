@@ -17,16 +17,15 @@ import time
 import trio
 
 from ..config import load_settings
-from ..control.follower import SeekerCache, anchor_ids
 from ..control.peerview import PeerView
-from ..daemon.node import running_node
 from ..errors import UserError
 from ..harness.controlnet import ControlNet
 from ..harness.launch import start_workers, stop_all
 from ..identity import Identity
 from ..routing import Params
-from ..seeker.generation import Generation, GenerationFailed, SeekerNet
+from ..seeker.generation import Generation, GenerationFailed
 from ..seeker.main import wait_for_route
+from ..seeker.running import running_seeker
 
 QUESTION = "What is the capital of France?"
 
@@ -62,15 +61,13 @@ def main(args) -> int:
 async def _ask(cn, question: str, max_new: int) -> int:
     s = load_settings(None, {"network": cn.network, "bootstrap": list(cn.anchor_addrs.values()),
                              "data_dir": str(cn.root), "keystore": str(cn.keystore), "sync_s": 1.0}, env={})
-    async with running_node("seeker", "demo-seeker", Identity.generate(), s, None, False) as node:
-        view = PeerView()
-        cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
-        await node.nursery.start(cache.run)
+    async with running_seeker("demo-seeker", Identity.generate(), s, view=PeerView()) as sk:
+        view, cache = sk.view, sk.cache
         print("gtracd demo: waiting for the workers' heartbeats (gossip through the anchors) ...", flush=True)
         if not await wait_for_route(view, Params(), "g-trac", 30):
             raise UserError("the workers' heartbeats did not arrive within 30 s")
         print(f"gtracd demo: heard {len(view.workers)} workers by heartbeat", flush=True)
-        gen = Generation(SeekerNet(node.host, view), view, Params(), "g-trac", rng=random.Random(0))
+        gen = Generation(sk.net, view, Params(), "g-trac", rng=random.Random(0))
         try:
             await gen.start()
             print("gtracd demo: chain (g-trac): " + " -> ".join(f"{h.peer.name}[{h.peer.start}:{h.peer.end}]"
@@ -95,5 +92,4 @@ async def _ask(cn, question: str, max_new: int) -> int:
         print(f"gtracd demo: trust report {'acknowledged by an anchor' if not left else 'NOT acknowledged'}; "
               f"ledger replica now rates " + ", ".join(f"{view.workers[p].name} {t:.2f} ({lat.get(p, 0):.0f} ms)"
                                                       for p, t in trust.items() if p in view.workers), flush=True)
-        cache.close()
         return 0 if not left else 1

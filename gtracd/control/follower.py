@@ -1,4 +1,6 @@
-"""The seeker's cache: a local ledger replica plus the liveness view, kept current in the background.
+"""The follower: a local ledger replica plus the liveness view, kept current in the background, and the
+outbox of the trust reports this daemon signs. Seekers run one (they route from it) and so do self-placing
+workers (they place themselves from it).
 
 - Heartbeats (gossip) feed the PeerView; a worker is alive iff heard within node_timeout_s.
 - Ledger data is accepted only from anchors in the keyring: anchor-signed `ledger_delta` gossip, and a pull
@@ -36,7 +38,7 @@ from .replica import Checkpointer, Replica, ledger_gossip, rule_params
 log = logging.getLogger("gtracd.seeker")
 
 
-class SeekerCache:
+class Follower:
     def __init__(self, node, view: PeerView, anchors: set[str], data_dir=None):
         s = node.settings
         self.node, self.s, self.view, self.anchors = node, s, view, anchors

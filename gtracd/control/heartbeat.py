@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import trio
 
 from ..version import __version__
+from ..wire.batch import chunks
 from ..wire.envelope import Signer
 from .peerview import WorkerEntry, entry_from_heartbeat
 
@@ -63,16 +64,8 @@ def heartbeat_messages(node_signer: Signer, network: str, hosted: list[Hosted]) 
     items = [h.signer.sign("heartbeat", h.body(network)).raw for h in hosted]
     if len(items) == 1 and hosted[0].signer.ident.public == node_signer.ident.public:
         return items
-    out, cur, size = [], [], 0
-    for it in items:
-        if cur and (len(cur) == 256 or size + len(it) > BATCH_BYTES):
-            out.append(node_signer.sign("heartbeat_batch", {"network": network, "items": cur}).raw)
-            cur, size = [], 0
-        cur.append(it)
-        size += len(it) + 8
-    if cur:
-        out.append(node_signer.sign("heartbeat_batch", {"network": network, "items": cur}).raw)
-    return out
+    return [node_signer.sign("heartbeat_batch", {"network": network, "items": c}).raw
+            for c in chunks(items, 256, BATCH_BYTES)]
 
 
 class Nudge:

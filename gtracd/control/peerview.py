@@ -241,6 +241,13 @@ class PeerView:
             out[w.model] = out.get(w.model, 0) + 1
         return out
 
+    def unreachable(self, pid: str, alive: bool = False) -> None:
+        """What a seeker learned dialling or calling `pid`: presumed gone (alive False) until its next
+        heartbeat, or still there (it answered, with an error)."""
+        w = self.workers.get(pid)
+        if w is not None:
+            w.alive = alive
+
     def refused(self, pid: str, until: float) -> None:
         """A `busy` refusal: route around this worker until `until` (monotonic); it costs no trust."""
         self.busy_until[pid] = until

@@ -23,13 +23,12 @@ from pathlib import Path
 import trio
 
 from ..config import load_settings
-from ..control.follower import SeekerCache, anchor_ids
 from ..control.peerview import PeerView
-from ..daemon.node import running_node
 from ..errors import GtracError, UserError
 from ..identity import Identity, Keystore
 from ..routing import Params
-from ..seeker.generation import Generation, GenerationFailed, SeekerNet
+from ..seeker.generation import Generation, GenerationFailed
+from ..seeker.running import running_seeker
 from ..wire.envelope import decode_envelope
 from .logs import (
     CHAIN_SEP,
@@ -197,11 +196,9 @@ async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
                                               "hop_timeout_factor": s.hop_timeout_factor, "max_repairs": 1,
                                               "heartbeat_s": ls.heartbeat_s, "node_timeout_s": ls.node_timeout_s},
                "modes": {}}
-    async with running_node("seeker", "lab-seeker", Identity.generate(), s, None, False) as node:
-        view = PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty)
-        cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
-        await node.nursery.start(cache.run)
-        net = SeekerNet(node.host, view)
+    view = PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty)
+    async with running_seeker("lab-seeker", Identity.generate(), s, view=view, follow=True) as sk:
+        node, cache, net = sk.node, sk.cache, sk.net
         want = set(lab.peers.values())
         with trio.fail_after(max(60.0, 4 * ls.heartbeat_s)):
             while not want <= {p for p, w in view.workers.items() if w.alive}:

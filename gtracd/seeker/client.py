@@ -32,11 +32,10 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..config import Settings
-from ..control.follower import SeekerCache, anchor_ids, pinned_view
-from ..daemon.node import running_node
 from ..errors import UserError
 from ..identity import Identity, Keystore
-from .generation import GenerationFailed, SeekerNet
+from .generation import GenerationFailed
+from .running import running_seeker
 from .service import Completion, Request, SeekerService, discover, routing_params, wait_for_route
 
 __all__ = ["AsyncClient", "Client", "GenerationFailed", "open_client"]
@@ -111,13 +110,8 @@ async def open_client(bootstrap: list[str] | None = None, peers: list[str] | Non
     s = Settings(bootstrap=list(bootstrap or []), network=network, model=model, data_dir=data_dir, **settings)
     ident = Keystore(s.keystore_path).load(key) if key else Identity.generate()
     name = key or f"client-{ident.peer_id[-8:]}"
-    async with running_node("seeker", name, ident, s, None, persistent_peerstore=False) as node:
-        view = pinned_view(s)
-        cache = None
-        if bootstrap:
-            cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
-            await node.nursery.start(cache.run)
-        net = SeekerNet(node.host, view)
+    async with running_seeker(name, ident, s) as sk:
+        view, cache, net = sk.view, sk.cache, sk.net
         if peers:
             problems = await discover(net, view, list(peers))
             if problems and not view.workers:
@@ -132,8 +126,6 @@ async def open_client(bootstrap: list[str] | None = None, peers: list[str] | Non
             if cache is not None:
                 with trio.CancelScope(shield=True):
                     await cache.drain(5.0)
-                cache.close()
-            node.nursery.cancel_scope.cancel()
 
 
 class Client:

@@ -139,7 +139,7 @@ class Generation:
                 hs = await self.net.session(p.id, self.open_timeout)
             except HopFailed as e:  # unreachable before anything was sent: that peer's failure, attributed
                 self.accounts.avoid([p.id])
-                self.view.workers[p.id].alive = False
+                self.view.unreachable(p.id)
                 raise self._failed(f"cannot reach {p.id[-8:]} (layers {p.start}:{p.end}): {e}", p.id, True) from None
             self.hops.append(Hop(self.view.workers[p.id], hs))
         try:
@@ -242,8 +242,7 @@ class Generation:
             await old.session.abort()
             raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) after "
                                f"{len(self.repair_log)} repair(s) this request", pid, v.blamed)
-        if pid in self.view.workers:
-            self.view.workers[pid].alive = isinstance(err, HopError)  # a transport failure: presumed gone
+        self.view.unreachable(pid, alive=isinstance(err, HopError))  # a transport failure: presumed gone
         await self.checker.drop(i)  # a replaced hop's witness no longer mirrors it
         self.net.forget(pid)
         await old.session.abort()
@@ -273,8 +272,8 @@ class Generation:
                 if hs is not None:
                     await hs.abort()
                 if may_wait:  # still allowed to wait: the next replacement
-                    if isinstance(e2, HopFailed) and rep.id in self.view.workers:
-                        self.view.workers[rep.id].alive = False  # presumed gone, like the hop it replaced
+                    if isinstance(e2, HopFailed):
+                        self.view.unreachable(rep.id)  # presumed gone, like the hop it replaced
                     continue
                 # blame the original hop if it was at fault, else the replacement if it was
                 who = pid if v.blamed else (rep.id if v2.blamed else None)

@@ -29,16 +29,15 @@ import time
 import trio
 
 from ..config import add_setting_flags
-from ..control.follower import SeekerCache, anchor_ids, pinned_view
 from ..control.replica import RULE_SETTINGS
 from ..daemon import runtime as common
-from ..daemon.node import running_node
 from ..errors import UserError
 from ..wire.text import shown
 from .api.app import Api
 from .api.server import check_bind, read_api_key, serve_api
-from .generation import Generation, GenerationFailed, SeekerNet
+from .generation import Generation, GenerationFailed
 from .recent import Recent
+from .running import RunningSeeker, running_seeker
 from .service import SeekerService, discover, routing_params, wait_for_route
 from .testload import synthetic_reports
 
@@ -86,22 +85,16 @@ async def run_generate(args, s, ident, name: str) -> int:
         raise UserError("give --prompt TEXT (repeatable) or --chat")
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     status = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    return await common.closed_after(lambda closing: _run_generate(args, s, ident, name, sampling, status, closing))
+    return await _run_generate(args, s, ident, name, sampling, status)
 
 
-async def _run_generate(args, s, ident, name, sampling, status, closing: list) -> int:
-    async with running_node("seeker", name, ident, s, None, not args.ephemeral) as node:
-        host = node.host
-        view = pinned_view(s)
-        net = SeekerNet(host, view)
-        cache = None
+async def _run_generate(args, s, ident, name, sampling, status) -> int:
+    # on a network (bootstrap): heartbeats, ledger replica, trust reports (the follower)
+    async with running_seeker(name, ident, s, persistent_peerstore=not args.ephemeral) as sk:
+        node, view, net, cache = sk.node, sk.view, sk.net, sk.cache
         recent = Recent()
         node.status_parts.append(recent.status)
-        if s.bootstrap:  # on a network: heartbeats, ledger replica, trust reports
-            cache = SeekerCache(node, view, anchor_ids(s.keystore_path))
-            closing.append(cache.close)
-            await node.nursery.start(cache.run)
-        else:  # workers given by --peer: the view is this seeker's own
+        if cache is None:  # workers given by --peer: the view is this seeker's own
             node.status_parts.append(lambda: {"workers": view.status_rows(time.monotonic()),
                                               "trust_floor": s.trust_floor})
         if args.peer:
@@ -257,31 +250,27 @@ def _readline():
 
 
 async def run_serve(args, s, ident, name: str) -> int:
-    async def body(closing: list) -> None:
-        async with trio.open_nursery() as outer:
-            outer.start_soon(common.until_signalled, outer.cancel_scope)
-            await _serve_node(args, s, ident, name, closing)
-
-    await common.closed_after(body)
+    async with trio.open_nursery() as outer:
+        outer.start_soon(common.until_signalled, outer.cancel_scope)
+        await _serve_node(args, s, ident, name)
     return 0
 
 
-async def _serve_node(args, s, ident, name, closing: list) -> None:
+async def _serve_node(args, s, ident, name) -> None:
     api_key = bind = None
     if args.http:
         api_key = read_api_key(args.api_key_file)
         bind = check_bind(args.http, api_key)  # refused before anything starts
-    async with running_node("seeker", name, ident, s, args.events, not args.ephemeral) as node:
-        cache = SeekerCache(node, pinned_view(s), anchor_ids(s.keystore_path))
-        closing.append(cache.close)
+    async with running_seeker(name, ident, s, events=args.events, persistent_peerstore=not args.ephemeral,
+                              follow=True) as sk:
+        node, cache = sk.node, sk.cache
         service = None
         try:
-            await node.nursery.start(cache.run)
             if args.testbed_reports > 0:
                 node.nursery.start_soon(synthetic_reports, cache, args.testbed_reports, routing_params(s), s.network)
             urls: list[str] = []
             if bind is not None:
-                service, urls = await _start_api(node, cache, s, args, bind, api_key)
+                service, urls = await _start_api(sk, s, args, bind, api_key)
             common.write_ready(args.ready_file, {"role": "seeker", "peer_id": ident.peer_id, "addrs": node.addrs,
                                                  "name": name, "pid": os.getpid(), "http": urls})
             api = f", API at {urls[0]}/v1" if urls else ""
@@ -295,12 +284,12 @@ async def _serve_node(args, s, ident, name, closing: list) -> None:
                 await cache.drain(2.0)
 
 
-async def _start_api(node, cache, s, args, bind: str, api_key: str | None):
+async def _start_api(sk: RunningSeeker, s, args, bind: str, api_key: str | None):
     """The service over this seeker's view and cache, and the HTTP API serving it in the node's nursery."""
-
+    node = sk.node
     recent = Recent()
     node.status_parts.append(recent.status)
-    service = SeekerService(SeekerNet(node.host, cache.view), cache.view, s, cache, recent, keep=args.keep_contexts,
+    service = SeekerService(sk.net, sk.view, s, sk.cache, recent, keep=args.keep_contexts,
                             max_requests=args.max_requests)
     api = Api(service, s.model, api_key, max_tokens_cap=s.max_length, default_max_tokens=s.max_new_tokens)
     node.status_parts.append(lambda: {**service.status(), "api": dict(api.counters)})

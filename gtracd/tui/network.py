@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..routing.coverage import replicas, runs
+from ..routing.coverage import Coverage, replicas
 from ..wire.text import shown
 
 SEP = "·"  # between a name and the short peer id that disambiguates it
@@ -41,21 +41,14 @@ class Peer:
         return self.state not in ("gone", "down", "stale")
 
 
-@dataclass
-class ModelCoverage:
-    model: str
-    layers: int
-    replicas: list[int]
-    trust_floor: float
+@dataclass(frozen=True)
+class ModelCoverage(Coverage):
+    """A model's coverage as `gtracd top` shows it: routing's Coverage (replicas per layer, holes, the
+    weakest span), plus which model, the floor it was counted at, and how many workers announce it."""
+
+    model: str = ""
+    trust_floor: float = 0.0
     workers: int = 0  # workers announcing this model (at any depth)
-
-    @property
-    def holes(self) -> list[tuple[int, int]]:
-        return runs(self.replicas, lambda n: n == 0)
-
-    @property
-    def min_replicas(self) -> int:
-        return min(self.replicas) if self.replicas else 0
 
 
 @dataclass
@@ -250,7 +243,8 @@ def coverage(peers, trust_floor: float, pinned: set[str] = frozenset()) -> list[
         ranges = [p.layers for p in peers
                   if p.role == "worker" and p.model == m and p.total_layers == total and p.layers
                   and p.layers[1] <= total and p.state == "serving" and (p.trust is None or p.trust >= trust_floor)]
-        out.append(ModelCoverage(m, total, replicas(total, ranges), trust_floor, workers=sum(d.values())))
+        out.append(ModelCoverage(total, tuple(replicas(total, ranges)), (math.inf,) * total, model=m,
+                                 trust_floor=trust_floor, workers=sum(d.values())))
     out.sort(key=lambda c: (c.model not in pinned, -c.workers, c.model))
     return out
 

@@ -18,20 +18,28 @@ BATCH_BYTES = 512 * KIB  # well under gossip's 1 MiB drop
 BATCH_S = 0.25  # how long a seeker gathers reports before gossiping them
 
 
+def chunks(items: list[bytes], max_items: int, max_bytes: int) -> list[list[bytes]]:
+    """Consecutive runs of `items` with at most `max_items` each and at most `max_bytes` of items plus 8 bytes
+    of msgpack framing per item (the one chunker of every size-capped batch: report batches, ledger deltas,
+    heartbeat batches). An item alone over the cap still gets a run of its own (the caller refuses it)."""
+    out, cur, size = [], [], 0
+    for it in items:
+        if cur and (len(cur) == max_items or size + len(it) + 8 > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(it)
+        size += len(it) + 8
+    if cur:
+        out.append(cur)
+    return out
+
+
 def report_batches(raws: list[bytes]) -> list[bytes]:
     """The reports as batch messages within both caps (a report alone over the byte cap is refused)."""
-    out, cur, size = [], [], 0
     for r in raws:
         if len(r) + 64 > BATCH_BYTES:
             raise ValueError(f"a report of {len(r)} bytes does not fit a batch")
-        if cur and (len(cur) == BATCH_REPORTS or size + len(r) + 8 > BATCH_BYTES - 64):
-            out.append(packb({"v": 1, "reports": cur}))
-            cur, size = [], 0
-        cur.append(r)
-        size += len(r) + 8
-    if cur:
-        out.append(packb({"v": 1, "reports": cur}))
-    return out
+    return [packb({"v": 1, "reports": c}) for c in chunks(raws, BATCH_REPORTS, BATCH_BYTES - 64)]
 
 
 def batch_items(data: bytes) -> list[bytes]:

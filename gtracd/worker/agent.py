@@ -114,21 +114,21 @@ class Agent:
     async def join(self) -> None:
         d = self.daemon
         d.nudge.fast_s = 1.0
-        d.set_state("joining")
+        d.announce(d.lifecycle.join())
         await trio.sleep(self.survey_s)  # a time window by nature: every serving worker heartbeats within it
         choice = self._place()
         self.range = choice.range
-        d.set_state("loading")
+        d.announce(d.lifecycle.placed())
         await trio.sleep(self.recheck_s)  # our announcement reaches the others, theirs reach us
         again = self._recheck(choice)
         if again is not None:
             choice = again
             self.range = choice.range
-            d.set_state("loading")
+            d.announce(d.lifecycle.placed())
         self.decide(f"placed at layers {choice.start}:{choice.end}: {choice.reason}")
         await self._load(choice.range)
         d.nudge.fast_s = None
-        d.set_state("serving")
+        d.announce(d.lifecycle.loaded())
 
     def _recheck(self, choice: Choice) -> Choice | None:
         """After announcing `loading`: joiners whose announcements had not reached each other may have chosen
@@ -201,27 +201,28 @@ class Agent:
         if choice is None:
             return False
         t0 = time.monotonic()
-        self.daemon.set_state("draining", choice.range)  # announce first, then re-check
+        d = self.daemon
+        d.announce(d.lifecycle.move(choice.range))  # announce first, then re-check
         await trio.sleep(self.recheck_s)
         _, _, _, moving, _ = self.inputs()
         rival = sorted(p for p, t in moving.items() if p < self.me and t[0] < choice.end and choice.start < t[1])
-        if rival or self.daemon.leaving:
+        if rival or d.leaving:
             if rival:
                 self.decide(f"stood down: {rival[0][-8:]} (smaller peer id) is moving to heal the same hole")
-            self.daemon.set_state("serving")
+            d.announce(d.lifecycle.stay())
             return False
         old = self.range
         self.decide(f"moving {old[0]}:{old[1]} -> {choice.start}:{choice.end}: {choice.reason}")
         t1 = time.monotonic()
-        cut = await self.daemon.drain(self.s.drain_s, choice.range)
+        cut = await d.drain(self.s.drain_s)
         t2 = time.monotonic()
         if cut:
             self.decide(f"drain bound {self.s.drain_s:g}s cut {cut} session(s) (told `draining`, not blamed)")
-        if self.daemon.leaving:
+        if d.leaving:
             return False
-        self.daemon.install(None)
+        d.install(None)
         self.range = choice.range
-        self.daemon.set_state("loading")
+        d.announce(d.lifecycle.drained())
         try:
             await self._load(choice.range)
         except Exception as e:  # out of memory, a broken file...: go back to the range we had
@@ -233,5 +234,5 @@ class Agent:
         self.move_parts = {"hole_seen_s": round(t0 - self.hole_since, 2), "recheck_s": round(t1 - t0, 2),
                            "drain_s": round(t2 - t1, 2), "load_s": round(self.load_s[-1], 2)}
         self.hole_since = None
-        self.daemon.set_state("serving")
+        d.announce(d.lifecycle.loaded())
         return True

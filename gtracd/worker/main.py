@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import trio
 
 from ..catalog.fingerprint import fingerprint
-from ..control.follower import SeekerCache, anchor_ids
+from ..control.follower import Follower, anchor_ids
 from ..control.heartbeat import Hosted, Nudge, publish_heartbeats
 from ..control.peerview import PeerView
 from ..daemon import runtime as common
@@ -39,6 +39,7 @@ from ..wire.binding import sign_binding
 from ..wire.envelope import Signer
 from .agent import Agent, budget_of, too_small
 from .compute import Batcher, FairCompute, InFlight
+from .lifecycle import Lifecycle
 
 log = logging.getLogger("gtracd.worker")
 SETTINGS = ["model", "layers", "torch_threads", "max_batch", "batch_wait_ms", "batch_gate_ms", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
@@ -97,19 +98,28 @@ class WorkerDaemon:
         self.refusals: dict[str, int] = {}  # error frames sent, by code
         self.streams: dict[str, int] = {}  # open inference streams per remote peer
         self.inflight = InFlight()
-        self.state = "serving"  # joining | loading | serving | draining (announced in heartbeats)
-        self.leaving = False  # SIGTERM: draining to exit; nothing may set another state
-        self.target: tuple[int, int] | None = None  # draining to move here
+        self.lifecycle = Lifecycle()  # joining | loading | serving | draining, announced in heartbeats (pure)
         self.conns: dict[int, tuple[WorkerStream, trio.CancelScope]] = {}  # open streams: their sessions, scope
         self.session_closed = trio.Event()  # set (and replaced) whenever a stream's sessions end
         self.nudge = None  # heartbeat.Nudge: announce a state change at once
 
-    def set_state(self, state: str, target: tuple[int, int] | None = None) -> None:
-        if self.leaving and state != "draining":
-            return  # a leave overrides a move in progress
-        self.state, self.target = state, target
-        if self.nudge is not None:
+    @property
+    def state(self) -> str:
+        return self.lifecycle.state
+
+    @property
+    def target(self) -> tuple[int, int] | None:
+        return self.lifecycle.target
+
+    @property
+    def leaving(self) -> bool:
+        return self.lifecycle.leaving
+
+    def announce(self, changed: bool) -> bool:
+        """After a lifecycle event: a change is announced at once (heartbeat nudge)."""
+        if changed and self.nudge is not None:
             self.nudge()
+        return changed
 
     def _closed(self) -> None:
         self.session_closed.set()
@@ -118,10 +128,10 @@ class WorkerDaemon:
     def sessions_open(self) -> int:
         return sum(len(stream.sessions) for stream, _ in self.conns.values())
 
-    async def drain(self, bound_s: float, target: tuple[int, int] | None = None) -> int:
-        """Stop taking sessions, give the running ones `bound_s` to finish, then cut the rest (each is told
-        `draining`, so its seeker repairs without blame). Returns how many were cut."""
-        self.set_state("draining", target)
+    async def drain(self, bound_s: float) -> int:
+        """The lifecycle is draining (a move or a leave): give the running sessions `bound_s` to finish, then
+        cut the rest (each is told `draining`, so its seeker repairs without blame). Returns how many were
+        cut."""
         if self.nudge is not None:
             with trio.move_on_after(2.0):  # seekers hear it before we go (or stop taking sessions)
                 await self.nudge.published_after_now()
@@ -267,9 +277,9 @@ class WorkerDaemon:
         await fs.send("error", body, WRITE_TIMEOUT_S)
 
     def _open(self, body: dict, stream: WorkerStream, remote: str) -> dict:
-        if self.state != "serving":
-            raise Refused("draining", "this worker takes no new sessions (draining)" if self.state == "draining"
-                          else f"this worker is not serving yet ({self.state})", BUSY_RETRY_S)
+        why = self.lifecycle.refusal()
+        if why is not None:
+            raise Refused("draining", why, BUSY_RETRY_S)
         sid = body["session"]
         sv = self.served.get(body["peer"]) if body.get("peer") else self.default
         if sv is None or (sv.behaviour is not None and not sv.behaviour.alive(time.monotonic())):
@@ -431,8 +441,8 @@ async def _until_drained(daemon: WorkerDaemon, cancel_scope: trio.CancelScope) -
         if daemon.server is not None:
             print(f"gtracd worker {daemon.name}: draining ({daemon.sessions_open()} session(s), at most "
                   f"{daemon.settings.drain_s:g}s; signal again to exit now)", file=sys.stderr, flush=True)
-            daemon.leaving = True
-            await daemon.drain(daemon.settings.drain_s)  # a leave overrides a move in progress (no target)
+            daemon.announce(daemon.lifecycle.leave())  # overrides a move in progress
+            await daemon.drain(daemon.settings.drain_s)
         cancel_scope.cancel()
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
@@ -465,8 +475,8 @@ async def _run(daemon: WorkerDaemon, args, auto, closing: list) -> None:
         addrs = node.addrs
         agent = None
         if auto is not None:
-            agent = await _start_agent(daemon, node, s, *auto)
-            closing.append(agent.cache.close)
+            agent, follower = await _start_agent(daemon, node, s, *auto)
+            closing.append(follower.close)
             fp, total = agent.model, agent.fp.layers
         else:
             fp, total = daemon.server.fingerprint, daemon.server.shard.total
@@ -511,9 +521,9 @@ async def _run(daemon: WorkerDaemon, args, auto, closing: list) -> None:
         await trio.sleep_forever()
 
 
-async def _start_agent(daemon: WorkerDaemon, node, s, folder, load):
+async def _start_agent(daemon: WorkerDaemon, node, s, folder, load) -> tuple[Agent, Follower]:
     """The self-placing worker's view of the network (heartbeats + ledger replica, as a seeker keeps it) and
-    its placement agent."""
+    its placement agent; the caller closes the follower after the node stopped."""
     from ..engine.footprint import footprint
 
     fp = fingerprint(folder)
@@ -523,8 +533,6 @@ async def _start_agent(daemon: WorkerDaemon, node, s, folder, load):
         raise too_small(budget, foot)
     view = PeerView(s.initial_trust, model=fp, depth=foot.layers)
     view.node_timeout_s = s.node_timeout_s
-    cache = SeekerCache(node, view, anchor_ids(s.keystore_path), data_dir=s.home / "worker")
+    cache = Follower(node, view, anchor_ids(s.keystore_path), data_dir=s.home / "worker")
     await node.nursery.start(cache.run)
-    agent = Agent(daemon, view, daemon.ident.peer_id, fp, foot, budget, s, load)
-    agent.cache = cache
-    return agent
+    return Agent(daemon, view, daemon.ident.peer_id, fp, foot, budget, s, load), cache

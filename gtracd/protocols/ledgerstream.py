@@ -1,0 +1,66 @@
+"""The anchor's side of a ledger stream (pure): what each frame a peer sends means, in the h11 style. A driver
+(anchor/main.py `handle`) feeds every frame it read to `receive` and acts on the event:
+
+    submit {network, reports}        -> Submit(reports): admit them, answer `ack` (results in order)
+    sync_digest | sync_want {...}    -> Reply(frames): the anti-entropy responder's pages (ledgersync.Responder)
+    a frame of another network, a kind an anchor does not take, a sync frame out of place, an unreadable
+    frame (`malformed`)              -> Refuse(code, message, drop): send `error`, count `drop`, close
+
+After a Refuse the stream is closed: every later frame is refused again (a driver bug to feed one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ledgersync import ProtocolError, Responder
+
+
+@dataclass(frozen=True)
+class Submit:
+    reports: list
+
+
+@dataclass(frozen=True)
+class Reply:
+    frames: list[tuple[str, dict]]
+
+
+@dataclass(frozen=True)
+class Refuse:
+    code: str
+    message: str
+    drop: str | None = None  # the verifier's drop counter this counts under, if any
+
+    @property
+    def frame(self) -> tuple[str, dict]:
+        return "error", {"code": self.code, "message": self.message[:2000]}
+
+
+class LedgerStream:
+    def __init__(self, network: str, sync: Responder):
+        self.network = network
+        self.sync = sync  # this stream's anti-entropy session
+        self.closed = False
+
+    def _refuse(self, code: str, message: str, drop: str | None = None) -> Refuse:
+        self.closed = True
+        return Refuse(code, message, drop)
+
+    def malformed(self, why: str, oversize: bool = False) -> Refuse:
+        """A frame that did not decode (or was over the cap)."""
+        return self._refuse("bad_frame", why, "oversize" if oversize else "malformed")
+
+    def receive(self, kind: str, body: dict) -> Submit | Reply | Refuse:
+        if self.closed:
+            return Refuse("bad_frame", "the stream is closed")
+        if kind in ("submit", "sync_digest") and body.get("network") != self.network:
+            return self._refuse("wrong_network", f"this is {self.network}")
+        if kind == "submit":
+            return Submit(list(body["reports"]))
+        if kind in ("sync_digest", "sync_want"):
+            try:
+                return Reply(list(self.sync.receive(kind, body).send))
+            except ProtocolError as e:
+                return self._refuse("bad_frame", str(e), "sync_protocol")
+        return self._refuse("bad_frame", f"an anchor does not take {kind!r}")
