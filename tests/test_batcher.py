@@ -1,4 +1,4 @@
-"""The worker's continuous batching over its one compute slot (roles/limits.Batcher), with a stand-in shard
+"""The worker's continuous batching over its one compute slot (worker/compute.Batcher), with a stand-in shard
 server: steps waiting together form one pass; each gets its own result; a step cancelled while it waits
 leaves the batch; a failing pass fails every step in it; a lone step runs alone; a full queue says busy."""
 

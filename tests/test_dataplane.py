@@ -22,6 +22,7 @@ from gtracd.wire.envelope import encode_envelope  # noqa: E402
 
 from .cluster import start_workers, stop_all  # noqa: E402
 from .models import tiny_llama  # noqa: E402
+from .waiting import until  # noqa: E402
 
 pytestmark = [pytest.mark.model, pytest.mark.procs]
 
@@ -349,9 +350,11 @@ async def test_cancelling_a_generation_frees_the_session_on_every_hop(tiny_clust
         await gen.cancel()
         for w in ws:  # ... until the seeker cancels them
             lp = await net.peer_id(w.peer_id)
-            with trio.fail_after(5):
-                while (await fetch_info(host, lp, w.peer_id))["sessions"] != 0:
-                    await trio.sleep(0.02)
+
+            async def freed(lp=lp, w=w) -> bool:
+                return (await fetch_info(host, lp, w.peer_id))["sessions"] == 0
+
+            await until(freed, 5, f"the sessions on {w.peer_id[-8:]} freed", step=0.02)
 
 
 async def test_seeker_vanishing_mid_request_does_not_hurt_the_worker(tiny_cluster):

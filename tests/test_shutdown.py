@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def test_closers_run_after_every_handler_even_one_still_writing_when_cancelled(tmp_path):
-    """The shape every daemon uses (roles/common.closed_after): a handler caught mid-write by the shutdown
+    """The shape every daemon uses (daemon/runtime.closed_after): a handler caught mid-write by the shutdown
     finishes its write before the log is closed."""
     order: list[str] = []
     log = ReportLog(tmp_path / "ledger.log")

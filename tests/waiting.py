@@ -1,7 +1,10 @@
-"""Waiting on other processes in tests: their state is in files they rewrite (status, events), so the wait is a
-condition re-checked on a short period, under a deadline that fails the test with what it waited for."""
+"""Waiting on other processes in tests: their state is in files they rewrite (status, events) or behind a
+stream (a worker's session count), so the wait is a condition re-checked on a short period, under a deadline
+that fails the test with what it waited for. The condition may be a coroutine function."""
 
 from __future__ import annotations
+
+import inspect
 
 import trio
 
@@ -9,7 +12,11 @@ import trio
 async def until(pred, timeout: float, what: str, step: float = 0.1):
     """Return pred()'s first truthy value; AssertionError naming `what` after `timeout` seconds."""
     with trio.move_on_after(timeout):
-        while not (got := pred()):
+        while True:
+            got = pred()
+            if inspect.isawaitable(got):
+                got = await got
+            if got:
+                return got
             await trio.sleep(step)
-        return got
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -11,11 +11,13 @@ a restarted anchor up to date. Seekers pull with the same protocol.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import random
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -45,6 +47,11 @@ from ..wire.batch import batch_items, chunks
 from ..wire.envelope import Signer, decode_envelope
 from .announce import AnnounceQueue
 
+if TYPE_CHECKING:
+    from gtracd.config import Settings
+    from gtracd.daemon.node import Node
+    from gtracd.identity import Identity
+
 log = logging.getLogger("gtracd.anchor")
 SETTINGS = ["sync_s", "node_timeout_s", "request_timeout_s", *RULE_SETTINGS, "report_rate", "report_burst",
             "checkpoint_s"]
@@ -65,7 +72,7 @@ def keyring_ids(keystore_path, me: str) -> set[str]:
 
 
 class AnchorDaemon:
-    def __init__(self, node, anchors: set[str], data_dir=None):
+    def __init__(self, node: Node, anchors: set[str], data_dir=None):
         s = node.settings
         self.node, self.s = node, s
         self.anchors = anchors  # the other anchors' peer ids (keyring)
@@ -353,7 +360,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-async def _serve(ident, s, name, anchors, args) -> None:
+async def _serve(ident: Identity, s: Settings, name, anchors, args: argparse.Namespace) -> None:
     async def body(closing: list) -> None:
         async with trio.open_nursery() as outer:
             outer.start_soon(common.until_signalled, outer.cancel_scope)

@@ -15,6 +15,7 @@ Every figure is measured in this run; the last line is JSON (`--json` prints onl
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import tempfile
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 import trio
@@ -51,6 +53,14 @@ from ..seeker.running import running_seeker
 from ..seeker.spotcheck import RTOL
 from ..wire.envelope import Signer
 
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
+
+    from gtracd.config import Settings
+    from gtracd.control.follower import Follower
+    from gtracd.control.peerview import PeerView
+    from gtracd.daemon.node import Node
+
 GOALS = {"spoof_credit_gained": "== 0", "model_hijacked": "false", "flood_honest_success_rate": "== 1.0",
          "flood_honest_trust_drop": "== 0", "byzantine_requests_to_detect": "<= 20",
          "false_accusations": "== 0 over >= 1000 checked hops", "slander_honest_min_trust": ">= trust_floor",
@@ -72,7 +82,7 @@ def _settings(network: str, boot: list[str], root: Path, keystore: Path, **flags
 class Seeker:
     """An honest seeker in this process: its node, cache (ledger replica, heartbeats, outbox) and view."""
 
-    def __init__(self, node, cache, view, net, s, model: str):
+    def __init__(self, node: Node, cache: Follower, view: PeerView, net, s: Settings, model: str):
         self.node, self.cache, self.view, self.net, self.s, self.model = node, cache, view, net, s, model
         self.params = Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms)
         self.reports: list[dict] = []
@@ -237,7 +247,7 @@ async def hijack(net: WorkerNet, identities: int = 20, requests: int = 4) -> dic
             "hijack_honest_success_rate": ok / requests}
 
 
-async def _flood_peer(host, addr: str, model: str, start: int, end: int, streams: int, stop: trio.Event,
+async def _flood_peer(host: IHost, addr: str, model: str, start: int, end: int, streams: int, stop: trio.Event,
                       counts: dict) -> None:
     """Open as many sessions as the worker grants on `streams` streams, fill their caches, keep them idle,
     and keep asking for more until told to stop."""
@@ -351,7 +361,7 @@ def _fuzz_frames(rng: random.Random, n: int) -> list[bytes]:
     return out
 
 
-async def fuzz_streams(host, addr: str, cases: int, streams: int = 4, batch: int = 200) -> dict:
+async def fuzz_streams(host: IHost, addr: str, cases: int, streams: int = 4, batch: int = 200) -> dict:
     """Throw `cases` malformed frames at a worker's inference streams, reading every reply."""
 
     pid = await dial(host, addr)
@@ -392,7 +402,7 @@ async def fuzz_streams(host, addr: str, cases: int, streams: int = 4, batch: int
     return sent
 
 
-async def fuzz_gossip(node, cases: int) -> int:
+async def fuzz_gossip(node: Node, cases: int) -> int:
     """Malformed envelopes published on every topic (the pubsub layer signs them: they reach the handlers)."""
     rng = random.Random(2)
 
@@ -751,7 +761,7 @@ def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
     return res
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     """`gtracd bench attack`."""
     run(args.scale, args.only, args.json)
     return 0

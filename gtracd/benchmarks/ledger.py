@@ -13,6 +13,7 @@ every 2 s. Every daemon traces when it first holds each report; on one machine t
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -129,7 +130,7 @@ def run(duration: float = 30.0, rate: float = 2.0, identities: int = 50, heal_af
         shutil.rmtree(cn.root, ignore_errors=True)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     res = run(duration=args.duration, rate=args.rate, identities=args.identities)
     if args.json:
         print(json.dumps(res))

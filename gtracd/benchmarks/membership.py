@@ -17,12 +17,14 @@ daemon keeps them). Six `--layers auto --max-layers 10` workers start at random 
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -36,6 +38,9 @@ from ..routing.coverage import coverage
 from ..seeker.generation import Generation
 from ..seeker.running import running_seeker
 from .pipeline import MESSAGES
+
+if TYPE_CHECKING:
+    from gtracd.control.peerview import PeerView
 
 HEARTBEAT_S = 2.0
 NODE_TIMEOUT_S = 6.0
@@ -57,7 +62,7 @@ def _cmd(cn: ControlNet, name: str) -> tuple[list[str], str]:
 class Observer:
     """What the seeker sees, with the time each change was first seen."""
 
-    def __init__(self, view, model: str):
+    def __init__(self, view: PeerView, model: str):
         self.view, self.model = view, model
         self.changed = trio.Event()
         view.listeners.append(self._poke)
@@ -237,7 +242,7 @@ def log(m: str) -> None:
     print(m, file=sys.stderr, flush=True)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     out = trio.run(_run, rng)
     goals = {"initial_coverage_s": out["initial_coverage_s"] <= 30, "min_replicas": out["min_replicas"] >= 2,

@@ -10,6 +10,7 @@ whether torch was ever loaded and which stand-ins the daemons used (from their s
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -59,7 +60,7 @@ def run(duration: float, identities: int, rate: float) -> dict:
     }
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     r = run(args.duration, args.identities, args.rate)
     if not args.json:
         for k, v in r["rss_peak_mib"].items():

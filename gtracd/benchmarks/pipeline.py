@@ -9,6 +9,7 @@ time to the next token after `kill -9` of a middle worker that has a replacement
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -155,7 +156,7 @@ def run(hops: int, tokens: int, model: str) -> dict:
     }
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     res = run(args.hops, args.tokens, args.model or "smollm2-135m")
     if args.json:
         print(json.dumps(res))

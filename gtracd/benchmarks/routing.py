@@ -7,12 +7,13 @@ seeker rebuilds it only when its view changes); the build time is reported separ
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from ..routing.timing import SIZES, run
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else SIZES
     rows = run(sizes)
     if args.json:

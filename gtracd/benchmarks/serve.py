@@ -18,6 +18,7 @@ in the same run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -178,7 +179,7 @@ async def _run(addrs: list[str], levels: list[int], tokens: int, rounds: int, lo
             "goals": {"batch_speedup_8": 3.0, "reuse_ttft_speedup": 3.0}}
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from ..engine.models import resolve_model
 
     say = (lambda *a, **k: None) if args.json else print

@@ -27,6 +27,7 @@ saved with the reports after its boundary in one anchor's data directory. Then:
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import multiprocessing
@@ -436,7 +437,7 @@ def _count(text: str) -> int:
     return int(float(text[:-1] if mult > 1 else text) * mult)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     quiet = args.json
     say = (lambda *a, **k: None) if quiet else print
     res: dict = {}

@@ -3,6 +3,7 @@ engine (torch) is imported only inside the handlers that need it, so `gtracd --h
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import sys
@@ -23,7 +24,7 @@ from ..tui import app as top
 from . import demo, status
 
 
-def cmd_route(args) -> int:
+def cmd_route(args: argparse.Namespace) -> int:
     s = load_settings(args.config)
     try:
         doc = json.loads(Path(args.snapshot).read_text()) if args.snapshot != "-" else json.load(sys.stdin)
@@ -69,7 +70,7 @@ BENCHES = {"routing": routing.main, "pipeline": pipeline.main, "attack": attack.
 NEEDS_TORCH = {"serve"}
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench not in BENCHES:
         raise UserError(f"unknown benchmark {args.bench!r}")
     if args.bench in NEEDS_TORCH:
@@ -77,7 +78,7 @@ def cmd_bench(args) -> int:
     return BENCHES[args.bench](args)
 
 
-def cmd_model(args) -> int:
+def cmd_model(args: argparse.Namespace) -> int:
     require_torch()
     from ..engine.models import fingerprint, resolve_model
 
@@ -88,13 +89,13 @@ def cmd_model(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     require_torch()
 
     return demo.main(args)
 
 
-def cmd_testbed(args) -> int:
+def cmd_testbed(args: argparse.Namespace) -> int:
     s = load_settings(args.config, flags_from(args, TESTBED_SETTINGS))
     common.setup_logging(args.log_level)
     try:
@@ -104,12 +105,12 @@ def cmd_testbed(args) -> int:
     return 0
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     s = load_settings(args.config, {"data_dir": args.data_dir} if args.data_dir else None)
     return status.main(args, s)
 
 
-def cmd_top(args) -> int:
+def cmd_top(args: argparse.Namespace) -> int:
     s = load_settings(args.config, {"data_dir": args.data_dir} if args.data_dir else None)
     return top.main(args, s)
 
@@ -118,6 +119,13 @@ TESTBED_SETTINGS = ["network", "listen", "bootstrap", "data_dir", "heartbeat_s"]
 
 
 def register(sub) -> None:
+    """Every subcommand of this module (keys and config: cli/main.py)."""
+    for add in (_register_status, _register_top, _register_testbed, _register_model, _register_demo,
+                _register_route, _register_bench):
+        add(sub)
+
+
+def _register_status(sub) -> None:
     st = sub.add_parser("status", help="what running daemons see: peers, liveness, trust, anchors, drops")
     st.add_argument("name", nargs="?", help="only this daemon (e.g. anchor-a1, or just a1)")
     st.add_argument("--data-dir", help="state directory the daemons run with (default ~/.gtracd)")
@@ -126,6 +134,8 @@ def register(sub) -> None:
                     help="live view, refreshed every SECONDS (default 1); Ctrl-C to leave")
     st.set_defaults(func=cmd_status)
 
+
+def _register_top(sub) -> None:
     tp = sub.add_parser("top", help="full-screen live view: coverage map, peers, chains, requests, anchors, drops",
                         description="A live view of the network as the daemons under a data directory see it "
                                     "(any role; a seeker or anchor sees the whole network through heartbeats and "
@@ -136,6 +146,8 @@ def register(sub) -> None:
     tp.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period (default 1)")
     tp.set_defaults(func=cmd_top)
 
+
+def _register_testbed(sub) -> None:
     tb = sub.add_parser("testbed", help="control-plane load for tests and benchmarks (no inference)")
     tsub = tb.add_subparsers(dest="testbed_cmd", required=True)
     fl = tsub.add_parser("fleet", help="one process announcing N worker identities with batched heartbeats")
@@ -149,18 +161,24 @@ def register(sub) -> None:
     add_setting_flags(fl, TESTBED_SETTINGS)
     tb.set_defaults(func=cmd_testbed)
 
+
+def _register_model(sub) -> None:
     m = sub.add_parser("model", help="prepare models (workers)")
     msub = m.add_subparsers(dest="model_cmd", required=True)
     mp = msub.add_parser("prepare", help="convert/download once; print folder, depth and fingerprint")
     mp.add_argument("name", nargs="?", default="smollm2-135m", help="smollm2-135m | folder | hub id")
     m.set_defaults(func=cmd_model)
 
+
+def _register_demo(sub) -> None:
     d = sub.add_parser("demo", help="run a local 3-worker network on loopback and ask it a question")
     d.add_argument("--model", default="smollm2-135m")
     d.add_argument("--question", default="What is the capital of France?")
     d.add_argument("--max-new-tokens", type=int, default=48)
     d.set_defaults(func=cmd_demo)
 
+
+def _register_route(sub) -> None:
     r = sub.add_parser("route", help="choose a chain from a snapshot file (G-TRAC and baselines)")
     r.add_argument("--snapshot", required=True, help='JSON {"layers": L, "peers": [{id,start,end,trust,latency_ms,alive}]} or -')
     r.add_argument("--mode", default="g-trac", choices=("g-trac", "sp", "mr", "larac", "naive"))
@@ -172,6 +190,8 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_route)
 
+
+def _register_bench(sub) -> None:
     b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | soak | serve | attack | membership | phone")
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")

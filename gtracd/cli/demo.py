@@ -8,6 +8,7 @@ terminal), and sends its signed trust report to the anchors, which admit it. The
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import shutil
@@ -30,7 +31,7 @@ from ..seeker.running import running_seeker
 QUESTION = "What is the capital of France?"
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from ..engine.models import resolve_model
 
     t0 = time.time()

@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see: {self.prog} --help)")
 
 
-def _keystore(args) -> Keystore:
+def _keystore(args: argparse.Namespace) -> Keystore:
     if getattr(args, "keystore", None):
         return Keystore(args.keystore)
     return Keystore(load_settings(getattr(args, "config", None)).keystore_path)
@@ -37,7 +37,7 @@ def _keystore(args) -> Keystore:
 # ------------------------------------------------------------------ keys
 
 
-def cmd_keys(args) -> int:
+def cmd_keys(args: argparse.Namespace) -> int:
     ks = _keystore(args)
     op = args.keys_cmd
     if op == "gen":
@@ -88,7 +88,7 @@ def cmd_keys(args) -> int:
     return 0
 
 
-def cmd_config(args) -> int:
+def cmd_config(args: argparse.Namespace) -> int:
     s = load_settings(args.config)
     rows = [(n, getattr(s, n), s.sources[n]) for n in FIELDS]
     if args.json:

@@ -7,7 +7,9 @@ process is gone, or that stopped being refreshed, is shown as stale.
 
 from __future__ import annotations
 
+import argparse
 import json
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -16,8 +18,11 @@ from ..errors import UserError
 from ..tui.network import build
 from ..tui.render import report
 
+if TYPE_CHECKING:
+    from gtracd.config import Settings
 
-def main(args, settings) -> int:
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
     docs = collect(settings, args.name)
     if args.json:
         print(json.dumps(docs, indent=1, sort_keys=True, default=str))

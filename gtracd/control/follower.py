@@ -18,6 +18,7 @@ import json
 import logging
 import random
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -35,11 +36,15 @@ from .outbox import Outbox
 from .peerview import PeerView
 from .replica import Checkpointer, Replica, ledger_gossip, rule_params
 
+if TYPE_CHECKING:
+    from gtracd.config import Settings
+    from gtracd.daemon.node import Node
+
 log = logging.getLogger("gtracd.seeker")
 
 
 class Follower:
-    def __init__(self, node, view: PeerView, anchors: set[str], data_dir=None):
+    def __init__(self, node: Node, view: PeerView, anchors: set[str], data_dir=None):
         s = node.settings
         self.node, self.s, self.view, self.anchors = node, s, view, anchors
         d = (data_dir or s.home / "seeker") / node.name
@@ -327,7 +332,7 @@ def from_wall(doc) -> dict:
     return _shifted(doc, time.monotonic() - time.time())
 
 
-def pinned_view(s) -> PeerView:
+def pinned_view(s: Settings) -> PeerView:
     """A seeker's view from its settings, pinned to the one model it serves (`--model`, default the built-in
     SmolLM2)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -18,7 +19,10 @@ from ..wire.batch import chunks
 from ..wire.envelope import Signer
 from .peerview import WorkerEntry, entry_from_heartbeat
 
-log = logging.getLogger("gtracd.control.heartbeat")
+if TYPE_CHECKING:
+    from gtracd.daemon.node import Node
+
+log = logging.getLogger("gtracd.heartbeat")
 # py-libp2p's yamux splits a write into 64 KiB frames, each under its own lock: two tasks writing one pubsub
 # stream at once interleave the frames of anything bigger, the receiver's protobuf parse fails and its stream
 # handler dies (seen with 336 identities' heartbeats in one 84 KB batch). Every gossip payload stays < 48 KiB.
@@ -87,7 +91,7 @@ class Nudge:
             await self.sent.wait()
 
 
-async def publish_heartbeats(node, hosted: list[Hosted], period: float, nudge: Nudge | None = None) -> None:
+async def publish_heartbeats(node: Node, hosted: list[Hosted], period: float, nudge: Nudge | None = None) -> None:
     signer = Signer(node.ident)
     while True:
         if nudge is not None:
@@ -107,7 +111,7 @@ async def publish_heartbeats(node, hosted: list[Hosted], period: float, nudge: N
                 await trio.sleep_forever()
 
 
-def admit_heartbeats(node, data: bytes, now: float | None = None) -> list[WorkerEntry]:
+def admit_heartbeats(node: Node, data: bytes, now: float | None = None) -> list[WorkerEntry]:
     """Verify a heartbeat gossip payload (plain or batch); returns the workers it announces, heard now on the
     monotonic clock (liveness never follows the wall clock). Every drop is counted by reason in the node's
     verifier; `now` (wall) checks the signed timestamps' skew."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -23,7 +24,10 @@ from ..ledger.crdt import make_checkpoint
 from ..ledger.signed import is_held
 from ..ledger.store import load_checkpoint, save_checkpoint
 
-log = logging.getLogger("gtracd.control.replica")
+if TYPE_CHECKING:
+    from gtracd.config import Settings
+
+log = logging.getLogger("gtracd.replica")
 REFOLD_SPACING = 4.0  # after a refold that took t, the next one waits >= 4 t (a seeker routes with the result)
 DISPLAY_REFOLD_SPACING = 20.0  # an anchor's derived trust is only shown (status, top): refold more rarely
 
@@ -32,7 +36,7 @@ RULE_SETTINGS = ["initial_trust", "reward", "penalty", "unknown_penalty", "alpha
                  "reporter_window_s", "wrong_output_penalty", "standing_age_s", "standing_reports", "newcomer_budget"]
 
 
-def rule_params(s) -> RuleParams:
+def rule_params(s: Settings) -> RuleParams:
     return RuleParams(initial_trust=s.initial_trust, reward=s.reward, penalty=s.penalty,
                       unknown_penalty=s.unknown_penalty, alpha=s.alpha, latency0_ms=s.latency0_ms,
                       reporter_budget=s.reporter_budget, window_s=s.reporter_window_s,
@@ -40,7 +44,7 @@ def rule_params(s) -> RuleParams:
                       standing_reports=s.standing_reports, newcomer_budget=s.newcomer_budget)
 
 
-def checkpoint_lag(s) -> float:
+def checkpoint_lag(s: Settings) -> float:
     """How far behind now checkpoint boundaries stay: anchors admit reports up to reporter_window_s old (and
     hold a report naming an unheard worker up to 2 x node_timeout_s before admitting it), and anti-entropy
     gets ten rounds to spread the last of them."""

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,7 +28,12 @@ from ..net.links import Links
 from ..wire.verifier import Verifier
 from .statusfiles import status_dir, status_file, write_status  # noqa: F401  (re-exported)
 
-log = logging.getLogger("gtracd.daemon.node")
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
+
+    from gtracd.config import Settings
+
+log = logging.getLogger("gtracd.node")
 
 
 class Events:
@@ -107,7 +113,7 @@ def _rss_mib() -> float | None:
 
 
 class Node:
-    def __init__(self, role: str, name: str, ident: Identity, settings, host, gossip, links, events: Events):
+    def __init__(self, role: str, name: str, ident: Identity, settings: Settings, host: IHost, gossip, links, events: Events):
         self.role, self.name, self.ident, self.settings = role, name, ident, settings
         self.host, self.gossip, self.links, self.events = host, gossip, links, events
         self.verifier = Verifier(max_skew_s=60.0)
@@ -178,7 +184,7 @@ class Node:
 
 
 @asynccontextmanager
-async def running_node(role: str, name: str, ident: Identity, settings, events_path: str | None = None,
+async def running_node(role: str, name: str, ident: Identity, settings: Settings, events_path: str | None = None,
                        persistent_peerstore: bool = True):
     """Host, gossip and links up; yields the Node inside a nursery whose cancellation is a clean shutdown
     (the host closes first, then gossip services)."""

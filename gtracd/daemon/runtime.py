@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -17,6 +18,9 @@ from ..errors import UserError
 from ..identity import Identity, Keystore, read_passphrase_file
 from ..net.librarylogs import count_library_logs
 from ..wire.text import printable
+
+if TYPE_CHECKING:
+    from gtracd.config import Settings
 
 COMMON = ["network", "listen", "bootstrap", "key", "keystore", "data_dir"]
 
@@ -48,11 +52,11 @@ def daemon_name(s: str) -> str:
     return s
 
 
-def settings_from(args, names: list[str]):
+def settings_from(args: argparse.Namespace, names: list[str]):
     return load_settings(args.config, flags_from(args, COMMON + names))
 
 
-def identity(args, settings, default_key: str) -> Identity:
+def identity(args: argparse.Namespace, settings: Settings, default_key: str) -> Identity:
     if args.ephemeral:
         return Identity.generate()
     ks = Keystore(settings.keystore_path)

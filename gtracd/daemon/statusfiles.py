@@ -8,13 +8,17 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gtracd.config import Settings
 
 
-def status_dir(settings) -> Path:
+def status_dir(settings: Settings) -> Path:
     return settings.home / "run"
 
 
-def status_file(settings, role: str, name: str, peer_id: str) -> Path:
+def status_file(settings: Settings, role: str, name: str, peer_id: str) -> Path:
     """A daemon's status slot: the short peer id in it, so two daemons never share one, even with one name."""
     return status_dir(settings) / f"{role}-{name}-{peer_id[-8:]}.json"
 
@@ -35,7 +39,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def collect(settings, name: str | None = None) -> list[dict]:
+def collect(settings: Settings, name: str | None = None) -> list[dict]:
     d = status_dir(settings)
     out = []
     for f in sorted(d.glob("*.json")) if d.exists() else []:

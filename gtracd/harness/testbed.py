@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -19,6 +21,9 @@ from ..daemon import runtime as common
 from ..daemon.node import running_node
 from ..identity import Identity
 from ..wire.envelope import Signer
+
+if TYPE_CHECKING:
+    from gtracd.config import Settings
 
 
 def fleet_identities(n: int, seed: str) -> list[Identity]:
@@ -31,7 +36,7 @@ def fleet_layout(n: int, stages: int, total: int) -> list[tuple[int, int]]:
     return [(bounds[i % stages], bounds[i % stages + 1]) for i in range(n)]
 
 
-async def run_fleet(args, s) -> None:
+async def run_fleet(args: argparse.Namespace, s: Settings) -> None:
     ids = fleet_identities(args.identities, args.seed)
     layout = fleet_layout(args.identities, args.stages, args.total_layers)
     async with trio.open_nursery() as outer:

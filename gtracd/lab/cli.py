@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -86,7 +87,7 @@ def _ints(text: str, what: str) -> list[int]:
     return out
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     cmd = args.lab_cmd
     ts = getattr(args, "time_scale", 1.0)
     if not (math.isfinite(ts) and ts > 0):

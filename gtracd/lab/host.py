@@ -8,11 +8,13 @@ slower host, corruption, crash, flapping.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import random
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -28,10 +30,15 @@ from .layout import groups, host_identity, peer_identity
 from .plan import load_plan
 from .profiles import load_catalog
 
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
+
+    from gtracd.config import Settings
+
 log = logging.getLogger("gtracd.lab")
 
 
-def main(args, s) -> int:
+def main(args: argparse.Namespace, s: Settings) -> int:
     from ..engine import require_torch
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -74,7 +81,7 @@ def main(args, s) -> int:
     return 0
 
 
-async def _serve(daemon, host, s, args) -> None:
+async def _serve(daemon, host: IHost, s: Settings, args: argparse.Namespace) -> None:
     async with trio.open_nursery() as outer:
         outer.start_soon(common.until_signalled, outer.cancel_scope)
         async with running_node("worker", daemon.name, host, s, persistent_peerstore=False) as node:

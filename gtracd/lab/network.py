@@ -5,6 +5,7 @@ everything it started).
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -32,6 +34,9 @@ from ..wire.envelope import Signer
 from .layout import groups
 from .plan import Plan, load_plan
 from .profiles import load_catalog
+
+if TYPE_CHECKING:
+    from gtracd.daemon.node import Node
 
 
 def model_for(plan: Plan, model: str | None) -> str:
@@ -162,7 +167,7 @@ def priors_records(operator, lab: Lab, network: str, epoch: int) -> list[bytes]:
             for i in range(0, len(priors), PRIORS_PER_RECORD)]
 
 
-async def submit_priors(node, anchors: list[str], operator, lab: Lab, network: str, epoch: int) -> None:
+async def submit_priors(node: Node, anchors: list[str], operator, lab: Lab, network: str, epoch: int) -> None:
     """Submit the priors epoch to every anchor; one anchor is enough (anti-entropy brings the others)."""
 
 
@@ -211,7 +216,7 @@ def _last_line(e: BaseException) -> str:
     return useful[-1].strip()[:300] if useful else str(e)
 
 
-def run_up(args) -> int:
+def run_up(args: argparse.Namespace) -> int:
     """`gtracd lab up`: start the lab and keep it running until Ctrl-C / SIGTERM."""
 
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -43,6 +44,11 @@ from .logs import (
 from .network import Lab, LabSettings, model_for, submit_priors
 from .plan import load_plan
 from .profiles import load_catalog
+
+if TYPE_CHECKING:
+    from gtracd.config import Settings
+    from gtracd.control.follower import Follower
+    from gtracd.daemon.node import Node
 
 log = logging.getLogger("gtracd.lab")
 
@@ -241,7 +247,7 @@ async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
     return summary
 
 
-async def new_epoch(node, cache, operator, lab: Lab, network: str) -> int:
+async def new_epoch(node: Node, cache: Follower, operator, lab: Lab, network: str) -> int:
     """Start a fresh ledger epoch with the plan's trust0 priors (signed by a keyring anchor's key, submitted to
     every anchor); returns once this seeker's replica derives from it."""
 
@@ -259,7 +265,7 @@ async def new_epoch(node, cache, operator, lab: Lab, network: str) -> int:
     return epoch
 
 
-async def _request(i, mode, length, cfg, lab, s, params, net, view, cache, prompts, refs, name_of, rows, run_id,
+async def _request(i, mode, length, cfg, lab, s: Settings, params, net, view: PeerView, cache: Follower, prompts, refs, name_of, rows, run_id,
                    logs) -> dict:
     prompt = prompts[i % len(prompts)]
     gen = Generation(net, view, params, mode, {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0},
@@ -355,7 +361,7 @@ def _trace_log(logs: dict, out: Path, mode: str, model: str) -> CsvLog:
     return logs[key]
 
 
-async def _await_reports(cache, raws: list[bytes], timeout: float = 2.0) -> None:
+async def _await_reports(cache: Follower, raws: list[bytes], timeout: float = 2.0) -> None:
     """Requests run back to back: let this request's reports come back through an anchor into the seeker's
     replica (tens of ms) before the next routing decision, as the paper's trust updates do."""
 

@@ -28,8 +28,12 @@ import weakref
 from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
 
 log = logging.getLogger("gtracd.gossip")
 
@@ -127,7 +131,7 @@ def remember_peer_records() -> None:
         return
     memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # host -> {(peer, record): consumed at}
 
-    def consume(msg, host, peer_id=None) -> bool:
+    def consume(msg, host: IHost, peer_id=None) -> bool:
         if not msg.HasField("senderRecord"):
             return True
         try:
@@ -222,7 +226,7 @@ def guarded_pubsub_class():
 
 
 @asynccontextmanager
-async def running_gossip(host, network: str, params: GossipParams = GossipParams()):
+async def running_gossip(host: IHost, network: str, params: GossipParams = GossipParams()):
     from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
     from libp2p.tools.anyio_service import background_trio_service
 

@@ -1,5 +1,5 @@
 """Seeker side of one worker session: one long-lived stream, one request in flight at a time — a thin driver
-of wire/infer.HopStream, which decides what may be sent and what each frame read means.
+of protocols/infer.HopStream, which decides what may be sent and what each frame read means.
 
 A transport failure (EOF, reset, deadline) or a protocol violation raises HopFailed; an error frame from the
 worker raises HopError(code). Both carry the peer id so the seeker can attribute the failure exactly.
@@ -8,6 +8,7 @@ worker raises HopError(code). Both carry the peer id so the seeker can attribute
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -17,6 +18,9 @@ from ..wire.binding import binding_ok
 from .framing import FramedStream, StreamClosed
 from .host import open_stream
 from .protocols import INFER, WRITE_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
 
 TIMEOUT, TRANSPORT, PROTOCOL = "timeout", "transport", "protocol"
 FAILURES = (TIMEOUT, TRANSPORT, PROTOCOL)  # what went wrong, typed: blame decides on this, never on message text
@@ -40,7 +44,7 @@ class HopError(GtracError):
 
 
 class HopSession:
-    def __init__(self, host, peer_id, peer: str):
+    def __init__(self, host: IHost, peer_id, peer: str):
         self.host = host
         self.peer_id = peer_id  # libp2p ID
         self.peer = peer  # base58
@@ -139,7 +143,7 @@ class HopSession:
             self.fs = None
 
 
-async def fetch_info(host, peer_id, peer: str, timeout: float = 5.0) -> dict:
+async def fetch_info(host: IHost, peer_id, peer: str, timeout: float = 5.0) -> dict:
     hs = HopSession(host, peer_id, peer)
     try:
         return await hs.request("info", {}, timeout)

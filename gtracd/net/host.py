@@ -9,12 +9,16 @@ import os
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..errors import UserError
 from ..identity import Identity
 from .librarylogs import count_library_logs
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
 
 log = logging.getLogger("gtracd.net")
 
@@ -50,7 +54,7 @@ def build_host(ident: Identity, peerstore=None):
     return host
 
 
-def multiaddr_of(host) -> list[str]:
+def multiaddr_of(host: IHost) -> list[str]:
     pid = host.get_id().to_base58()
     return [f"{a}" if "/p2p/" in str(a) else f"{a}/p2p/{pid}" for a in host.get_addrs()]
 
@@ -138,7 +142,7 @@ async def running_host(ident: Identity, listen: str = "/ip4/127.0.0.1/tcp/0", pe
             lock.close()
 
 
-async def dial(host, addr: str, timeout: float = 10.0):
+async def dial(host: IHost, addr: str, timeout: float = 10.0):
     """Connect to a /.../p2p/ID multiaddr; returns the peer ID object."""
     import multiaddr
     from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -156,7 +160,7 @@ async def dial(host, addr: str, timeout: float = 10.0):
     return info.peer_id
 
 
-async def open_stream(host, peer_id, protocol: str, timeout: float = 10.0):
+async def open_stream(host: IHost, peer_id, protocol: str, timeout: float = 10.0):
     from libp2p.custom_types import TProtocol
 
     with trio.fail_after(timeout):

@@ -8,7 +8,7 @@ lacks; anchors also push what the other lacks). One short-lived stream per excha
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 
@@ -17,6 +17,9 @@ from ..protocols.ledgersync import Initiator, ProtocolError
 from .framing import FramedStream
 from .host import open_stream
 from .protocols import LEDGER
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
 
 PAGE = 200  # reports per submit frame (each <= 8 KiB signed envelope; frame cap 2 MiB)
 READ_TIMEOUT_S = 10.0
@@ -33,7 +36,7 @@ class Exchange(NamedTuple):
     capped: bool  # this replica lacked more than one session asks for: start the next one now
 
 
-async def _open(host, lp) -> FramedStream:
+async def _open(host: IHost, lp) -> FramedStream:
     return FramedStream(await open_stream(host, lp, LEDGER, READ_TIMEOUT_S))
 
 
@@ -46,7 +49,7 @@ async def _expect(fs: FramedStream, kind: str) -> dict:
     return body
 
 
-async def submit(host, lp, network: str, raws: list[bytes]) -> dict:
+async def submit(host: IHost, lp, network: str, raws: list[bytes]) -> dict:
     """Send reports; returns the summed ack. Raises SyncError / StreamClosed / TooSlowError."""
     fs = await _open(host, lp)
     total = {"admitted": 0, "duplicate": 0, "pending": 0, "dropped": {}, "results": []}
@@ -64,7 +67,7 @@ async def submit(host, lp, network: str, raws: list[bytes]) -> dict:
     return total
 
 
-async def anti_entropy(host, lp, network: str, replica, ingest, push: bool,
+async def anti_entropy(host: IHost, lp, network: str, replica, ingest, push: bool,
                        epoch_signers: set[str], adopt=None, meter: dict | None = None) -> Exchange:
     """One exchange with the anchor `lp` for `replica` (a replica.Replica); every pulled report is verified
     (unless the replica holds it or is verifying it on another path: Replica.claim), `ingest(reports)` merges and

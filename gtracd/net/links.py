@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..errors import UserError
 from .addressbook import AddressBook
 from .host import dial
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
 
 log = logging.getLogger("gtracd.links")
 
@@ -26,7 +30,7 @@ class Links:
     """The driver of an AddressBook (net/addressbook.py): dials what it says is due, reports each outcome, and
     keeps the cut set."""
 
-    def __init__(self, host, bootstrap: list[str] = (), interval: float = 2.0, dial_timeout: float = 5.0,
+    def __init__(self, host: IHost, bootstrap: list[str] = (), interval: float = 2.0, dial_timeout: float = 5.0,
                  max_addrs: int = 1024, max_keep: int = 256, max_backoff: float = 120.0):
         self.host = host
         self.interval = interval
@@ -58,7 +62,12 @@ class Links:
         return self.book.dial_failures
 
     def learn(self, addr: str, keep: bool = False) -> str:
-        return self.book.learn(addr, keep, self.connected)
+        forgotten = self.book.forgotten
+        pid = self.book.learn(addr, keep, self.connected)
+        if self.book.forgotten != forgotten:  # the book forgot a peer: so do we
+            for gone in set(self._ids) - set(self.book.addrs):
+                del self._ids[gone]
+        return pid
 
     def hold(self, pid: str, trusted: bool = False) -> bool:
         """Stay connected to `pid` (bounded unless `trusted`: keyring anchors)."""

@@ -41,9 +41,9 @@ def verdict(err: BaseException, draining: bool = False) -> Verdict:
     if isinstance(err, HopFailed):  # the deadline passed, the transport broke, or the protocol was violated
         if err.reason == TIMEOUT:
             return Verdict("timeout", True)
-        if err.reason == PROTOCOL:
-            return Verdict("protocol", True)
-        return Verdict("drained", False) if draining else Verdict("transport", True)
+        if draining:  # a session its drain bound cut: the stream broke, or its last frames came out garbled
+            return Verdict("drained", False)
+        return Verdict("protocol", True) if err.reason == PROTOCOL else Verdict("transport", True)
     code = getattr(err, "code", None)
     if code in REFUSALS:
         return Verdict("refusal", False, getattr(err, "retry_after_s", None))

@@ -265,12 +265,12 @@ class Generation:
                 break
             except (HopFailed, HopError) as e2:
                 v2 = self._verdict(e2, new) if new is not None else verdict(e2)
-                may_wait = trio.current_time() < deadline
-                self.accounts.replacement_failed(rep.id, v2, str(e2), may_wait)
                 if v2.kind == "refusal":
                     self.view.refused(rep.id, time.monotonic() + (v2.retry_after_s or BUSY_RETRY_S))
                 if hs is not None:
                     await hs.abort()
+                may_wait = trio.current_time() < deadline
+                self.accounts.replacement_failed(rep.id, v2, str(e2), may_wait)
                 if may_wait:  # still allowed to wait: the next replacement
                     if isinstance(e2, HopFailed):
                         self.view.unreachable(rep.id)  # presumed gone, like the hop it replaced

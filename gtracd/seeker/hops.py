@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -12,6 +13,9 @@ from ..control.peerview import PeerView, WorkerEntry
 from ..net.hop import TIMEOUT, HopFailed, HopSession
 from ..net.host import dial
 from ..wire import encode_tensor
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
 
 
 @dataclass
@@ -62,7 +66,7 @@ class Hop:
 class SeekerNet:
     """The seeker's libp2p host plus dialling of known workers."""
 
-    def __init__(self, host, view: PeerView):
+    def __init__(self, host: IHost, view: PeerView):
         self.host = host
         self.view = view
         self._ids: dict[str, object] = {}

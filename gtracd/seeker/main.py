@@ -20,11 +20,13 @@ caches across turns, so only new tokens are prefilled. Ctrl-C cancels the sessio
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -38,8 +40,12 @@ from .api.server import check_bind, read_api_key, serve_api
 from .generation import Generation, GenerationFailed
 from .recent import Recent
 from .running import RunningSeeker, running_seeker
-from .service import SeekerService, discover, routing_params, wait_for_route
+from .service import Request, SeekerService, discover, routing_params, wait_for_route
 from .testload import synthetic_reports
+
+if TYPE_CHECKING:
+    from gtracd.config import Settings
+    from gtracd.identity import Identity
 
 log = logging.getLogger("gtracd.seeker")
 SETTINGS = ["model", "mode", "trust_floor", "penalty_ms", "larac_min_reliability", "max_new_tokens", "max_length",
@@ -66,7 +72,7 @@ def build_parser():
     add_setting_flags(g, SETTINGS)
     v = sub.add_parser("serve", help="keep the ledger replica and liveness view synced; write status")
     v.add_argument("--testbed-reports", type=float, default=0.0, metavar="RATE",
-                   help="testbed load: emit RATE synthetic trust reports/s over live identities (see gtracd.harness.testbed)")
+                   help="testbed load: emit RATE synthetic trust reports/s over live identities (see gtracd.seeker.testload)")
     v.add_argument("--events", help="append a JSON-lines trace of ledger events here (tests, benchmarks)")
     v.add_argument("--http", metavar="HOST:PORT", help="serve the OpenAI-compatible API here (e.g. 127.0.0.1:8080; "
                                                        "any other host than loopback needs --api-key-file)")
@@ -78,7 +84,7 @@ def build_parser():
     return p
 
 
-async def run_generate(args, s, ident, name: str) -> int:
+async def run_generate(args: argparse.Namespace, s: Settings, ident: Identity, name: str) -> int:
     if not args.peer and not s.bootstrap:
         raise UserError("no workers given: --peer MULTIADDR (repeat), or --bootstrap ANCHOR_MULTIADDR")
     if not args.prompt and not args.chat:
@@ -88,7 +94,7 @@ async def run_generate(args, s, ident, name: str) -> int:
     return await _run_generate(args, s, ident, name, sampling, status)
 
 
-async def _run_generate(args, s, ident, name, sampling, status) -> int:
+async def _run_generate(args: argparse.Namespace, s: Settings, ident: Identity, name, sampling, status) -> int:
     # on a network (bootstrap): heartbeats, ledger replica, trust reports (the follower)
     async with running_seeker(name, ident, s, persistent_peerstore=not args.ephemeral) as sk:
         node, view, net, cache = sk.node, sk.view, sk.net, sk.cache
@@ -106,7 +112,7 @@ async def _run_generate(args, s, ident, name, sampling, status) -> int:
                 raise UserError("no live chain covering every layer was heard within "
                                 f"{s.node_timeout_s:g}s (are workers up and bootstrapped to the same network?)")
         try:
-            return await _generate(args, s, view, net, sampling, status, cache, recent)
+            return await _generate(args, s, sk, sampling, status, recent)
         finally:
             if cache is not None:
                 with trio.CancelScope(shield=True):
@@ -115,58 +121,54 @@ async def _run_generate(args, s, ident, name, sampling, status) -> int:
                     status(f"gtracd: {left} trust report(s) kept in the outbox for the next run (no anchor answered)")
 
 
-async def _generate(args, s, view, net, sampling, status, cache, recent: Recent) -> int:
-    service = SeekerService(net, view, s, cache, recent)
+async def _generate(args: argparse.Namespace, s: Settings, sk: RunningSeeker, sampling: dict, status, recent: Recent) -> int:
+    """`generate`: every prompt (or chat turn) is a request of the seeker's request service, as the HTTP API's
+    are: the same generation, repair, reports and kept conversations."""
+    service = SeekerService(sk.net, sk.view, s, sk.cache, recent, max_requests=max(1, len(args.prompt)))
+    try:
+        if args.chat:
+            return await _chat(args, s, service, sampling, status)
+        return await _prompts(args, s, service, sampling, status)
+    finally:
+        await service.aclose()
 
-    async def report(gen: Generation, ok: bool, culprit, tokens: int, t0: float | None, error: str | None = None) -> None:
-        """A request ended (t0 None: already recorded per chat turn)."""
-        await service.report(gen, ok, culprit, tokens, None if t0 is None else time.monotonic() - t0, error)
 
-    def new_gen():
-        return service.new_generation(sampling)
+def _request(s: Settings, sampling: dict, **what) -> Request:
+    return Request(max_tokens=s.max_new_tokens, temperature=sampling["temperature"], top_p=sampling["top_p"],
+                   top_k=sampling["top_k"], seed=sampling["seed"], **what)
 
-    if args.chat:
-        return await _chat(args, s, new_gen(), status, report, recent)
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+async def _prompts(args: argparse.Namespace, s: Settings, service: SeekerService, sampling: dict, status) -> int:
     results: list[dict | None] = [None] * len(args.prompt)
     streaming = len(args.prompt) == 1 and not args.json
 
+    def chain_line(gen: Generation) -> None:
+        status(f"gtracd: chain ({s.mode}, selected in {gen.selection_ms:.3f} ms): {_chain_line(gen)}")
+
     async def one(i: int, prompt: str) -> None:
-        gen = new_gen()
-        t0 = time.monotonic()
         try:
-            with trio.fail_after(s.request_timeout_s + s.max_new_tokens * 2.0):
-                await gen.start()
-                status(f"gtracd: chain ({s.mode}, selected in {gen.selection_ms:.3f} ms): {_chain_line(gen)}")
-                toks = await gen.tokenize(text=prompt)
-                on_piece = (lambda t: (sys.stdout.write(t), sys.stdout.flush())) if streaming else None
-                r = await gen.turn(toks, s.max_new_tokens, on_piece)
-            await report(gen, True, None, len(r.tokens), t0)
-            results[i] = {"prompt": prompt, "text": r.text, "tokens": r.tokens, "chain": r.chain,
-                          "prefill_ms": r.prefill_ms, "tok_s": (len(r.step_ms) / (sum(r.step_ms) / 1e3))
-                          if r.step_ms else None, "repairs": gen.repair_log, "selection_ms": r.selection_ms,
-                          "hop_latency_ms": gen.hop_latency_ms()}
+            c = await service.complete(_request(s, sampling, prompt=prompt), _write if streaming else None,
+                                       chain_line)
         except GenerationFailed as e:
-            await report(gen, False, e.culprit, 0, t0, str(e))
             results[i] = {"prompt": prompt, "error": str(e)}
-            await gen.cancel()
-        except trio.TooSlowError:
-            results[i] = {"prompt": prompt, "error": f"timed out after {s.request_timeout_s}s"}
-            await gen.cancel()
-        except BaseException:
-            await gen.cancel()  # Ctrl-C / cancellation: free every hop's session
-            raise
-        else:
-            await gen.aclose()
+            return
+        results[i] = {"prompt": prompt, "text": c.text, "tokens": c.token_ids, "chain": c.chain,
+                      "prefill_ms": c.prefill_ms, "tok_s": (len(c.step_ms) / (sum(c.step_ms) / 1e3))
+                      if c.step_ms else None, "repairs": c.repair_log, "selection_ms": c.selection_ms,
+                      "hop_latency_ms": c.hop_latency_ms}
 
     async with trio.open_nursery() as n:
         for i, prm in enumerate(args.prompt):
             n.start_soon(one, i, prm)
-    failed = 0
     for r in results:
         if args.json:
             print(json.dumps(r))
         elif "error" in r:
-            failed += 1
             print(f"gtracd: generation failed: {r['error']}", file=sys.stderr)
         elif streaming:
             print()
@@ -174,7 +176,7 @@ async def _generate(args, s, view, net, sampling, status, cache, recent: Recent)
         else:
             print(f"--- {r['prompt']}\n{r['text']}")
             _stats(status, r)
-    return 1 if failed or any("error" in r for r in results) else 0
+    return 1 if any("error" in r for r in results) else 0
 
 
 def _chain_line(gen: Generation) -> str:
@@ -189,54 +191,43 @@ def _stats(status, r: dict) -> None:
     status(f"gtracd: {len(r['tokens'])} tokens, prefill {r['prefill_ms']:.0f} ms, {tok_s}{rep}")
 
 
-async def _chat(args, s, gen: Generation, status, report, recent: Recent) -> int:
-    messages: list[dict] = []
+async def _chat(args: argparse.Namespace, s: Settings, service: SeekerService, sampling: dict, status) -> int:
+    """Each turn is a request with the conversation so far; the service keeps the conversation's chain open,
+    so a turn prefills only what is new."""
+    messages: list[tuple[str, str]] = []
     turns = list(args.turn) + list(args.prompt)
     interactive = not turns
-    t0 = time.monotonic()
-    try:
-        await gen.start()
-        status(f"gtracd: chain: {_chain_line(gen)}")
-        while True:
-            if interactive:
-                line = await trio.to_thread.run_sync(_readline, abandon_on_cancel=True)
-                if line is None:
-                    break
-                user = line.strip()
-                if not user:
-                    continue
-            else:
-                if not turns:
-                    break
-                user = turns.pop(0)
-                if not args.json:
-                    print(f"> {user}")
-            messages.append({"role": "user", "content": user})
-            t0 = time.monotonic()
-            toks = await gen.tokenize(messages=messages)
-            before = len(gen.fed)
-            r = await gen.turn(toks, s.max_new_tokens,
-                               None if args.json else (lambda t: (sys.stdout.write(t), sys.stdout.flush())))
-            messages.append({"role": "assistant", "content": r.text})
-            recent.record(gen, True, None, len(r.tokens), time.monotonic() - t0)  # each turn, as it ends
-            reused = min(before, len(toks))
-            if args.json:
-                print(json.dumps({"user": user, "text": r.text, "tokens": r.tokens, "prompt_tokens": len(toks),
-                                  "cached_before": before, "repairs": gen.repair_log}))
-            else:
-                print()
-                status(f"gtracd: {len(r.tokens)} tokens; prompt {len(toks)} tokens, {reused} already cached")
-        await report(gen, True, None, len(gen.fed), None)
-        await gen.aclose()
-        return 0
-    except GenerationFailed as e:
-        await report(gen, False, e.culprit, 0, t0, str(e))
-        await gen.cancel()
-        print(f"gtracd: generation failed: {e}", file=sys.stderr)
-        return 1
-    except BaseException:
-        await gen.cancel()
-        raise
+    while True:
+        if interactive:
+            line = await trio.to_thread.run_sync(_readline, abandon_on_cancel=True)
+            if line is None:
+                break
+            user = line.strip()
+            if not user:
+                continue
+        else:
+            if not turns:
+                break
+            user = turns.pop(0)
+            if not args.json:
+                print(f"> {user}")
+        messages.append(("user", user))
+        try:
+            c = await service.complete(_request(s, sampling, messages=tuple(messages)),
+                                       None if args.json else _write,
+                                       lambda gen: status(f"gtracd: chain: {_chain_line(gen)}"))
+        except GenerationFailed as e:
+            print(f"gtracd: generation failed: {e}", file=sys.stderr)
+            return 1
+        messages.append(("assistant", c.text))
+        if args.json:
+            print(json.dumps({"user": user, "text": c.text, "tokens": c.token_ids, "prompt_tokens": c.prompt_tokens,
+                              "cached_before": c.reused_tokens, "repairs": c.repair_log}))
+        else:
+            print()
+            status(f"gtracd: {c.completion_tokens} tokens; prompt {c.prompt_tokens} tokens, {c.reused_tokens} "
+                   "already cached")
+    return 0
 
 
 def _readline():
@@ -249,14 +240,14 @@ def _readline():
         return None
 
 
-async def run_serve(args, s, ident, name: str) -> int:
+async def run_serve(args: argparse.Namespace, s: Settings, ident: Identity, name: str) -> int:
     async with trio.open_nursery() as outer:
         outer.start_soon(common.until_signalled, outer.cancel_scope)
         await _serve_node(args, s, ident, name)
     return 0
 
 
-async def _serve_node(args, s, ident, name) -> None:
+async def _serve_node(args: argparse.Namespace, s: Settings, ident: Identity, name) -> None:
     api_key = bind = None
     if args.http:
         api_key = read_api_key(args.api_key_file)
@@ -284,7 +275,7 @@ async def _serve_node(args, s, ident, name) -> None:
                 await cache.drain(2.0)
 
 
-async def _start_api(sk: RunningSeeker, s, args, bind: str, api_key: str | None):
+async def _start_api(sk: RunningSeeker, s: Settings, args: argparse.Namespace, bind: str, api_key: str | None):
     """The service over this seeker's view and cache, and the HTTP API serving it in the node's nursery."""
     node = sk.node
     recent = Recent()

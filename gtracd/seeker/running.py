@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..control.follower import Follower, anchor_ids, pinned_view
 from ..control.peerview import PeerView
 from ..daemon.node import Node, running_node
 from ..identity import Identity
 from .hops import SeekerNet
+
+if TYPE_CHECKING:
+    from gtracd.config import Settings
 
 
 @dataclass
@@ -24,7 +28,7 @@ class RunningSeeker:
 
 
 @asynccontextmanager
-async def running_seeker(name: str, ident: Identity, s, view: PeerView | None = None, events: str | None = None,
+async def running_seeker(name: str, ident: Identity, s: Settings, view: PeerView | None = None, events: str | None = None,
                          persistent_peerstore: bool = False, follow: bool | None = None):
     """`view`: the peer view to route from (default: pinned to `s.model`); `follow`: run the follower
     (default: when `s.bootstrap` names anchors)."""

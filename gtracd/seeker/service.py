@@ -1,8 +1,8 @@
 """The seeker as a service: a request in (chat messages or prompt text, sampling, limits, stop strings), its
 text out as it is generated, through a chain routed per request; conversations are kept open so the next
-turn prefills only what is new (seeker/contexts.py). The HTTP API (gtracd/api) and the Python client
-(gtracd/seeker/client.py) both drive it, and the CLI's `generate` shares its Generation and report paths; the
-trust reports and the recent-requests view follow every request.
+turn prefills only what is new (seeker/contexts.py). The HTTP API (seeker/api) and the Python client
+(seeker/client.py) and the CLI's `generate` (each prompt or chat turn a request) all drive it; the trust
+reports and the recent-requests view follow every request.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -23,10 +24,15 @@ from .contexts import KEEP, Context, Contexts
 from .generation import Generation, GenerationFailed
 from .stops import StopMatcher
 
+if TYPE_CHECKING:
+    from gtracd.config import Settings
+    from gtracd.control.follower import Follower
+    from gtracd.control.peerview import PeerView
+
 log = logging.getLogger("gtracd.service")
 
 
-async def discover(net, view, addrs: list[str], timeout: float = 10.0) -> list[str]:
+async def discover(net, view: PeerView, addrs: list[str], timeout: float = 10.0) -> list[str]:
     """Dial each worker and ask what it hosts. Unreachable peers are reported, not fatal."""
 
     problems: list[str] = []
@@ -50,12 +56,12 @@ async def discover(net, view, addrs: list[str], timeout: float = 10.0) -> list[s
     return problems
 
 
-def routing_params(s) -> Params:
+def routing_params(s: Settings) -> Params:
     """The routing parameters a seeker's settings give."""
     return Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms, min_reliability=s.larac_min_reliability)
 
 
-async def wait_for_route(view, params: Params, mode: str, timeout: float) -> bool:
+async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: float) -> bool:
     """Heartbeats arrive every heartbeat_s: wait (bounded) until the live view covers every layer."""
 
     with trio.move_on_after(timeout):
@@ -81,10 +87,12 @@ class Request:
     seed: int = 0
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # generate max_tokens whatever the model says (vLLM's extension; benchmarks)
+    top_k: int = 0  # 0: off (the CLI's --top-k; the OpenAI API has none)
 
     @property
     def sampling(self) -> dict:
-        return {"temperature": float(self.temperature), "top_k": 0, "top_p": float(self.top_p), "seed": int(self.seed)}
+        return {"temperature": float(self.temperature), "top_k": int(self.top_k), "top_p": float(self.top_p),
+                "seed": int(self.seed)}
 
 
 @dataclass
@@ -97,6 +105,12 @@ class Completion:
     chain: list[str]
     repairs: int
     ttft_s: float  # request in -> first token out
+    token_ids: list[int] = field(default_factory=list)  # what the chain generated
+    prefill_ms: float = 0.0
+    step_ms: list[float] = field(default_factory=list)  # per decode step, seeker-measured end to end
+    selection_ms: float = 0.0  # routing's choice of the chain (0 when a kept conversation's chain was reused)
+    repair_log: list[dict] = field(default_factory=list)
+    hop_latency_ms: list[float] = field(default_factory=list)
 
 
 class Busy(Exception):
@@ -104,7 +118,7 @@ class Busy(Exception):
 
 
 class SeekerService:
-    def __init__(self, net, view, settings, cache=None, recent=None, keep: int = KEEP, max_requests: int = 16):
+    def __init__(self, net, view: PeerView, settings: Settings, cache: Follower | None = None, recent=None, keep: int = KEEP, max_requests: int = 16):
         self.net, self.view, self.s, self.cache, self.recent = net, view, settings, cache, recent
         self.contexts = Contexts(keep)
         self.max_requests = max_requests
@@ -134,21 +148,22 @@ class SeekerService:
             except DecodeError as e:  # a report we could not form never costs the user the answer
                 log.warning("trust report not sent: %s", e)
 
-    async def complete(self, req: Request, on_text=None) -> Completion:
+    async def complete(self, req: Request, on_text=None, on_chain=None) -> Completion:
         """Generate; `on_text(str)` gets the text as it is produced (stop strings never shown; "" once at the
-        first token if it shows no text, so a stream can start at the first token). Raises
-        GenerationFailed when the chain fails beyond repair, Busy when every slot is taken."""
+        first token if it shows no text, so a stream can start at the first token); `on_chain(gen)` once a
+        new chain is open. Raises GenerationFailed when the chain fails beyond repair, Busy when every slot is
+        taken."""
         try:
             self.slots.acquire_nowait()
         except trio.WouldBlock:
             self.counters["busy"] += 1
             raise Busy(f"all {self.max_requests} request slots are busy") from None
         try:
-            return await self._complete(req, on_text)
+            return await self._complete(req, on_text, on_chain)
         finally:
             self.slots.release()
 
-    async def _complete(self, req: Request, on_text) -> Completion:
+    async def _complete(self, req: Request, on_text, on_chain) -> Completion:
         self.counters["requests"] += 1
         key = tuple(sorted(req.sampling.items()))
         said = req.messages if req.messages is not None else req.prompt
@@ -171,6 +186,8 @@ class SeekerService:
             with trio.fail_after(self.s.request_timeout_s + req.max_tokens * 2.0):
                 if not gen.hops:
                     await gen.start()
+                    if on_chain is not None:
+                        on_chain(gen)
                 if req.messages is not None:
                     tokens = await gen.tokenize(messages=[{"role": r, "content": c} for r, c in req.messages])
                 else:
@@ -199,7 +216,8 @@ class SeekerService:
             await old.gen.aclose()
         return Completion(matcher.text, "stop" if (r.eos or r.stopped) else "length", r.prompt_tokens,
                           len(r.tokens), r.reused, r.chain, r.repairs,
-                          first[0] if first else time.monotonic() - t0)
+                          first[0] if first else time.monotonic() - t0, r.tokens, r.prefill_ms, r.step_ms,
+                          r.selection_ms, list(gen.repair_log), gen.hop_latency_ms())
 
     def status(self) -> dict:
         return {"service": {**self.counters, "contexts": len(self.contexts), "reuse_hits": self.contexts.hits,

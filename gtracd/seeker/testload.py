@@ -9,17 +9,21 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..routing import NoRoute, Params, route
+
+if TYPE_CHECKING:
+    from gtracd.control.follower import Follower
 
 
 def nominal_latency_ms(peer_id: str) -> float:
     return 20.0 + (int(hashlib.sha256(peer_id.encode()).hexdigest()[:4], 16) % 60)
 
 
-async def synthetic_reports(cache, rate: float, params: Params, network: str, seed: int | None = None) -> None:
+async def synthetic_reports(cache: Follower, rate: float, params: Params, network: str, seed: int | None = None) -> None:
     """Emit `rate` reports/s about chains over the live view (see module docstring)."""
     rng = random.Random(seed)
     due = trio.current_time()

@@ -9,10 +9,12 @@ terminal's modes are restored however the view ends.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import termios
 import tty
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -21,6 +23,9 @@ from ..errors import UserError
 from .network import build
 from .render import screen
 from .view import QUIT, Trends, ViewState, keys_of, on_key
+
+if TYPE_CHECKING:
+    from gtracd.config import Settings
 
 
 class Keys:
@@ -47,7 +52,7 @@ class Keys:
         return data.decode("utf-8", "replace")
 
 
-async def run(settings, name: str | None, interval: float) -> int:
+async def run(settings: Settings, name: str | None, interval: float) -> int:
     from rich.console import Console
     from rich.live import Live
 
@@ -90,7 +95,7 @@ async def run(settings, name: str | None, interval: float) -> int:
     return 0
 
 
-def main(args, settings) -> int:
+def main(args: argparse.Namespace, settings: Settings) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UserError("gtracd top needs a terminal; for a one-shot view use `gtracd status` "
                         "(or `gtracd status --json` for machines)")

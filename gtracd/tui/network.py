@@ -1,6 +1,6 @@
 """The network as the local daemons see it, from their status documents (pure: no I/O, no rich).
 
-`gtracd status` and `gtracd top` read every status file under a data directory (see gtracd.cli.status.collect) and
+`gtracd status` and `gtracd top` read every status file under a data directory (see gtracd.daemon.statusfiles.collect) and
 build one `Network` from them: the workers every seeker, anchor or self-placing worker heard in heartbeats
 (the freshest word on each wins), the local daemons themselves, the anchors and whether they are in sync,
 layer coverage per model (alive, serving replicas at or above the trust floor, as routing would count them),
@@ -128,7 +128,7 @@ def _fresher(a: Peer, b: Peer) -> bool:
 
 
 def build(docs: list[dict], trust_floor: float | None = None) -> Network:
-    """One view of the network from the local daemons' status documents (as gtracd.cli.status.collect returns
+    """One view of the network from the local daemons' status documents (as gtracd.daemon.statusfiles.collect returns
     them, each with `stale` and `age_s`)."""
     peers: dict[str, Peer] = {}
     anchors: dict[str, Anchor] = {}

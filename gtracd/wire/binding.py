@@ -10,7 +10,12 @@ proves it serves — also when one process serves many (virtual) identities.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..identity import public_from_peer_id, verify
+
+if TYPE_CHECKING:
+    from gtracd.identity import Identity
 
 DOMAIN = b"gtracd/bind/1\0"
 
@@ -20,7 +25,7 @@ def bind_message(host_peer_id: str, nonce: bytes, session: bytes) -> bytes:
     return DOMAIN + len(h).to_bytes(2, "big") + h + len(nonce).to_bytes(2, "big") + bytes(nonce) + bytes(session)
 
 
-def sign_binding(ident, host_peer_id: str, nonce: bytes, session: bytes) -> bytes:
+def sign_binding(ident: Identity, host_peer_id: str, nonce: bytes, session: bytes) -> bytes:
     return ident.sign(bind_message(host_peer_id, nonce, session))
 
 

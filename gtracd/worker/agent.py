@@ -1,7 +1,7 @@
 """The driver of a self-placing worker (`--layers auto`): survey, choose, announce, re-check, load; then heal.
 
-It reads the worker's view of the network (heartbeats and the ledger replica, kept by the same cache a seeker
-uses) and feeds the pure decisions (membership.placement, membership.healing). Every decision is logged in
+It reads the worker's view of the network (heartbeats and the ledger replica, kept by the same follower a
+seeker runs: control/follower.py) and feeds the pure decisions (membership.placement, membership.healing). Every decision is logged in
 one line with its reason, and kept in the worker's status.
 
 Join: announce `joining` (with the budget) at a fast cadence and listen for `survey_s` (more than one
@@ -21,12 +21,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..errors import UserError
 from ..membership.healing import Mover, heal, holes
 from ..membership.placement import Budget, Choice, Footprint, Joiner, place
+
+if TYPE_CHECKING:
+    from gtracd.config import Settings
+    from gtracd.control.peerview import PeerView
 
 log = logging.getLogger("gtracd.membership")
 RECHECK_S = 1.0
@@ -46,7 +51,7 @@ def too_small(budget: Budget, fp: Footprint) -> UserError:
 
 
 class Agent:
-    def __init__(self, daemon, view, me: str, model: str, fp: Footprint, budget: Budget, settings, load):
+    def __init__(self, daemon, view: PeerView, me: str, model: str, fp: Footprint, budget: Budget, settings: Settings, load):
         self.daemon, self.view, self.me, self.model, self.fp, self.budget = daemon, view, me, model, fp, budget
         self.s = settings
         self.load = load  # (start, end) -> a ShardServer (runs in a thread; torch stays in engine/)

@@ -12,6 +12,7 @@ once). `--layers auto` places itself and may move to heal a hole (gtracd.worker.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
@@ -19,6 +20,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -40,6 +42,10 @@ from ..wire.envelope import Signer
 from .agent import Agent, budget_of, too_small
 from .compute import Batcher, FairCompute, InFlight
 from .lifecycle import Lifecycle
+
+if TYPE_CHECKING:
+    from gtracd.config import Settings
+    from gtracd.daemon.node import Node
 
 log = logging.getLogger("gtracd.worker")
 SETTINGS = ["model", "layers", "torch_threads", "max_batch", "batch_wait_ms", "batch_gate_ms", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
@@ -82,7 +88,7 @@ def _internal_sid(peer_id: str, sid: bytes) -> bytes:
 
 
 class WorkerDaemon:
-    def __init__(self, served: list[Served], host_id: str, settings, name: str):
+    def __init__(self, served: list[Served], host_id: str, settings: Settings, name: str):
         self.served = {s.peer_id: s for s in served}
         self.default = served[0]
         self.host_id = host_id  # the libp2p (Noise) identity of this process
@@ -133,6 +139,7 @@ class WorkerDaemon:
         cut the rest (each is told `draining`, so its seeker repairs without blame). Returns how many were
         cut."""
         if self.nudge is not None:
+            self.nudge()  # the draining state out at once (a move announced it a recheck ago; a round may have passed)
             with trio.move_on_after(2.0):  # seekers hear it before we go (or stop taking sessions)
                 await self.nudge.published_after_now()
         with trio.move_on_after(bound_s):
@@ -456,7 +463,7 @@ async def _until_drained(daemon: WorkerDaemon, cancel_scope: trio.CancelScope) -
             cancel_scope.cancel()
 
 
-async def _serve(daemon: WorkerDaemon, args, auto) -> None:
+async def _serve(daemon: WorkerDaemon, args: argparse.Namespace, auto) -> None:
     daemon.nudge = Nudge()
 
     async def body(closing: list) -> None:
@@ -467,7 +474,7 @@ async def _serve(daemon: WorkerDaemon, args, auto) -> None:
     await common.closed_after(body)
 
 
-async def _run(daemon: WorkerDaemon, args, auto, closing: list) -> None:
+async def _run(daemon: WorkerDaemon, args: argparse.Namespace, auto, closing: list) -> None:
     s = daemon.settings
     async with running_node("worker", daemon.name, daemon.ident, s,
                             persistent_peerstore=not args.ephemeral) as node:
@@ -521,7 +528,7 @@ async def _run(daemon: WorkerDaemon, args, auto, closing: list) -> None:
         await trio.sleep_forever()
 
 
-async def _start_agent(daemon: WorkerDaemon, node, s, folder, load) -> tuple[Agent, Follower]:
+async def _start_agent(daemon: WorkerDaemon, node: Node, s: Settings, folder, load) -> tuple[Agent, Follower]:
     """The self-placing worker's view of the network (heartbeats + ledger replica, as a seeker keeps it) and
     its placement agent; the caller closes the follower after the node stopped."""
     from ..engine.footprint import footprint
