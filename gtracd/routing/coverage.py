@@ -29,7 +29,7 @@ class Coverage:
 
     @property
     def min_replicas(self) -> int:
-        return min(self.replicas)
+        return min(self.replicas, default=0)
 
     @property
     def complete(self) -> bool:

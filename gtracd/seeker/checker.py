@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import trio
 
 from ..net.hop import HopError, HopFailed
-from .hops import Hop, replay_plan
 from .spotcheck import arbitrate, evidence, input_digest, same_output
 
 log = logging.getLogger("gtracd.seeker")
@@ -105,16 +104,10 @@ async def side_hop(gen, i: int, avoid: list) -> object | None:
         return None
     rep = gen.checker.rng.choice(sorted(cands, key=lambda p: p.id))
     try:
-        hs = await gen.net.session(rep.id, gen.open_timeout)
-        side = Hop(gen.view.workers[rep.id], hs)
-        await hs.open(gen._open_body(side.peer), gen.open_timeout)
-        for ch in replay_plan(hop.history, gen.exact_replay_max):
-            await hs.timed("prefill", ch.body(gen.sid, sample=False), gen.deadline(side, ch.n))
+        return await gen.open_replayed(rep.id, hop.history)
     except (HopFailed, HopError) as e:
         log.info("spot check: replica %s unavailable (%s)", rep.id[-8:], e)
         return None
-    side.history = list(hop.history)
-    return side
 
 
 async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict, float]:
@@ -158,6 +151,16 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
             await sc.drop(i)
         return res, ms
     sc.counters["mismatches"] += 1
+    return await _arbitrate(gen, i, kind, body, chunk, (res, ms), (wres, wms))
+
+
+async def _arbitrate(gen, i: int, kind: str, body: dict, chunk, mine: tuple[dict, float],
+                     theirs: tuple[dict, float]) -> tuple[dict, float]:
+    """Hop i and its witness disagree: an arbiter (a third replica, fed the same inputs) decides. A liar is
+    convicted; when it is the hop, the witness takes its place. Returns the result the chain goes on with."""
+    sc: SpotChecker = gen.checker
+    hop, wit = gen.hops[i], sc.checks[i].witness
+    (res, ms), (wres, wms) = mine, theirs
     arb = await side_hop(gen, i, [wit])  # replayed the inputs both got before this call
     ares = None
     if arb is not None:
@@ -169,18 +172,14 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
     verdict = await trio.to_thread.run_sync(arbitrate, res, wres, ares)
     inp = input_digest(chunk)
     if verdict.liar == "hop":
-        ev = evidence(inp, res, wres, ares)
-        gen.accounts.convicted(hop.peer.peer_id, wit.peer.peer_id, arb.peer.peer_id, ev)
+        gen.accounts.convicted(hop.peer.peer_id, wit.peer.peer_id, arb.peer.peer_id, evidence(inp, res, wres, ares))
         log.warning("spot check: hop %d %s returned wrong output (witness %s, arbiter %s agree); replaced",
                     i, hop.peer.peer_id[-8:], wit.peer.peer_id[-8:], arb.peer.peer_id[-8:])
-        await hop.session.abort()
-        wit.history = list(hop.history)  # the caller appends this chunk
         sc.checks.pop(i, None)  # the witness becomes the hop: not closed
-        gen.hops[i] = wit
+        await gen.swap_hop(i, wit)
         return wres, wms
     if verdict.liar == "witness":
-        ev = evidence(inp, wres, res, ares)
-        gen.accounts.convicted(wit.peer.peer_id, hop.peer.peer_id, arb.peer.peer_id, ev)
+        gen.accounts.convicted(wit.peer.peer_id, hop.peer.peer_id, arb.peer.peer_id, evidence(inp, wres, res, ares))
         log.warning("spot check: witness %s returned wrong output for hop %d", wit.peer.peer_id[-8:], i)
     else:
         sc.counters["inconclusive"] += 1

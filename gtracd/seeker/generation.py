@@ -231,6 +231,31 @@ class Generation:
             finally:
                 self.view.listeners.remove(changed.set)
 
+    async def open_replayed(self, pid: str, history: list[Chunk]) -> Hop:
+        """A session on `pid` fed `history`, the inputs a hop of this generation received (what a replacement
+        or a witness must have cached). On a failure the session is aborted and the error raised with the hop
+        it opened attached as `err.hop` (None if it never got that far)."""
+        hop = None
+        try:
+            hs = await self.net.session(pid, self.open_timeout)
+            hop = Hop(self.view.workers[pid], hs, history=list(history))
+            await hs.open(self._open_body(hop.peer), self.open_timeout)
+            for ch in replay_plan(hop.history, self.exact_replay_max):
+                await hs.timed("prefill", ch.body(self.sid, sample=False), self.deadline(hop, ch.n))
+            return hop
+        except (HopFailed, HopError) as e:
+            if hop is not None:
+                await hop.session.abort()
+            e.hop = hop
+            raise
+
+    async def swap_hop(self, i: int, new: Hop) -> None:
+        """Hop i's replica `new` (a witness that mirrored every input) takes its place; the old session ends."""
+        old = self.hops[i]
+        await old.session.abort()
+        new.history = list(old.history)  # the caller appends the chunk of the call in progress
+        self.hops[i] = new
+
     async def _repair(self, i: int, err: Exception) -> None:
         old = self.hops[i]
         pid = old.peer.peer_id
@@ -255,20 +280,13 @@ class Generation:
                                    f"replacement with trust >= {self.params.trust_floor:g} is known", pid, v.blamed)
             log.warning("hop %d %s failed (%s); repairing with %s", i, pid[-8:], err, rep.id[-8:])
             self.accounts.attempt(rep.id)
-            new = hs = None
             try:
-                hs = await self.net.session(rep.id, self.open_timeout)
-                new = Hop(self.view.workers[rep.id], hs, history=list(old.history))
-                await hs.open(self._open_body(new.peer), self.open_timeout)
-                for ch in replay_plan(new.history, self.exact_replay_max):
-                    await hs.timed("prefill", ch.body(self.sid, sample=False), self.deadline(new, ch.n))
+                new = await self.open_replayed(rep.id, old.history)
                 break
             except (HopFailed, HopError) as e2:
-                v2 = self._verdict(e2, new) if new is not None else verdict(e2)
+                v2 = self._verdict(e2, e2.hop) if e2.hop is not None else verdict(e2)
                 if v2.kind == "refusal":
                     self.view.refused(rep.id, time.monotonic() + (v2.retry_after_s or BUSY_RETRY_S))
-                if hs is not None:
-                    await hs.abort()
                 may_wait = trio.current_time() < deadline
                 self.accounts.replacement_failed(rep.id, v2, str(e2), may_wait)
                 if may_wait:  # still allowed to wait: the next replacement

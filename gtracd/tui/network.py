@@ -128,8 +128,8 @@ def _fresher(a: Peer, b: Peer) -> bool:
 
 
 def build(docs: list[dict], trust_floor: float | None = None) -> Network:
-    """One view of the network from the local daemons' status documents (as gtracd.daemon.statusfiles.collect returns
-    them, each with `stale` and `age_s`)."""
+    """One view of the network from the local daemons' status documents (as gtracd.daemon.statusfiles.collect
+    returns them, each with `stale` and `age_s`)."""
     peers: dict[str, Peer] = {}
     anchors: dict[str, Anchor] = {}
     drops: dict[str, int] = {}
@@ -137,66 +137,18 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
     ledgers: list[dict] = []
     floors = []
     for d in docs:
-        age = number(d.get("age_s")) or 0.0  # a document written a while ago: its "heard" ages are older now
         if isinstance(d.get("trust_floor"), (int, float)):
             floors.append(float(d["trust_floor"]))
-        for pid, w in as_dict(d.get("workers")).items():
-            p = _worker_peer(pid, w, age)
-            if p is None:
-                continue
-            old = peers.get(pid)
-            if old is None or _fresher(p, old):
-                peers[pid] = p
-            new, other = peers[pid], (p if peers[pid] is old else old)
-            if other is not None and new.latency_ms is None:  # a latency someone measured beats none
-                new.latency_ms = other.latency_ms
-        anc = d.get("anchors")
-        if isinstance(anc, dict):
-            for pid, a in anc.items():
-                if not isinstance(a, dict):
-                    continue
-                ok_at = number(a.get("ok_at"))
-                cur = anchors.setdefault(str(pid), Anchor(str(pid), False))
-                cur.up = cur.up or bool(a.get("reachable"))  # reachable from any local daemon
-                cur.failures = max(cur.failures, _int(a.get("failures")) or 0)
-                ago = None if ok_at is None else max(0.0, round(_now(d) - ok_at + age, 1))
-                if ago is not None and (cur.synced_s_ago is None or ago < cur.synced_s_ago):  # the latest round
-                    cur.synced_s_ago = ago
-                    cur.in_sync = a.get("in_sync") if isinstance(a.get("in_sync"), bool) else None
-                failed_at = number(a.get("failed_at"))
-                fago = None if failed_at is None else max(0.0, round(_now(d) - failed_at + age, 1))
-                if fago is not None and (cur.failed_s_ago is None or fago < cur.failed_s_ago):
-                    cur.failed_s_ago = fago
-        for group, prefix in (("dropped", ""), ("admission_dropped", "admission."), ("library_logs", "libp2p.")):
-            for k, v in as_dict(d.get(group)).items():
-                if isinstance(v, int):
-                    drops[prefix + shown(k)] = drops.get(prefix + shown(k), 0) + v
-        rejected = as_dict(d.get("gossip")).get("rejected")
-        if isinstance(rejected, int) and not isinstance(rejected, bool) and rejected:
-            drops["gossip.rejected"] = drops.get("gossip.rejected", 0) + rejected
-        for r in as_list(d.get("requests")):
-            if isinstance(r, dict):
-                requests.append({**r, "seeker": str(d.get("name", ""))})
+        _merge_workers(peers, d)
+        _merge_anchors(anchors, d)
+        _add_drops(drops, d)
+        requests += [{**r, "seeker": str(d.get("name", ""))} for r in as_list(d.get("requests")) if isinstance(r, dict)]
         led = d.get("ledger")
         if isinstance(led, dict):
             ledgers.append({"who": f"{d.get('role')} {d.get('name')}", "reports": led.get("reports", 0),
                             "reporters": led.get("reporters", 0), "pending": led.get("pending", 0)})
     for d in docs:  # the local daemons themselves: their own word beats what others heard
-        pid = shown(d.get("peer_id", ""))
-        role = shown(d.get("role", "?"))
-        stale = bool(d.get("stale"))
-        if role == "anchor":
-            a = anchors.setdefault(pid, Anchor(pid, not stale))
-            a.up, a.local = not stale, True
-        heard = peers.get(pid)
-        total = _int(d.get("total_layers")) or (heard.total_layers if heard else None)
-        state = "stale" if stale else shown(d.get("state") or (heard.state if heard else "up"))
-        peers[pid] = Peer(peer_id=pid, name=shown(d.get("name", "")), role=role,
-                          layers=_range(d.get("layers"), total) if role == "worker" else None,
-                          total_layers=total, model=shown(d.get("model") or (heard.model if heard else "")),
-                          state=state, trust=heard.trust if heard else None,
-                          latency_ms=heard.latency_ms if heard else None,
-                          heard_s_ago=number(d.get("age_s")), local=True)
+        _local_daemon(peers, anchors, d)
     for pid, a in anchors.items():  # anchors only named by the keyring: a row, up or down
         if pid not in peers:
             peers[pid] = Peer(pid, "", "anchor", None, None, "", "up" if a.up else "down", None, None, None)
@@ -206,6 +158,72 @@ def build(docs: list[dict], trust_floor: float | None = None) -> Network:
     pinned = {shown(d["model"]) for d in docs if isinstance(d.get("model"), str)}  # seekers pin, workers serve
     return Network(daemons=docs, peers=peers, coverage=coverage(peers.values(), floor, pinned), anchors=anchors,
                    requests=requests, chains=chains_of(requests), drops=drops, ledgers=ledgers)
+
+
+def _merge_workers(peers: dict[str, Peer], d: dict) -> None:
+    """The workers a daemon heard: the freshest word on each, and a latency someone measured beats none."""
+    age = number(d.get("age_s")) or 0.0  # a document written a while ago: its "heard" ages are older now
+    for pid, w in as_dict(d.get("workers")).items():
+        p = _worker_peer(pid, w, age)
+        if p is None:
+            continue
+        old = peers.get(pid)
+        if old is None or _fresher(p, old):
+            peers[pid] = p
+        new, other = peers[pid], (p if peers[pid] is old else old)
+        if other is not None and new.latency_ms is None:
+            new.latency_ms = other.latency_ms
+
+
+def _merge_anchors(anchors: dict[str, Anchor], d: dict) -> None:
+    """The anchors a daemon syncs with: up if any local daemon reaches it, the latest round's result."""
+    anc = d.get("anchors")
+    if not isinstance(anc, dict):
+        return
+    age = number(d.get("age_s")) or 0.0
+    for pid, a in anc.items():
+        if not isinstance(a, dict):
+            continue
+        ok_at = number(a.get("ok_at"))
+        cur = anchors.setdefault(str(pid), Anchor(str(pid), False))
+        cur.up = cur.up or bool(a.get("reachable"))  # reachable from any local daemon
+        cur.failures = max(cur.failures, _int(a.get("failures")) or 0)
+        ago = None if ok_at is None else max(0.0, round(_now(d) - ok_at + age, 1))
+        if ago is not None and (cur.synced_s_ago is None or ago < cur.synced_s_ago):  # the latest round
+            cur.synced_s_ago = ago
+            cur.in_sync = a.get("in_sync") if isinstance(a.get("in_sync"), bool) else None
+        failed_at = number(a.get("failed_at"))
+        fago = None if failed_at is None else max(0.0, round(_now(d) - failed_at + age, 1))
+        if fago is not None and (cur.failed_s_ago is None or fago < cur.failed_s_ago):
+            cur.failed_s_ago = fago
+
+
+def _add_drops(drops: dict[str, int], d: dict) -> None:
+    for group, prefix in (("dropped", ""), ("admission_dropped", "admission."), ("library_logs", "libp2p.")):
+        for k, v in as_dict(d.get(group)).items():
+            if isinstance(v, int):
+                drops[prefix + shown(k)] = drops.get(prefix + shown(k), 0) + v
+    rejected = as_dict(d.get("gossip")).get("rejected")
+    if isinstance(rejected, int) and not isinstance(rejected, bool) and rejected:
+        drops["gossip.rejected"] = drops.get("gossip.rejected", 0) + rejected
+
+
+def _local_daemon(peers: dict[str, Peer], anchors: dict[str, Anchor], d: dict) -> None:
+    pid = shown(d.get("peer_id", ""))
+    role = shown(d.get("role", "?"))
+    stale = bool(d.get("stale"))
+    if role == "anchor":
+        a = anchors.setdefault(pid, Anchor(pid, not stale))
+        a.up, a.local = not stale, True
+    heard = peers.get(pid)
+    total = _int(d.get("total_layers")) or (heard.total_layers if heard else None)
+    state = "stale" if stale else shown(d.get("state") or (heard.state if heard else "up"))
+    peers[pid] = Peer(peer_id=pid, name=shown(d.get("name", "")), role=role,
+                      layers=_range(d.get("layers"), total) if role == "worker" else None,
+                      total_layers=total, model=shown(d.get("model") or (heard.model if heard else "")),
+                      state=state, trust=heard.trust if heard else None,
+                      latency_ms=heard.latency_ms if heard else None,
+                      heard_s_ago=number(d.get("age_s")), local=True)
 
 
 def _now(d: dict) -> float:
