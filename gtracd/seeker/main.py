@@ -67,9 +67,7 @@ def build_parser():
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--json", action="store_true", help="print one JSON object per generation instead of text")
     g.add_argument("--quiet", action="store_true", help="no status lines on stderr")
-    # routing settings are also accepted after the subcommand
-
-    add_setting_flags(g, SETTINGS)
+    add_setting_flags(g, SETTINGS)  # routing settings are also accepted after the subcommand
     v = sub.add_parser("serve", help="keep the ledger replica and liveness view synced; write status")
     v.add_argument("--testbed-reports", type=float, default=0.0, metavar="RATE",
                    help="testbed load: emit RATE synthetic trust reports/s over live identities (see gtracd.seeker.testload)")
