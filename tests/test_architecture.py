@@ -41,8 +41,7 @@ ROOT_MAY_IMPORT = {"net", "version", "seeker"}
 # that never touch the network should not pay; the dev extra's HTTP clients).
 LAZY_THIRD_PARTY = {"torch", "transformers", "safetensors", "gguf", "numpy", "tokenizers", "accelerate",
                     "huggingface_hub", "matplotlib", "rich", "libp2p", "multiaddr", "hypercorn", "openai", "httpx"}
-# Our own modules that are such a boundary: engine/ (torch) and the lab's figures (matplotlib).
-LAZY_INTERNAL = ("gtracd.engine", "gtracd.lab.figures")
+HEAVY = ("torch", "transformers", "safetensors", "matplotlib")  # what a phone or a seeker must never load
 
 
 def _modules() -> dict[str, Path]:
@@ -92,6 +91,18 @@ def _imports():
 
 
 IMPORTS = _imports()
+
+
+def _heavy_modules() -> set[str]:
+    """Our modules that load torch, transformers or matplotlib when imported: those importing one at the top,
+    and (transitively) those importing such a module at the top. Only these are imported inside functions
+    (engine/'s torch modules, the lab's figures); torch-free engine modules are imported at the top."""
+    heavy = {m for m, t, fn in IMPORTS if not fn and t.split(".")[0] in HEAVY}
+    while True:
+        more = {m for m, t, fn in IMPORTS if not fn and _ours(t) in heavy} - heavy
+        if not more:
+            return heavy
+        heavy |= more
 
 
 def _ours(target: str) -> str | None:
@@ -164,13 +175,17 @@ def test_no_package_imports_its_own_layer_or_above():
 
 
 def test_function_level_imports_are_only_the_optional_heavy_ones():
+    heavy = _heavy_modules()
+    assert "gtracd.engine.shard" in heavy and "gtracd.engine.models" not in heavy
+    outside = {m for m in heavy if not m.startswith("gtracd.engine.") and m != "gtracd.lab.figures"}
+    assert not outside, f"load torch/transformers/matplotlib when imported, outside engine/ and lab/figures: {outside}"
     bad = []
     for mod, t, in_fn in IMPORTS:
         if not in_fn:
             continue
         o = _ours(t)
         if o:
-            if o.startswith(LAZY_INTERNAL) or (mod == "gtracd" and o == "gtracd.seeker.client"):
+            if o in heavy or (mod == "gtracd" and o == "gtracd.seeker.client"):
                 continue
             bad.append(f"{mod}: {o}")
         elif t.split(".")[0] not in LAZY_THIRD_PARTY:
@@ -181,7 +196,8 @@ def test_function_level_imports_are_only_the_optional_heavy_ones():
 @pytest.mark.procs
 @pytest.mark.timeout(60)
 def test_nothing_outside_engine_loads_torch():
-    mods = sorted(m for m in MODS if not m.startswith(LAZY_INTERNAL) and not m.endswith("__main__"))
+    heavy = _heavy_modules()
+    mods = sorted(m for m in MODS if m not in heavy and not m.endswith("__main__"))
     code = ("import sys\n" + "".join(f"import {m}\n" for m in mods) +
             "heavy = sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules)\n"
             "print(','.join(heavy))\n")

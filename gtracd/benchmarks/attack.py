@@ -35,6 +35,7 @@ from ..config import load_settings
 from ..control.heartbeat import Hosted, publish_heartbeats
 from ..daemon.node import running_node
 from ..daemon.runtime import setup_logging
+from ..engine.models import resolve_model
 from ..errors import UserError
 from ..harness.controlnet import ControlNet
 from ..harness.launch import start_workers, stop_all
@@ -171,7 +172,6 @@ class WorkerNet:
         self.workers = []
 
     def start(self) -> None:
-        from ..engine.models import resolve_model
 
         folder = resolve_model(self.model, log=say)
         self.cn.start(["a1", "a2"])
@@ -685,7 +685,6 @@ def tolerance(model: str = "smollm2-135m", start: int = 10, end: int = 20) -> di
     """The gaps the spot-check tolerance (spotcheck.RTOL) sits between, measured on real layers (engine side:
     gtracd/engine/gaps.py)."""
     from ..engine.gaps import output_gaps
-    from ..engine.models import resolve_model
 
     return {"tolerance_rtol": RTOL, **output_gaps(resolve_model(model, log=say), start, end),
             "tolerance_model_layers": f"{model} {start}:{end}"}

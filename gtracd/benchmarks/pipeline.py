@@ -20,8 +20,10 @@ import time
 
 import trio
 
+from ..catalog.fingerprint import depth
 from ..control.peerview import PeerView
 from ..daemon.node import status_mib
+from ..engine.models import resolve_model
 from ..harness.launch import start_workers, stop_all, worker_env
 from ..identity import Identity
 from ..net.host import running_host
@@ -48,7 +50,6 @@ def split(layers: int, k: int) -> list[tuple[int, int]]:
 
 def monolithic(model: str, tokens: int) -> dict:
     """Runs in its own process (clean VmHWM): load the whole model, greedy decode `tokens` tokens."""
-    from ..engine.models import resolve_model
     from ..engine.reference import chat_ids, greedy, load
     from ..engine.shard import set_threads
 
@@ -105,11 +106,8 @@ async def distributed(addrs: list[str], tokens: int, victim_after: int | None, k
 
 
 def run(hops: int, tokens: int, model: str) -> dict:
-    from ..engine.models import resolve_model
-    from ..engine.shard import num_layers
-
     folder = resolve_model(model, log=lambda m: print(m, file=sys.stderr))
-    L = num_layers(folder)
+    L = depth(folder)
     env = worker_env()
     mono = json.loads(subprocess.run([sys.executable, "-m", "gtracd.benchmarks.pipeline", "--monolithic", model,
                                       str(tokens)], capture_output=True, text=True, env=env, check=True).stdout)

@@ -28,6 +28,7 @@ import trio
 
 from ..config import Settings
 from ..control.peerview import PeerView
+from ..engine.models import resolve_model
 from ..harness.launch import start_workers, stop_all
 from ..identity import Identity
 from ..net.host import running_host
@@ -180,7 +181,6 @@ async def _run(addrs: list[str], levels: list[int], tokens: int, rounds: int, lo
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..engine.models import resolve_model
 
     say = (lambda *a, **k: None) if args.json else print
     levels = sorted({int(x) for x in args.concurrency.split(",") if x.strip()})

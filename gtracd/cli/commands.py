@@ -13,9 +13,11 @@ from pathlib import Path
 import trio
 
 from ..benchmarks import attack, ledger, membership, phone, pipeline, routing, serve, soak
+from ..catalog.fingerprint import depth
 from ..config import add_setting_flags, flags_from, load_settings
 from ..daemon import runtime as common
 from ..engine import require_torch
+from ..engine.models import fingerprint, resolve_model
 from ..errors import UserError
 from ..harness.testbed import run_fleet
 from ..routing import NoRoute, Params, Snapshot, route
@@ -80,12 +82,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_model(args: argparse.Namespace) -> int:
     require_torch()
-    from ..engine.models import fingerprint, resolve_model
-
     folder = resolve_model(args.name, log=lambda m: print(m, file=sys.stderr, flush=True))
-    from ..engine.shard import num_layers
-
-    print(f"{args.name}\t{folder}\tlayers={num_layers(folder)}\tfingerprint={fingerprint(folder)}")
+    print(f"{args.name}\t{folder}\tlayers={depth(folder)}\tfingerprint={fingerprint(folder)}")
     return 0
 
 

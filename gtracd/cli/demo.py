@@ -19,6 +19,7 @@ import trio
 
 from ..config import load_settings
 from ..control.peerview import PeerView
+from ..engine.models import resolve_model
 from ..errors import UserError
 from ..harness.controlnet import ControlNet
 from ..harness.launch import start_workers, stop_all
@@ -32,7 +33,6 @@ QUESTION = "What is the capital of France?"
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..engine.models import resolve_model
 
     t0 = time.time()
     resolve_model(args.model, log=lambda m: print(m, file=sys.stderr, flush=True))

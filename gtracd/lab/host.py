@@ -21,6 +21,8 @@ import trio
 from ..control.heartbeat import Hosted, publish_heartbeats
 from ..daemon import runtime as common
 from ..daemon.node import running_node
+from ..engine import require_torch
+from ..engine.models import resolve_model
 from ..errors import UserError
 from ..net.protocols import INFER
 from ..wire.envelope import Signer
@@ -39,12 +41,10 @@ log = logging.getLogger("gtracd.lab")
 
 
 def main(args: argparse.Namespace, s: Settings) -> int:
-    from ..engine import require_torch
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     common.setup_logging(args.log_level)
     require_torch()
-    from ..engine.models import resolve_model
     from ..engine.perturb import corrupter
     from ..engine.server import ShardServer
     from ..engine.shard import set_threads

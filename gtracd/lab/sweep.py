@@ -25,6 +25,8 @@ import trio
 
 from ..config import load_settings
 from ..control.peerview import PeerView
+from ..engine import require_torch
+from ..engine.models import resolve_model
 from ..errors import GtracError, UserError
 from ..identity import Identity, Keystore
 from ..routing import Params
@@ -88,10 +90,8 @@ def make_prompts(seed: int, n: int, length: int) -> list[list[int]]:
 def reference_tokens(model: str, prompts: list[list[int]], steps: int) -> list[list[int]]:
     """The same model's monolithic greedy output for every prompt (what each success is checked against)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from ..engine import require_torch
 
     require_torch()
-    from ..engine.models import resolve_model
     from ..engine.reference import greedy, load
     from ..engine.shard import set_threads
 

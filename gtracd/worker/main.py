@@ -30,6 +30,9 @@ from ..control.heartbeat import Hosted, Nudge, publish_heartbeats
 from ..control.peerview import PeerView
 from ..daemon import runtime as common
 from ..daemon.node import running_node
+from ..engine import require_torch
+from ..engine.footprint import footprint
+from ..engine.models import resolve_model
 from ..errors import DecodeError, UserError
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.protocols import INFER, WRITE_TIMEOUT_S
@@ -413,10 +416,8 @@ def main(argv: list[str]) -> int:
         raise UserError("--max-layers / --memory-mib size a worker placed with --layers auto")
     os.environ.setdefault("OMP_NUM_THREADS", str(s.torch_threads))  # before torch loads
     common.setup_logging(args.log_level)
-    from ..engine import require_torch
 
     require_torch()
-    from ..engine.models import resolve_model
     from ..engine.server import ShardServer
     from ..engine.shard import set_threads
 
@@ -531,7 +532,6 @@ async def _run(daemon: WorkerDaemon, args: argparse.Namespace, auto, closing: li
 async def _start_agent(daemon: WorkerDaemon, node: Node, s: Settings, folder, load) -> tuple[Agent, Follower]:
     """The self-placing worker's view of the network (heartbeats + ledger replica, as a seeker keeps it) and
     its placement agent; the caller closes the follower after the node stopped."""
-    from ..engine.footprint import footprint
 
     fp = fingerprint(folder)
     foot = footprint(folder)
