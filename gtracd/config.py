@@ -52,8 +52,9 @@ class Settings:
     wrong_output_penalty: float = field(default=0.5, metadata={"help": "trust removed by a spot check's wrong_output"})
     standing_age_s: float = field(default=86400.0, metadata={"help": "a reporter is established after this age..."})
     standing_reports: int = field(default=20, metadata={"help": "...and this many corroborated reports"})
-    newcomer_budget: float = field(default=0.02, metadata={
-        "help": "max trust all non-established reporters together move a worker established ones watch"})
+    newcomer_budget: float = field(default=0.005, metadata={
+        "help": "max trust all non-established reporters together move a worker established ones watch (below "
+                "initial_trust - trust_floor, so fresh keys cannot push a new worker below the floor)"})
     spot_check_rate: float = field(default=0.25, metadata={"help": "seeker: share of hops re-executed on a replica"})
     spot_check_calls: int = field(default=4, metadata={"help": "seeker: calls compared per checked hop"})
     report_rate: float = field(default=5.0, metadata={"help": "anchor: sustained trust reports/s per reporter"})
@@ -132,7 +133,20 @@ class Settings:
             raise UserError("torch_threads must be >= 1")
         if self.max_batch < 1:
             raise UserError("max_batch must be >= 1")
+        self._check_together()
         return self
+
+    def _check_together(self) -> None:
+        """Settings whose relation matters, checked together. A newcomer starts at initial_trust; when that is
+        above the trust floor (newcomers are routed), all fresh reporters together must not be able to push it
+        below the floor (one failure report from a fresh key would otherwise take a new worker out of routing
+        for the whole epoch), so their shared budget stays below the margin."""
+        margin = self.initial_trust - self.trust_floor
+        if self.newcomer_budget < 0:
+            raise UserError("newcomer_budget must be >= 0")
+        if margin >= 0 and self.newcomer_budget >= margin - 1e-12:
+            raise UserError(f"newcomer_budget {self.newcomer_budget:g} must be below initial_trust - trust_floor "
+                            f"= {margin:g}: otherwise fresh keys together can push a new worker below the floor")
 
 
 FIELDS = {f.name: f for f in fields(Settings) if f.name != "sources"}

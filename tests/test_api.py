@@ -220,10 +220,21 @@ async def test_errors_bad_bodies_unknown_model_and_a_failure_after_the_first_tok
     async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
         sk = await _seeker(n, host, workers)
         async with httpx.AsyncClient(base_url=sk.url, timeout=30) as h:
-            r = await h.post("/v1/chat/completions", content=b"{not json")
+            js = {"content-type": "application/json"}
+            r = await h.post("/v1/chat/completions", content=b"{not json", headers=js)
             assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
-            r = await h.post("/v1/chat/completions", content=b"x" * (2 << 20))
+            r = await h.post("/v1/chat/completions", content=b"x" * (2 << 20), headers=js)
             assert r.status_code == 400 and r.json()["error"]["code"] == "body_too_large"
+            # what a web page in the user's browser could send: refused before any work
+            ok = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2}).encode()
+            r = await h.post("/v1/completions", content=ok, headers={"content-type": "text/plain"})
+            assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+            r = await h.post("/v1/completions", content=ok, headers={**js, "origin": "https://evil.example"})
+            assert r.status_code == 403 and r.json()["error"]["code"] == "origin_not_allowed"
+            r = await h.get("/v1/models", headers={"host": "rebound.evil.example:8080"})  # DNS rebinding
+            assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed"
+            r = await h.post("/v1/completions", content=ok, headers={**js, "origin": "http://localhost:3000"})
+            assert r.status_code == 200 and sk.service.counters["requests"] >= 1
             r = await h.post("/v1/chat/completions", json={"model": MODEL, "messages": []})
             assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
             r = await h.post("/v1/completions", json={"model": MODEL, "prompt": "x", "temperature": "hot"})

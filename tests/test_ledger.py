@@ -492,6 +492,19 @@ def test_once_anyone_is_established_newcomers_share_one_small_budget_per_worker_
     assert math.isclose(t["NEW"], 0.97 - SYBIL.newcomer_budget)
 
 
+def test_with_the_default_budget_no_fresh_key_takes_a_new_worker_below_the_floor():
+    """Trust II, item 5: with the default rules (only standing made reachable in the test's time span), one
+    failure report from a fresh key, or thirty, cannot take a worker nobody rated yet out of routing. With the
+    old default (0.02 > initial trust 0.97 - floor 0.96) one report did, for the whole epoch."""
+    p = RuleParams(standing_age_s=SYBIL.standing_age_s, standing_reports=SYBIL.standing_reports,
+                   window_s=SYBIL.window_s)
+    hist = _history()
+    for n in (1, 30):
+        fresh = [Report(_key(900 + j), 1, 1300.0 + j, ("NEW",), (50.0,), "failure", 0) for j in range(n)]
+        t, _ = derive(Ledger(hist + fresh), p)
+        assert t["NEW"] >= 0.96 and math.isclose(t["NEW"], p.initial_trust - p.newcomer_budget)
+
+
 def test_admission_forgets_workers_no_admissible_report_can_name():
     from gtracd.ledger import Admission, AdmissionParams, Ledger
 

@@ -609,7 +609,7 @@ async def spot_cost(net: WorkerNet, rounds: int = 8, tokens: int = 32, rate: flo
 
 
 class LedgerNet:
-    RULES = {"standing_age_s": 8.0, "standing_reports": 3, "newcomer_budget": 0.02, "reporter_window_s": 3600.0}
+    RULES = {"standing_age_s": 8.0, "standing_reports": 3, "newcomer_budget": 0.005, "reporter_window_s": 3600.0}
 
     def __init__(self, root: Path):
         self.cn = ControlNet(root=root / "ledger", network="attack-ledger", heartbeat_s=1.0, sync_s=1.0,

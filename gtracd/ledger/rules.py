@@ -23,7 +23,7 @@ class RuleParams:
     wrong_output_penalty: float = 0.5
     standing_age_s: float = 86400.0
     standing_reports: int = 20
-    newcomer_budget: float = 0.02
+    newcomer_budget: float = 0.005  # config.Settings holds the defaults; tests/test_config checks they agree
 
 
 class Fold:

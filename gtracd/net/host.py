@@ -3,9 +3,11 @@ max one connection per peer (avoids the 250 ms happy-eyeballs delay), clean shut
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -74,18 +76,40 @@ def lock_port(maddr) -> object | None:
         return None
     if port == 0:
         return None  # the kernel picks a free port
-    d = Path(tempfile.gettempdir()) / f"gtracd-ports-{os.getuid()}"
-    d.mkdir(mode=0o700, exist_ok=True)
+    d = private_dir(Path(tempfile.gettempdir()) / f"gtracd-ports-{os.getuid()}")
     return lock_file(d / f"{ip.replace(':', '_')}-{port}.lock",
                      lambda pid: f"port {port} on {ip} is already used by another gtracd daemon (pid {pid})")
 
 
+def private_dir(d: Path) -> Path:
+    """`d`, created 0700 if missing, and refused unless it is a real directory of ours that nobody else may
+    write: in a shared temp directory another user could have made it first and planted links in it."""
+    try:
+        d.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(d)
+    except OSError as e:
+        raise UserError(f"cannot use {d}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise UserError(f"refusing {d}: it must be a directory owned by this user that others cannot write "
+                        f"(remove it, or set TMPDIR to a private directory)")
+    return d
+
+
 def lock_file(path: Path, busy) -> object:
     """Hold an exclusive lock on `path` for this process's lifetime (the returned file; the kernel drops it
-    when the process dies). If another process holds it: UserError(busy(its pid))."""
+    when the process dies). If another process holds it: UserError(busy(its pid)). A symbolic link or anything
+    but a regular file at `path` is refused, never followed (the lock file is truncated and written)."""
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        why = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise UserError(f"cannot use the lock file {path}: {why}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"cannot use the lock file {path}: not a regular file")
+    f = os.fdopen(fd, "r+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

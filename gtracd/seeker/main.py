@@ -34,7 +34,7 @@ from ..config import add_setting_flags
 from ..control.replica import RULE_SETTINGS
 from ..daemon import runtime as common
 from ..errors import UserError
-from ..wire.text import shown
+from ..wire.text import shown, shown_text
 from .api.app import Api
 from .api.server import check_bind, read_api_key, serve_api
 from .generation import Generation, GenerationFailed
@@ -104,7 +104,7 @@ async def _run_generate(args: argparse.Namespace, s: Settings, ident: Identity, 
         if args.peer:
             problems = await discover(net, view, args.peer)
             for pr in problems:
-                status(f"gtracd: worker unreachable: {pr}")
+                status(f"gtracd: worker unreachable: {shown(pr)}")
         if not view.workers or (cache is not None and not args.peer):
             if not await wait_for_route(view, routing_params(s), s.mode, s.node_timeout_s):
                 raise UserError("no live chain covering every layer was heard within "
@@ -137,7 +137,8 @@ def _request(s: Settings, sampling: dict, **what) -> Request:
 
 
 def _write(text: str) -> None:
-    sys.stdout.write(text)
+    """Generated text to the terminal: what the last hop returned, shown literally (wire/text.shown_text)."""
+    sys.stdout.write(shown_text(text))
     sys.stdout.flush()
 
 
@@ -167,12 +168,12 @@ async def _prompts(args: argparse.Namespace, s: Settings, service: SeekerService
         if args.json:
             print(json.dumps(r))
         elif "error" in r:
-            print(f"gtracd: generation failed: {r['error']}", file=sys.stderr)
+            print(f"gtracd: generation failed: {shown(r['error'])}", file=sys.stderr)
         elif streaming:
             print()
             _stats(status, r)
         else:
-            print(f"--- {r['prompt']}\n{r['text']}")
+            print(f"--- {shown(r['prompt'])}\n{shown_text(r['text'])}")
             _stats(status, r)
     return 1 if any("error" in r for r in results) else 0
 
@@ -215,7 +216,7 @@ async def _chat(args: argparse.Namespace, s: Settings, service: SeekerService, s
                                        None if args.json else _write,
                                        lambda gen: status(f"gtracd: chain: {_chain_line(gen)}"))
         except GenerationFailed as e:
-            print(f"gtracd: generation failed: {e}", file=sys.stderr)
+            print(f"gtracd: generation failed: {shown(e)}", file=sys.stderr)
             return 1
         messages.append(("assistant", c.text))
         if args.json:

@@ -26,3 +26,16 @@ def shown(s) -> str:
     """`s` as text a terminal shows literally: every unsafe character becomes U+FFFD."""
     s = str(s)
     return s if printable(s) else "".join(REPLACEMENT if _unsafe(ch) else ch for ch in s)
+
+
+# in generated text: line breaks and tabs are the text's own; joiners and variation selectors make emoji
+_TEXT_KEEP = frozenset("\n\t\u200c\u200d\ufe0e\ufe0f")
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def shown_text(s: str) -> str:
+    """Generated text as a terminal shows it literally: line breaks, tabs and emoji joiners stay; every other
+    control or format character (ESC sequences, bidi overrides, C1 controls) becomes U+FFFD."""
+    if printable(s):
+        return s
+    return "".join(ch if ch in _TEXT_KEEP or (not _unsafe(ch) and ch not in _BIDI) else REPLACEMENT for ch in s)

@@ -20,7 +20,7 @@ import trio
 
 from ..generation import GenerationFailed
 from ..service import Busy, Completion
-from .requests import MAX_BODY, ApiError, chat_request, completion_request, parse_json
+from .requests import MAX_BODY, ApiError, chat_request, check_headers, completion_request, parse_json
 
 READ_TIMEOUT_S = 30.0  # for the whole request body
 
@@ -69,6 +69,7 @@ class Api:
             await send({"type": "http.response.start", "status": status, "headers": headers})
 
         try:
+            check_headers(dict(scope.get("headers") or []), scope["method"], self.api_key is not None)
             self._authorize(scope)
             path, method = scope["path"].rstrip("/") or "/", scope["method"]
             if path == "/v1/models":

@@ -6,9 +6,11 @@ Every check says which parameter is wrong; the shapes follow what the `openai` c
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ..service import Request
 
@@ -31,6 +33,49 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _hostname(host_header: str) -> str:
+    """The host of a Host header value (`name`, `name:port`, `[v6]:port`), lower case."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def check_headers(headers: dict[bytes, bytes], method: str, keyed: bool) -> None:
+    """What a web page in the user's browser must not be able to do to a seeker on loopback. Without an API
+    key (a loopback-only server): the Host must name a loopback host (a DNS-rebinding page sends its own
+    name), and an Origin, if sent, must be a loopback one (a cross-site page's fetch carries its origin). With
+    or without a key: a POST body must be declared JSON (a cross-site form or a "simple" fetch, which a
+    browser sends without asking the server first, cannot declare it)."""
+    if not keyed:
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not host or not is_loopback(_hostname(host)):
+            raise ApiError(403, f"this API answers on loopback names only, not Host {host[:100]!r} (give "
+                                "--api-key-file to serve other names)", "invalid_request_error", None,
+                           "host_not_allowed")
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        if origin and origin != "null" and not is_loopback(urlsplit(origin).hostname or ""):
+            raise ApiError(403, f"cross-origin requests are refused (Origin {origin[:100]!r})",
+                           "invalid_request_error", None, "origin_not_allowed")
+        if origin == "null":
+            raise ApiError(403, "requests from an opaque origin are refused", "invalid_request_error", None,
+                           "origin_not_allowed")
+    if method == "POST":
+        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError(415, f"send the body as application/json (got {ctype[:60] or 'no content type'!r})",
+                           "invalid_request_error", None, "unsupported_media_type")
 
 
 def bad(message: str, param: str | None = None, code: str | None = "invalid_value") -> ApiError:

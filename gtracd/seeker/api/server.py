@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 
 import trio
 
 from ...errors import UserError
+from .requests import is_loopback
 
 log = logging.getLogger("gtracd.api")
 
@@ -19,15 +19,6 @@ def parse_bind(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise UserError(f"--http wants HOST:PORT (e.g. 127.0.0.1:8080), not {text!r}")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def read_api_key(path: str | None) -> str | None:
