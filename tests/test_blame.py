@@ -12,6 +12,10 @@ from gtracd.seeker.blame import verdict
     (HopError("p" * 10, "busy", "full", 2.0), "refusal", False),
     (HopError("p" * 10, "draining", "leaving"), "refusal", False),
     (HopError("p" * 10, "unknown_session", "evicted"), "eviction", False),
+    # Trust II, item 10: a refusal or an eviction that comes only after most of the deadline is a stall
+    (HopError("p" * 10, "unknown_session", "evicted", late=True), "timeout", True),
+    (HopError("p" * 10, "busy", "full", 2.0, late=True), "timeout", True),
+    (HopError("p" * 10, "draining", "leaving", late=True), "timeout", True),
     (HopError("p" * 10, "cancelled", "by you"), "seeker", False),
     (HopError("p" * 10, "too_long", "past max_length"), "seeker", False),
     (HopFailed("p" * 10, "no answer to step within 2.0s", "timeout"), "timeout", True),

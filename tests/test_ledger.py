@@ -233,6 +233,23 @@ def test_admission_rules_each_drop_is_named_and_counted():
                                  "self_report": 1, "rate_limited": 1}
 
 
+def test_a_chain_naming_one_peer_many_times_moves_nothing():
+    """Trust II, item 4 (in part): one report with chain [A] * 64 at 0.001 ms used to set A's latency to ~0
+    (and [W] * 64 at 25 s buried W): admission refuses it, and a replica holding one folds nothing from it."""
+    from gtracd.ledger import Admission, AdmissionParams
+
+    adm = Admission(Ledger(), AdmissionParams(network="n", max_latency_ms=30000))
+    adm.heard("w1", 1000.0)
+    assert adm.offer(signed_report(seq=1, chain=("w1",) * 64, lats=(0.001,) * 64), 1000.0) == "repeated_peer"
+    assert adm.offer(signed_report(seq=2, chain=("w1", "w1"), lats=(25000.0, 25000.0), outcome="failure",
+                                   culprit=1), 1000.0) == "repeated_peer"
+    assert dict(adm.dropped) == {"repeated_peer": 2}
+    honest = R(0, 1, ["A", "W"], lats=[120.0, 80.0])
+    lying = [Report(REPORTERS[1], 2, 2.0, ("A",) * 64, (0.001,) * 64, "success"),
+             Report(REPORTERS[2], 3, 3.0, ("W",) * 64, (25000.0,) * 64, "failure", 5)]
+    assert derive(Ledger([honest] + lying)) == derive(Ledger([honest]))
+
+
 def test_admission_holds_reports_on_unknown_workers_until_heard_or_expired():
     from gtracd.ledger import Admission, AdmissionParams
 

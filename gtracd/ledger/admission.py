@@ -122,6 +122,8 @@ class Admission:
             return r
         if peer_id_from_public(r.reporter) in r.chain:
             raise Dropped("self_report", "a worker cannot rate a chain it is part of")
+        if len(set(r.chain)) != len(r.chain):  # one peer named many times: many latency and trust moves
+            raise Dropped("repeated_peer", "a chain names each peer once")
         if any(not (0.0 < ms <= self.p.max_latency_ms) for ms in r.latency_ms):
             raise Dropped("implausible_latency", f"{r.latency_ms}")
         if r.ts > now + self.p.max_future_s or r.ts < now - self.p.max_age_s:

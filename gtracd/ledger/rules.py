@@ -127,6 +127,8 @@ class Fold:
             for peer, t in r.priors:
                 self.trust[peer] = t
             return
+        if len(set(r.chain)) != len(r.chain):  # admission refuses these; a replica that holds one folds nothing
+            return
         for peer, ms in zip(r.chain, r.latency_ms, strict=False):
             prev = self.latency.get(peer, p.latency0_ms)
             self.latency[peer] = (1.0 - p.alpha) * prev + p.alpha * ms

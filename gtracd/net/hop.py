@@ -37,9 +37,15 @@ class HopFailed(GtracError):
         super().__init__(f"hop {peer[-8:]} failed: {why}")
 
 
+LATE_REFUSAL = 0.5  # a refusal later than this share of the call's deadline is no refusal (seeker/blame.py)
+
+
 class HopError(GtracError):
-    def __init__(self, peer: str, code: str, message: str, retry_after_s: float | None = None):
-        self.peer, self.code, self.retry_after_s = peer, code, retry_after_s
+    """The worker answered with an error frame. `late`: it came after LATE_REFUSAL of the call's deadline —
+    a worker that stalls and then says no has cost the seeker the wait, whatever the code says."""
+
+    def __init__(self, peer: str, code: str, message: str, retry_after_s: float | None = None, late: bool = False):
+        self.peer, self.code, self.retry_after_s, self.late = peer, code, retry_after_s, late
         super().__init__(f"worker {peer[-8:]} refused ({code}): {message}")
 
 
@@ -64,6 +70,7 @@ class HopSession:
 
     async def request(self, kind: str, body: dict, timeout: float) -> dict:
         """Send a request and return its reply's body (HopError on a refusal, HopFailed on anything else)."""
+        t0 = time.perf_counter()
         if self.fs is None:
             await self.connect(timeout)
         try:
@@ -88,7 +95,8 @@ class HopSession:
             raise HopFailed(self.peer, f"sent a malformed frame ({e})", PROTOCOL) from None
         ev = self.machine.receive(rkind, rbody)
         if isinstance(ev, Refusal):
-            raise HopError(self.peer, ev.code, ev.message, ev.retry_after_s)
+            late = time.perf_counter() - t0 > LATE_REFUSAL * timeout
+            raise HopError(self.peer, ev.code, ev.message, ev.retry_after_s, late)
         if isinstance(ev, Violation):
             await self.abort()
             raise HopFailed(self.peer, ev.why, PROTOCOL)

@@ -45,6 +45,8 @@ def verdict(err: BaseException, draining: bool = False) -> Verdict:
             return Verdict("drained", False)
         return Verdict("protocol", True) if err.reason == PROTOCOL else Verdict("transport", True)
     code = getattr(err, "code", None)
+    if getattr(err, "late", False) and code in REFUSALS + EVICTIONS:  # a no that came only after a stall
+        return Verdict("timeout", True)
     if code in REFUSALS:
         return Verdict("refusal", False, getattr(err, "retry_after_s", None))
     if code in EVICTIONS:
