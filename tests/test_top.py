@@ -136,6 +136,13 @@ FIELDS = ["role", "name", "peer_id", "workers", "anchors", "requests", "dropped"
           "trust_floor", "age_s", "stale", "layers", "state", "written_at", "links", "gossip", "uptime_s"]
 
 
+def test_an_absurd_depth_in_a_status_file_is_ignored_not_allocated():
+    """A depth beyond what the wire allows (hypothesis found 10**9: the coverage map allocated it, gigabytes)
+    leaves that worker out of the coverage instead."""
+    net = build([{"role": "seeker", "workers": {"X": {**W("X", 0, 10), "total_layers": 10 ** 12}}}])
+    assert net.coverage == [] and net.peers["X"].total_layers is None
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.fixed_dictionaries({}, optional={f: JSONISH for f in FIELDS}), max_size=3),
        st.dictionaries(st.text(max_size=6), st.dictionaries(st.sampled_from(list(W("x", 0, 1))), JSONISH),

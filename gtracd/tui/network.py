@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..routing.coverage import Coverage, replicas
+from ..wire.kinds import MAX_LAYERS
 from ..wire.text import shown
 
 SEP = "·"  # between a name and the short peer id that disambiguates it
@@ -98,6 +99,13 @@ def _int(x) -> int | None:
     return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
+def _depth(x) -> int | None:
+    """A model depth as the wire allows it (a status file holds what daemons heard: an absurd depth must not
+    make the coverage map allocate it)."""
+    n = _int(x)
+    return n if n is not None and 1 <= n <= MAX_LAYERS else None
+
+
 def _range(v, total) -> tuple[int, int] | None:
     if not isinstance(v, (list, tuple)) or len(v) != 2 or _int(v[0]) is None or _int(v[1]) is None:
         return None
@@ -110,7 +118,7 @@ def _range(v, total) -> tuple[int, int] | None:
 def _worker_peer(pid: str, w: dict, now_offset: float) -> Peer | None:
     if not isinstance(w, dict):
         return None
-    total = _int(w.get("total_layers"))
+    total = _depth(w.get("total_layers"))
     state = str(w.get("state") or "serving")
     heard = number(w.get("heard_s_ago"))
     return Peer(peer_id=shown(pid), name=shown(w.get("name") or ""), role="worker",
@@ -216,7 +224,7 @@ def _local_daemon(peers: dict[str, Peer], anchors: dict[str, Anchor], d: dict) -
         a = anchors.setdefault(pid, Anchor(pid, not stale))
         a.up, a.local = not stale, True
     heard = peers.get(pid)
-    total = _int(d.get("total_layers")) or (heard.total_layers if heard else None)
+    total = _depth(d.get("total_layers")) or (heard.total_layers if heard else None)
     state = "stale" if stale else shown(d.get("state") or (heard.state if heard else "up"))
     peers[pid] = Peer(peer_id=pid, name=shown(d.get("name", "")), role=role,
                       layers=_range(d.get("layers"), total) if role == "worker" else None,

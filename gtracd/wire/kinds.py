@@ -6,6 +6,8 @@ from dataclasses import replace
 
 from .schema import F
 
+MAX_LAYERS = 100_000  # layer indices and model depths anywhere on the wire (and in status files)
+
 PEER_ID = F("str", minlen=1, maxlen=64)
 SESSION = F("bin", minlen=16, maxlen=16)
 MODES = ("g-trac", "sp", "mr", "larac", "naive", "given")
@@ -26,19 +28,19 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
     "heartbeat": {
         "network": F("str", minlen=1, maxlen=64),
         "model": F("str", maxlen=128, text=True),
-        "start": F("int", lo=0, hi=100_000),
-        "end": F("int", lo=0, hi=100_000),  # start == end: no range yet (state joining)
+        "start": F("int", lo=0, hi=MAX_LAYERS),
+        "end": F("int", lo=0, hi=MAX_LAYERS),  # start == end: no range yet (state joining)
         "addrs": F("list", maxlen=16, item=F("str", maxlen=256)),
         "free_tokens": F("int", lo=0, hi=U63),
         "load": F("float", lo=0.0, hi=1e6),
         "version": F("str", maxlen=32),
         "name": F("str", maxlen=64, optional=True, text=True),
-        "total_layers": F("int", lo=1, hi=100_000, optional=True),
+        "total_layers": F("int", lo=1, hi=MAX_LAYERS, optional=True),
         # dynamic membership (gtracd.membership); absent: serving, placed by hand
         "state": F("str", choices=WORKER_STATES, optional=True),
-        "target": F("list", minlen=2, maxlen=2, item=F("int", lo=0, hi=100_000), optional=True),  # moving to
+        "target": F("list", minlen=2, maxlen=2, item=F("int", lo=0, hi=MAX_LAYERS), optional=True),  # moving to
         "auto": F("bool", optional=True),  # self-placing (--layers auto): it may move to heal a hole
-        "max_layers": F("int", lo=0, hi=100_000, optional=True),  # its budget (0: none), for joint placement
+        "max_layers": F("int", lo=0, hi=MAX_LAYERS, optional=True),  # its budget (0: none), for joint placement
         "memory_mib": F("int", lo=0, hi=1 << 40, optional=True),
     },
     # many identities hosted by one process: one gossip message carrying each identity's own signed heartbeat
@@ -89,8 +91,8 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
     "open": {
         "session": SESSION,
         "model": F("str", maxlen=128),
-        "start": F("int", lo=0, hi=100_000),
-        "end": F("int", lo=1, hi=100_000),
+        "start": F("int", lo=0, hi=MAX_LAYERS),
+        "end": F("int", lo=1, hi=MAX_LAYERS),
         "max_length": F("int", lo=1, hi=1 << 20),
         "sampling": F("map", fields=SAMPLING, optional=True),
         # the identity the seeker wants (a process may serve many) and a fresh nonce it must sign
@@ -144,9 +146,9 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "name": F("str", maxlen=64, text=True),
         "model": F("str", maxlen=128),
         "family": F("str", maxlen=32),
-        "start": F("int", lo=0, hi=100_000),
-        "end": F("int", lo=1, hi=100_000),
-        "total_layers": F("int", lo=1, hi=100_000),
+        "start": F("int", lo=0, hi=MAX_LAYERS),
+        "end": F("int", lo=1, hi=MAX_LAYERS),
+        "total_layers": F("int", lo=1, hi=MAX_LAYERS),
         "hidden_size": F("int", lo=1, hi=1 << 20),
         "free_tokens": F("int", lo=0, hi=U63),
         "sessions": F("int", lo=0, hi=1 << 20),
