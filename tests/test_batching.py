@@ -104,8 +104,8 @@ async def test_a_worker_batches_concurrent_sessions_and_answers_as_it_does_one_a
     import trio
 
     from gtracd.config import load_settings
+    from gtracd.engine import set_threads
     from gtracd.engine.server import ShardServer
-    from gtracd.engine.shard import set_threads
     from gtracd.identity import Identity
     from gtracd.net.hop import HopSession
     from gtracd.net.host import dial, multiaddr_of, running_host

@@ -175,8 +175,8 @@ async def test_cancel_mid_step(tmp_path, monkeypatch):
     import threading
 
     from gtracd.config import load_settings
+    from gtracd.engine import set_threads
     from gtracd.engine.server import ShardServer
-    from gtracd.engine.shard import set_threads
     from gtracd.net.host import multiaddr_of
     from gtracd.protocols.infer import WorkerStream
     from gtracd.worker import main as worker

@@ -26,8 +26,8 @@ MUTATORS = ("open", "reserve", "touch", "close", "expire", "_evict")
 
 
 async def test_table_mutations_stay_on_the_event_loop_under_concurrent_sessions_and_status_reads(tmp_path):
+    from gtracd.engine import set_threads
     from gtracd.engine.server import ShardServer
-    from gtracd.engine.shard import set_threads
     from gtracd.net.host import dial
     from gtracd.worker.main import Served, WorkerDaemon
 

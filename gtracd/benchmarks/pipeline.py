@@ -23,6 +23,7 @@ import trio
 from ..catalog.fingerprint import depth
 from ..control.peerview import PeerView
 from ..daemon.node import status_mib
+from ..engine import set_threads
 from ..engine.models import resolve_model
 from ..harness.launch import start_workers, stop_all, worker_env
 from ..identity import Identity
@@ -51,7 +52,6 @@ def split(layers: int, k: int) -> list[tuple[int, int]]:
 def monolithic(model: str, tokens: int) -> dict:
     """Runs in its own process (clean VmHWM): load the whole model, greedy decode `tokens` tokens."""
     from ..engine.reference import chat_ids, greedy, load
-    from ..engine.shard import set_threads
 
     set_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     folder = resolve_model(model)

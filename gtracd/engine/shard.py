@@ -28,14 +28,6 @@ LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3"}
 FAMILIES = LLAMA_LIKE | {"gpt2"}
 
 
-def set_threads(n: int) -> None:
-    torch.set_num_threads(n)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already set in this process
-
-
 @dataclass
 class ShardOutput:
     hidden: torch.Tensor | None  # [1, n, d] for non-last shards

@@ -21,7 +21,7 @@ import trio
 from ..control.heartbeat import Hosted, publish_heartbeats
 from ..daemon import runtime as common
 from ..daemon.node import running_node
-from ..engine import require_torch
+from ..engine import require_torch, set_threads
 from ..engine.models import resolve_model
 from ..errors import UserError
 from ..net.protocols import INFER
@@ -47,7 +47,6 @@ def main(args: argparse.Namespace, s: Settings) -> int:
     require_torch()
     from ..engine.perturb import corrupter
     from ..engine.server import ShardServer
-    from ..engine.shard import set_threads
 
     set_threads(1)
     catalog = load_catalog(args.profiles)

@@ -25,7 +25,7 @@ import trio
 
 from ..config import load_settings
 from ..control.peerview import PeerView
-from ..engine import require_torch
+from ..engine import require_torch, set_threads
 from ..engine.models import resolve_model
 from ..errors import GtracError, UserError
 from ..identity import Identity, Keystore
@@ -93,7 +93,6 @@ def reference_tokens(model: str, prompts: list[list[int]], steps: int) -> list[l
 
     require_torch()
     from ..engine.reference import greedy, load
-    from ..engine.shard import set_threads
 
     set_threads(1)
     m = load(resolve_model(model, log=lambda x: print(x, file=sys.stderr)))

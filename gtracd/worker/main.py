@@ -30,7 +30,7 @@ from ..control.heartbeat import Hosted, Nudge, publish_heartbeats
 from ..control.peerview import PeerView
 from ..daemon import runtime as common
 from ..daemon.node import running_node
-from ..engine import require_torch
+from ..engine import require_torch, set_threads
 from ..engine.footprint import footprint
 from ..engine.models import resolve_model
 from ..errors import DecodeError, UserError
@@ -419,7 +419,6 @@ def main(argv: list[str]) -> int:
 
     require_torch()
     from ..engine.server import ShardServer
-    from ..engine.shard import set_threads
 
     set_threads(s.torch_threads)
     folder = resolve_model(s.model, log=lambda m: print(m, file=sys.stderr))
