@@ -32,13 +32,13 @@ def play(acc: Accounts, events) -> None:
             _, peer, span, v, rep, hop = ev
             acc.hop_failed(peer, span, v)
             if acc.may_repair():
-                acc.attempt(rep)
+                acc.attempt()
                 chain = ["C0", "C1", "C2"]
                 chain[hop] = peer
                 acc.repaired(hop, peer, rep, v, "why", 1.0, chain, [5.0] * hop)
         elif ev[0] == "replacement":
             _, peer, v, may_wait = ev
-            acc.attempt(peer)
+            acc.attempt()
             acc.replacement_failed(peer, v, "why", may_wait)
         elif ev[0] == "convicted":
             liar, witness, arbiter = ev[1]

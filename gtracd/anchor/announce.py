@@ -49,8 +49,5 @@ class AnnounceQueue:
     def next_due(self) -> float | None:
         return min((t for _, t in self._due.values()), default=None)
 
-    def __contains__(self, key: Key) -> bool:
-        return key in self._due
-
     def __len__(self) -> int:
         return len(self._due)

@@ -27,7 +27,6 @@ Key = tuple[bytes, int]  # (reporter public key, seq)
 class Answer:
     acked: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # result -> reports refused for good with it
-    kept: int = 0  # still held: asked to retry, or not answered for
 
     @property
     def changed(self) -> bool:
@@ -57,7 +56,6 @@ class Outbox:
             elif res not in RETRY:
                 del self._held[key]
                 out.refused[res] = out.refused.get(res, 0) + 1
-        out.kept = sum(1 for key, _ in sent if key in self._held)
         return out
 
     def raws(self) -> list[bytes]:

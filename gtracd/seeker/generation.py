@@ -279,7 +279,7 @@ class Generation:
                 raise self._failed(f"hop {i} (layers {old.peer.start}:{old.peer.end}) failed ({err}) and no "
                                    f"replacement with trust >= {self.params.trust_floor:g} is known", pid, v.blamed)
             log.warning("hop %d %s failed (%s); repairing with %s", i, pid[-8:], err, rep.id[-8:])
-            self.accounts.attempt(rep.id)
+            self.accounts.attempt()
             try:
                 new = await self.open_replayed(rep.id, old.history)
                 break

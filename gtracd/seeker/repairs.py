@@ -50,8 +50,8 @@ class Accounts:
         if not v.blamed:
             self.excused[peer] = span
 
-    def attempt(self, peer: str) -> None:
-        """A replacement is being tried (routed around from now on if it fails)."""
+    def attempt(self) -> None:
+        """A replacement is being tried."""
         self.attempts += 1
 
     def replacement_failed(self, peer: str, v: Verdict, error: str, may_wait: bool) -> None:
