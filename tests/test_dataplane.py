@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 from gtracd.control.peerview import PeerView  # noqa: E402
 from gtracd.identity import Identity  # noqa: E402
 from gtracd.net.framing import FramedStream  # noqa: E402
+from gtracd.net.hop import HopError  # noqa: E402
 from gtracd.net.host import dial, open_stream, running_host  # noqa: E402
 from gtracd.net.protocols import INFER  # noqa: E402
 from gtracd.routing import Params  # noqa: E402
@@ -274,13 +275,16 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
             gen = Generation(net, view, Params(), rng=random.Random(0))
             r = await gen.turn(ids, 40)
             assert r.tokens == ref
-            # hop 0 also takes text and returns the token ids it used
+            # the seeker read the text itself, from the card it verified, equal to transformers' decoding
+            assert r.text == tok.decode(ref, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            # hop 0 no longer tokenizes: text in a prefill is refused as a bad frame
             hs = gen.hops[0].session
             sid = os.urandom(16)
             h0 = gen.hops[0].peer
             await hs.request("open", {"session": sid, "model": h0.model, "start": 0, "end": 10, "max_length": 64}, 10)
-            res = await hs.request("prefill", {"session": sid, "pos": 0, "text": "Hello world"}, 10)
-            assert res["tokens"] == tok("Hello world")["input_ids"] and res["cached"] == len(res["tokens"])
+            with pytest.raises(HopError) as ei:
+                await hs.request("prefill", {"session": sid, "pos": 0, "text": "Hello world"}, 10)
+            assert ei.value.code == "bad_frame"
             await hs.close(sid)
             await gen.aclose()
             # kill -9 the middle worker after token 10; the replacement is replayed and the text is identical

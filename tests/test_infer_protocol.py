@@ -32,7 +32,8 @@ OPEN = {"model": "m", "start": 0, "end": 4, "max_length": 64}
 
 def test_worker_stream_events():
     w = WorkerStream()
-    assert isinstance(w.receive("info", {}), Query) and isinstance(w.receive("tokenize", {"text": "x"}), Query)
+    assert isinstance(w.receive("info", {}), Query) and isinstance(w.receive("card", {}), Query)
+    assert isinstance(w.receive("tokenize", {"text": "x"}), Reject)  # seekers tokenize themselves
     assert w.receive("step", {"session": S1, "pos": 0}) == Reject("unknown_session", "session not opened on this "
                                                                     "stream", S1)
     ev = w.receive("open", {"session": S1, **OPEN})
@@ -123,7 +124,7 @@ class Worker:
         if self.refuse(self.n):
             return [("error", {"code": "busy", "message": "no room", "retry_after_s": 1.0})]
         if isinstance(ev, Query):
-            return [(REPLIES[ev.kind], {"tokens": [1, 2], "eos": []} if ev.kind == "tokenize" else {
+            return [(REPLIES[ev.kind], {"weights": "0" * 64, "files": {"tokenizer.json": 2}} if ev.kind == "card" else {
                 "peer_id": "12D3KooWworker", "name": "w", "model": "m", "family": "llama", "start": 0, "end": 4,
                 "total_layers": 4, "hidden_size": 8, "free_tokens": 10, "sessions": 0, "version": "x"})]
         if isinstance(ev, Open):
@@ -137,7 +138,7 @@ class Worker:
                             "compute_ms": 0.1})]
 
 
-ACTION = st.tuples(st.sampled_from(["info", "tokenize", "open", "prefill", "step", "cancel", "close"]),
+ACTION = st.tuples(st.sampled_from(["info", "card", "open", "prefill", "step", "cancel", "close"]),
                    st.sampled_from([S1, S2, S3]), st.lists(st.integers(0, 255), min_size=1, max_size=4))
 
 
@@ -156,8 +157,8 @@ def test_both_sides_agree_under_any_script_and_refusals(script, refused):
         elif kind in ("prefill", "step"):
             pos = len(mine.get(sid, []))
             body.update(pos=pos, tokens=toks)
-        elif kind in ("info", "tokenize"):
-            body = {"text": "hi"} if kind == "tokenize" else {}
+        elif kind in ("info", "card"):
+            body = {}
         try:
             expect = hop.send(kind, body)
         except ProtocolError:

@@ -15,7 +15,7 @@ from gtracd.tui.network import build
 from gtracd.tui.render import report, screen
 from gtracd.tui.view import QUIT, SORTS, Trends, ViewState, keys_of, on_key, visible
 
-FP = "798e75b0376db5a12f29a0136e7d3127"
+FP = "d15430767150c38c2889cff573c4a68d"
 HOSTILE = "[/x][red]evil[/red]"
 
 

@@ -1,8 +1,12 @@
 """Model fingerprints, torch-free: seekers pin the model they serve by it without the model stack.
 
-A fingerprint is sha256 over the config (volatile keys dropped), every tensor's name/dtype/shape (read from
-the safetensors headers) and the weight bytes, cut to 32 hex digits. It is cached next to the weights, keyed
-by file sizes and mtimes. Workers chain only with identical fingerprints.
+A fingerprint pins the weights and the model card together: sha256 over the weights digest and the card
+digest, cut to 32 hex digits. The weights digest is sha256 over the config (volatile keys dropped), every
+tensor's name/dtype/shape (read from the safetensors headers) and the weight bytes; it is cached next to the
+weights, keyed by file sizes and mtimes. The card is the files a seeker reads text with (tokenizer.json, the
+chat template, special and end-of-turn tokens: CARD_FILES); a worker hands it over with its weights digest,
+and `card_fingerprint` lets a seeker check both against the fingerprint it pinned, without the weights.
+Workers chain only with identical fingerprints.
 """
 
 from __future__ import annotations
@@ -19,8 +23,14 @@ from .names import TINY_RE, model_cache_dir
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 # fingerprints (and depths) of the built-in models, measured reproducible across fresh builds
 # (docs/decisions.md): a seeker pins one without converting the model itself
-SHIPPED = {"smollm2-135m": ("798e75b0376db5a12f29a0136e7d3127", 30)}
+SHIPPED = {"smollm2-135m": ("d15430767150c38c2889cff573c4a68d", 30)}
 HEADER_MAX = 100 << 20
+# the files of the model card, in the order they are hashed; each at most CARD_FILE_MAX bytes
+CARD_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+              "chat_template.json", "generation_config.json", "config.json")
+CARD_FILE_MAX = 64 << 20
+CARD_MAX = 80 << 20
+CACHE_VERSION = 2
 
 
 def _header(path: Path) -> dict:
@@ -39,16 +49,47 @@ def _header(path: Path) -> dict:
     return doc
 
 
-def fingerprint(folder: Path | str) -> str:
+def card_files(folder: Path | str) -> dict[str, bytes]:
+    """The model card's files present in a model folder (name -> bytes)."""
+    out = {}
+    for name in CARD_FILES:
+        p = Path(folder) / name
+        if p.is_file():
+            if p.stat().st_size > CARD_FILE_MAX:
+                raise UserError(f"{p}: {p.stat().st_size} bytes exceed the card file cap of {CARD_FILE_MAX}")
+            out[name] = p.read_bytes()
+    return out
+
+
+def card_digest(files: dict[str, bytes]) -> bytes:
+    h = hashlib.sha256()
+    for name in CARD_FILES:
+        if name in files:
+            data = files[name]
+            h.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    return h.digest()
+
+
+def card_fingerprint(weights: str, files: dict[str, bytes]) -> str:
+    """The fingerprint of weights (their digest, 64 hex) served with this card."""
+    if set(files) - set(CARD_FILES):
+        raise ValueError(f"not card files: {sorted(set(files) - set(CARD_FILES))}")
+    h = hashlib.sha256(b"gtracd-model/2\0" + bytes.fromhex(weights) + card_digest(files))
+    return h.hexdigest()[:32]
+
+
+def weights_digest(folder: Path | str) -> str:
+    """sha256 (64 hex) over the config and the weights, cached next to them."""
     folder = Path(folder)
     files = sorted(folder.glob("*.safetensors"))
-    stamp = [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files]
+    stamp = [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in [*files, folder / "config.json"]]
     cache = folder / ".gtracd-fingerprint.json"
     try:
         doc = json.loads(cache.read_text())
-        if doc.get("stamp") == stamp:
-            return doc["fingerprint"]
-    except (OSError, ValueError, KeyError):
+        if doc.get("version") == CACHE_VERSION and doc.get("stamp") == stamp and re.match(r"^[0-9a-f]{64}$",
+                                                                                          doc["weights"]):
+            return doc["weights"]
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     h = hashlib.sha256()
     cfg = json.loads((folder / "config.json").read_text())
@@ -62,12 +103,16 @@ def fingerprint(folder: Path | str) -> str:
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 h.update(chunk)
-    fp = h.hexdigest()[:32]
+    digest = h.hexdigest()
     try:
-        cache.write_text(json.dumps({"stamp": stamp, "fingerprint": fp}))
+        cache.write_text(json.dumps({"version": CACHE_VERSION, "stamp": stamp, "weights": digest}))
     except OSError:
         pass
-    return fp
+    return digest
+
+
+def fingerprint(folder: Path | str) -> str:
+    return card_fingerprint(weights_digest(folder), card_files(folder))
 
 
 def depth(folder: Path) -> int | None:

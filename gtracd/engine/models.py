@@ -115,7 +115,7 @@ def tiny_llama(path: Path, layers: int, seed: int = 0) -> Path:
 def char_tokenizer(path: Path) -> Path:
     """A character-level tokenizer (printable ASCII -> ids 3..97, ids 98..255 -> letters from U+0162 on, so
     every id a tiny model emits shows) with a chat template, saved next to a tiny model: text prompts, chat,
-    hop-0 tokenization and last-hop detokenization run on it with no download."""
+    seekers read and write text with it (tokens/) with no download."""
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 

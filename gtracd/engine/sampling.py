@@ -30,21 +30,3 @@ def sample(logits: torch.Tensor, position: int, temperature: float = 0.0, top_k:
     g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(f"{seed}:{position}".encode()).digest()[:8],
                                                      "little") & (2**63 - 1))
     return int(torch.multinomial(probs, 1, generator=g))
-
-
-class Detokenizer:
-    """Text pieces from token ids without per-session state: piece = decode(ctx + [t]) - decode(ctx), with
-    incomplete UTF-8 (U+FFFD at the end) held back until the following token completes it."""
-
-    def __init__(self, tokenizer):
-        self.tok = tokenizer
-
-    def _dec(self, ids: list[int]) -> str:
-        return self.tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-
-    def piece(self, ctx: list[int], token: int) -> str:
-        prev = self._dec(ctx).rstrip("\ufffd") if ctx else ""
-        full = self._dec(list(ctx) + [token])
-        if full.endswith("\ufffd"):
-            full = full.rstrip("\ufffd")
-        return full[len(prev):] if full.startswith(prev) else full[len(self._dec(ctx)):]

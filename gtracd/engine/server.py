@@ -1,4 +1,5 @@
-"""The worker's compute side: a Shard, its tokenizer (first/last hops), and per-session KV caches.
+"""The worker's compute side: a Shard, its model card (handed to seekers, who read text with it), and
+per-session KV caches. Workers never tokenize or detokenize: token ids in, token ids (or hidden states) out.
 
 Synchronous and I/O-free. One owner for the mutable state: the session table and the sessions dict are
 changed only by the caller's event loop (open, close, prepare); `compute` runs on the compute thread and
@@ -14,14 +15,15 @@ from pathlib import Path
 
 import torch
 
+from ..catalog.fingerprint import card_files, card_fingerprint, weights_digest
 from ..protocols.sessions import Refused, SessionTable
 from .batching import forward_steps
-from .models import fingerprint
-from .sampling import Detokenizer, sample
+from .sampling import sample
 from .shard import Shard, crop
 from .tensors import from_wire, to_wire
 
 HIDDEN_DTYPES = ("float32", "float16", "bfloat16")
+CARD_PART = 1 << 20  # bytes of a card file per reply
 
 
 @dataclass
@@ -32,9 +34,7 @@ class Job:
     pos: int
     n: int
     inp: dict
-    text_ids: list[int] | None
     sample: bool
-    ctx: list[int]
 
 
 @dataclass
@@ -49,28 +49,14 @@ class ShardServer:
                  ttl_s: float = 600.0, clock=time.monotonic):
         self.folder = Path(folder)
         self.shard = Shard(folder, start, end)
-        self.fingerprint = fingerprint(folder)
-        self.tokenizer = None
-        if (self.shard.first or self.shard.last) and (
-                (self.folder / "tokenizer.json").exists() or (self.folder / "tokenizer_config.json").exists()):
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.detok = Detokenizer(self.tokenizer) if self.tokenizer is not None else None
+        self.weights = weights_digest(folder)
+        self.card = card_files(folder)
+        self.fingerprint = card_fingerprint(self.weights, self.card)
         self.table = SessionTable(max_sessions, cache_tokens, ttl_s)
         self.sessions: dict[bytes, Session] = {}
         self.clock = clock
         cfg = self.shard.config
         self.vocab = cfg.vocab_size
-        eos = getattr(cfg, "eos_token_id", None)
-        try:
-            from transformers import GenerationConfig
-
-            gen_eos = GenerationConfig.from_pretrained(str(folder)).eos_token_id
-            eos = gen_eos if gen_eos is not None else eos
-        except (OSError, ValueError):
-            pass
-        self.eos = set(eos if isinstance(eos, list) else ([eos] if eos is not None else []))
         self.steps = 0
         self.batches = 0  # forward passes that served more than one step, and the steps they served
         self.batched_steps = 0
@@ -100,21 +86,17 @@ class ShardServer:
         self.sessions[sid] = Session(sid, self.shard.new_cache(), body.get("sampling") or {})
         return {"session": sid, "cached": 0, "max_length": self.table.get(sid).max_length}
 
-    def tokenize(self, body: dict) -> dict:
-        if not self.shard.first:
-            raise Refused("wrong_layers", "only hop 0 (the worker hosting layer 0) tokenizes")
-        if self.tokenizer is None:
-            raise Refused("bad_frame", "this model folder has no tokenizer: send token ids")
-        if body.get("messages") is not None:
-            ids = self.tokenizer.apply_chat_template(
-                body["messages"], add_generation_prompt=body.get("add_generation_prompt", True), tokenize=True)
-            if not isinstance(ids, list):
-                ids = ids["input_ids"]
-        elif body.get("text") is not None:
-            ids = self.tokenizer(body["text"], add_special_tokens=True)["input_ids"]
-        else:
-            raise Refused("bad_frame", "tokenize needs text or messages")
-        return {"tokens": [int(t) for t in ids], "eos": sorted(self.eos)}
+    def card_index(self) -> dict:
+        return {"weights": self.weights, "files": {n: len(b) for n, b in self.card.items()}}
+
+    def card_part(self, body: dict) -> dict:
+        data = self.card.get(body["name"])
+        if data is None:
+            raise Refused("bad_frame", f"no card file {body['name']!r} here")
+        off = body["offset"]
+        if off > len(data):
+            raise Refused("bad_frame", f"offset {off} is beyond the {len(data)} bytes of {body['name']}")
+        return {"name": body["name"], "offset": off, "data": data[off:off + CARD_PART]}
 
     def extend(self, body: dict) -> dict:
         """prefill / step in one call (in-process use and tests): prepare, then compute."""
@@ -132,13 +114,10 @@ class ShardServer:
         cached = sess.cache.get_seq_length()
         if pos > cached:
             raise Refused("bad_frame", f"pos {pos} is beyond the {cached} cached positions")
-        text_ids = None
         if self.shard.first:
             toks = body.get("tokens")
-            if not toks and body.get("text") is not None:  # hop 0 tokenizes; the ids go back to the seeker
-                toks = text_ids = self.tokenize({"text": body["text"]})["tokens"]
             if not toks:
-                raise Refused("bad_frame", "hop 0 needs tokens or text")
+                raise Refused("bad_frame", "hop 0 needs tokens")
             if max(toks) >= self.vocab:
                 raise Refused("bad_frame", f"token id {max(toks)} outside the vocabulary ({self.vocab})")
             n = len(toks)
@@ -157,7 +136,7 @@ class ShardServer:
             if not bool(torch.isfinite(inp["hidden"]).all()):  # the previous hop's fault (seeker.blame)
                 raise Refused("bad_tensor", "non-finite values in the hidden state")
         self._drop(self.table.reserve(sid, pos + n, self.clock()))
-        return Job(sess, pos, n, inp, text_ids, bool(body.get("sample", True)), body.get("ctx") or [])
+        return Job(sess, pos, n, inp, bool(body.get("sample", True)))
 
     def compute(self, job: Job) -> dict:
         """prefill / step, the compute thread's half: only the job's own session cache is touched."""
@@ -170,8 +149,8 @@ class ShardServer:
 
     @staticmethod
     def batchable(job: Job) -> bool:
-        """A decode step (one position, no text to tokenize): it may share a forward pass with others."""
-        return job.n == 1 and job.text_ids is None
+        """A decode step (one position): it may share a forward pass with others."""
+        return job.n == 1
 
     def compute_batch(self, jobs: list[Job]) -> list[dict]:
         """Decode steps of different sessions in one forward pass (engine/batching.py), on the compute thread:
@@ -197,8 +176,6 @@ class ShardServer:
     def _result(self, job: Job, hidden, logits, t0: float) -> dict:
         sess, pos, n = job.sess, job.pos, job.n
         res = {"session": sess.sid, "cached": pos + n}
-        if job.text_ids is not None:
-            res["tokens"] = job.text_ids
         if hidden is not None:
             res["hidden"] = to_wire(hidden)
         elif job.sample:
@@ -206,9 +183,6 @@ class ShardServer:
             tok = sample(logits, pos + n, sp.get("temperature", 0.0), sp.get("top_k", 0), sp.get("top_p", 1.0),
                          sp.get("seed", 0))
             res["token"] = tok
-            res["eos"] = tok in self.eos
-            if self.detok is not None:
-                res["piece"] = self.detok.piece(job.ctx, tok)[:1024]
         res["compute_ms"] = (time.perf_counter() - t0) * 1e3
         return res
 

@@ -2,7 +2,8 @@
 
     seeker (HopStream)                          worker (WorkerStream), one per stream
     info                                   ->   info_reply
-    tokenize {text | messages}             ->   tokens                  (hop 0)
+    card                                   ->   card_index {weights, files}
+    card_part {name, offset}               ->   card_data {name, offset, data}
     open {session, model, start, end, ...} ->   opened {session, ...}
     prefill {session, pos, ...}            ->   result {session, cached, hidden | token, ...}
     step {session, pos, ...}               ->   result
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-REPLIES = {"info": "info_reply", "tokenize": "tokens", "open": "opened", "prefill": "result", "step": "result"}
+REPLIES = {"info": "info_reply", "card": "card_index", "card_part": "card_data", "open": "opened", "prefill": "result",
+           "step": "result"}
+QUERIES = ("info", "card", "card_part")
 NO_REPLY = ("cancel", "close")
 EXTEND = ("prefill", "step")
 
@@ -40,7 +43,7 @@ class NotOpen(ProtocolError):
 # ---------------------------------------------------------------------------------------------- worker side
 @dataclass(frozen=True)
 class Query:
-    """info / tokenize: answer with REPLIES[kind]."""
+    """info / card / card_part: answer with REPLIES[kind]."""
 
     kind: str
     body: dict
@@ -102,7 +105,7 @@ class WorkerStream:
             field = getattr(body, "field", None) or ""
             return Reject("bad_tensor" if "hidden" in field else "bad_frame", str(body))
         sid = body.get("session") if isinstance(body, dict) else None
-        if kind in ("info", "tokenize"):
+        if kind in QUERIES:
             return Query(kind, body)
         if kind == "open":
             if sid in self.sessions:

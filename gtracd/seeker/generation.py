@@ -23,23 +23,26 @@ from dataclasses import dataclass
 import trio
 
 from ..control.peerview import PeerView, WorkerEntry
-from ..errors import GtracError
+from ..errors import GtracError, UserError
 from ..net.hop import HopError, HopFailed
 from ..protocols.sessions import BUSY_RETRY_S
 from ..routing import NoRoute, Params, Peer, replacement, route
+from ..tokens.tokenizer import Tokenizer
 from .blame import verdict
 from .checker import SpotChecker, checked_call
 from .hops import Chunk, Hop, SeekerNet, replay_plan
 from .repairs import Accounts
 
 log = logging.getLogger("gtracd.seeker")
+PIECE_CONTEXT = 8  # tokens before a new one decoded with it (a piece may depend on its neighbours)
 
 
 class GenerationFailed(GtracError):
     """`culprit`: the worker to blame (a failure report names it); None when no worker is at fault (a refusal,
     an eviction, no route). `blamed` False: report nothing at all (see seeker.blame). `code`: what kind of
-    failure, for callers that answer for it (the HTTP API): "no_route", "context_length_exceeded", or
-    "chain_failed"."""
+    failure, for callers that answer for it (the HTTP API): "no_route", "context_length_exceeded",
+    "bad_prompt" (the chat template refused it), "unsupported_model" (a tokenizer this seeker cannot read),
+    or "chain_failed"."""
 
     def __init__(self, message: str, culprit: str | None = None, blamed: bool = True, code: str = "chain_failed"):
         self.culprit = culprit if blamed else None
@@ -98,7 +101,6 @@ class Generation:
         self.fed: list[int] = []
         self.model: str | None = None
         self.selection_ms = 0.0
-        self.eos_ids: list[int] = []
         self.exact_replay_max = 8  # longer histories: decode steps merged into one chunk (see replay_plan)
         self.heal_wait_s = heal_wait_s  # how long a repair with no replacement waits for one to appear
         self.accounts = Accounts(max_repairs)  # repairs, blame, convictions: what this request owes (pure)
@@ -333,15 +335,14 @@ class Generation:
             return res
         raise AssertionError("unreachable")
 
-    async def forward(self, pos: int, tokens: list[int], ctx: list[int]) -> dict:
+    async def forward(self, pos: int, tokens: list[int]) -> dict:
         kind = "prefill" if len(tokens) > 1 else "step"
         chunk = Chunk(pos, len(tokens), tokens=list(tokens))
         t0 = time.perf_counter()
         self._calls = []
         last = len(self.hops) - 1
         for i in range(len(self.hops)):
-            extra = {"ctx": ctx[-16:]} if i == last else {}
-            res = await self._hop_call(i, kind, chunk, extra)
+            res = await self._hop_call(i, kind, chunk, {})
             if i < last:
                 h = res.get("hidden")
                 bad = self._bad_hidden(h, len(tokens))
@@ -349,7 +350,7 @@ class Generation:
                     raise self._failed(f"hop {i} returned {bad}", self.hops[i].peer.peer_id, True)
                 chunk = Chunk(pos, len(tokens), hidden={"dtype": h.dtype, "shape": list(h.shape), "data": bytes(h.data)})
         if res.get("token") is None:
-            raise GenerationFailed("the last hop returned no token", culprit=self.hops[last].peer.peer_id)
+            raise self._failed("the last hop returned no token", self.hops[last].peer.peer_id, True)
         self.trace.append({"e2e_ms": (time.perf_counter() - t0) * 1e3, "hop_wall_ms": sum(c[0] for c in self._calls),
                            "hop_cpu_ms": sum(c[1] for c in self._calls), "hops": len(self.hops)})
         return res
@@ -372,19 +373,36 @@ class Generation:
             hop.history = [c for c in (ch.cut(pos) for ch in hop.history) if c is not None]
         self.fed = self.fed[:pos]
 
-    async def tokenize(self, text: str | None = None, messages: list[dict] | None = None) -> list[int]:
-        body = {"messages": messages, "add_generation_prompt": True} if messages is not None else {"text": text}
+    async def tokenizer(self) -> Tokenizer:
+        """The pinned model's tokenizer, its card fetched from hop 0 and verified once per process (a forged
+        card is that hop's protocol failure: repaired and blamed like any)."""
+        if not self.hops:
+            await self.start()
+        tok = self.net.cards.get(self.model)
         for attempt in (0, 1):
+            if tok is not None:
+                return tok
             hop = self.hops[0]
             try:
-                res = await hop.session.request("tokenize", body, self.deadline(hop, 16))
-                self.eos_ids = res["eos"]
-                return res["tokens"]
+                tok = await self.net.cards.tokenizer(self.model, hop.session, self.deadline(hop, 64))
             except (HopFailed, HopError) as e:
                 if attempt == 1:
-                    raise self._failed(f"tokenization failed: {e}", hop.peer.peer_id, self._verdict(e, hop).blamed) from None
+                    raise self._failed(f"the model card failed: {e}", hop.peer.peer_id, self._verdict(e, hop).blamed) from None
                 await self._repair(0, e)
-        raise AssertionError("unreachable")
+            except UserError as e:  # a card this seeker cannot read (an unsupported tokenizer): nobody's fault
+                raise self._failed(str(e), None, False, "unsupported_model") from None
+        return tok
+
+    async def tokenize(self, text: str | None = None, messages: list[dict] | None = None) -> list[int]:
+        """The prompt's token ids, made here from the verified card (no worker chooses what the model reads):
+        `messages` through the chat template, else `text` with the tokenizer's special tokens."""
+        tok = await self.tokenizer()
+        try:
+            if messages is not None:
+                return await trio.to_thread.run_sync(tok.chat, messages)
+            return await trio.to_thread.run_sync(tok.encode, text or "")
+        except UserError as e:
+            raise self._failed(str(e), None, False, "bad_prompt") from None
 
     async def turn(self, tokens: list[int], max_new_tokens: int, on_piece=None, ignore_eos: bool = False,
                    recompute: bool = False) -> TurnResult:
@@ -401,6 +419,7 @@ class Generation:
             raise self._failed(f"the prompt's {len(tokens)} tokens do not fit the {limit} positions the chain "
                                f"granted (max_length / worker cache budget)", None, False, "context_length_exceeded")
         max_new_tokens = min(max_new_tokens, limit - len(tokens))
+        tok_r = await self.tokenizer()
         await self.checker.plan(len(self.hops), max_new_tokens)  # this turn's spot checks
         pos = common_prefix(self.fed, tokens)
         if pos == len(tokens):
@@ -418,7 +437,7 @@ class Generation:
             if recompute:
                 self._truncate(0)
                 new, pos = list(tokens) + out, 0
-            res = await self.forward(pos, new, out[-8:])
+            res = await self.forward(pos, new)
             ms = (time.perf_counter() - t0) * 1e3
             if step == 0:
                 prefill_ms = ms
@@ -427,11 +446,14 @@ class Generation:
             self.fed.extend(new)
             pos += len(new)
             tok = res["token"]
+            if tok >= tok_r.vocab_size:  # an id no text can come from
+                raise self._failed(f"the last hop returned token {tok} outside the vocabulary ({tok_r.vocab_size})",
+                                   self.hops[-1].peer.peer_id, True)
             out.append(tok)
-            if res.get("eos") and not ignore_eos:
+            if tok in tok_r.eos and not ignore_eos:  # the seeker's own reading of the id, never a worker's flag
                 eos = True
                 break
-            piece = res.get("piece") or ""
+            piece = tok_r.piece(out[-PIECE_CONTEXT - 1:-1], tok)
             text.append(piece)
             if on_piece is not None and on_piece(piece) is True:  # every token ("" if it shows no text)
                 stopped = True

@@ -13,6 +13,7 @@ from ..control.peerview import PeerView, WorkerEntry
 from ..net.hop import TIMEOUT, HopFailed, HopSession
 from ..net.host import dial
 from ..wire import encode_tensor
+from .card import Cards
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -64,12 +65,13 @@ class Hop:
 
 
 class SeekerNet:
-    """The seeker's libp2p host plus dialling of known workers."""
+    """The seeker's libp2p host plus dialling of known workers, and the model cards verified through it."""
 
     def __init__(self, host: IHost, view: PeerView):
         self.host = host
         self.view = view
         self._ids: dict[str, object] = {}
+        self.cards = Cards()
 
     async def peer_id(self, pid: str, timeout: float = 10.0):
         if pid not in self._ids:

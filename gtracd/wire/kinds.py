@@ -103,15 +103,13 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
                "max_length": F("int", lo=1, hi=1 << 20, optional=True),  # granted (<= requested)
                "proof": F("bin", minlen=64, maxlen=64, optional=True)},  # wire.binding: identity <-> this host
     # prefill and step both extend the session at absolute position `pos` (positions >= pos are dropped
-    # from the cache first). Hop 0 takes `text` or `tokens`; later hops take `hidden`.
+    # from the cache first). Hop 0 takes `tokens`; later hops take `hidden`.
     "prefill": {
         "session": SESSION,
         "pos": F("int", lo=0, hi=1 << 20),
-        "text": F("str", maxlen=1 << 20, optional=True),
         "tokens": replace(TOKENS, optional=True),
         "hidden": F("tensor", optional=True),
         "sample": F("bool", optional=True),
-        "ctx": F("list", maxlen=16, item=F("int", lo=0, hi=1 << 31), optional=True),
     },
     "step": {
         "session": SESSION,
@@ -119,16 +117,12 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "tokens": F("list", maxlen=64, item=F("int", lo=0, hi=1 << 31), optional=True),
         "hidden": F("tensor", hi=1 << 18, optional=True),
         "sample": F("bool", optional=True),
-        "ctx": F("list", maxlen=16, item=F("int", lo=0, hi=1 << 31), optional=True),
     },
     "result": {
         "session": SESSION,
         "cached": F("int", lo=0, hi=1 << 20),
         "hidden": F("tensor", optional=True),
-        "tokens": replace(TOKENS, optional=True),  # hop 0: the tokenized input
-        "token": F("int", lo=0, hi=1 << 31, optional=True),  # last hop: sampled token
-        "piece": F("str", maxlen=1024, optional=True),
-        "eos": F("bool", optional=True),
+        "token": F("int", lo=0, hi=1 << 31, optional=True),  # last hop: sampled token (the seeker reads it)
         "compute_ms": F("float", lo=0.0, hi=1e9),
     },
     "error": {
@@ -154,14 +148,12 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "sessions": F("int", lo=0, hi=1 << 20),
         "version": F("str", maxlen=32),
     },
-    # hop 0 only: text -> token ids (chat template applied when `messages` is given)
-    "tokenize": {
-        "text": F("str", maxlen=1 << 20, optional=True),
-        "messages": F("list", maxlen=1024, optional=True, item=F("map", fields={
-            "role": F("str", choices=("system", "user", "assistant")), "content": F("str", maxlen=1 << 20)})),
-        "add_generation_prompt": F("bool", optional=True),
-    },
-    "tokens": {"tokens": TOKENS, "eos": F("list", maxlen=16, item=F("int", lo=0, hi=1 << 31))},
+    # the model card (catalog/fingerprint.py): which files, then each in parts; the seeker checks them and the
+    # weights digest against the fingerprint it pinned, then reads every text with them (tokens/)
+    "card": {},
+    "card_index": {"weights": F("str", minlen=64, maxlen=64), "files": F("dict", maxlen=16, item=F("int", lo=0, hi=1 << 30))},
+    "card_part": {"name": F("str", minlen=1, maxlen=64), "offset": F("int", lo=0, hi=1 << 30)},
+    "card_data": {"name": F("str", minlen=1, maxlen=64), "offset": F("int", lo=0, hi=1 << 30), "data": F("bin", maxlen=1 << 20)},
     # ---- ledger protocol (/gtrac/ledger/2.0.0): seeker -> anchor submissions, anti-entropy, seeker pulls.
     # Reports travel as the reporter-signed envelope bytes, so every receiver re-verifies each one.
     "submit": {"network": NETWORK, "reports": REPORT_LIST},

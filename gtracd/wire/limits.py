@@ -48,8 +48,10 @@ DEFAULT_LIMITS = Limits(
         "opened": 4 * KIB,
         "info": 1 * KIB,
         "info_reply": 4 * KIB,
-        "tokenize": 4 * MIB,
-        "tokens": 8 * MIB,
+        "card": 1 * KIB,
+        "card_index": 4 * KIB,
+        "card_part": 1 * KIB,
+        "card_data": 1 * MIB + 4 * KIB,
         "submit": 2 * MIB + 4 * KIB,
         "ack": 4 * KIB,
         "sync_digest": 512 * KIB,  # 2048 heads of ~100 bytes

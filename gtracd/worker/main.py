@@ -323,8 +323,10 @@ class WorkerDaemon:
                     raise Refused("draining", f"this worker is not serving yet ({self.state})", BUSY_RETRY_S)
                 if ev.kind == "info":
                     reply = self.server.info(self.ident.peer_id, self.name, __version__)
+                elif ev.kind == "card":
+                    reply = self.server.card_index()
                 else:
-                    reply = await self.run_compute(remote, self.server.tokenize, ev.body)
+                    reply = self.server.card_part(ev.body)
                 await fs.send(REPLIES[ev.kind], reply, WRITE_TIMEOUT_S)
             elif isinstance(ev, Open):
                 reply = self._open(ev.body, stream, remote)

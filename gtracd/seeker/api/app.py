@@ -34,6 +34,10 @@ def failure(e: GenerationFailed) -> ApiError:
     """A chain failure as the client sees it."""
     if e.code == "context_length_exceeded":
         return ApiError(400, str(e), "invalid_request_error", "messages", "context_length_exceeded")
+    if e.code == "bad_prompt":
+        return ApiError(400, str(e), "invalid_request_error", "messages", "bad_prompt")
+    if e.code == "unsupported_model":
+        return ApiError(501, str(e), "service_unavailable", None, "unsupported_model")
     if e.code == "no_route":  # no worker serves the model right now: retrying at once will not help
         return ApiError(503, str(e), "service_unavailable", None, "no_route")
     return ApiError(503, str(e), "service_unavailable", None, "chain_failed", retry=True)
