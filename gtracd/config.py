@@ -55,6 +55,10 @@ class Settings:
     newcomer_budget: float = field(default=0.005, metadata={
         "help": "max trust all non-established reporters together move a worker established ones watch (below "
                 "initial_trust - trust_floor, so fresh keys cannot push a new worker below the floor)"})
+    latency_budget: float = field(default=1.0, metadata={
+        "help": "max relative latency change one reporter makes per peer per window (1.0: by its whole value)"})
+    newcomer_latency_budget: float = field(default=0.005, metadata={
+        "help": "max relative latency change all non-established reporters together make per peer per epoch"})
     spot_check_rate: float = field(default=0.25, metadata={"help": "seeker: share of hops re-executed on a replica"})
     spot_check_calls: int = field(default=4, metadata={"help": "seeker: calls compared per checked hop"})
     report_rate: float = field(default=5.0, metadata={"help": "anchor: sustained trust reports/s per reporter"})

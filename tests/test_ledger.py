@@ -141,7 +141,7 @@ def _key(i: int) -> bytes:
 
 def _history(honest: int = 3, rounds: int = 12, workers=("W", "H"), start: float = 0.0) -> list[Report]:
     """`honest` reporters, each rating W a success and the honey pot H a failure every 100 s: established by
-    the end (age 1100 s > 1000 s, every report corroborated by the others)."""
+    the end (age 1100 s >= 1000 s + one window, a report corroborated by the others in every window)."""
     out = []
     for k in range(rounds):
         for i in range(honest):
@@ -151,7 +151,8 @@ def _history(honest: int = 3, rounds: int = 12, workers=("W", "H"), start: float
     return out
 
 
-SYBIL = RuleParams(standing_age_s=1000.0, standing_reports=5, window_s=3600.0, newcomer_budget=0.02)
+# windows of 100 s: the history's reports fall in a new window each round (one corroboration counts per window)
+SYBIL = RuleParams(standing_age_s=1000.0, standing_reports=5, window_s=100.0, newcomer_budget=0.02)
 
 
 @settings(max_examples=60, deadline=None)
@@ -182,12 +183,47 @@ def test_established_reporters_still_move_trust_and_a_new_network_keeps_the_pape
 
 
 def test_sybils_that_corroborate_each_other_still_need_age():
-    swarm = [Report(_key(500 + j), n, 1000.0 + 10.0 * n + j * 0.01, ("W",), (50.0,), "failure", 0)
-             for j in range(20) for n in range(30)]  # 20 identities x 30 mutually corroborated reports, 300 s
-    f = Derived(Ledger(_history(start=0.0) + swarm), SYBIL).current()
+    swarm = [Report(_key(500 + j), n, 10.0 * n + j * 0.01, ("W",), (50.0,), "failure", 0)
+             for j in range(20) for n in range(100)]  # 20 identities x 100 mutually corroborated reports, 1000 s
+    f = Derived(Ledger(swarm), SYBIL).current()  # a new network: anyone corroborates anyone
     assert all(f.corroborated[_key(500 + j)] >= SYBIL.standing_reports for j in range(20))
-    assert not any(f.established(_key(500 + j), 1300.0) for j in range(20))
-    assert f.trust["W"] >= 1.0 - SYBIL.newcomer_budget - 0.2  # the established watchers' view holds
+    assert not any(f.established(_key(500 + j), 1000.0) for j in range(20))  # age counts from a window later
+
+
+def test_once_anyone_is_established_only_established_reporters_corroborate():
+    """Fresh keys corroborating each other, or echoing established reporters' reports in bursts, earn at
+    most one corroboration per window, and from each other none at all (issue 23, item 11)."""
+    hist = _history(rounds=14)
+    swarm = [Report(_key(500 + j), n, 1150.0 + 2.0 * n + j * 0.01, ("W",), (50.0,), "failure", 0)
+             for j in range(20) for n in range(40)]  # after the watchers are established
+    f = Derived(Ledger(hist + swarm), SYBIL).current()
+    assert f.any_established and not any(f.corroborated.get(_key(500 + j), 0) for j in range(20))
+    echo = [Report(_key(900), n, 1150.0 + 0.5 * n, ("W",), (50.0,), "success") for n in range(100)]
+    f = Derived(Ledger(hist + echo), SYBIL).current()
+    assert f.corroborated[_key(900)] <= 2  # 100 echoes over 50 s: one per window touched
+
+
+def test_a_backdated_first_report_earns_no_age():
+    """A reporter's first report may be up to a window old when admitted; standing counts from then."""
+    hist = _history()
+    first = Report(_key(800), 0, 0.0, ("W",), (50.0,), "success")  # claims to date from the start
+    f = Derived(Ledger(hist + [first]), SYBIL).current()
+    assert not f.established(_key(800), SYBIL.standing_age_s + SYBIL.window_s - 1.0)
+
+
+def test_fresh_keys_cannot_set_a_latency_established_reporters_watch():
+    """Latency moves under the same budgets as trust (issue 23, item 4): fresh keys together move a watched
+    worker's latency by at most newcomer_latency_budget of it; an established reporter by latency_budget per
+    window."""
+    hist = _history(rounds=14)
+    honest_ms = derive(Ledger(hist), SYBIL)[1]["W"]
+    for lie in (0.001, 25_000.0):
+        attack = [Report(_key(600 + j), n, 1400.0 + n + j * 0.01, ("W",), (lie,), "success")
+                  for j in range(50) for n in range(20)]
+        moved = abs(derive(Ledger(hist + attack), SYBIL)[1]["W"] - honest_ms)
+        assert moved <= SYBIL.newcomer_latency_budget * honest_ms + 1e-9
+    liar = [Report(_key(0), 100 + n, 1400.0 + n, ("W",), (25_000.0,), "success") for n in range(50)]
+    assert derive(Ledger(hist + liar), SYBIL)[1]["W"] <= honest_ms * (1 + SYBIL.latency_budget) + 1e-9
 
 
 def test_report_from_signed_envelope():

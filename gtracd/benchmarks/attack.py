@@ -609,7 +609,9 @@ async def spot_cost(net: WorkerNet, rounds: int = 8, tokens: int = 32, rate: flo
 
 
 class LedgerNet:
-    RULES = {"standing_age_s": 8.0, "standing_reports": 3, "newcomer_budget": 0.005, "reporter_window_s": 3600.0}
+    # short windows so standing is reachable in a bench run: one corroboration counts per window, and standing
+    # counts from a window after the first report
+    RULES = {"standing_age_s": 8.0, "standing_reports": 3, "newcomer_budget": 0.005, "reporter_window_s": 4.0}
 
     def __init__(self, root: Path):
         self.cn = ControlNet(root=root / "ledger", network="attack-ledger", heartbeat_s=1.0, sync_s=1.0,
@@ -644,7 +646,8 @@ async def sybils(net: LedgerNet, honest: int = 3, sybil_count: int = 20, each: i
         anchor = next(iter(cn.anchor_addrs.values())).rsplit("/p2p/", 1)[1]
         lp = await node.links.connect(anchor)
         honest_signers = [Signer(Identity.generate()) for _ in range(honest)]
-        t_end = time.time() + age + 2.0
+        rules = LedgerNet.RULES
+        t_end = time.time() + age + rules["reporter_window_s"] * (rules["standing_reports"] + 2) + 2.0
         while time.time() < t_end:  # established: old enough, corroborated by each other
             raws = [_report(s, cn.network, [w], "success") for s in honest_signers]
             raws += [_report(s, cn.network, [h], "failure") for s in honest_signers]

@@ -33,7 +33,8 @@ DISPLAY_REFOLD_SPACING = 20.0  # an anchor's derived trust is only shown (status
 
 # the settings every replica of a network must share: they decide the derived numbers
 RULE_SETTINGS = ["initial_trust", "reward", "penalty", "unknown_penalty", "alpha", "latency0_ms", "reporter_budget",
-                 "reporter_window_s", "wrong_output_penalty", "standing_age_s", "standing_reports", "newcomer_budget"]
+                 "reporter_window_s", "wrong_output_penalty", "standing_age_s", "standing_reports", "newcomer_budget",
+                 "latency_budget", "newcomer_latency_budget"]
 
 
 def rule_params(s: Settings) -> RuleParams:
@@ -41,7 +42,8 @@ def rule_params(s: Settings) -> RuleParams:
                       unknown_penalty=s.unknown_penalty, alpha=s.alpha, latency0_ms=s.latency0_ms,
                       reporter_budget=s.reporter_budget, window_s=s.reporter_window_s,
                       wrong_output_penalty=s.wrong_output_penalty, standing_age_s=s.standing_age_s,
-                      standing_reports=s.standing_reports, newcomer_budget=s.newcomer_budget)
+                      standing_reports=s.standing_reports, newcomer_budget=s.newcomer_budget,
+                      latency_budget=s.latency_budget, newcomer_latency_budget=s.newcomer_latency_budget)
 
 
 def checkpoint_lag(s: Settings) -> float:

@@ -29,7 +29,9 @@ from ..wire.envelope import decode_envelope
 from .rules import Fold, RuleParams
 
 STATE_MAX = 256 << 20  # bytes of a checkpoint state we decode
-STATE_VERSION = 2  # 2: a seq watermark per reporter (1 listed every folded seq: it grew with all history)
+STATE_VERSION = 3  # 2: a seq watermark per reporter (1 listed every folded seq: it grew with all history);
+# 3: latency budgets and the window of each reporter's last corroboration (a version 2 state reads as none)
+READABLE_VERSIONS = (2, 3)
 
 
 def set_digest(reports) -> bytes:
@@ -52,6 +54,8 @@ def fold_state(f: Fold, boundary: float, upto: dict[bytes, int]) -> bytes:
         "trust": sorted(f.trust.items()), "latency": sorted(f.latency.items()),
         "spent": sorted([rep, peer, w, v] for (rep, peer, w), v in f.spent.items() if w >= first_window),
         "newcomer_spent": sorted(f.newcomer_spent.items()),
+        "lat_spent": sorted([rep, peer, w, v] for (rep, peer, w), v in f.lat_spent.items() if w >= first_window),
+        "newcomer_lat_spent": sorted(f.newcomer_lat_spent.items()), "stood": sorted(f.stood.items()),
         "first": sorted(f.first.items()), "corroborated": sorted(f.corroborated.items()),
         "recent": sorted([peer, sorted([rep, ts, ok] for rep, (ts, ok) in seen.items())]
                          for peer, seen in f.recent.items()),
@@ -83,9 +87,9 @@ def decode_state(data: bytes, p: RuleParams) -> tuple[Fold, dict[bytes, int]]:
     """The fold and the per-reporter seq watermarks a state holds (DecodeError on anything malformed)."""
     d = unpackb(data, STATE_MAX)
     try:
-        if not isinstance(d, dict) or d.get("v") != STATE_VERSION:
+        if not isinstance(d, dict) or d.get("v") not in READABLE_VERSIONS:
             raise DecodeError(f"checkpoint state: version {d.get('v') if isinstance(d, dict) else None!r} is not "
-                              f"{STATE_VERSION}", "state.v")
+                              f"one of {READABLE_VERSIONS}", "state.v")
         f = Fold(p)
         f.applied, f.epoch, f.any_established = int(d["applied"]), int(d["epoch"]), bool(d["any_established"])
         f.last = None if d["last"] is None else (_f(d["last"][0]), bytes(d["last"][1]), int(d["last"][2]))
@@ -93,6 +97,9 @@ def decode_state(data: bytes, p: RuleParams) -> tuple[Fold, dict[bytes, int]]:
         f.latency = {str(k): _f(v) for k, v in d["latency"]}
         f.spent = {(bytes(rep), str(peer), int(w)): _f(v) for rep, peer, w, v in d["spent"]}
         f.newcomer_spent = {str(k): _f(v) for k, v in d["newcomer_spent"]}
+        f.lat_spent = {(bytes(rep), str(peer), int(w)): _f(v) for rep, peer, w, v in d.get("lat_spent", [])}
+        f.newcomer_lat_spent = {str(k): _f(v) for k, v in d.get("newcomer_lat_spent", [])}
+        f.stood = {bytes(k): int(v) for k, v in d.get("stood", [])}
         f.first = {bytes(k): _f(v) for k, v in d["first"]}
         f.corroborated = {bytes(k): int(v) for k, v in d["corroborated"]}
         f.recent = {str(peer): _recent(seen) for peer, seen in d["recent"]}

@@ -24,6 +24,10 @@ class RuleParams:
     standing_age_s: float = 86400.0
     standing_reports: int = 20
     newcomer_budget: float = 0.005  # config.Settings holds the defaults; tests/test_config checks they agree
+    # latency moves as trust does: relative to the value moved, per reporter per window, and pooled over all
+    # non-established reporters per worker per epoch (once any reporter is established)
+    latency_budget: float = 1.0
+    newcomer_latency_budget: float = 0.005
 
 
 class Fold:
@@ -36,7 +40,8 @@ class Fold:
         self.epoch = 0
         # reporter standing: kept across epochs
         self.first: dict[bytes, float] = {}  # reporter -> ts of its first report
-        self.corroborated: dict[bytes, int] = {}
+        self.corroborated: dict[bytes, int] = {}  # at most one per window: echoing a burst counts once
+        self.stood: dict[bytes, int] = {}  # reporter -> the last window a corroboration counted in
         # worker -> reporter -> (ts, outcome ok), each in the order heard (ts order)
         self.recent: dict[str, dict[bytes, tuple[float, bool]]] = {}
         self.any_established = False  # from the first report of an established reporter on
@@ -48,21 +53,26 @@ class Fold:
         self.latency: dict[str, float] = {}
         self.spent: dict[tuple[bytes, str, int], float] = {}
         self.newcomer_spent: dict[str, float] = {}  # worker -> |trust| moved by non-established reporters
+        self.lat_spent: dict[tuple[bytes, str, int], float] = {}  # relative latency moves, as `spent`
+        self.newcomer_lat_spent: dict[str, float] = {}
 
     def copy(self) -> Fold:
         """An independent fold in the same state (values are immutable: copying the containers is enough)."""
         f = Fold.__new__(Fold)
         f.p, f.last, f.applied, f.epoch, f.any_established = self.p, self.last, self.applied, self.epoch, \
             self.any_established
-        f.first, f.corroborated = dict(self.first), dict(self.corroborated)
+        f.first, f.corroborated, f.stood = dict(self.first), dict(self.corroborated), dict(self.stood)
         f.recent = {peer: dict(seen) for peer, seen in self.recent.items()}
         f.trust, f.latency, f.spent = dict(self.trust), dict(self.latency), dict(self.spent)
         f.newcomer_spent = dict(self.newcomer_spent)
+        f.lat_spent, f.newcomer_lat_spent = dict(self.lat_spent), dict(self.newcomer_lat_spent)
         return f
 
     def established(self, reporter: bytes, ts: float) -> bool:
         f = self.first.get(reporter)
-        return (f is not None and ts - f >= self.p.standing_age_s
+        # anchors admit a report up to one window old (ledger.admission max_age_s), so standing counts from the
+        # latest time an anchor could have admitted the first one: backdating it gains nothing
+        return (f is not None and ts - f >= self.p.standing_age_s + self.p.window_s
                 and self.corroborated.get(reporter, 0) >= self.p.standing_reports)
 
     def _move(self, rep: Report, peer: str, delta: float, est: bool) -> None:
@@ -81,6 +91,26 @@ class Fold:
         t = self.trust.get(peer, p.initial_trust) + d
         self.trust[peer] = 1.0 if t > 1.0 else (0.0 if t < 0.0 else t)
 
+    def _latency(self, rep: Report, peer: str, ms: float, est: bool) -> None:
+        """The EWMA step toward `ms`, clamped to what this reporter (and, if it is not established, all
+        newcomers together) may still move this worker's latency, relative to the value moved."""
+        p = self.p
+        prev = self.latency.get(peer, p.latency0_ms)
+        step = p.alpha * (ms - prev)
+        k = (rep.reporter, peer, int(rep.ts // p.window_s))
+        left = p.latency_budget - self.lat_spent.get(k, 0.0)
+        pool = not est and self.any_established
+        if pool:
+            left = min(left, p.newcomer_latency_budget - self.newcomer_lat_spent.get(peer, 0.0))
+        if left <= 0.0:
+            return
+        scale = max(prev, 1.0)
+        d = max(-left * scale, min(left * scale, step))
+        self.lat_spent[k] = self.lat_spent.get(k, 0.0) + abs(d) / scale
+        if pool:
+            self.newcomer_lat_spent[peer] = self.newcomer_lat_spent.get(peer, 0.0) + abs(d) / scale
+        self.latency[peer] = prev + d
+
     def _targets(self, r: Report) -> list[tuple[str, float, bool]]:
         """(worker, trust delta, outcome ok) per worker this report rates."""
         p = self.p
@@ -93,16 +123,21 @@ class Fold:
         return [(peer, -p.unknown_penalty, False) for peer in r.chain]
 
     def _stand(self, r: Report, targets, est: bool) -> None:
-        """Corroboration, after the report moved trust."""
+        """Corroboration, after the report moved trust. Once any reporter is established, only established
+        reporters corroborate (fresh keys echoing each other earn nothing), and a reporter earns at most one
+        corroboration per window (echoing a burst of honest reports counts once)."""
         horizon = r.ts - self.p.window_s
-        corroborated = False
+        window = int(r.ts // self.p.window_s)
+        corroborated = self.stood.get(r.reporter) == window  # already counted in this window
+        counted = corroborated
+        strict = self.any_established
         for peer, _, ok in targets:
             seen = self.recent.setdefault(peer, {})  # in the order last heard (reports apply in ts order)
             if not corroborated:
                 for q, (ts, qok) in reversed(seen.items()):  # the latest first: stop at the window's edge
                     if ts < horizon:
                         break
-                    if q != r.reporter and qok == ok:
+                    if q != r.reporter and qok == ok and (not strict or self.established(q, r.ts)):
                         corroborated = True
                         break
             seen.pop(r.reporter, None)
@@ -111,11 +146,11 @@ class Fold:
                 for q in [q for q, (ts, _) in seen.items() if ts < horizon]:
                     del seen[q]
         self.any_established = self.any_established or est
-        if corroborated:
+        if corroborated and not counted:
             self.corroborated[r.reporter] = self.corroborated.get(r.reporter, 0) + 1
+            self.stood[r.reporter] = window
 
     def apply(self, r: Report) -> None:
-        p = self.p
         self.last = _order(r)
         self.applied += 1
         if r.outcome == "epoch":
@@ -129,11 +164,10 @@ class Fold:
             return
         if len(set(r.chain)) != len(r.chain):  # admission refuses these; a replica that holds one folds nothing
             return
-        for peer, ms in zip(r.chain, r.latency_ms, strict=False):
-            prev = self.latency.get(peer, p.latency0_ms)
-            self.latency[peer] = (1.0 - p.alpha) * prev + p.alpha * ms
         self.first.setdefault(r.reporter, r.ts)
         est = self.established(r.reporter, r.ts)
+        for peer, ms in zip(r.chain, r.latency_ms, strict=False):
+            self._latency(r, peer, ms, est)
         targets = self._targets(r)
         for peer, delta, _ in targets:
             self._move(r, peer, delta, est)
