@@ -300,6 +300,30 @@ def test_admission_holds_reports_on_unknown_workers_until_heard_or_expired():
     assert adm.pending == 0 and adm.dropped["unknown_peer"] == 1 and len(lg) == 1
 
 
+def test_a_pending_flood_defers_honest_reports_and_a_heartbeat_touches_only_what_waits_for_it():
+    """Issue 23, item 6: fresh keys filling the pending set cannot make an anchor drop an honest report (it is
+    answered pending_full and the seeker's outbox keeps it), no reporter holds more than its share, and a
+    heartbeat admits exactly the reports that waited for that worker alone."""
+    from gtracd.control.outbox import RETRY
+    from gtracd.ledger import Admission, AdmissionParams
+
+    lg = Ledger()
+    adm = Admission(lg, AdmissionParams(network="n", pending_max=40, pending_per_reporter=10, burst=1e9))
+    flooders = [Identity.generate() for _ in range(4)]
+    for j, f in enumerate(flooders):
+        for n in range(12):
+            chain = [f"ghost-{j}-{n}-{k}" for k in range(8)]
+            res = adm.offer(signed_report(f, seq=n, chain=chain, lats=[1.0] * 8), 1000.0)
+            assert res == ("pending" if n < 10 else "pending_full")  # each flooder's share
+    assert adm.pending == 40
+    honest = signed_report(seq=1, chain=("w1", "w2"))
+    assert adm.offer(honest, 1000.0) == "pending_full" and "pending_full" in RETRY  # kept by the seeker
+    adm.expire(1000.0 + adm.p.pending_ttl_s + 1)  # the flood times out; the honest seeker offers again
+    assert adm.offer(honest, 1062.0) == "pending" and adm.heard("w1", 1062.0) == []
+    assert [r.seq for r in adm.heard("w2", 1062.0)] == [1] and adm.pending == 0
+    assert adm._waiting == {} and adm._missing == {}  # nothing left behind
+
+
 def test_report_log_survives_restart_and_cuts_a_torn_tail(tmp_path):
     from gtracd.ledger import ReportLog
 
@@ -605,3 +629,23 @@ def test_events_many_writes_one_line_per_row(tmp_path):
     assert [(r["ev"], r.get("key")) for r in rows] == [("one", None), ("have", [0]), ("have", [1]), ("have", [2])]
     assert all(r["who"] == "a1" for r in rows)
     Events(None, "x").many("have", [{"key": 1}])  # no path: a no-op
+
+
+def test_a_submission_verifies_each_distinct_report_once():
+    """Issue 23, item 8: copies (of a held report, or within the batch) and pending reports are answered
+    before any signature check: 256 copies cost one verification."""
+    from gtracd.ledger import Admission, AdmissionParams
+
+    adm = Admission(Ledger(), AdmissionParams(network="n", burst=1e9))
+    adm.heard("w1", 1000.0)
+    adm.heard("w2", 1000.0)
+    raw = signed_report(seq=1).raw
+    res = adm.submit([raw] * 256, 1000.0)
+    assert [r for r, _ in res] == ["admitted"] + ["duplicate"] * 255 and adm.verified == 1
+    assert [r for r, _ in adm.submit([raw] * 10, 1000.0)] == ["duplicate"] * 10 and adm.verified == 1
+    ghost = signed_report(seq=2, chain=("w1", "ghost")).raw
+    assert [r for r, _ in adm.submit([ghost] * 5, 1000.0)] == ["pending"] + ["duplicate"] * 4
+    assert [r for r, _ in adm.submit([ghost], 1000.0)] == ["pending"] and adm.verified == 2
+    forged = bytearray(signed_report(seq=3).raw)
+    forged[-1] ^= 1
+    assert adm.submit([bytes(forged)], 1000.0)[0][0] in ("bad_signature", "malformed")

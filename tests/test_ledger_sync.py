@@ -232,10 +232,13 @@ def test_a_peer_cannot_make_a_responder_do_unbounded_work():
                                                "last": False})
     res = Responder(led)
     junk = {bytes([i % 256, i // 256]).hex() * 16: {"n": 1, "h": bytes(16)} for i in range(2048)}
-    with pytest.raises(ProtocolError, match="too many reporters"):
-        for k in range(10):  # 20,480 unknown reporters named to a replica that knows one
-            res.receive("sync_digest", {"network": "n", "heads": {f"{k:02x}" + h[2:]: v for h, v in junk.items()},
-                                        "last": False})
+    for k in range(10):  # 20,480 unknown reporters named to a replica that knows one: kept within its bound
+        res.receive("sync_digest", {"network": "n", "heads": {f"{k:02x}" + h[2:]: v for h, v in junk.items()},
+                                    "last": False})
+    assert len(res._heads) <= res.max_reporters and res.ignored > 0
+    # ... and the session still works for what both hold (issue 23, item 7: it used to fail every round)
+    step = res.receive("sync_digest", {"network": "n", "heads": {key: {"n": 0, "h": bytes(16)}}, "last": True})
+    assert any(k == "sync_diff" and key in b["runs"] for k, b in step.send)
 
 
 def test_an_offered_checkpoint_is_checked_before_its_state_is_kept():
@@ -261,3 +264,38 @@ def test_an_offered_checkpoint_is_checked_before_its_state_is_kept():
     ini = Initiator(Ledger(), "net", keyring=keyring)
     ini.start()
     assert ini.receive(*wire("sync_checkpoint", {**page, "proof": sig})).adopt[0] == cp
+
+
+def test_ledger_streams_price_every_request_and_never_limit_anchors():
+    """Issue 23, item 8: a diff or a verification is paid for per peer and for all non-anchor peers together,
+    before any work; over budget the asker is told when to come back; keyring anchors are never limited."""
+    from gtracd.anchor.quota import Quota, QuotaParams
+    from gtracd.protocols.ledgerstream import LedgerStream, Refuse
+
+    q = Quota({"anchor"}, QuotaParams(session_every_s=1.0, sessions_per_s=5.0, verifications_per_s=10.0))
+    now = 0.0
+    built = []
+
+    class Counting(Responder):
+        def receive(self, kind, body):
+            built.append(kind)
+            return super().receive(kind, body)
+
+    def stream(remote):
+        return LedgerStream("n", Counting(Ledger()), lambda what, cost: q.ask(remote, what, cost, now))
+
+    digest = {"network": "n", "heads": {}, "last": True}
+    assert not isinstance(stream("p1").receive("sync_digest", digest), Refuse)
+    for _ in range(2):
+        stream("p1").receive("sync_digest", digest)
+    ev = stream("p1").receive("sync_digest", digest)  # burst of 3 spent: refused before any diff is built
+    assert isinstance(ev, Refuse) and ev.code == "busy" and ev.retry_after_s > 0 and len(built) == 3
+    for i in range(40):  # fresh peer ids: the shared bucket (burst 4 x 5/s) bounds them together
+        stream(f"sybil{i}").receive("sync_digest", digest)
+    assert len(built) == 20  # p1's three included
+    assert all(not isinstance(stream("anchor").receive("sync_digest", digest), Refuse) for _ in range(50))
+    assert not isinstance(stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 60}), Refuse)
+    ev = stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 60})  # burst 10 x 10/s
+    assert isinstance(ev, Refuse) and ev.code == "busy"
+    now = 100.0  # refilled
+    assert not isinstance(stream("p1").receive("sync_digest", digest), Refuse)

@@ -34,7 +34,7 @@ from ..control.replica import (
 )
 from ..daemon import runtime as common
 from ..daemon.node import running_node
-from ..errors import DecodeError, Oversize
+from ..errors import DecodeError
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import Admission, AdmissionParams, Report, verified_reports
 from ..ledger.signed import held_report
@@ -44,8 +44,9 @@ from ..net.protocols import LEDGER
 from ..protocols.ledgerstream import LedgerStream, Reply, Submit
 from ..protocols.ledgersync import Responder
 from ..wire.batch import batch_items, chunks
-from ..wire.envelope import Signer, decode_envelope
+from ..wire.envelope import Signer
 from .announce import AnnounceQueue
+from .quota import Quota
 
 if TYPE_CHECKING:
     from gtracd.config import Settings
@@ -83,6 +84,7 @@ class AnchorDaemon:
             network=s.network, rate_per_s=s.report_rate, burst=s.report_burst,
             max_latency_ms=s.request_timeout_s * 1000.0, max_age_s=s.reporter_window_s,
             pending_ttl_s=2 * s.node_timeout_s), epoch_signers=self.epoch_signers)
+        self.quota = Quota(self.anchors)  # what non-anchor peers may ask of the ledger stream, and how often
         self.signer = Signer(node.ident)
         # checkpoints of reports older than any an anchor still admits (plus a few sync rounds)
         self.checkpoints = Checkpointer(self.replica, set(self.epoch_signers), s.network, node.gossip.publish,
@@ -180,7 +182,8 @@ class AnchorDaemon:
             await fs.reset()
             return
         # this stream's anti-entropy session (protocols/ledgersync.py); it offers our checkpoint to a replica behind it
-        stream = LedgerStream(self.s.network, Responder(self.replica.ledger, proof=self.replica.proof))
+        stream = LedgerStream(self.s.network, Responder(self.replica.ledger, proof=self.replica.proof),
+                              lambda what, cost: self.quota.ask(remote, what, cost, time.monotonic()))
         try:
             while True:
                 try:
@@ -222,32 +225,22 @@ class AnchorDaemon:
             return {"admitted": len(new), "duplicate": len(raws) - bad - len(new), "pending": 0,
                     "dropped": {"malformed": bad} if bad else {}, "results": []}
         self.counters["submitted"] += len(raws)
-        for raw in raws:
-            try:
-                env = decode_envelope(bytes(raw))
-                if not env.signature_ok():
-                    raise DecodeError("bad signature", "sig")
-            except DecodeError as e:
-                reason = "oversize" if isinstance(e, Oversize) else (
-                    "bad_signature" if e.field == "sig" else "malformed")
-                self.admission.dropped[reason] += 1
-                results.append(reason)
-                continue
-            res = self.admission.offer(env, now)
+        for res, key in self.admission.submit(raws, now):
             results.append(res)
             if res == "admitted":
-                admitted.append(self.replica.ledger.get(env.sender, env.seq))
-            elif res == "duplicate" and self.announce.hurry((env.sender, env.seq)):
+                admitted.append(self.replica.ledger.get(*key))
+            elif res == "duplicate" and key is not None and self.announce.hurry(key):
                 # heard by gossip first and waiting out the jitter: the seeker chose us, announce it now
                 self._wake.set()
         await self.replica.persist(admitted)  # fsync'd before the ack leaves
         self._admitted(admitted, "direct", 0.0)
         dropped: dict[str, int] = {}
         for r in results:
-            if r not in ("admitted", "duplicate", "pending"):
+            if r not in ("admitted", "duplicate", "pending", "pending_full"):
                 dropped[r] = dropped.get(r, 0) + 1
         return {"admitted": len(admitted), "duplicate": results.count("duplicate"),
-                "pending": results.count("pending"), "dropped": dropped, "results": results}
+                "pending": results.count("pending") + results.count("pending_full"), "dropped": dropped,
+                "results": results}
 
     # ---- anti-entropy with the other anchors
     async def sync_forever(self) -> None:
@@ -305,7 +298,8 @@ class AnchorDaemon:
         trust, lat = self.replica.trust_latency()
         return {"ledger": {"reports": len(self.replica.ledger), "reporters": len(self.replica.ledger.heads()),
                            "loaded_from_disk": self.replica.loaded, "persisted": self.replica.persisted,
-                           "equivocations": self.replica.ledger.equivocations, "pending": self.admission.pending,
+                           "equivocations": self.replica.ledger.equivocations, "pending": self.admission.pending, "deferred": self.admission.deferred,
+                           "quota_refused": dict(self.quota.refused),
                            "admitted": self.admission.admitted, "corrupt_on_disk": self.replica.log.corrupt,
                            "torn_bytes_cut": self.replica.log.torn_bytes},
                 "admission_dropped": dict(self.admission.dropped),

@@ -1,7 +1,8 @@
 """The outbox (pure): trust reports this daemon signed, held until an anchor has acknowledged each.
 
 Per report:   held --submit--> in an anchor's hands --"admitted" | "duplicate"--> acknowledged (gone)
-                                                   --"pending" | "rate_limited"--> held (retried later)
+                                                   --"pending" | "pending_full" | "rate_limited"--> held
+                                                                                  (retried later)
                                                    --any other result---------> refused for good (gone, counted
                                                                                   by reason: retrying cannot help)
               a submission that failed, or an answer that names fewer results than reports sent, leaves the
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DONE = ("admitted", "duplicate")  # the anchor holds it
-RETRY = ("pending", "rate_limited")  # the anchor asks for it again later
+RETRY = ("pending", "pending_full", "rate_limited")  # the anchor asks for it again later
 
 Key = tuple[bytes, int]  # (reporter public key, seq)
 

@@ -5,7 +5,10 @@ this network, it is not already held, its reporter is not one of the workers it 
 plausible (0 < ms <= the request timeout), the reporter is within its rate limit (token bucket), it is not
 older than the retention window, and every chain member is a known worker (heard in a heartbeat). A report
 naming a worker not heard yet waits in a bounded pending set (an anchor that just restarted has not heard
-the heartbeats yet) and is admitted when the worker is heard, or dropped as `unknown_peer` after a TTL.
+the heartbeats yet) and is admitted when the worker is heard, or dropped as `unknown_peer` after a TTL. The
+pending set is indexed by the workers each report still waits for, so a heartbeat costs what waits for that
+worker, not a scan of the set; each reporter holds at most `pending_per_reporter` of it. When either bound is
+reached the answer is `pending_full`: the seeker keeps the report and offers it again (never lost to a flood).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
-from ..errors import Dropped
+from ..errors import DecodeError, Dropped, Oversize
 from ..identity import peer_id_from_public
-from ..wire.envelope import Envelope
+from ..wire.envelope import Envelope, decode_envelope
 from .crdt import Ledger, Report
 
 
@@ -28,6 +31,7 @@ class AdmissionParams:
     max_age_s: float = 3600.0
     max_future_s: float = 60.0
     pending_max: int = 10_000
+    pending_per_reporter: int = 256
     pending_ttl_s: float = 60.0
 
 
@@ -52,22 +56,51 @@ class Admission:
         self._buckets: OrderedDict[bytes, _Bucket] = OrderedDict()
         self._max_reporters = max_reporters
         self._pending: OrderedDict[tuple[bytes, int], tuple[Report, float]] = OrderedDict()
+        self._waiting: dict[str, set[tuple[bytes, int]]] = {}  # worker -> pending reports that wait for it
+        self._missing: dict[tuple[bytes, int], int] = {}  # pending report -> workers it still waits for
+        self._pending_of: Counter[bytes] = Counter()  # reporter -> its pending reports
+        self.deferred = 0  # offers answered pending_full (the seeker offers them again)
+        self.verified = 0  # signatures checked by submit
 
     # ---- workers
     def heard(self, peer_id: str, now: float) -> list[Report]:
         """A heartbeat from `peer_id`: returns pending reports that became admissible (already added)."""
         self.known[peer_id] = now
         self.known.move_to_end(peer_id)
-        if not self._pending:
+        waiting = self._waiting.pop(peer_id, None)
+        if not waiting:
             return []
         out = []
-        for key, (r, _) in list(self._pending.items()):
-            if all(p in self.known for p in r.chain):
-                del self._pending[key]
+        for key in waiting:
+            self._missing[key] -= 1
+            if self._missing[key] == 0:
+                r = self._unpend(key)
                 if self.ledger.add(r):
                     self.admitted += 1
                     out.append(r)
         return out
+
+    def _pend(self, r: Report, now: float) -> None:
+        missing = {p for p in r.chain if p not in self.known}
+        self._pending[r.key] = (r, now)
+        self._missing[r.key] = len(missing)
+        self._pending_of[r.reporter] += 1
+        for p in missing:
+            self._waiting.setdefault(p, set()).add(r.key)
+
+    def _unpend(self, key: tuple[bytes, int]) -> Report:
+        r, _ = self._pending.pop(key)
+        del self._missing[key]
+        self._pending_of[r.reporter] -= 1
+        if self._pending_of[r.reporter] <= 0:
+            del self._pending_of[r.reporter]
+        for p in r.chain:
+            keys = self._waiting.get(p)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._waiting[p]
+        return r
 
     def expire(self, now: float) -> int:
         """Drop pending reports past their TTL (counted as unknown_peer; returns how many) and forget workers
@@ -80,10 +113,13 @@ class Admission:
             key, (r, at) = next(iter(self._pending.items()))
             if now - at <= self.p.pending_ttl_s:
                 break
-            del self._pending[key]
+            self._unpend(key)
             self.dropped["unknown_peer"] += 1
             n += 1
         return n
+
+    def is_pending(self, reporter: bytes, seq: int) -> bool:
+        return (reporter, seq) in self._pending
 
     @property
     def pending(self) -> int:
@@ -135,9 +171,42 @@ class Admission:
             raise Dropped("rate_limited", peer_id_from_public(r.reporter))
         return r
 
+    def submit(self, raws, now: float) -> list[tuple[str, tuple[bytes, int] | None]]:
+        """A seeker's submission: per signed report in order, (result, its key if it decoded). The cheap checks
+        come first: a copy of a report held (or of one earlier in the batch) or one already pending costs no
+        signature verification (256 copies of one report: one verification)."""
+        out: list[tuple[str, tuple[bytes, int] | None]] = []
+        seen: set[bytes] = set()
+        for raw in raws:
+            raw = bytes(raw)
+            key = None
+            try:
+                env = decode_envelope(raw)
+                key = (env.sender, env.seq)
+                held = self.ledger.get(*key)
+                if raw in seen or (held is not None and held.raw == raw):
+                    self.dropped["duplicate"] += 1
+                    out.append(("duplicate", key))
+                    continue
+                seen.add(raw)
+                if self.is_pending(*key):
+                    out.append(("pending", key))
+                    continue
+                self.verified += 1
+                if not env.signature_ok():
+                    raise DecodeError("bad signature", "sig")
+            except DecodeError as e:
+                reason = "oversize" if isinstance(e, Oversize) else (
+                    "bad_signature" if e.field == "sig" else "malformed")
+                self.dropped[reason] += 1
+                out.append((reason, key))
+                continue
+            out.append((self.offer(env, now), key))
+        return out
+
     def offer(self, env: Envelope, now: float) -> str:
         """Validate and add. Returns 'admitted', 'pending', or the drop reason (counted)."""
-        if (env.sender, env.seq) in self._pending:
+        if self.is_pending(env.sender, env.seq):
             return "pending"
         try:
             r = self.check(env, now)
@@ -145,10 +214,11 @@ class Admission:
             self.dropped[e.reason] += 1
             return e.reason
         if r.chain and not all(p in self.known for p in r.chain):
-            if len(self._pending) >= self.p.pending_max:
-                self.dropped["unknown_peer"] += 1
-                return "unknown_peer"
-            self._pending[r.key] = (r, now)
+            if len(self._pending) >= self.p.pending_max or \
+                    self._pending_of[r.reporter] >= self.p.pending_per_reporter:
+                self.deferred += 1
+                return "pending_full"
+            self._pend(r, now)
             return "pending"
         if self.ledger.add(r):
             self.admitted += 1

@@ -154,6 +154,10 @@ class Ledger:
         """Per reporter (hex public key): {n: count, h: XOR of item hashes}. Equal heads => equal sub-states."""
         return {rep.hex(): {"n": n, "h": h} for rep, (n, h) in self._heads.items()}
 
+    def reporters(self):
+        """The reporters held (a live view: do not change the ledger while iterating)."""
+        return self._by.keys()
+
     def seqs(self, reporter: bytes) -> list[int]:
         return sorted(self._by.get(reporter, {}))
 

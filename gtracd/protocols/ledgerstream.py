@@ -3,6 +3,8 @@
 
     submit {network, reports}        -> Submit(reports): admit them, answer `ack` (results in order)
     sync_digest | sync_want {...}    -> Reply(frames): the anti-entropy responder's pages (ledgersync.Responder)
+    either, over the asker's quota   -> Refuse("busy", retry_after_s): nothing is computed (anchor/quota.py
+                                        prices a submit per report verified, a sync per diff built)
     a frame of another network, a kind an anchor does not take, a sync frame out of place, an unreadable
     frame (`malformed`)              -> Refuse(code, message, drop): send `error`, count `drop`, close
 
@@ -31,21 +33,44 @@ class Refuse:
     code: str
     message: str
     drop: str | None = None  # the verifier's drop counter this counts under, if any
+    retry_after_s: float | None = None
 
     @property
     def frame(self) -> tuple[str, dict]:
-        return "error", {"code": self.code, "message": self.message[:2000]}
+        body = {"code": self.code, "message": self.message[:2000]}
+        if self.retry_after_s is not None:
+            body["retry_after_s"] = min(3600.0, self.retry_after_s)
+        return "error", body
+
+
+def _no_quota(_what: str, _cost: float) -> float:
+    return 0.0
 
 
 class LedgerStream:
-    def __init__(self, network: str, sync: Responder):
+    """`pay(what, cost) -> seconds to wait` (0: paid): the asker's quota, bound to it and the clock."""
+
+    def __init__(self, network: str, sync: Responder, pay=_no_quota):
         self.network = network
         self.sync = sync  # this stream's anti-entropy session
+        self.pay = pay
         self.closed = False
 
-    def _refuse(self, code: str, message: str, drop: str | None = None) -> Refuse:
+    def _refuse(self, code: str, message: str, drop: str | None = None, retry: float | None = None) -> Refuse:
         self.closed = True
-        return Refuse(code, message, drop)
+        return Refuse(code, message, drop, retry)
+
+    def _priced(self, kind: str, body: dict) -> Refuse | None:
+        if kind == "submit":
+            what, cost = "verification", len(body["reports"])
+        elif kind == "sync_digest" and body.get("last"):
+            what, cost = "session", 1
+        else:
+            return None
+        wait = self.pay(what, cost)
+        if wait > 0.0:
+            return self._refuse("busy", f"over this peer's {what} quota: try again in {wait:.1f}s", "quota", wait)
+        return None
 
     def malformed(self, why: str, oversize: bool = False) -> Refuse:
         """A frame that did not decode (or was over the cap)."""
@@ -56,6 +81,9 @@ class LedgerStream:
             return Refuse("bad_frame", "the stream is closed")
         if kind in ("submit", "sync_digest") and body.get("network") != self.network:
             return self._refuse("wrong_network", f"this is {self.network}")
+        refused = self._priced(kind, body)
+        if refused is not None:
+            return refused
         if kind == "submit":
             return Submit(list(body["reports"]))
         if kind in ("sync_digest", "sync_want"):

@@ -295,17 +295,22 @@ class Responder:
         self._heads: dict[str, dict] = {}
         self._want: dict[str, list[tuple[int, int]]] = {}
         self._wanted = 0
+        self.ignored = 0  # heads of reporters we do not hold, beyond max_reporters: left out of the diff
         # an honest asker names reporters we mostly know; far more is a memory attack
         self.max_reporters = min(MAX_REPORTERS, 2 * len(ledger.heads()) + HEADS_PAGE * 4)
 
     def receive(self, kind: str, body: dict) -> Step:
         if self.state == "digest" and kind == "sync_digest":
             heads = body["heads"]
-            if len(self._heads) + len(heads) > self.max_reporters:
-                raise ProtocolError("too many reporters in one session")
             for k in heads:
                 if _unhex(k) is None:
                     raise ProtocolError(f"bad reporter key {str(k)[:80]!r}")
+            if len(self._heads) + len(heads) > self.max_reporters:
+                # more reporters than we hold (twice over): keep the ones we can compare, ignore the rest for
+                # this session (what only the asker holds reaches us another way: its pushes, their gossip)
+                known = self.ledger.reporters()
+                heads = {k: v for k, v in heads.items() if bytes.fromhex(k) in known}
+                self.ignored += len(body["heads"]) - len(heads)
             self._heads.update(heads)
             if not body["last"]:
                 return Step()

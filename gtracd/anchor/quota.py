@@ -1,0 +1,87 @@
+"""Who may ask an anchor what, and at what rate (pure: the caller passes `now`).
+
+Ledger streams are open to every peer the dialler allows (seekers submit and pull, workers pull), so each
+request is paid for from token buckets before any work: per remote peer, and for all non-anchor peers
+together (fresh peer ids are free, so a per-peer bucket alone bounds nothing). Keyring anchors are never
+limited: anti-entropy between replicas must not starve. What a request costs:
+
+    sync_digest (last page: a diff is built)   1 session        per peer: 1 per `session_every_s`, burst 3
+                                                                 all peers: `sessions_per_s`, burst 4x
+    submit                                      1 verification  per peer: `verifications_per_s`, burst 10x
+                                                 per report      all peers: 4x that
+A request over budget is answered `busy` with when to come back, and the stream ends. The per-peer table is
+bounded (least recently used peers forgotten first: a forgotten peer starts with a full bucket, which the
+shared bucket still bounds)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QuotaParams:
+    session_every_s: float = 1.0
+    sessions_per_s: float = 20.0
+    verifications_per_s: float = 200.0
+    max_peers: int = 10_000
+
+
+class Bucket:
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float, burst: float, now: float):
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
+
+    def _fill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = now
+
+    def wait(self, cost: float, now: float) -> float:
+        """Seconds until `cost` tokens are there (0: now). A cost above the burst goes when the bucket is full
+        (into debt): it is possible, at the bucket's rate."""
+        self._fill(now)
+        return 0.0 if self.tokens >= cost else (min(cost, self.burst) - self.tokens) / self.rate
+
+    def take(self, cost: float) -> None:
+        self.tokens -= cost
+
+
+class Quota:
+    def __init__(self, anchors: set[str] | frozenset[str], p: QuotaParams = QuotaParams()):
+        self.anchors, self.p = anchors, p
+        self._peers: OrderedDict[tuple[str, str], Bucket] = OrderedDict()
+        self._shared: dict[str, Bucket] = {}
+        self.refused: dict[str, int] = {}
+
+    def _rates(self, what: str) -> tuple[float, float, float, float]:
+        p = self.p
+        if what == "session":
+            return 1.0 / p.session_every_s, 3.0, p.sessions_per_s, 4 * p.sessions_per_s
+        return p.verifications_per_s, 10 * p.verifications_per_s, 4 * p.verifications_per_s, \
+            40 * p.verifications_per_s
+
+    def ask(self, remote: str, what: str, cost: float, now: float) -> float:
+        """0.0 if `remote` may spend `cost` of `what` ("session" | "verification") now (spent); else the
+        seconds after which it may try again (nothing spent)."""
+        if remote in self.anchors or cost <= 0:
+            return 0.0
+        rate, burst, shared_rate, shared_burst = self._rates(what)
+        key = (remote, what)
+        mine = self._peers.get(key)
+        if mine is None:
+            mine = self._peers[key] = Bucket(rate, burst, now)
+            if len(self._peers) > self.p.max_peers:
+                self._peers.popitem(last=False)
+        else:
+            self._peers.move_to_end(key)
+        shared = self._shared.get(what)
+        if shared is None:
+            shared = self._shared[what] = Bucket(shared_rate, shared_burst, now)
+        wait = max(mine.wait(cost, now), shared.wait(cost, now))
+        if wait > 0.0:
+            self.refused[what] = self.refused.get(what, 0) + 1
+            return wait
+        mine.take(cost)
+        shared.take(cost)
+        return 0.0
