@@ -91,7 +91,7 @@ class AnchorDaemon:
                                         self.signer, s.checkpoint_s, checkpoint_lag(s))
         # the network as this anchor's heartbeats show it (for `gtracd status` / `top` only; admission keeps
         # its own list): every model, bounded, forgotten with admission's known workers
-        self.view = PeerView(s.initial_trust, s.latency0_ms)
+        self.view = PeerView(s.initial_trust, s.latency0_ms, max_workers=MAX_SHOWN_WORKERS)
         self.view.node_timeout_s = s.node_timeout_s
         self.peer_sync: dict[str, dict] = {}  # peer anchor -> its last anti-entropy round (convergence in top)
         self._syncing: set[str] = set()  # peers an exchange is under way with
@@ -117,8 +117,6 @@ class AnchorDaemon:
         for w in admit_heartbeats(self.node, data, now):
             newly += self.admission.heard(w.peer_id, now)
             self.view.heard(w)
-        while len(self.view.workers) > MAX_SHOWN_WORKERS:
-            del self.view.workers[min(self.view.workers.values(), key=lambda w: w.last_seen).peer_id]
         if newly:
             await self.replica.persist(newly)
             self._admitted(newly, "pending", 0.05)

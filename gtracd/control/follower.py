@@ -97,8 +97,7 @@ class Follower:
     # ---- ledger -> view
     def apply_ledger(self) -> None:
         trust, lat = self.replica.trust_latency()
-        self.view.external_trust = trust
-        self.view.external_latency = lat
+        self.view.set_ledger(trust, lat)
 
     async def _ingest(self, reports, via: str):
         new = await self.replica.merge(reports)

@@ -3,11 +3,19 @@ EWMA and trust estimates. Routing reads a Snapshot of it; it never waits on the 
 
 Trust here starts from configuration (never a worker's claim) and follows the paper's asymmetric rules on
 this seeker's own observations; the anchors' ledger (control plane) supersedes it when available.
+
+Heartbeat identities are free, so the view is bounded: at most `max_workers` entries, and a worker is
+*proven* once this seeker measured it or the ledger knows it. Proven workers are never evicted for unproven
+ones; an unproven newcomer that would exceed the bound is the one left out (the earliest heard stay), and
+routing sees every proven worker of the model but only the first `probation` unproven ones in the order
+first heard (a newcomer routed and failing becomes proven, with the trust it earned). So a flood of fake
+identities costs a seeker neither memory nor routing time beyond these bounds.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..routing import Peer, Snapshot
@@ -53,12 +61,15 @@ def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
 
 
 DRAIN_EXCUSES = 2  # a leave and a move, say: more drains than this within the window excuse nothing
+MAX_WORKERS = 4096  # entries a view holds (proven ones first)
+PROBATION = 16  # unproven workers of a model routing may consider at once (first heard first)
 
 
 class PeerView:
     def __init__(self, initial_trust: float = 0.97, latency0_ms: float = 250.0, alpha: float = 0.3,
                  reward: float = 0.03, penalty: float = 0.20, unknown_penalty: float = 0.05,
-                 model: str | None = None, depth: int | None = None):
+                 model: str | None = None, depth: int | None = None, max_workers: int = MAX_WORKERS,
+                 probation: int = PROBATION):
         self.model = model  # the pinned fingerprint this seeker serves (None: in-process use, see pinned())
         self.depth = depth  # its number of layers when known from the pin (workers claiming another are ignored)
         self.busy_until: dict[str, float] = {}  # worker -> monotonic time its `busy` refusal asked us to wait
@@ -76,23 +87,93 @@ class PeerView:
         self.drains: dict[str, list[float]] = {}
         self.state_since: dict[str, float] = {}  # worker -> when (monotonic) its current state was first heard
         self.listeners: list = []  # called (no arguments) when a worker appears, returns, moves or changes state
+        self.max_workers, self.probation = max_workers, probation
+        self.proven: set[str] = set()  # measured here, or known to the ledger
+        self._unproven: OrderedDict[str, None] = OrderedDict()  # the rest, first heard first
+        # model -> its proven / unproven workers, first heard first (what routing reads without a scan)
+        self._proven_by: dict[str, dict[str, None]] = {}
+        self._unproven_by: dict[str, dict[str, None]] = {}
+        self.left_out = 0  # unproven newcomers refused because the view was full
 
-    def add(self, w: WorkerEntry) -> None:
+    def _is_proven(self, pid: str) -> bool:
+        w = self.workers.get(pid)
+        return (pid in self.external_trust or pid in self.external_latency
+                or (w is not None and (w.latency_ms is not None or w.trust is not None)))
+
+    def _index(self, pid: str, model: str) -> None:
+        if pid in self.proven:
+            self._proven_by.setdefault(model, {})[pid] = None
+        else:
+            self._unproven_by.setdefault(model, {})[pid] = None
+            self._unproven.setdefault(pid, None)
+
+    def _unindex(self, pid: str, model: str) -> None:
+        for table in (self._proven_by, self._unproven_by):
+            per = table.get(model)
+            if per is not None:
+                per.pop(pid, None)
+                if not per:
+                    del table[model]
+
+    def _prove(self, pid: str) -> None:
+        w = self.workers.get(pid)
+        if w is not None and pid not in self.proven:
+            self._unindex(pid, w.model)
+            self.proven.add(pid)
+            self._unproven.pop(pid, None)
+            self._index(pid, w.model)
+
+    def _forget(self, pid: str) -> None:
+        w = self.workers.pop(pid, None)
+        if w is not None:
+            self._unindex(pid, w.model)
+        self.proven.discard(pid)
+        self._unproven.pop(pid, None)
+        for d in (self.drained_range, self.drains, self.state_since, self.busy_until):
+            d.pop(pid, None)
+
+    def set_ledger(self, trust: dict[str, float], latency: dict[str, float]) -> None:
+        """The anchors' derived numbers: they supersede this view's own; the workers they name are proven."""
+        self.external_trust, self.external_latency = trust, latency
+        for pid in list(self._unproven):
+            if pid in trust or pid in latency:
+                self._prove(pid)
+
+    def add(self, w: WorkerEntry) -> bool:
+        """Add or replace a worker's entry; False if it was left out (a new unproven worker, view full)."""
         old = self.workers.get(w.peer_id)
+        if old is None and len(self.workers) >= self.max_workers:
+            if not self._is_proven(w.peer_id) and self._unproven:
+                self.left_out += 1
+                return False
+            # a proven newcomer (known to the ledger) takes the place of the newest unproven one
+            victim = next(reversed(self._unproven)) if self._unproven else None
+            if victim is None:
+                self.left_out += 1
+                return False
+            self._forget(victim)
         if old is not None:
             w.latency_ms, w.trust = old.latency_ms, old.trust
+            if old.model != w.model:
+                self._unindex(w.peer_id, old.model)
         self.workers[w.peer_id] = w
+        if old is None or old.model != w.model:
+            self._index(w.peer_id, w.model)
+        if w.peer_id not in self.proven and self._is_proven(w.peer_id):
+            self._prove(w.peer_id)
         if old is None or old.state != w.state:
             self.state_since[w.peer_id] = w.last_seen
             if w.state == "draining":
                 self.drained_range[w.peer_id] = (w.start, w.end)
                 self.drains.setdefault(w.peer_id, []).append(w.last_seen)
                 del self.drains[w.peer_id][:-DRAIN_EXCUSES - 1]  # bounded: only the last few matter
+        return True
 
     def heard(self, w: WorkerEntry) -> bool:
         """A heartbeat: add or refresh the worker. True if it is new or came back."""
         old = self.workers.get(w.peer_id)
-        self.add(w)
+        if not self.add(w):
+            return False
         if old is None or not old.alive or (old.start, old.end, old.state, old.target) != (w.start, w.end, w.state,
                                                                                           w.target):
             for fn in list(self.listeners):
@@ -113,9 +194,7 @@ class PeerView:
         """Ghosts: forget workers not heard within ttl_s (they were shown as gone until then)."""
         gone = [p for p, w in self.workers.items() if w.last_seen and now - w.last_seen > ttl_s]
         for p in gone:
-            del self.workers[p]
-            for d in (self.drained_range, self.drains, self.state_since, self.busy_until):
-                d.pop(p, None)
+            self._forget(p)
         return gone
 
     def restore(self, doc: dict, now: float, node_timeout_s: float, forget_after_s: float) -> list[WorkerEntry]:
@@ -130,7 +209,8 @@ class PeerView:
             if not isinstance(e.last_seen, (int, float)) or not e.last_seen or now - e.last_seen > forget_after_s:
                 continue  # a ghost: not heard for so long it is forgotten
             e.alive = now - e.last_seen <= node_timeout_s
-            self.workers.setdefault(e.peer_id, e)
+            if e.peer_id in self.workers or not self.add(e):
+                continue
             if now - e.last_seen <= 10 * node_timeout_s:
                 redial.append(e)
         return redial
@@ -194,6 +274,7 @@ class PeerView:
             return
         prev = self.latency(pid)
         w.latency_ms = (1 - self.alpha) * prev + self.alpha * ms
+        self._prove(pid)
 
     def outcome(self, chain: list[str], success: bool, culprit: str | None = None) -> None:
         """The paper's asymmetric update on this seeker's own observation."""
@@ -201,6 +282,7 @@ class PeerView:
             w = self.workers.get(pid)
             if w is not None:
                 w.trust = min(1.0, max(0.0, self.trust(pid) + d))
+                self._prove(pid)
         if success:
             for pid in chain:
                 bump(pid, self.reward)
@@ -229,10 +311,23 @@ class PeerView:
         if fp == self.model and self.depth:
             return self.depth
         counts: dict[int, int] = {}
-        for w in self.workers.values():
-            if w.model == fp:
-                counts[w.total_layers] = counts.get(w.total_layers, 0) + 1
+        for w in self.candidates(fp):
+            counts[w.total_layers] = counts.get(w.total_layers, 0) + 1
         return min(counts, key=lambda d: (-counts[d], d)) if counts else None
+
+    def candidates(self, model: str) -> list[WorkerEntry]:
+        """The workers of `model` routing may consider: every proven one, and the first `probation` unproven
+        ones that hold a range (first heard first; the scan is bounded too)."""
+        out = [self.workers[p] for p in self._proven_by.get(model, ())]
+        n = 0
+        for scanned, p in enumerate(self._unproven_by.get(model, ())):
+            if n >= self.probation or scanned >= 4 * self.probation:
+                break
+            w = self.workers[p]
+            if w.has_range:
+                out.append(w)
+                n += 1
+        return out
 
     def models_seen(self) -> dict[str, int]:
         """fingerprint -> how many known workers announce it (for error messages only)."""
@@ -264,6 +359,6 @@ class PeerView:
         alive in it (see routable)."""
         now = time.monotonic() if now is None else now
         total = self._depth(model) or 1
-        ws = [w for w in self.workers.values() if w.model == model and w.total_layers == total and w.has_range]
+        ws = [w for w in self.candidates(model) if w.total_layers == total and w.has_range]
         return Snapshot(total, [Peer(w.peer_id, w.start, w.end, self.trust(w.peer_id), self.latency(w.peer_id),
                                      self.routable(w, now)) for w in ws])

@@ -33,6 +33,7 @@ class AdmissionParams:
     pending_max: int = 10_000
     pending_per_reporter: int = 256
     pending_ttl_s: float = 60.0
+    max_known: int = 50_000  # workers remembered from heartbeats (least recently heard forgotten first)
 
 
 class _Bucket:
@@ -67,6 +68,8 @@ class Admission:
         """A heartbeat from `peer_id`: returns pending reports that became admissible (already added)."""
         self.known[peer_id] = now
         self.known.move_to_end(peer_id)
+        if len(self.known) > self.p.max_known:
+            self.known.popitem(last=False)
         waiting = self._waiting.pop(peer_id, None)
         if not waiting:
             return []

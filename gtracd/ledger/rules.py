@@ -28,6 +28,11 @@ class RuleParams:
     # non-established reporters per worker per epoch (once any reporter is established)
     latency_budget: float = 1.0
     newcomer_latency_budget: float = 0.005
+    # per-identity state the fold keeps is bounded (fresh keys and heartbeat identities are free): beyond
+    # these, the least valuable tenth is forgotten at once (reporters: not established, fewest corroborations,
+    # oldest; workers' recent reporters: the longest unrated). Every replica forgets the same, in fold order.
+    max_reporters: int = 200_000
+    max_rated: int = 100_000
 
 
 class Fold:
@@ -45,6 +50,7 @@ class Fold:
         # worker -> reporter -> (ts, outcome ok), each in the order heard (ts order)
         self.recent: dict[str, dict[bytes, tuple[float, bool]]] = {}
         self.any_established = False  # from the first report of an established reporter on
+        self._window = -1  # the latest budget window folded: budgets of earlier ones are never touched again
         self._reset()
 
     def _reset(self) -> None:
@@ -66,6 +72,7 @@ class Fold:
         f.trust, f.latency, f.spent = dict(self.trust), dict(self.latency), dict(self.spent)
         f.newcomer_spent = dict(self.newcomer_spent)
         f.lat_spent, f.newcomer_lat_spent = dict(self.lat_spent), dict(self.newcomer_lat_spent)
+        f._window = self._window
         return f
 
     def established(self, reporter: bytes, ts: float) -> bool:
@@ -132,7 +139,11 @@ class Fold:
         counted = corroborated
         strict = self.any_established
         for peer, _, ok in targets:
-            seen = self.recent.setdefault(peer, {})  # in the order last heard (reports apply in ts order)
+            seen = self.recent.get(peer)
+            if seen is None:
+                if len(self.recent) >= self.p.max_rated:
+                    self._forget_rated()
+                seen = self.recent[peer] = {}  # in the order last heard (reports apply in ts order)
             if not corroborated:
                 for q, (ts, qok) in reversed(seen.items()):  # the latest first: stop at the window's edge
                     if ts < horizon:
@@ -150,7 +161,22 @@ class Fold:
             self.corroborated[r.reporter] = self.corroborated.get(r.reporter, 0) + 1
             self.stood[r.reporter] = window
 
+    def _forget_reporters(self, ts: float) -> None:
+        keep = {q for q in self.first if self.established(q, ts)}
+        others = sorted((q for q in self.first if q not in keep),
+                        key=lambda q: (self.corroborated.get(q, 0), self.first[q], q))
+        for q in others[:max(1, len(self.first) // 10)]:
+            del self.first[q]
+            self.corroborated.pop(q, None)
+            self.stood.pop(q, None)
+
+    def _forget_rated(self) -> None:
+        latest = sorted(self.recent, key=lambda w: (max((ts for ts, _ in self.recent[w].values()), default=0.0), w))
+        for w in latest[:max(1, len(self.recent) // 10)]:
+            del self.recent[w]
+
     def apply(self, r: Report) -> None:
+        p = self.p
         self.last = _order(r)
         self.applied += 1
         if r.outcome == "epoch":
@@ -164,7 +190,15 @@ class Fold:
             return
         if len(set(r.chain)) != len(r.chain):  # admission refuses these; a replica that holds one folds nothing
             return
-        self.first.setdefault(r.reporter, r.ts)
+        window = int(r.ts // p.window_s)
+        if window > self._window:  # reports fold in ts order: the budgets of past windows are done with
+            self._window = window
+            self.spent = {k: v for k, v in self.spent.items() if k[2] >= window}
+            self.lat_spent = {k: v for k, v in self.lat_spent.items() if k[2] >= window}
+        if r.reporter not in self.first:
+            self.first[r.reporter] = r.ts
+            if len(self.first) > p.max_reporters:
+                self._forget_reporters(r.ts)
         est = self.established(r.reporter, r.ts)
         for peer, ms in zip(r.chain, r.latency_ms, strict=False):
             self._latency(r, peer, ms, est)
