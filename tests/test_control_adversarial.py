@@ -89,7 +89,8 @@ async def test_bad_control_messages_are_dropped_and_counted(tmp_path):
             delta = Signer(MALLORY).sign("ledger_delta", {"network": NET, "reports": [report(SEEKER).raw]})
             await m.gossip.publish("ledger", delta.raw)
             await until(lambda: sum(v.dropped.values()) >= 6, 15.0, "the gossip drops", step=0.02)
-            assert dict(v.dropped) == {"replay": 1, "bad_signature": 2, "oversize": 1, "malformed": 1,
+            # the tampered copy reuses the honest report's seq: a replay, dropped before any signature check
+            assert dict(v.dropped) == {"replay": 2, "bad_signature": 1, "oversize": 1, "malformed": 1,
                                        "untrusted_sender": 1}
             # the seeker takes ledger data from its keyring anchor only: the honest report arrives (the anchor's
             # delta or a pull), Mallory's delta is dropped

@@ -32,3 +32,66 @@ def test_spot_check_comparison_and_arbitration():
     ev = evidence(input_digest(Chunk(0, 2, tokens=[1, 2])), lie, _h(base), _h(base))
     assert len(ev["input"]) == 32 and ev["outputs"][0] != ev["outputs"][1] == ev["outputs"][2]
     assert output_digest({"token": 5}) != output_digest({"token": 6})
+
+
+# ---- Trust II, item 3: witnesses and arbiters per host, arbiters with standing of their own
+class _Gen:
+    """What side_hop reads of a generation: the view, the chain, the rng, and a recording open_replayed."""
+
+    def __init__(self, view, chain_hop, rng):
+        from gtracd.routing import Params
+        from gtracd.seeker.checker import SpotChecker
+        self.view, self.model, self.params = view, "m", Params()
+        self.hops = [chain_hop]
+        self.failed = frozenset()
+        self.checker = SpotChecker(rng=rng)
+        self.opened = []
+
+    @property
+    def chain(self):
+        return [h.peer.peer_id for h in self.hops]
+
+    async def open_replayed(self, pid, history):
+        self.opened.append(pid)
+        return pid
+
+
+def _net(sybil_hosts: int, per_host: int, honest_standing: bool = True):
+    from gtracd.control.peerview import PeerView, WorkerEntry
+    from gtracd.seeker.hops import Hop
+
+    v = PeerView(probation=1000)  # every identity routable here (the view's own bound is tested elsewhere)
+
+    def add(pid, host):
+        v.heard(WorkerEntry(pid, f"/ip4/127.0.0.1/tcp/1/p2p/{host}", 0, 10, 10, "m", last_seen=1e12))
+    add("hop", "Hhop")
+    add("honest", "Hhonest")
+    if honest_standing:
+        v.outcome(["honest"], True)  # a completed request: earned trust
+    for h in range(sybil_hosts):
+        for k in range(per_host):
+            add(f"s{h}-{k}", f"Hs{h}")
+    return v, Hop(v.workers["hop"], session=None)
+
+
+async def test_free_identities_never_arbitrate_and_cannot_crowd_out_a_witness():
+    import random
+
+    from gtracd.seeker.checker import side_hop
+
+    v, hop = _net(2, 50)
+    picks = []
+    for seed in range(200):
+        g = _Gen(v, hop, random.Random(seed))
+        picks.append(await side_hop(g, 0, [], standing="require"))
+        assert await side_hop(g, 0, [], standing="prefer") == "honest"  # standing hosts first
+    assert set(picks) == {"honest"}
+    v2, hop2 = _net(2, 50, honest_standing=False)  # nobody has standing: no arbiter at all, witnesses per host
+    g = _Gen(v2, hop2, random.Random(1))
+    assert await side_hop(g, 0, [], standing="require") is None
+    hosts = []
+    for seed in range(600):
+        w = await side_hop(_Gen(v2, hop2, random.Random(seed)), 0, [], standing="prefer")
+        hosts.append("honest" if w == "honest" else w.split("-")[0])
+    share = hosts.count("honest") / len(hosts)
+    assert 0.2 < share < 0.5  # one host in three, although it holds 1 identity in 101

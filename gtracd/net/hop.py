@@ -41,11 +41,15 @@ LATE_REFUSAL = 0.5  # a refusal later than this share of the call's deadline is 
 
 
 class HopError(GtracError):
-    """The worker answered with an error frame. `late`: it came after LATE_REFUSAL of the call's deadline —
-    a worker that stalls and then says no has cost the seeker the wait, whatever the code says."""
+    """The worker answered with an error frame (its code one of wire.kinds.ERROR_CODES: the schema refuses
+    any other). `late`: it came after LATE_REFUSAL of the call's deadline — a worker that stalls and then says
+    no has cost the seeker the wait, whatever the code says. `request`: what it answered (open, prefill, ...).
+    `local`: raised by the seeker itself, never said by the worker (seeker/blame.py blames nobody)."""
 
-    def __init__(self, peer: str, code: str, message: str, retry_after_s: float | None = None, late: bool = False):
+    def __init__(self, peer: str, code: str, message: str, retry_after_s: float | None = None, late: bool = False,
+                 request: str | None = None, local: bool = False):
         self.peer, self.code, self.retry_after_s, self.late = peer, code, retry_after_s, late
+        self.request, self.local = request, local
         super().__init__(f"worker {peer[-8:]} refused ({code}): {message}")
 
 
@@ -76,7 +80,7 @@ class HopSession:
         try:
             self.machine.send(kind, body)  # (another ProtocolError: a bug of ours, not the worker's)
         except NotOpen as e:
-            raise HopError(self.peer, "unknown_session", str(e)) from None
+            raise HopError(self.peer, "unknown_session", str(e), request=kind, local=True) from None
         try:
             try:
                 await self.fs.send(kind, body, min(timeout, WRITE_TIMEOUT_S))
@@ -96,7 +100,7 @@ class HopSession:
         ev = self.machine.receive(rkind, rbody)
         if isinstance(ev, Refusal):
             late = time.perf_counter() - t0 > LATE_REFUSAL * timeout
-            raise HopError(self.peer, ev.code, ev.message, ev.retry_after_s, late)
+            raise HopError(self.peer, ev.code, ev.message, ev.retry_after_s, late, request=kind)
         if isinstance(ev, Violation):
             await self.abort()
             raise HopFailed(self.peer, ev.why, PROTOCOL)

@@ -1,12 +1,17 @@
-"""What a failed hop costs the worker (pure): the blame rules.
+"""What a failed hop costs the worker (pure): the blame rules, decided by the seeker from the code (a closed
+set, wire.kinds.ERROR_CODES), the timing and what the seeker itself knows.
 
 A worker is blamed (a failure report naming it, -penalty) only for what it did wrong: no answer in time, a
 broken stream, an error it caused, a model or range it announced but does not serve, an identity it cannot
-prove, or wrong output caught by a spot check. It is never blamed for saying no before doing any work
-(`busy` with a retry-after, `draining`), for a session cut while it announced draining, for dropping our session from its cache (`unknown_session`: evicted
-by budget or TTL, which the worker's fair-share admission allows), or for errors the seeker caused
-(`cancelled`, `too_long`). Unblamed failures are still routed around: the seeker repairs the hop like any
-other failure, and a `busy` worker is skipped until its retry-after passes. A hop that refuses its input as
+prove, or wrong output caught by a spot check. It is never blamed for saying no in time before doing any
+work (`busy` with a retry-after, `draining`), for a session cut while it announced draining, or for
+dropping our session from its cache (`unknown_session`: evicted by budget or TTL, which the worker's
+fair-share admission allows). What the seeker knows it did not cause is blamed: `too_long` (the seeker never
+sends past the length the chain granted) and `cancelled` (it never calls a session it cancelled); so is a
+`draining` answer to a prefill or step from a worker that never announced draining. A refusal that came only
+after half the call's deadline is a timeout, whatever its code. Errors the seeker raises itself (`local`)
+cost nobody. Unblamed failures are still routed around for the rest of the request: the seeker repairs the
+hop like any other failure, and a `busy` worker is skipped until its retry-after passes. A hop that refuses its input as
 `bad_tensor` blames the hop that produced it (the seeker also checks every hidden state's dtype and shape
 before relaying it), so no worker can get its neighbour blamed.
 
@@ -22,7 +27,7 @@ from ..net.hop import PROTOCOL, TIMEOUT, HopFailed
 
 REFUSALS = ("busy", "draining")  # said no before doing any work
 EVICTIONS = ("unknown_session",)  # our session left its cache (budget / TTL)
-SEEKER_SIDE = ("cancelled", "too_long")  # the seeker's own doing
+EXTEND = ("prefill", "step")
 WRONG_OUTPUT = "wrong_output"
 
 
@@ -45,14 +50,16 @@ def verdict(err: BaseException, draining: bool = False) -> Verdict:
             return Verdict("drained", False)
         return Verdict("protocol", True) if err.reason == PROTOCOL else Verdict("transport", True)
     code = getattr(err, "code", None)
+    if getattr(err, "local", False):  # the seeker's own state said so: no worker spoke
+        return Verdict("seeker", False)
     if getattr(err, "late", False) and code in REFUSALS + EVICTIONS:  # a no that came only after a stall
         return Verdict("timeout", True)
+    if code == "draining" and getattr(err, "request", None) in EXTEND and not draining:
+        return Verdict("error", True)  # cut our session while announcing it serves
     if code in REFUSALS:
         return Verdict("refusal", False, getattr(err, "retry_after_s", None))
     if code in EVICTIONS:
         return Verdict("eviction", False)
-    if code in SEEKER_SIDE:
-        return Verdict("seeker", False)
     if code == WRONG_OUTPUT:
         return Verdict("wrong_output", True)
     return Verdict("error", True)

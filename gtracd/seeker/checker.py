@@ -3,12 +3,18 @@
 At the start of every turn each hop is checked with probability `rate` (drawn from an rng no worker can
 predict), over a window of `calls` consecutive calls that starts at a random call of the turn, so a worker
 cannot count its way past the checks; a hop replaced by repair is drawn again. When the window opens, a
-*witness* is opened — a replica of the same range above the floor, outside the chain, on another host,
-picked at random among those (not the fastest: a predictable pick is one an attacker can occupy) — and
+*witness* is opened — a replica of the same range above the floor, outside the chain, on another host — and
 replayed the hop's inputs so far; then each call of the window goes, identical and concurrently, to both.
 On a mismatch an *arbiter* (a third such replica, on a host different from both) is replayed the same
 inputs and given the call. If the hop lied, the witness (same cache) takes its place in the chain and the
 request goes on with the witness's output.
+
+Witnesses and arbiters are drawn per *host*, not per identity (a host announcing fifty identities is one
+draw), at random among the hosts (a predictable pick is one an attacker can occupy). An arbiter, whose word
+convicts, must have standing of its own: trust earned above the initial trust (completed requests, or a
+witness's matching check, seen by this seeker or the ledger). A witness is drawn from hosts with standing when
+there are any, else from the rest; a witness that matched a whole window earns this seeker's credit. So free
+identities can neither witness a conviction nor arbitrate one.
 """
 
 from __future__ import annotations
@@ -85,10 +91,16 @@ def _host(addr: str) -> str:
     return addr.rsplit("/p2p/", 1)[-1]
 
 
-async def side_hop(gen, i: int, avoid: list) -> object | None:
+def has_standing(gen, pid: str) -> bool:
+    """Trust earned above the initial trust (a success credited by this seeker or the ledger)."""
+    return gen.view.trust(pid) >= gen.view.initial_trust + gen.view.reward / 2
+
+
+async def side_hop(gen, i: int, avoid: list, standing: str = "prefer") -> object | None:
     """A session on another replica of hop i's range, replayed the hop's inputs so far: trust >= floor,
-    alive, not busy, not in the chain, not failed, on none of the hosts of the hop and of `avoid` (Hops),
-    picked at random. None when none is known or it cannot be opened."""
+    alive, not busy, not in the chain, not failed, on none of the hosts of the hop and of `avoid` (Hops). A host
+    is drawn at random, then one of its identities. `standing`: "require" (only replicas with standing),
+    "prefer" (those if any, else any). None when none is known or it cannot be opened."""
 
     hop = gen.hops[i]
     hosts = {_host(h.peer.addr) for h in [hop, *avoid]}
@@ -100,9 +112,16 @@ async def side_hop(gen, i: int, avoid: list) -> object | None:
     cands = [p for p in snap.peers if (p.start, p.end) == (me.start, me.end) and p.alive and p.id not in skip
              and p.trust >= gen.params.trust_floor and p.id in gen.view.workers
              and _host(gen.view.workers[p.id].addr) not in hosts]
+    earned = [p for p in cands if has_standing(gen, p.id)]
+    cands = earned if (earned or standing == "require") else cands
     if not cands:
         return None
-    rep = gen.checker.rng.choice(sorted(cands, key=lambda p: p.id))
+    by_host: dict[str, list] = {}
+    for p in cands:
+        by_host.setdefault(_host(gen.view.workers[p.id].addr), []).append(p)
+    rng = gen.checker.rng
+    host = rng.choice(sorted(by_host))
+    rep = rng.choice(sorted(by_host[host], key=lambda p: p.id))
     try:
         return await gen.open_replayed(rep.id, hop.history)
     except (HopFailed, HopError) as e:
@@ -148,6 +167,7 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
         wit.history.append(chunk)
         chk.calls_left -= 1
         if chk.calls_left == 0:
+            gen.view.outcome([wit.peer.peer_id], True)  # it computed a whole window right: this seeker's credit
             await sc.drop(i)
         return res, ms
     sc.counters["mismatches"] += 1
@@ -161,7 +181,7 @@ async def _arbitrate(gen, i: int, kind: str, body: dict, chunk, mine: tuple[dict
     sc: SpotChecker = gen.checker
     hop, wit = gen.hops[i], sc.checks[i].witness
     (res, ms), (wres, wms) = mine, theirs
-    arb = await side_hop(gen, i, [wit])  # replayed the inputs both got before this call
+    arb = await side_hop(gen, i, [wit], standing="require")  # replayed the inputs both got before this call
     ares = None
     if arb is not None:
         try:

@@ -105,6 +105,7 @@ class Generation:
         self.heal_wait_s = heal_wait_s  # how long a repair with no replacement waits for one to appear
         self.accounts = Accounts(max_repairs)  # repairs, blame, convictions: what this request owes (pure)
         self._width: int | None = None  # the model's hidden width, from the first relayed hidden state
+        self._turn_limit = 0  # the positions this turn may reach (what every replacement must grant)
         self.selected: list[tuple[str, float, float]] = []  # (peer, trust, latency ms) as routing saw them
         self.trace: list[dict] = []  # per forward pass: e2e, summed hop wall and compute time, hops
         self._calls: list[tuple[float, float]] = []
@@ -242,6 +243,10 @@ class Generation:
             hs = await self.net.session(pid, self.open_timeout)
             hop = Hop(self.view.workers[pid], hs, history=list(history))
             await hs.open(self._open_body(hop.peer), self.open_timeout)
+            need = max([self._turn_limit] + [c.pos + c.n for c in hop.history])
+            if hs.max_length is not None and hs.max_length < need:  # it would rightly refuse a later step
+                raise HopError(pid, "too_long", f"granted {hs.max_length} positions, this chain needs {need}",
+                               request="open", local=True)
             for ch in replay_plan(hop.history, self.exact_replay_max):
                 await hs.timed("prefill", ch.body(self.sid, sample=False), self.deadline(hop, ch.n))
             return hop
@@ -415,6 +420,7 @@ class Generation:
         if not self.hops:
             await self.start()
         limit = self.granted_length
+        self._turn_limit = limit  # a replacement must grant as much (open_replayed)
         if len(tokens) >= limit:
             raise self._failed(f"the prompt's {len(tokens)} tokens do not fit the {limit} positions the chain "
                                f"granted (max_length / worker cache budget)", None, False, "context_length_exceeded")

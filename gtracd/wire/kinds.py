@@ -17,6 +17,14 @@ BIN_ENVELOPE = F("bin", maxlen=8192)
 # range, not serving yet), serving, draining (leaving, or moving to `target`: no new sessions)
 WORKER_STATES = ("joining", "loading", "serving", "draining")
 
+# every error code a frame may carry (a closed set: a worker cannot invent one to choose its own blame;
+# seeker/blame.py decides what each costs)
+ERROR_CODES = (
+    "bad_frame", "bad_tensor", "unknown_session", "too_long", "busy", "cancelled", "wrong_model",
+    "wrong_layers", "internal", "timeout", "closed", "wrong_network", "not_anchor", "unknown_peer", "unbound",
+    "injected_failure", "draining",
+)
+
 SAMPLING = {
     "temperature": F("float", lo=0.0, hi=100.0),
     "top_k": F("int", lo=0, hi=1_000_000),
@@ -127,7 +135,7 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
     },
     "error": {
         "session": F("bin", maxlen=16, optional=True),
-        "code": F("str", maxlen=64),
+        "code": F("str", choices=ERROR_CODES),
         "message": F("str", maxlen=2048),
         "retry_after_s": F("float", lo=0.0, hi=3600.0, optional=True),  # `busy`: when to try this worker again
     },
@@ -179,8 +187,3 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
     "reports": {"reports": REPORT_LIST, "more": F("bool")},
 }
 
-ERROR_CODES = (
-    "bad_frame", "bad_tensor", "unknown_session", "too_long", "busy", "cancelled", "wrong_model",
-    "wrong_layers", "internal", "timeout", "closed", "wrong_network", "not_anchor", "unknown_peer", "unbound",
-    "injected_failure", "draining",
-)
