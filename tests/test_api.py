@@ -114,6 +114,46 @@ async def test_models_completion_chat_streaming_usage_and_stop(workers):
         n.cancel_scope.cancel()
 
 
+async def test_every_answer_says_who_answered_and_a_request_may_ask_for_stricter_terms(workers):
+    """Issue 23, provenance: the `gtracd` field of a response (and of a stream's finish) names the chain
+    (peer, host, layers, trust when chosen), the spot checks and the repairs; the `gtracd` request field
+    excludes peers and hosts and raises the spot-check rate and the trust floor."""
+    async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
+        sk = await _seeker(n, host, workers)
+        c = sk.client
+        msgs = [{"role": "user", "content": "Who are you?"}]
+        with pytest.raises(openai.APIStatusError) as ei:  # nobody has earned 0.999 yet
+            await c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=6,
+                                            extra_body={"gtracd": {"min_trust": 0.999}})
+        assert ei.value.status_code == 503
+        r = await c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=6,
+                                            extra_body={"gtracd": {"spot_check_rate": 1.0}})
+        prov = r.model_extra["gtracd"]
+        assert [h["layers"] for h in prov["chain"]] == [[0, 3], [3, 6]]
+        assert all(0.0 < h["trust"] <= 1.0 and h["peer"] and h["host"] for h in prov["chain"])
+        # every hop checked: the 3:6 hop against its replica, the 0:3 hop has none
+        assert prov["spot_checks"]["rate"] == 1.0 and prov["spot_checks"]["calls"] > 0
+        assert prov["spot_checks"]["no_replica"] >= 1 and prov["spot_checks"]["convicted"] == [] and prov["repairs"] == []
+        second = prov["chain"][1]["peer"]
+        other = next(w.peer_id for w in workers[1:] if w.peer_id != second)
+        r2 = await c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=6,
+                                             extra_body={"gtracd": {"exclude_peers": [second]}})
+        assert r2.model_extra["gtracd"]["chain"][1]["peer"] == other
+        host1 = prov["chain"][1]["host"]
+        with pytest.raises(openai.APIStatusError) as ei:  # both replicas of 3:6 run on other hosts; 0:3's excluded
+            await c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=6,
+                                            extra_body={"gtracd": {"exclude_hosts": [prov["chain"][0]["host"]]}})
+        assert ei.value.status_code == 503
+        with pytest.raises(openai.BadRequestError):
+            await c.chat.completions.create(model=MODEL, messages=msgs, extra_body={"gtracd": {"min_trust": 7}})
+        stream = await c.chat.completions.create(model=MODEL, messages=msgs, max_tokens=6, stream=True)
+        chunks = [ch async for ch in stream]
+        fin = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+        assert fin and fin[0].model_extra["gtracd"]["chain"][1]["host"] in (host1, *[
+            h["host"] for h in r2.model_extra["gtracd"]["chain"]])
+        n.cancel_scope.cancel()
+
+
 async def test_context_reuse_hit_and_miss_and_an_evicted_cache_falls_back(workers):
     async with running_host(Identity.generate()) as host, trio.open_nursery() as n:
         sk = await _seeker(n, host, workers)

@@ -51,6 +51,9 @@ class _Gen:
     def chain(self):
         return [h.peer.peer_id for h in self.hops]
 
+    def banned(self):
+        return set()
+
     async def open_replayed(self, pid, history):
         self.opened.append(pid)
         return pid
@@ -95,3 +98,16 @@ async def test_free_identities_never_arbitrate_and_cannot_crowd_out_a_witness():
         hosts.append("honest" if w == "honest" else w.split("-")[0])
     share = hosts.count("honest") / len(hosts)
     assert 0.2 < share < 0.5  # one host in three, although it holds 1 identity in 101
+
+
+def test_a_range_with_no_exact_replica_is_covered_by_sub_chains_on_distinct_hosts():
+    """Issue 23, item 9: 0:4 among 0:2s and 2:4s is witnessed by a sub-chain; members never share a host."""
+    from gtracd.routing import Peer
+    from gtracd.seeker.checker import covers
+
+    peers = [Peer("a", 0, 2, 1, 1, True), Peer("b", 2, 4, 1, 1, True), Peer("c", 0, 1, 1, 1, True),
+             Peer("d", 1, 2, 1, 1, True), Peer("e", 2, 4, 1, 1, True), Peer("whole", 0, 4, 1, 1, True)]
+    host = {"a": "H1", "b": "H2", "c": "H3", "d": "H1", "e": "H1", "whole": "H9"}
+    found = covers(peers, 0, 4, host.get)
+    assert [[p.id for p in c] for c in found] == [["a", "b"], ["c", "d", "b"]]  # shortest first; a+e share H1
+    assert covers(peers, 0, 3, host.get) == []  # nothing ends at 3

@@ -24,6 +24,7 @@ from .tensors import from_wire, to_wire
 
 HIDDEN_DTYPES = ("float32", "float16", "bfloat16")
 CARD_PART = 1 << 20  # bytes of a card file per reply
+PREFILL_CHUNK = 256  # positions a prefill computes per turn of the compute slot (others' steps go between)
 
 
 @dataclass
@@ -46,13 +47,13 @@ class Session:
 
 class ShardServer:
     def __init__(self, folder: Path, start: int, end: int, max_sessions: int = 64, cache_tokens: int = 65536,
-                 ttl_s: float = 600.0, clock=time.monotonic):
+                 ttl_s: float = 600.0, clock=time.monotonic, max_length: int | None = None):
         self.folder = Path(folder)
         self.shard = Shard(folder, start, end)
         self.weights = weights_digest(folder)
         self.card = card_files(folder)
         self.fingerprint = card_fingerprint(self.weights, self.card)
-        self.table = SessionTable(max_sessions, cache_tokens, ttl_s)
+        self.table = SessionTable(max_sessions, cache_tokens, ttl_s, max_length=max_length)
         self.sessions: dict[bytes, Session] = {}
         self.clock = clock
         cfg = self.shard.config
@@ -146,6 +147,33 @@ class ShardServer:
         out = self.shard.forward(sess.cache, pos, **job.inp)
         self.steps += 1  # written only by the holder of the compute slot
         return self._result(job, out.hidden, out.logits, t0)
+
+    @staticmethod
+    def split(job: Job, size: int = PREFILL_CHUNK) -> list[Job]:
+        """A prefill as consecutive parts of at most `size` positions (only the last one samples)."""
+        if job.n <= size:
+            return [job]
+        parts = []
+        for a in range(0, job.n, size):
+            b = min(job.n, a + size)
+            inp = ({"input_ids": job.inp["input_ids"][a:b]} if "input_ids" in job.inp
+                   else {"hidden": job.inp["hidden"][:, a:b]})
+            parts.append(Job(job.sess, job.pos + a, b - a, inp, job.sample and b == job.n))
+        return parts
+
+    def compute_part(self, part: Job) -> tuple:
+        """One part of a split prefill, on the compute thread: (hidden, logits, ms)."""
+        part.sess.cache = crop(part.sess.cache, part.pos)
+        t0 = time.perf_counter()
+        out = self.shard.forward(part.sess.cache, part.pos, **part.inp)
+        self.steps += 1
+        return out.hidden, out.logits, (time.perf_counter() - t0) * 1e3
+
+    def assemble(self, job: Job, parts: list[tuple]) -> dict:
+        """The result of a split prefill, as `compute` would answer it (compute time: the parts' sum)."""
+        hidden = torch.cat([h for h, _, _ in parts], dim=1) if parts[-1][0] is not None else None
+        ms = sum(m for _, _, m in parts)
+        return self._result(job, hidden, parts[-1][1], time.perf_counter() - ms / 1e3)
 
     @staticmethod
     def batchable(job: Job) -> bool:

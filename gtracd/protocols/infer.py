@@ -98,6 +98,7 @@ class WorkerStream:
     def __init__(self):
         self.sessions: dict[bytes, object] = {}
         self._cancelled: set[bytes] = set()
+        self.gone = False  # the seeker's side ended (read EOF or reset): work in progress may stop
 
     def receive(self, kind: str, body) -> Query | Open | Extend | End | Reject | None:
         """What a frame asks for. `kind` "_bad" is a frame that did not decode (`body` the DecodeError)."""
@@ -134,6 +135,10 @@ class WorkerStream:
             self._cancelled.add(session)
             return True
         return False
+
+    def abandoned(self, session: bytes) -> bool:
+        """Is work for this session no longer wanted (cancelled, or the stream ended)?"""
+        return self.gone or session in self._cancelled
 
     def finished(self, session: bytes) -> Reject | None:
         """A prefill / step computed: if the session was cancelled meanwhile, it ends now (the result is

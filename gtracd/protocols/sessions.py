@@ -39,8 +39,9 @@ def busy(message: str) -> Refused:
 
 class SessionTable:
     def __init__(self, max_sessions: int, token_budget: int, ttl_s: float, per_owner_sessions: int | None = None,
-                 per_owner_tokens: int | None = None):
+                 per_owner_tokens: int | None = None, max_length: int | None = None):
         self.max_sessions = max_sessions
+        self.max_length = max_length  # the worker's own bound on one session (its `max_length` setting)
         self.token_budget = token_budget
         self.ttl_s = ttl_s
         # one peer may hold at most 3/4 of either budget by default: another peer always finds room
@@ -123,8 +124,8 @@ class SessionTable:
             if v is None:
                 raise self._refuse(f"worker full: {self.max_sessions} sessions, none evictable")
             evicted.append(self._evict(v))
-        self._s[sid] = SessionInfo(sid, min(max_length, self.token_budget, self.per_owner_tokens), 0, now, False,
-                                   owner)
+        grant = min(max_length, self.token_budget, self.per_owner_tokens, self.max_length or max_length)
+        self._s[sid] = SessionInfo(sid, grant, 0, now, False, owner)
         return evicted
 
     def reserve(self, sid: bytes, new_total: int, now: float) -> list[bytes]:

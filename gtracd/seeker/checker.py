@@ -9,6 +9,12 @@ On a mismatch an *arbiter* (a third such replica, on a host different from both)
 inputs and given the call. If the hop lied, the witness (same cache) takes its place in the chain and the
 request goes on with the witness's output.
 
+A hop whose range no other replica serves exactly (0:20 among 0:10s and 10:20s, any odd split) is witnessed
+by a *sub-chain* covering its layers, each member on another host: a call goes through its members in turn,
+and its output must equal the hop's. A hop convicted this way cannot be swapped for its witness (one hop is
+not a chain): the request ends there, not blamed on anyone but the liar's conviction, and the next request
+routes around it.
+
 Witnesses and arbiters are drawn per *host*, not per identity (a host announcing fifty identities is one
 draw), at random among the hosts (a predictable pick is one an attacker can occupy). An arbiter, whose word
 convicts, must have standing of its own: trust earned above the initial trust (completed requests, or a
@@ -27,9 +33,19 @@ from dataclasses import dataclass, field
 import trio
 
 from ..net.hop import HopError, HopFailed
+from .hops import Chunk, Hop, host_of, replay_plan
 from .spotcheck import arbitrate, evidence, input_digest, same_output
 
 log = logging.getLogger("gtracd.seeker")
+
+
+class Convicted(Exception):
+    """Hop `index` (`peer`) was convicted by a sub-chain witness: it cannot be swapped for it, the request ends
+    (the conviction is what the seeker reports)."""
+
+    def __init__(self, peer: str, index: int):
+        self.peer, self.index = peer, index
+        super().__init__(f"hop {index} ({peer[-8:]}) returned wrong output")
 
 
 @dataclass
@@ -87,10 +103,6 @@ class SpotChecker:
             await self.drop(i)
 
 
-def _host(addr: str) -> str:
-    return addr.rsplit("/p2p/", 1)[-1]
-
-
 def has_standing(gen, pid: str) -> bool:
     """Trust earned above the initial trust (a success credited by this seeker or the ledger)."""
     return gen.view.trust(pid) >= gen.view.initial_trust + gen.view.reward / 2
@@ -103,23 +115,25 @@ async def side_hop(gen, i: int, avoid: list, standing: str = "prefer") -> object
     "prefer" (those if any, else any). None when none is known or it cannot be opened."""
 
     hop = gen.hops[i]
-    hosts = {_host(h.peer.addr) for h in [hop, *avoid]}
+    others = [m for h in avoid for m in (h.session.members if isinstance(h, ChainWitness) else [h])]
+    hosts = {host_of(h.peer.addr) for h in [hop, *others]}
     snap = gen.view.snapshot(gen.model)
     me = snap.by_id.get(hop.peer.peer_id)
     if me is None:
         return None
-    skip = gen.failed | set(gen.chain) | gen.view.busy(time.monotonic()) | {h.peer.peer_id for h in avoid}
+    skip = gen.failed | set(gen.chain) | gen.view.busy(time.monotonic()) | {h.peer.peer_id for h in others} | \
+        gen.banned()
     cands = [p for p in snap.peers if (p.start, p.end) == (me.start, me.end) and p.alive and p.id not in skip
              and p.trust >= gen.params.trust_floor and p.id in gen.view.workers
-             and _host(gen.view.workers[p.id].addr) not in hosts]
+             and host_of(gen.view.workers[p.id].addr) not in hosts]
     earned = [p for p in cands if has_standing(gen, p.id)]
     cands = earned if (earned or standing == "require") else cands
-    if not cands:
-        return None
+    rng = gen.checker.rng
+    if not cands:  # no exact replica: a sub-chain covering the range, if any
+        return await _subchain(gen, i, hosts, skip, standing)
     by_host: dict[str, list] = {}
     for p in cands:
-        by_host.setdefault(_host(gen.view.workers[p.id].addr), []).append(p)
-    rng = gen.checker.rng
+        by_host.setdefault(host_of(gen.view.workers[p.id].addr), []).append(p)
     host = rng.choice(sorted(by_host))
     rep = rng.choice(sorted(by_host[host], key=lambda p: p.id))
     try:
@@ -129,6 +143,123 @@ async def side_hop(gen, i: int, avoid: list, standing: str = "prefer") -> object
         return None
 
 
+MAX_COVERS = 64  # sub-chains enumerated before one is drawn
+
+
+def covers(peers: list, start: int, end: int, host_of) -> list[list]:
+    """Sub-chains of `peers` that tile [start, end) exactly with at least two members, each on its own host
+    (at most MAX_COVERS of them, shortest first)."""
+    by_start: dict[int, list] = {}
+    for p in peers:
+        if start <= p.start < p.end <= end and (p.start, p.end) != (start, end):
+            by_start.setdefault(p.start, []).append(p)
+    out: list[list] = []
+
+    def walk(pos: int, path: list, hosts: set) -> None:
+        if len(out) >= MAX_COVERS:
+            return
+        if pos == end:
+            out.append(list(path))
+            return
+        for p in sorted(by_start.get(pos, ()), key=lambda p: (-p.end, p.id)):
+            h = host_of(p.id)
+            if h not in hosts:
+                path.append(p)
+                walk(p.end, path, hosts | {h})
+                path.pop()
+
+    walk(start, [], set())
+    return sorted(out, key=len)
+
+
+async def _subchain(gen, i: int, hosts: set, skip: set, standing: str):
+    hop = gen.hops[i]
+    snap = gen.view.snapshot(gen.model)
+    ok = [p for p in snap.peers if p.alive and p.id not in skip and p.trust >= gen.params.trust_floor
+          and p.id in gen.view.workers and host_of(gen.view.workers[p.id].addr) not in hosts]
+    found = covers(ok, hop.peer.start, hop.peer.end, lambda pid: host_of(gen.view.workers[pid].addr))
+    earned = [c for c in found if all(has_standing(gen, p.id) for p in c)]
+    found = earned if (earned or standing == "require") else found
+    if not found:
+        return None
+    pick = gen.checker.rng.choice(found)
+    try:
+        return await open_subchain(gen, [p.id for p in pick], hop.history)
+    except (HopFailed, HopError) as e:
+        log.info("spot check: sub-chain %s unavailable (%s)", [p.id[-8:] for p in pick], e)
+        return None
+
+
+class ChainSession:
+    """A sub-chain's members as one session: a call goes through each in turn, hidden states relayed, and
+    each member's inputs are kept in its history."""
+
+    def __init__(self, gen, members: list[Hop]):
+        self.gen, self.members = gen, members
+
+    async def timed(self, kind: str, body: dict, timeout: float) -> tuple[dict, float]:
+        t0 = time.perf_counter()
+        res = await self.call(Chunk(body["pos"], _n(body), tokens=body.get("tokens"), hidden=body.get("hidden")),
+                              kind, body.get("sample", True))
+        return res, (time.perf_counter() - t0) * 1e3
+
+    async def call(self, chunk: Chunk, kind: str, sample: bool) -> dict:
+        res: dict = {}
+        for k, m in enumerate(self.members):
+            b = chunk.body(self.gen.sid, **({} if sample else {"sample": False}))
+            res, _ = await m.session.timed(kind, b, self.gen.deadline(m, chunk.n))
+            m.history.append(chunk)
+            if k < len(self.members) - 1:
+                h = res.get("hidden")
+                if h is None:
+                    raise HopFailed(m.peer.peer_id, "a sub-chain member returned no hidden state", "protocol")
+                chunk = Chunk(chunk.pos, chunk.n, hidden={"dtype": h.dtype, "shape": list(h.shape),
+                                                          "data": bytes(h.data)})
+        return res
+
+    async def close(self, sid: bytes) -> None:
+        for m in self.members:
+            await m.session.close(sid)
+
+    async def abort(self) -> None:
+        for m in self.members:
+            await m.session.abort()
+
+
+def _n(body: dict) -> int:
+    if body.get("tokens") is not None:
+        return len(body["tokens"])
+    return body["hidden"]["shape"][1] if isinstance(body["hidden"], dict) else body["hidden"].shape[1]
+
+
+@dataclass
+class ChainWitness:
+    """What checked_call needs of a witness, for a sub-chain: its first member stands for it in reports."""
+
+    peer: object
+    session: ChainSession
+    history: list = field(default_factory=list)
+
+
+async def open_subchain(gen, pids: list[str], history: list) -> ChainWitness:
+    """Sessions on every member, replayed the inputs the checked hop received (each member gets what the one
+    before it computed from them)."""
+    members: list[Hop] = []
+    cs = ChainSession(gen, members)
+    try:
+        for pid in pids:
+            hs = await gen.net.session(pid, gen.open_timeout)
+            m = Hop(gen.view.workers[pid], hs)
+            members.append(m)
+            await hs.open(gen._open_body(m.peer), gen.open_timeout)
+        for ch in replay_plan(history, gen.exact_replay_max):
+            await cs.call(ch, "prefill", sample=False)
+    except (HopFailed, HopError):
+        await cs.abort()
+        raise
+    return ChainWitness(members[0].peer, cs, list(history))
+
+
 async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict, float]:
     """Hop i's call, mirrored on its witness and compared; raises HopFailed/HopError for the hop's own failure
     (the caller repairs as usual). Returns (result, ms) of whichever replica now holds hop i."""
@@ -136,13 +267,6 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
     chk = sc.checks[i]
     hop = gen.hops[i]
     body = chunk.body(gen.sid, **extra)
-    if chk.witness is None:
-        chk.witness = await side_hop(gen, i, [])
-        if chk.witness is None:
-            sc.counters["no_replica"] += 1
-            await sc.drop(i)
-            return await hop.session.timed(kind, body, gen.deadline(hop, chunk.n))
-    wit = chk.witness
     out: dict = {}
 
     async def run(name, h):
@@ -151,12 +275,25 @@ async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict
         except (HopFailed, HopError) as e:
             out[name] = e
 
+    async def witness():
+        if chk.witness is None:  # opened and replayed while the hop already computes: no tell-tale pause
+            chk.witness = await side_hop(gen, i, [])
+            if chk.witness is None:
+                out["witness"] = None
+                return
+        await run("witness", chk.witness)
+
     async with trio.open_nursery() as n:
         n.start_soon(run, "hop", hop)
-        n.start_soon(run, "witness", wit)
+        n.start_soon(witness)
+    wit = chk.witness
     if isinstance(out["hop"], Exception):
         await sc.drop(i)
         raise out["hop"]
+    if out["witness"] is None:
+        sc.counters["no_replica"] += 1
+        await sc.drop(i)
+        return out["hop"]
     if isinstance(out["witness"], Exception):  # the witness failed: no verdict on the hop, and no blame
         sc.counters["aborted"] += 1
         await sc.drop(i)
@@ -191,6 +328,12 @@ async def _arbitrate(gen, i: int, kind: str, body: dict, chunk, mine: tuple[dict
         await arb.session.close(gen.sid)
     verdict = await trio.to_thread.run_sync(arbitrate, res, wres, ares)
     inp = input_digest(chunk)
+    if verdict.liar == "hop" and isinstance(wit, ChainWitness):
+        gen.accounts.convicted(hop.peer.peer_id, wit.peer.peer_id, arb.peer.peer_id, evidence(inp, res, wres, ares))
+        log.warning("spot check: hop %d %s returned wrong output (sub-chain witness and arbiter agree)", i,
+                    hop.peer.peer_id[-8:])
+        await sc.drop(i)
+        raise Convicted(hop.peer.peer_id, i)
     if verdict.liar == "hop":
         gen.accounts.convicted(hop.peer.peer_id, wit.peer.peer_id, arb.peer.peer_id, evidence(inp, res, wres, ares))
         log.warning("spot check: hop %d %s returned wrong output (witness %s, arbiter %s agree); replaced",

@@ -29,8 +29,8 @@ from ..protocols.sessions import BUSY_RETRY_S
 from ..routing import NoRoute, Params, Peer, replacement, route
 from ..tokens.tokenizer import Tokenizer
 from .blame import verdict
-from .checker import SpotChecker, checked_call
-from .hops import Chunk, Hop, SeekerNet, replay_plan
+from .checker import Convicted, SpotChecker, checked_call
+from .hops import Chunk, Hop, SeekerNet, host_of, replay_plan
 from .repairs import Accounts
 
 log = logging.getLogger("gtracd.seeker")
@@ -89,7 +89,8 @@ class Generation:
                  sampling: dict | None = None, max_length: int = 4096, hop_timeout_floor_s: float = 2.0,
                  hop_timeout_factor: float = 10.0, open_timeout_s: float = 10.0, rng: random.Random | None = None,
                  max_repairs: int | None = None, spot_check_rate: float = 0.0, spot_check_calls: int = 4,
-                 check_rng: random.Random | None = None, heal_wait_s: float = 0.0):
+                 check_rng: random.Random | None = None, heal_wait_s: float = 0.0,
+                 exclude_hosts: frozenset[str] = frozenset()):
         self.net, self.view, self.params, self.mode = net, view, params, mode
         self.sampling = sampling or {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
         self.max_length = max_length
@@ -110,6 +111,8 @@ class Generation:
         self.trace: list[dict] = []  # per forward pass: e2e, summed hop wall and compute time, hops
         self._calls: list[tuple[float, float]] = []
         self.checker = SpotChecker(spot_check_rate, spot_check_calls, self.sid, check_rng or random.SystemRandom())
+        self.exclude_hosts = exclude_hosts  # the request's own: no hop, replacement or witness on these hosts
+        self.selected_trust: dict[str, float] = {}  # peer -> its trust when routing chose it (provenance)
 
     # ------------------------------------------------------------------ chain
     @property
@@ -131,11 +134,13 @@ class Generation:
         snap = self.view.snapshot(self.model)
         t0 = time.perf_counter()
         try:
-            r = route(snap, self.mode, self.params, rng=self.rng, exclude=self.failed | self.view.busy(time.monotonic()))
+            r = route(snap, self.mode, self.params, rng=self.rng,
+                      exclude=self.failed | self.view.busy(time.monotonic()) | self.banned())
         except NoRoute as e:
             raise GenerationFailed(f"no chain covers the model: {e}", code="no_route") from None
         self.selection_ms = (time.perf_counter() - t0) * 1e3
         self.selected = [(p.id, p.trust, p.latency_ms) for p in r.chain]
+        self.selected_trust.update({p.id: p.trust for p in r.chain})
         self.hops = []
         for p in r.chain:
             try:
@@ -215,7 +220,13 @@ class Generation:
             return w is not None and (w.start, w.end) != rng
 
         same = {h.peer.peer_id for h in self.hops if not moved(h.peer.peer_id, (h.peer.start, h.peer.end))}
-        return self.accounts.excluded(moved) | same | self.view.busy(time.monotonic())
+        return self.accounts.excluded(moved) | same | self.view.busy(time.monotonic()) | self.banned()
+
+    def banned(self) -> set[str]:
+        """Peers on the hosts this request excludes."""
+        if not self.exclude_hosts:
+            return set()
+        return {p for p, w in self.view.workers.items() if host_of(w.addr) in self.exclude_hosts}
 
     async def _replacement(self, old: Hop, deadline: float):
         """The best live replacement for the range `old` served (the view may already show its peer
@@ -262,6 +273,7 @@ class Generation:
         await old.session.abort()
         new.history = list(old.history)  # the caller appends the chunk of the call in progress
         self.hops[i] = new
+        self.selected_trust[new.peer.peer_id] = self.view.trust(new.peer.peer_id)
 
     async def _repair(self, i: int, err: Exception) -> None:
         old = self.hops[i]
@@ -305,6 +317,7 @@ class Generation:
                 raise self._failed(f"repair of hop {i} on {rep.id[-8:]} failed too: {e2}", who,
                                    who is not None) from None
         self.hops[i] = new
+        self.selected_trust[rep.id] = rep.trust
         await self.checker.redraw(i)  # the replacement is checked like any hop
         self.accounts.repaired(i, pid, rep.id, v, str(err), (time.perf_counter() - t0) * 1e3,
                                [h.peer.peer_id for h in self.hops[:i]] + [pid] + [h.peer.peer_id for h in self.hops[i + 1:]],
@@ -316,7 +329,11 @@ class Generation:
             hop = self.hops[i]
             try:
                 if attempt == 0 and self.checker.due(i):
-                    res, ms = await checked_call(self, i, kind, chunk, extra)
+                    try:
+                        res, ms = await checked_call(self, i, kind, chunk, extra)
+                    except Convicted as c:  # by a sub-chain witness: reported as wrong output, the request ends
+                        raise self._failed(f"{c}; no replica serves its exact range to go on with", None,
+                                           False) from None
                     hop = self.hops[i]  # a liar caught by the check was replaced by its witness
                 else:
                     res, ms = await hop.session.timed(kind, chunk.body(self.sid, **extra), self.deadline(hop, chunk.n))
@@ -472,6 +489,7 @@ class Generation:
         """A kept generation serves another request: what the last one's trust reports covered starts over
         (the chain, its sessions and what they cached stay)."""
         self.accounts.new_request()
+        self.checker.counters = dict.fromkeys(self.checker.counters, 0)
         self.trace = []
         for h in self.hops:
             h.step_ms.clear()
@@ -495,6 +513,28 @@ class Generation:
                 break
             lats.append(ms)
         return self.accounts.reports(base, self.chain, lats, success, culprit)
+
+    def provenance(self) -> dict:
+        """Who answered and how it was checked (the API's and the client's `gtracd` field): the chain as it
+        finished (peer, host, layers, trust when chosen), the spot checks of this request, every repair, and
+        the trust terms it ran under."""
+        c = self.checker.counters
+        return {
+            "model": self.model,
+            "chain": [{"peer": h.peer.peer_id, "host": host_of(h.peer.addr), "layers": [h.peer.start, h.peer.end],
+                       "name": h.peer.name, "trust": round(self.selected_trust.get(h.peer.peer_id,
+                                                                                   self.view.trust(h.peer.peer_id)), 4)}
+                      for h in self.hops],
+            "spot_checks": {"rate": self.checker.rate, "hops": c["hops"], "calls": c["calls"],
+                            "mismatches": c["mismatches"], "inconclusive": c["inconclusive"],
+                            "no_replica": c["no_replica"], "aborted": c["aborted"],
+                            "convicted": [w["chain"][0] for w in self.accounts.wrong_outputs]},
+            "repairs": [{"hop": r["hop"], "failed": r["failed"], "replacement": r["replacement"],
+                         "verdict": r["verdict"], "blamed": r["blamed"], "error": r["error"][:200]}
+                        for r in self.repair_log],
+            "trust_floor": self.params.trust_floor,
+            "avoided": {"peers": sorted(self.accounts.failed), "hosts": sorted(self.exclude_hosts)},
+        }
 
     def hop_latency_ms(self) -> list[float]:
         return [sum(h.step_ms) / len(h.step_ms) if h.step_ms else math.nan for h in self.hops]

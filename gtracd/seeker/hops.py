@@ -96,6 +96,11 @@ class SeekerNet:
         self._ids.clear()
 
 
+def host_of(addr: str) -> str:
+    """The host a worker's address dials (the libp2p peer id after /p2p/): many identities may share one."""
+    return addr.rsplit("/p2p/", 1)[-1]
+
+
 def merge(chunks: list[Chunk]) -> Chunk:
     """Consecutive chunks as one (same positions, concatenated inputs)."""
     if chunks[0].tokens is not None:

@@ -7,6 +7,7 @@ reports and the recent-requests view follow every request.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -78,6 +79,17 @@ async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: flo
 
 
 @dataclass(frozen=True)
+class Trust:
+    """A request's own trust terms (stricter only: the seeker's settings are the least it applies): a higher
+    trust floor, a higher spot-check rate, peers and hosts (the peer id a worker's address dials) to avoid."""
+
+    min_trust: float | None = None
+    spot_check_rate: float | None = None
+    exclude_peers: tuple[str, ...] = ()
+    exclude_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Request:
     messages: tuple[tuple[str, str], ...] | None = None  # (role, content) pairs, for the chat template
     prompt: str | None = None  # raw text (a completion)
@@ -88,6 +100,7 @@ class Request:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # generate max_tokens whatever the model says (vLLM's extension; benchmarks)
     top_k: int = 0  # 0: off (the CLI's --top-k; the OpenAI API has none)
+    trust: Trust = Trust()
 
     @property
     def sampling(self) -> dict:
@@ -111,6 +124,7 @@ class Completion:
     selection_ms: float = 0.0  # routing's choice of the chain (0 when a kept conversation's chain was reused)
     repair_log: list[dict] = field(default_factory=list)
     hop_latency_ms: list[float] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # Generation.provenance: who answered, how it was checked
 
 
 class Busy(Exception):
@@ -125,11 +139,17 @@ class SeekerService:
         self.slots = trio.Semaphore(max_requests, max_value=max(1, max_requests))
         self.counters = {"requests": 0, "failed": 0, "cancelled": 0, "busy": 0}
 
-    def new_generation(self, sampling: dict) -> Generation:
+    def new_generation(self, sampling: dict, trust: Trust = Trust()) -> Generation:
         s = self.s
-        return Generation(self.net, self.view, routing_params(s), s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
-                          s.hop_timeout_factor, rng=random.Random(), spot_check_rate=s.spot_check_rate,
-                          spot_check_calls=s.spot_check_calls, heal_wait_s=s.heal_wait_s)
+        params = routing_params(s)
+        params = dataclasses.replace(params, trust_floor=max(params.trust_floor, trust.min_trust or 0.0))
+        gen = Generation(self.net, self.view, params, s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
+                         s.hop_timeout_factor, rng=random.Random(),
+                         spot_check_rate=max(s.spot_check_rate, trust.spot_check_rate or 0.0),
+                         spot_check_calls=s.spot_check_calls, heal_wait_s=s.heal_wait_s,
+                         exclude_hosts=frozenset(trust.exclude_hosts))
+        gen.accounts.avoid(trust.exclude_peers)
+        return gen
 
     def model(self) -> str | None:
         """The fingerprint of the model this seeker serves, once a worker announced it."""
@@ -165,10 +185,10 @@ class SeekerService:
 
     async def _complete(self, req: Request, on_text, on_chain) -> Completion:
         self.counters["requests"] += 1
-        key = tuple(sorted(req.sampling.items()))
+        key = (tuple(sorted(req.sampling.items())), req.trust)
         said = req.messages if req.messages is not None else req.prompt
         ctx = self.contexts.take(said, key)
-        gen = ctx.gen if ctx is not None else self.new_generation(req.sampling)
+        gen = ctx.gen if ctx is not None else self.new_generation(req.sampling, req.trust)
         gen.new_request()
         matcher = StopMatcher(req.stop)
         t0 = time.monotonic()
@@ -217,7 +237,7 @@ class SeekerService:
         return Completion(matcher.text, "stop" if (r.eos or r.stopped) else "length", r.prompt_tokens,
                           len(r.tokens), r.reused, r.chain, r.repairs,
                           first[0] if first else time.monotonic() - t0, r.tokens, r.prefill_ms, r.step_ms,
-                          r.selection_ms, list(gen.repair_log), gen.hop_latency_ms())
+                          r.selection_ms, list(gen.repair_log), gen.hop_latency_ms(), gen.provenance())
 
     def status(self) -> dict:
         return {"service": {**self.counters, "contexts": len(self.contexts), "reuse_hits": self.contexts.hits,

@@ -273,6 +273,7 @@ class WorkerDaemon:
                         self.inflight.release(remote, size)
                         raise
             finally:
+                stream.gone = True
                 interrupted.set()
 
     async def _error(self, fs, code: str, message: str, sid: bytes | None = None,
@@ -380,6 +381,8 @@ class WorkerDaemon:
             job = srv.prepare({**body, "session": isid})
             if act is None and srv.batchable(job):  # a decode step: shares a forward pass with the ones ready
                 res = await self.batcher.step(remote, srv, job, isid)
+            elif act is None and len(parts := srv.split(job)) > 1:
+                res = await self._prefill_parts(remote, srv, job, parts, lambda: stream.abandoned(sid))
             else:
                 res = await self.run_compute(remote, self._compute, srv, job, act, inline=kind == "step")
         finally:
@@ -391,6 +394,17 @@ class WorkerDaemon:
             return
         res["session"] = sid
         await fs.send("result", res, WRITE_TIMEOUT_S)
+
+    async def _prefill_parts(self, remote: str, srv, job, parts, abandoned) -> dict:
+        """A long prefill, one part per turn of the compute slot: other peers' steps go between the parts, so no
+        peer's prefill holds the slot past the deadline of a step the worker accepted; a stream that ended
+        (or a cancel) stops it between parts."""
+        done = []
+        for part in parts:
+            if abandoned():
+                raise Refused("cancelled", "the stream ended or the session was cancelled during the prefill")
+            done.append(await self.run_compute(remote, srv.compute_part, part))
+        return srv.assemble(job, done)
 
     @staticmethod
     def _compute(srv, job, act) -> dict:
@@ -427,7 +441,7 @@ def main(argv: list[str]) -> int:
 
     def load(a: int, b: int):
         t0 = time.perf_counter()
-        srv = ShardServer(folder, a, b, s.max_sessions, s.cache_tokens, s.session_ttl_s)
+        srv = ShardServer(folder, a, b, s.max_sessions, s.cache_tokens, s.session_ttl_s, max_length=s.max_length)
         log.info("loaded layers %d:%d of %s in %.2fs", a, b, folder, time.perf_counter() - t0)
         return srv
 

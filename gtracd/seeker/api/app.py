@@ -198,7 +198,7 @@ class Api:
         else:
             choice = {"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
         return {"id": cid, "object": "chat.completion" if chat else "text_completion", "created": created,
-                "model": self.model_name, "choices": [choice], "usage": self._usage(c)}
+                "model": self.model_name, "choices": [choice], "usage": self._usage(c), "gtracd": c.provenance}
 
     def _chunk(self, cid: str, created: int, chat: bool, text: str | None, finish: str | None,
                role: bool = False) -> dict:
@@ -249,8 +249,9 @@ class Api:
                     await event(self._chunk(cid, created, chat, item, None))
                 elif kind == "error":
                     await event(item.body())
-                elif kind == "done":
-                    await event(self._chunk(cid, created, chat, None, item.finish_reason))
+                elif kind == "done":  # the finish carries the provenance (the `gtracd` extension field)
+                    await event({**self._chunk(cid, created, chat, None, item.finish_reason),
+                                 "gtracd": item.provenance})
                     if opts["include_usage"]:
                         await event({"id": cid, "object": "chat.completion.chunk" if chat else "text_completion",
                                      "created": created, "model": self.model_name, "choices": [],

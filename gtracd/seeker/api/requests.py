@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..service import Request
+from ..service import Request, Trust
 
 MAX_BODY = 1 << 20  # bytes of a request body
 MAX_MESSAGES = 256
@@ -164,6 +164,31 @@ def _common(body: dict, max_tokens_cap: int, default_max: int) -> dict:
             "seed": seed or 0, "stop": _stops(body)}
 
 
+MAX_EXCLUDED = 256
+
+
+def trust_terms(body: dict) -> Trust:
+    """The `gtracd` extension field: {"min_trust": x, "spot_check_rate": r, "exclude_peers": [...],
+    "exclude_hosts": [...]}. Stricter only: a floor or rate below the seeker's own is raised to it."""
+    ext = body.get("gtracd")
+    if ext is None:
+        return Trust()
+    if not isinstance(ext, dict) or set(ext) - {"min_trust", "spot_check_rate", "exclude_peers", "exclude_hosts"}:
+        raise bad("gtracd must be an object with min_trust, spot_check_rate, exclude_peers, exclude_hosts", "gtracd")
+
+    def ids(name: str) -> tuple[str, ...]:
+        v = ext.get(name) or []
+        if not isinstance(v, list) or len(v) > MAX_EXCLUDED or not all(
+                isinstance(x, str) and 0 < len(x) <= 64 for x in v):
+            raise bad(f"gtracd.{name} must be a list of at most {MAX_EXCLUDED} peer ids", f"gtracd.{name}")
+        return tuple(sorted(set(v)))
+    floor = ext.get("min_trust")
+    rate = ext.get("spot_check_rate")
+    return Trust(_num({"x": floor}, "x", 0.0, 0.0, 1.0) if floor is not None else None,
+                 _num({"x": rate}, "x", 0.0, 0.0, 1.0) if rate is not None else None,
+                 ids("exclude_peers"), ids("exclude_hosts"))
+
+
 def _model(body: dict) -> str:
     m = body.get("model")
     if not isinstance(m, str) or not m:
@@ -191,7 +216,7 @@ def chat_request(body: dict, max_tokens_cap: int, default_max: int) -> tuple[str
         raise bad(f"the messages hold {total} characters, more than {MAX_PROMPT_CHARS}", "messages")
     c = _common(body, max_tokens_cap, default_max)
     req = Request(messages=tuple(pairs), max_tokens=c["max_tokens"], temperature=c["temperature"], top_p=c["top_p"],
-                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"])
+                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"], trust=trust_terms(body))
     return model, req, c
 
 
@@ -209,5 +234,5 @@ def completion_request(body: dict, max_tokens_cap: int, default_max: int) -> tup
         raise bad("echo is not supported", "echo")
     c = _common(body, max_tokens_cap, default_max)
     req = Request(prompt=p, max_tokens=c["max_tokens"], temperature=c["temperature"], top_p=c["top_p"],
-                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"])
+                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"], trust=trust_terms(body))
     return model, req, c
