@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from gtracd.benchmarks import attack
+from gtracd.benchmarks import attack, attacknets
 
 pytestmark = pytest.mark.procs
 
 
 @pytest.fixture(scope="module")
 def worker_net(tmp_path_factory):
-    net = attack.WorkerNet(tmp_path_factory.mktemp("attack-workers"))
+    net = attacknets.WorkerNet(tmp_path_factory.mktemp("attack-workers"))
     net.start()
     yield net
     assert net.stop() == [0] * (len(net.workers) + len(net.cn.procs))
@@ -21,7 +21,7 @@ def worker_net(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lab_net(tmp_path_factory):
-    net = attack.LabNet(tmp_path_factory.mktemp("attack-lab"))
+    net = attacknets.LabNet(tmp_path_factory.mktemp("attack-lab"))
     net.start()
     yield net
     assert all(rc == 0 for rc in net.stop())
@@ -76,7 +76,7 @@ async def test_honest_replicas_are_never_accused(lab_net):
 
 @pytest.mark.timeout(120)
 async def test_fresh_sybils_can_neither_slander_nor_stuff_ballots(tmp_path):
-    net = attack.LedgerNet(tmp_path)
+    net = attacknets.LedgerNet(tmp_path)
     net.start()
     try:
         r = await attack.sybils(net, sybil_count=20, each=4)

@@ -33,6 +33,7 @@ from ..control.replica import (
     rule_params,
 )
 from ..daemon import runtime as common
+from ..daemon.looplag import LoopLag
 from ..daemon.node import running_node
 from ..errors import DecodeError
 from ..identity import Keystore, peer_id_from_public
@@ -85,6 +86,7 @@ class AnchorDaemon:
             max_latency_ms=s.request_timeout_s * 1000.0, max_age_s=s.reporter_window_s,
             pending_ttl_s=2 * s.node_timeout_s), epoch_signers=self.epoch_signers)
         self.quota = Quota(self.anchors)  # what non-anchor peers may ask of the ledger stream, and how often
+        self.loop_lag = LoopLag()
         self.signer = Signer(node.ident)
         # checkpoints of reports older than any an anchor still admits (plus a few sync rounds)
         self.checkpoints = Checkpointer(self.replica, set(self.epoch_signers), s.network, node.gossip.publish,
@@ -296,8 +298,8 @@ class AnchorDaemon:
         trust, lat = self.replica.trust_latency()
         return {"ledger": {"reports": len(self.replica.ledger), "reporters": len(self.replica.ledger.heads()),
                            "loaded_from_disk": self.replica.loaded, "persisted": self.replica.persisted,
-                           "equivocations": self.replica.ledger.equivocations, "pending": self.admission.pending, "deferred": self.admission.deferred,
-                           "quota_refused": dict(self.quota.refused),
+                           "equivocations": self.replica.ledger.equivocations, "pending": self.admission.pending,
+                           "deferred": self.admission.deferred, "quota_refused": dict(self.quota.refused),
                            "admitted": self.admission.admitted, "corrupt_on_disk": self.replica.log.corrupt,
                            "torn_bytes_cut": self.replica.log.torn_bytes},
                 "admission_dropped": dict(self.admission.dropped),
@@ -305,6 +307,7 @@ class AnchorDaemon:
                             for a in sorted(self.anchors)},
                 "known_workers": len(self.admission.known), "workers": self.view.status_rows(time.monotonic(), trust, lat),
                 "trust": trust, "latency_ms": lat, "counters": {**self.counters, "sync_bytes": self.sync_meter["bytes"]},
+                "loop_lag": self.loop_lag.status(),
                 **self.checkpoints.status()}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -317,6 +320,7 @@ class AnchorDaemon:
             await n.start(node.gossip.serve, "reports", self.on_reports)
             await n.start(node.gossip.serve, "ledger", self.on_ledger)
             n.start_soon(self.announcer)
+            n.start_soon(self.loop_lag.run)
             n.start_soon(self.sync_forever)
             n.start_soon(self.sync_with_all_now)
             if self.s.checkpoint_s > 0:

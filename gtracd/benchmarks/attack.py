@@ -1,6 +1,7 @@
-"""`gtracd bench attack`: each attack of issue 10 against a live loopback network of real daemons.
+"""`gtracd bench attack`: each attack of issue 10 (here) and of issue 23 (benchmarks/trust2.py) against a live
+loopback network of real daemons (benchmarks/attacknets.py).
 
-Three networks, each on loopback with its own keyring anchors:
+The networks, each on loopback with its own keyring anchors:
 - *workers*: 2 anchors and 2 real worker processes (`gtracd --role worker`, tiny-llama-4, layers 0:2 and 2:4).
   Spoofed identity, model hijack, session flood and the fuzzer run here, against a seeker in this process.
 - *lab*: 2 anchors and 5 lab host processes (`gtracd lab host`), one virtual peer each: a golden peer on layers
@@ -21,45 +22,43 @@ import os
 import random
 import shutil
 import struct
-import sys
 import tempfile
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgpack
 import trio
 
-from ..config import load_settings
 from ..control.heartbeat import Hosted, publish_heartbeats
-from ..daemon.node import running_node
 from ..daemon.runtime import setup_logging
 from ..engine.models import resolve_model
 from ..errors import UserError
-from ..harness.controlnet import ControlNet
-from ..harness.launch import start_workers, stop_all
 from ..identity import Identity, Keystore
-from ..lab.network import Lab, LabSettings, setting_flags
-from ..lab.plan import load_plan
-from ..lab.profiles import load_catalog
 from ..lab.sweep import new_epoch
 from ..net.framing import FramedStream
 from ..net.host import dial, open_stream
 from ..net.ledgersync import submit
 from ..net.protocols import INFER
-from ..routing import Params
-from ..seeker.generation import Generation, GenerationFailed
-from ..seeker.running import running_seeker
 from ..seeker.spotcheck import RTOL
 from ..wire.envelope import Signer
+from . import trust2
+from .attacknets import (
+    PROMPTS,
+    LabNet,
+    LedgerNet,
+    WorkerNet,
+    attacker,
+    cost_net,
+    ledger_trust,
+    say,
+    settle,
+    signed_report,
+)
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
 
-    from gtracd.config import Settings
-    from gtracd.control.follower import Follower
-    from gtracd.control.peerview import PeerView
     from gtracd.daemon.node import Node
 
 GOALS = {"spoof_credit_gained": "== 0", "model_hijacked": "false", "flood_honest_success_rate": "== 1.0",
@@ -67,141 +66,9 @@ GOALS = {"spoof_credit_gained": "== 0", "model_hijacked": "false", "flood_honest
          "false_accusations": "== 0 over >= 1000 checked hops", "slander_honest_min_trust": ">= trust_floor",
          "ballot_stuffing_honeypot_max_trust": "< trust_floor", "fuzz_crashes": "== 0 over >= 1,000,000 cases",
          "spot_check_cost": "<= 0.10"}
-MODEL = "tiny-llama-4"
-PROMPTS = [[5 + (7 * i + k) % 90 for k in range(12)] for i in range(16)]
-
-
-def say(msg: str) -> None:
-    print(f"gtracd bench attack: {msg}", file=sys.stderr, flush=True)
-
-
-def _settings(network: str, boot: list[str], root: Path, keystore: Path, **flags):
-    return load_settings(None, {"network": network, "bootstrap": boot, "data_dir": str(root),
-                                "keystore": str(keystore), "node_timeout_s": 10.0, "sync_s": 1.0, **flags}, env={})
-
-
-class Seeker:
-    """An honest seeker in this process: its node, cache (ledger replica, heartbeats, outbox) and view."""
-
-    def __init__(self, node: Node, cache: Follower, view: PeerView, net, s: Settings, model: str):
-        self.node, self.cache, self.view, self.net, self.s, self.model = node, cache, view, net, s, model
-        self.params = Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms)
-        self.reports: list[dict] = []
-
-    async def wait_alive(self, ids, timeout: float = 60.0) -> None:
-        with trio.fail_after(timeout):
-            while not set(ids) <= {p for p, w in self.view.workers.items() if w.alive}:
-                await trio.sleep(0.05)
-
-    async def request(self, prompt, tokens: int, mode: str = "g-trac", rate: float = 0.0, calls: int = 4,
-                      exclude=()) -> dict:
-        """One generation; its trust reports are sent like a real seeker's. Returns what happened."""
-
-        gen = Generation(self.net, self.view, self.params, mode, max_length=len(prompt) + tokens + 4,
-                         hop_timeout_floor_s=2.0, spot_check_rate=rate, spot_check_calls=calls)
-        gen.accounts.avoid(exclude)
-        out = {"ok": False, "tokens": [], "chain": [], "error": None}
-        t0 = time.perf_counter()
-        culprit = None
-        try:
-            with trio.fail_after(60):
-                await gen.start()
-                out["routed"] = [p for p, _, _ in gen.selected]  # what routing chose, before any repair
-                r = await gen.turn(list(prompt), tokens, ignore_eos=True)
-            out.update(ok=True, tokens=r.tokens, step_ms=r.step_ms)
-        except GenerationFailed as e:
-            out["error"], culprit = str(e), e.culprit
-        except trio.TooSlowError:
-            out["error"] = "timed out"
-        out["s"] = time.perf_counter() - t0
-        out["chain"] = gen.chain
-        if out["ok"]:
-            await gen.aclose()
-        else:
-            await gen.cancel()
-        gen.trust_outcome(out["ok"], culprit)
-        bodies = gen.report_bodies(self.s.network, out["ok"], culprit, len(out["tokens"]))
-        self.reports += bodies
-        out["reports"] = bodies
-        out["checks"] = dict(gen.checker.counters)
-        out["wrong_outputs"] = gen.accounts.wrong_outputs
-        out["repairs"] = gen.repair_log
-        await self.cache.report(bodies)
-        return out
-
-
-@asynccontextmanager
-async def seeker(network: str, boot: list[str], root: Path, keystore: Path, model: str, **flags):
-    s = _settings(network, boot, root, keystore, model=model, **flags)
-    async with running_seeker(f"bench-seeker-{os.urandom(3).hex()}", Identity.generate(), s, follow=True) as sk:
-        try:
-            yield Seeker(sk.node, sk.cache, sk.view, sk.net, s, model)
-        finally:
-            with trio.CancelScope(shield=True):
-                await sk.cache.drain(5.0)
-
-
-@asynccontextmanager
-async def attacker(network: str, boot: list[str], root: Path):
-    """A node run by the attacker: its own identity, joined to the network's gossip."""
-
-    s = _settings(network, boot, root, root / "attacker-keys")
-    async with running_node("seeker", f"attacker-{os.urandom(3).hex()}", Identity.generate(), s, None,
-                            False) as node:
-        yield node
-
-
-def _ledger_trust(cn, name: str) -> dict:
-    st = cn.status(name) or {}
-    return st.get("trust", {})
 
 
 # ---------------------------------------------------------------- network 1: real workers
-
-
-class WorkerNet:
-    """2 keyring anchors and real worker processes (`gtracd --role worker`, one per range) on loopback."""
-
-    def __init__(self, root: Path, name: str = "workers", model: str = MODEL,
-                 ranges: tuple = ((0, 2), (2, 4)), worker_flags: tuple = ("--max-sessions", "8", "--cache-tokens",
-                                                                          "2048"), node_timeout_s: float = 10.0):
-
-        self.root, self.model, self.ranges, self.worker_flags = root / name, model, list(ranges), list(worker_flags)
-        self.cn = ControlNet(root=self.root / "cn", network=f"attack-{name}", heartbeat_s=1.0, sync_s=1.0,
-                             node_timeout_s=node_timeout_s)
-        self.workers = []
-
-    def start(self) -> None:
-
-        folder = resolve_model(self.model, log=say)
-        self.cn.start(["a1", "a2"])
-        flags = ["--network", self.cn.network, "--bootstrap", ",".join(self.cn.anchor_addrs.values()),
-                 "--data-dir", str(self.cn.root), "--heartbeat-s", "1", *self.worker_flags]
-        self.workers = start_workers(str(folder), self.ranges, extra=flags)
-
-    @property
-    def boot(self) -> list[str]:
-        return list(self.cn.anchor_addrs.values())
-
-    def ids(self) -> list[str]:
-        return [w.info["peer_id"] for w in self.workers]
-
-    def alive(self) -> bool:
-        return all(w.proc.poll() is None for w in self.workers) and all(
-            p.proc.poll() is None for p in self.cn.procs.values())
-
-    def stop(self) -> list[int]:
-        rcs = stop_all(self.workers)
-        return rcs + list(self.cn.stop_all().values())
-
-    def seeker(self, **flags):
-        return seeker(self.cn.network, self.boot, self.cn.root, self.cn.keystore, self.model, **flags)
-
-
-def cost_net(root: Path) -> WorkerNet:
-    """SmolLM2 over 3 hops (0:10, 10:20, 20:30), two replicas of each on separate worker processes (one torch
-    thread each), so a checked hop has a witness: what spot checks cost where compute is real."""
-    return WorkerNet(root, "cost", "smollm2-135m", ((0, 10), (10, 20), (20, 30)) * 2, (), node_timeout_s=20.0)
 
 
 async def spoof(net: WorkerNet, requests: int = 10) -> dict:
@@ -214,14 +81,14 @@ async def spoof(net: WorkerNet, requests: int = 10) -> dict:
                          victim["addrs"], "honest-looking")]
         node.nursery.start_soon(publish_heartbeats, node, hosted, 1.0)
         await sk.wait_alive(net.ids() + [spoofer.peer_id])
-        before = _ledger_trust(net.cn, "a1").get(spoofer.peer_id, sk.s.initial_trust)
+        before = ledger_trust(net.cn, "a1").get(spoofer.peer_id, sk.s.initial_trust)
         chosen = 0
         for i in range(requests):
             r = await sk.request(PROMPTS[i % len(PROMPTS)], 6, mode="naive")
             chosen += spoofer.peer_id in r.get("routed", [])
-        await _settle(sk)
+        await settle(sk)
         credited = sum(1 for b in sk.reports if b["outcome"] == "success" and spoofer.peer_id in b["chain"])
-        after = _ledger_trust(net.cn, "a1").get(spoofer.peer_id, sk.s.initial_trust)
+        after = ledger_trust(net.cn, "a1").get(spoofer.peer_id, sk.s.initial_trust)
         node.nursery.cancel_scope.cancel()
     return {"spoof_chosen": chosen, "spoof_success_reports": credited,
             "spoof_credit_gained": max(0.0, after - before) + credited}
@@ -291,8 +158,8 @@ async def flood(net: WorkerNet, requests: int = 12, streams: int = 24) -> dict:
     target = net.workers[0].info
     async with attacker(net.cn.network, net.boot, net.root) as node, net.seeker() as sk:
         await sk.wait_alive(net.ids())
-        await _settle(sk)
-        before = {w: _ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
+        await settle(sk)
+        before = {w: ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
         stop = trio.Event()
         counts = {"opened": 0, "stream_refused": 0, "stream_lost": 0}
         node.nursery.start_soon(_flood_peer, node.host, target["addrs"][0], target["model"], target["start"],
@@ -305,22 +172,13 @@ async def flood(net: WorkerNet, requests: int = 12, streams: int = 24) -> dict:
             r = await sk.request(PROMPTS[i % len(PROMPTS)], 8)
             ok += r["ok"]
         stop.set()
-        await _settle(sk)
+        await settle(sk)
         blamed = sum(1 for b in sk.reports if b["outcome"] != "success")
-        after = {w: _ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
+        after = {w: ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
         node.nursery.cancel_scope.cancel()
     return {"flood_honest_success_rate": ok / requests,
             "flood_honest_trust_drop": max(0.0, max(before[w] - after[w] for w in before)),
             "flood_failure_reports": blamed, "flood_attacker": counts}
-
-
-async def _settle(sk: Seeker, timeout: float = 20.0) -> None:
-    """Until the outbox is acknowledged and the replica caught up with the anchors."""
-    with trio.move_on_after(timeout):
-        while sk.cache.outbox:
-            await sk.cache.flush_once()
-            await trio.sleep(0.1)
-    await trio.sleep(2.5)  # anchors announce and sync within sync_s
 
 
 # ---------------------------------------------------------------- fuzzing
@@ -491,41 +349,6 @@ async def fuzz(net: WorkerNet, stream_cases: int = 1_000_000, gossip_cases: int 
 
 # ---------------------------------------------------------------- network 2: the lab (byzantine)
 
-# the byzantine profile's bet: fast and trusted-looking (1 ms against the honest replicas' 40 ms, trust0 1.0)
-LAB_PLAN = """peer_id,template,host_id,host_type,ip,port,layer_start,layer_end,cpu_load,fail_rate,trust0,net_delay_ms,byzantine_rate
-g0,guaranteed_safe,H0,P,127.0.0.1,7100,0,1,1,0,1,2,
-byz,byzantine,H1,P,127.0.0.1,7101,2,2,1,0,1,1,0.3
-h1,guaranteed_safe,H2,P,127.0.0.1,7102,2,2,1,0,1,40,
-h2,guaranteed_safe,H3,P,127.0.0.1,7103,2,2,1,0,1,40,
-g3,guaranteed_safe,H4,P,127.0.0.1,7104,3,3,1,0,1,2,
-"""
-LAB_TIME_SCALE = 0.1  # emulated delays and compute x 0.1: the liar's lead (~4 ms a call) stays visible
-
-
-class LabNet:
-    def __init__(self, root: Path):
-        self.root = root
-        self.lab = None
-
-    def start(self) -> None:
-        path = self.root / "byzantine.csv"
-        path.write_text(LAB_PLAN)
-        plan = load_plan(path, load_catalog(None))
-        self.lab = Lab(path, plan, MODEL, LabSettings(LAB_TIME_SCALE), processes=5, root=self.root / "lab",
-                       network="attack-lab")
-        self.lab.start(say)
-
-    def seeker(self, **flags):
-        lab = self.lab
-        return seeker(lab.network, list(lab.cn.anchor_addrs.values()), lab.root, lab.keystore, MODEL,
-                      **lab.settings.ledger_flags(), **flags)
-
-    def alive(self) -> bool:
-        return self.lab.alive()
-
-    def stop(self) -> list[int]:
-        return self.lab.stop()
-
 
 async def byzantine(net: LabNet, max_requests: int = 60, rate: float = 0.25, tokens: int = 16,
                     trials: int = 5) -> dict:
@@ -558,8 +381,8 @@ async def byzantine(net: LabNet, max_requests: int = 60, rate: float = 0.25, tok
                     detected = i + 1  # requests issued until a check caught it (as a hop or as a witness)
                     break
             to_detect.append(detected)
-            await _settle(sk)
-            trust_after.append(_ledger_trust(net.lab.cn, "anchor-1").get(byz))
+            await settle(sk)
+            trust_after.append(ledger_trust(net.lab.cn, "anchor-1").get(byz))
             r = await sk.request(PROMPTS[1], 4)  # the liar is now below the floor: routing leaves it out
             avoided += byz not in r["chain"]
     worst = None if None in to_detect else max(to_detect)
@@ -608,32 +431,6 @@ async def spot_cost(net: WorkerNet, rounds: int = 8, tokens: int = 32, rate: flo
 # ---------------------------------------------------------------- network 3: the ledger (sybils)
 
 
-class LedgerNet:
-    # short windows so standing is reachable in a bench run: one corroboration counts per window, and standing
-    # counts from a window after the first report
-    RULES = {"standing_age_s": 8.0, "standing_reports": 3, "newcomer_budget": 0.005, "reporter_window_s": 4.0}
-
-    def __init__(self, root: Path):
-        self.cn = ControlNet(root=root / "ledger", network="attack-ledger", heartbeat_s=1.0, sync_s=1.0,
-                             node_timeout_s=30.0, anchor_extra=setting_flags(self.RULES))
-
-    def start(self) -> None:
-        self.cn.start(["a1", "a2", "a3"], fleet=6)
-
-    def alive(self) -> bool:
-        return all(p.proc.poll() is None for p in self.cn.procs.values())
-
-    def stop(self) -> list[int]:
-        return list(self.cn.stop_all().values())
-
-
-def _report(signer, network: str, chain: list[str], outcome: str) -> bytes:
-    return signer.sign("trust_report", {"network": network, "request_id": os.urandom(16), "model": "testbed-model",
-                                        "mode": "g-trac", "chain": chain, "latency_ms": [40.0] * len(chain)
-                                        if outcome == "success" else [], "outcome": outcome,
-                                        "culprit": -1 if outcome == "success" else 0, "tokens": 8}).raw
-
-
 async def sybils(net: LedgerNet, honest: int = 3, sybil_count: int = 20, each: int = 10) -> dict:
     """3 established reporters see W succeed and the honey pot H fail; then 20 fresh identities slander W and
     vote for H. Trust as the anchors derive it, polled throughout."""
@@ -649,26 +446,26 @@ async def sybils(net: LedgerNet, honest: int = 3, sybil_count: int = 20, each: i
         rules = LedgerNet.RULES
         t_end = time.time() + age + rules["reporter_window_s"] * (rules["standing_reports"] + 2) + 2.0
         while time.time() < t_end:  # established: old enough, corroborated by each other
-            raws = [_report(s, cn.network, [w], "success") for s in honest_signers]
-            raws += [_report(s, cn.network, [h], "failure") for s in honest_signers]
+            raws = [signed_report(s, cn.network, [w], "success") for s in honest_signers]
+            raws += [signed_report(s, cn.network, [h], "failure") for s in honest_signers]
             await submit(node.host, lp, cn.network, raws)
             await trio.sleep(0.5)
         await trio.sleep(2.0)
-        t0 = _ledger_trust(cn, "a1")
+        t0 = ledger_trust(cn, "a1")
         sybil_signers = [Signer(Identity.generate()) for _ in range(sybil_count)]
         low, high = t0.get(w, 1.0), t0.get(h, 0.0)
         for _k in range(each):
-            raws = [_report(s, cn.network, [w], "failure") for s in sybil_signers]
-            raws += [_report(s, cn.network, [h], "success") for s in sybil_signers]
+            raws = [signed_report(s, cn.network, [w], "failure") for s in sybil_signers]
+            raws += [signed_report(s, cn.network, [h], "success") for s in sybil_signers]
             for i in range(0, len(raws), 200):
                 await submit(node.host, lp, cn.network, raws[i:i + 200])
             await trio.sleep(0.3)
-            tr = _ledger_trust(cn, "a1")
+            tr = ledger_trust(cn, "a1")
             low, high = min(low, tr.get(w, 1.0)), max(high, tr.get(h, 0.0))
         await trio.sleep(3.0)  # anchors sync within sync_s; on a loaded machine give them up to 30 s more
         with trio.move_on_after(30.0):
             while True:
-                final = {n: _ledger_trust(cn, n) for n in ("a1", "a2", "a3")}
+                final = {n: ledger_trust(cn, n) for n in ("a1", "a2", "a3")}
                 for tr in final.values():
                     low, high = min(low, tr.get(w, 1.0)), max(high, tr.get(h, 0.0))
                 same = len({json.dumps(t, sort_keys=True) for t in final.values()}) == 1
@@ -706,6 +503,23 @@ SCENARIOS = {
                     lambda n, x: accusations(n, max(50, int(1000 * x)))),
     "cost": ("cost", "cost of spot checks (SmolLM2, 3 hops, 2 replicas each)", lambda n, x: spot_cost(n)),
     "sybil": ("ledger", "sybil slander and ballot stuffing", lambda n, x: sybils(n)),
+    # issue 23 (Trust II): benchmarks/trust2.py
+    "forgery": ("trust2", "a last hop's own text, a first hop's forged model card", lambda n, x: trust2.forgery(n)),
+    "self_excused": ("trust2", "stalls that end in an excuse", lambda n, x: trust2.self_excused(n)),
+    "sybil_witness": ("trust2", "sybil hosts as witnesses and arbiters",
+                      lambda n, x: trust2.sybil_witness(n, max(6, int(20 * x)))),
+    "evasion": ("trust2", "liars that evade spot checks (timing, odd range)",
+                lambda n, x: trust2.evasion(n, max(10, int(50 * x)))),
+    "identity_flood": ("trust2", "20,000 fake heartbeat identities against route selection",
+                       lambda n, x: trust2.identity_flood(n, max(2000, int(20_000 * x)))),
+    "induced_timeout": ("cost", "3,000-token prefills from a fresh key against honest decode steps",
+                        lambda n, x: trust2.induced_timeout(n)),
+    "latency_poisoning": ("ledger", "fresh keys set a worker's latency", lambda n, x: trust2.latency_poisoning(n)),
+    "newcomer": ("ledger", "fresh keys push a new worker below the floor", lambda n, x: trust2.newcomer(n)),
+    "cheap_standing": ("ledger", "standing by backdating and echoing", lambda n, x: trust2.cheap_standing(n)),
+    "pending_flood": ("ledger", "a pending-set flood against an anchor's loop and honest reports",
+                      lambda n, x: trust2.pending_flood(n, reports=max(2000, int(10_000 * x)))),
+    "sync_abuse": ("ledger", "full-diff requests from anyone", lambda n, x: trust2.sync_abuse(n, max(15.0, 60.0 * x))),
     "tolerance": (None, "the spot-check tolerance against measured honest and lying gaps", None),
 }
 
@@ -743,6 +557,8 @@ def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
             nets["ledger"] = LedgerNet(root)
         if "cost" in kinds:
             nets["cost"] = cost_net(root)
+        if "trust2" in kinds:
+            nets["trust2"] = trust2.trust2_net(root)
         for n in nets.values():
             n.start()
         res = trio.run(_run_async, nets, scale, want)
@@ -754,7 +570,7 @@ def run(scale: float = 1.0, only: str = "", as_json: bool = False) -> dict:
         shutil.rmtree(root, ignore_errors=True)
     res["exit_codes_clean"] = all(rc == 0 for rc in rcs)
     res["bench_s"] = round(time.time() - t0, 1)
-    res["goals"] = GOALS
+    res["goals"] = {**GOALS, **trust2.GOALS}
     if not as_json:
         for k, v in res.items():
             if k != "goals":

@@ -30,6 +30,7 @@ class Action:
     burn_s: float = 0.0
     corrupt: object = None  # callable(result dict) -> None, set by the host for a lying stage
     gone: bool = False
+    refuse: str | None = None  # after the delay, answer this error code instead of computing (an excuse)
 
 
 class Behaviour:

@@ -371,6 +371,9 @@ class WorkerDaemon:
                 raise StreamClosed("injected: peer gone")
             if act.delay_s > 0:
                 await trio.sleep(act.delay_s)
+            if getattr(act, "refuse", None):  # an injected excuse (bench attack: workers choosing their blame)
+                self.counters["injected"] += 1
+                raise Refused(act.refuse, "refused (injected)")
             if act.stall:  # a failed stage stalls (the paper's failure): the seeker's deadline catches it
                 self.counters["injected"] += 1
                 with trio.move_on_after(act.stall_s):
