@@ -28,8 +28,13 @@ def test_a_heartbeat_flood_neither_grows_the_view_nor_the_route():
         v.heard(w(f"fake{i}", 0, 30, t=2.0))
     assert len(v.workers) <= 256 and v.left_out >= 20_000 - 256
     assert all(h.peer_id in v.workers for h in honest)
+    proven = {f"h{i}" for i in range(4)}
     snap = {p.id for p in v.snapshot("m").peers}
-    assert base <= snap and len(snap - base) <= 4  # at most `probation` unproven workers reach routing
+    assert proven <= snap and len(snap - proven) <= 4  # at most `probation` unproven workers reach routing
+    offered = set()
+    for _ in range(80):  # ... taken in turn: the honest newcomer is offered too, however many came first
+        offered |= {p.id for p in v.snapshot("m").peers}
+    assert "h4" in offered and base <= offered
     v.outcome(["fake0"], False, "fake0")  # routed, failed: proven (with the trust it earned), probation frees up
     assert "fake0" in v.proven and v.trust("fake0") < 0.96
     v.expire(10_000.0, 60.0)  # every worker falls silent: the view empties

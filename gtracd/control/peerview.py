@@ -7,9 +7,9 @@ this seeker's own observations; the anchors' ledger (control plane) supersedes i
 Heartbeat identities are free, so the view is bounded: at most `max_workers` entries, and a worker is
 *proven* once this seeker measured it or the ledger knows it. Proven workers are never evicted for unproven
 ones; an unproven newcomer that would exceed the bound is the one left out (the earliest heard stay), and
-routing sees every proven worker of the model but only the first `probation` unproven ones in the order
-first heard (a newcomer routed and failing becomes proven, with the trust it earned). So a flood of fake
-identities costs a seeker neither memory nor routing time beyond these bounds.
+routing sees every proven worker of the model but only `probation` unproven ones at a time, taken in turn (a
+newcomer routed becomes proven, with the trust it earned). So a flood of fake identities costs a seeker
+neither memory nor routing time beyond these bounds.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import islice
 
 from ..routing import Peer, Snapshot
 
@@ -62,7 +63,7 @@ def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
 
 DRAIN_EXCUSES = 2  # a leave and a move, say: more drains than this within the window excuse nothing
 MAX_WORKERS = 4096  # entries a view holds (proven ones first)
-PROBATION = 16  # unproven workers of a model routing may consider at once (first heard first)
+PROBATION = 4  # unproven workers of a model routing may consider at once (in turn)
 
 
 class PeerView:
@@ -92,7 +93,7 @@ class PeerView:
         self._unproven: OrderedDict[str, None] = OrderedDict()  # the rest, first heard first
         # model -> its proven / unproven workers, first heard first (what routing reads without a scan)
         self._proven_by: dict[str, dict[str, None]] = {}
-        self._unproven_by: dict[str, dict[str, None]] = {}
+        self._unproven_by: dict[str, OrderedDict[str, None]] = {}
         self.left_out = 0  # unproven newcomers refused because the view was full
 
     def _is_proven(self, pid: str) -> bool:
@@ -104,7 +105,7 @@ class PeerView:
         if pid in self.proven:
             self._proven_by.setdefault(model, {})[pid] = None
         else:
-            self._unproven_by.setdefault(model, {})[pid] = None
+            self._unproven_by.setdefault(model, OrderedDict())[pid] = None
             self._unproven.setdefault(pid, None)
 
     def _unindex(self, pid: str, model: str) -> None:
@@ -315,18 +316,25 @@ class PeerView:
             counts[w.total_layers] = counts.get(w.total_layers, 0) + 1
         return min(counts, key=lambda d: (-counts[d], d)) if counts else None
 
-    def candidates(self, model: str) -> list[WorkerEntry]:
-        """The workers of `model` routing may consider: every proven one, and the first `probation` unproven
-        ones that hold a range (first heard first; the scan is bounded too)."""
+    def candidates(self, model: str, now: float | None = None) -> list[WorkerEntry]:
+        """The workers of `model` routing may consider: every proven one, and `probation` routable unproven
+        ones, in turn: each one offered goes to the back of the line, so every newcomer is offered in time and
+        no early arrival holds a place. One not routable now is listed too (not alive) and goes back as well;
+        the scan is bounded."""
+        now = time.monotonic() if now is None else now
         out = [self.workers[p] for p in self._proven_by.get(model, ())]
-        n = 0
-        for scanned, p in enumerate(self._unproven_by.get(model, ())):
-            if n >= self.probation or scanned >= 4 * self.probation:
-                break
+        line = self._unproven_by.get(model)
+        if not line:
+            return out
+        taken = 0
+        for p in list(islice(line, 4 * self.probation)):
             w = self.workers[p]
-            if w.has_range:
-                out.append(w)
-                n += 1
+            out.append(w)
+            line.move_to_end(p)
+            if self.routable(w, now):
+                taken += 1
+                if taken >= self.probation:
+                    break
         return out
 
     def models_seen(self) -> dict[str, int]:
@@ -359,6 +367,6 @@ class PeerView:
         alive in it (see routable)."""
         now = time.monotonic() if now is None else now
         total = self._depth(model) or 1
-        ws = [w for w in self.candidates(model) if w.total_layers == total and w.has_range]
+        ws = [w for w in self.candidates(model, now) if w.total_layers == total and w.has_range]
         return Snapshot(total, [Peer(w.peer_id, w.start, w.end, self.trust(w.peer_id), self.latency(w.peer_id),
                                      self.routable(w, now)) for w in ws])
