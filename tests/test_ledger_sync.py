@@ -267,12 +267,12 @@ def test_an_offered_checkpoint_is_checked_before_its_state_is_kept():
 
 
 def test_ledger_streams_price_every_request_and_never_limit_anchors():
-    """Issue 23, item 8: a diff or a verification is paid for per peer and for all non-anchor peers together,
+    """Issue 23, item 8: a diff or a submission's bytes are paid for per peer and for all non-anchor peers together,
     before any work; over budget the asker is told when to come back; keyring anchors are never limited."""
     from gtracd.anchor.quota import Quota, QuotaParams
     from gtracd.protocols.ledgerstream import LedgerStream, Refuse
 
-    q = Quota({"anchor"}, QuotaParams(session_every_s=1.0, sessions_per_s=5.0, verifications_per_s=10.0))
+    q = Quota({"anchor"}, QuotaParams(session_every_s=1.0, sessions_per_s=5.0, report_bytes_per_s=10.0))
     now = 0.0
     built = []
 
@@ -294,8 +294,8 @@ def test_ledger_streams_price_every_request_and_never_limit_anchors():
         stream(f"sybil{i}").receive("sync_digest", digest)
     assert len(built) == 20  # p1's three included
     assert all(not isinstance(stream("anchor").receive("sync_digest", digest), Refuse) for _ in range(50))
-    assert not isinstance(stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 60}), Refuse)
-    ev = stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 60})  # burst 10 x 10/s
+    assert not isinstance(stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 100}), Refuse)
+    ev = stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 100})  # burst 16 x 10 bytes/s
     assert isinstance(ev, Refuse) and ev.code == "busy"
     now = 100.0  # refilled
     assert not isinstance(stream("p1").receive("sync_digest", digest), Refuse)

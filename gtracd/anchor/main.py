@@ -47,7 +47,7 @@ from ..protocols.ledgersync import Responder
 from ..wire.batch import batch_items, chunks
 from ..wire.envelope import Signer
 from .announce import AnnounceQueue
-from .quota import Quota
+from .quota import Quota, QuotaParams
 
 if TYPE_CHECKING:
     from gtracd.config import Settings
@@ -61,6 +61,8 @@ IDLE_S = 30.0
 DELTA_MAX = 96  # reports per ledger_delta (schema cap)
 DELTA_BYTES = GOSSIP_PAYLOAD_MAX - 1024  # one yamux frame (see heartbeat.GOSSIP_PAYLOAD_MAX)
 MAX_SESSIONS = 10  # anti-entropy sessions with one peer in one round (each asks for at most sync.MAX_WANT)
+SUBMIT_PART = 8  # reports of a submission checked per turn of the event loop
+HELD_PER_PEER = 4  # ledger streams of a peer over its quota held unread until its retry time (more: reset)
 MAX_SHOWN_WORKERS = 4096  # the workers an anchor remembers from heartbeats for status/top (oldest-heard go first)
 
 
@@ -85,8 +87,11 @@ class AnchorDaemon:
             network=s.network, rate_per_s=s.report_rate, burst=s.report_burst,
             max_latency_ms=s.request_timeout_s * 1000.0, max_age_s=s.reporter_window_s,
             pending_ttl_s=2 * s.node_timeout_s), epoch_signers=self.epoch_signers)
-        self.quota = Quota(self.anchors)  # what non-anchor peers may ask of the ledger stream, and how often
+        # what non-anchor peers may ask of the ledger stream, and how often: a follower pulls from one anchor
+        # every sync_s, round robin, so one session per 2 sync_s (burst 3) leaves it room on a one-anchor network
+        self.quota = Quota(self.anchors, QuotaParams(session_every_s=2 * s.sync_s))
         self.loop_lag = LoopLag()
+        self._held: dict[str, int] = {}  # cooling peers' ledger streams held unread
         self.signer = Signer(node.ident)
         # checkpoints of reports older than any an anchor still admits (plus a few sync rounds)
         self.checkpoints = Checkpointer(self.replica, set(self.epoch_signers), s.network, node.gossip.publish,
@@ -181,6 +186,20 @@ class AnchorDaemon:
         if not self.node.links.allowed(remote):
             await fs.reset()
             return
+        until = self.quota.cooling(remote, time.monotonic())
+        if until:  # over its own budget: its streams wait out the retry time unread (a few at most), then end
+            held = self._held.get(remote, 0)
+            if held < HELD_PER_PEER:
+                self._held[remote] = held + 1
+                try:
+                    with trio.move_on_at(trio.current_time() + until - time.monotonic()):
+                        await trio.sleep_forever()
+                finally:
+                    self._held[remote] -= 1
+                    if self._held[remote] <= 0:
+                        del self._held[remote]
+            await fs.reset()
+            return
         # this stream's anti-entropy session (protocols/ledgersync.py); it offers our checkpoint to a replica behind it
         stream = LedgerStream(self.s.network, Responder(self.replica.ledger, proof=self.replica.proof),
                               lambda what, cost: self.quota.ask(remote, what, cost, time.monotonic()))
@@ -209,7 +228,6 @@ class AnchorDaemon:
             await fs.close()
 
     async def _submit(self, raws, remote: str) -> dict:
-        now = time.time()
         results: list[str] = []
         admitted: list[Report] = []
         if remote in self.anchors:  # another anchor pushing what it admitted (anti-entropy): signatures only
@@ -225,7 +243,15 @@ class AnchorDaemon:
             return {"admitted": len(new), "duplicate": len(raws) - bad - len(new), "pending": 0,
                     "dropped": {"malformed": bad} if bad else {}, "results": []}
         self.counters["submitted"] += len(raws)
-        for res, key in self.admission.submit(raws, now):
+        done: list[tuple] = []
+        seen: set[bytes] = set()
+        for i in range(0, len(raws), SUBMIT_PART):  # in parts: the event loop breathes between them
+            triaged = self.admission.triage(raws[i:i + SUBMIT_PART], seen)  # cheap checks here, signatures off it
+            need = self.admission.needs(triaged)
+            oks = await trio.to_thread.run_sync(lambda need=need: [env.signature_ok() for env in need]) \
+                if need else await trio.sleep(0) or []
+            done += self.admission.finish(triaged, oks, time.time())
+        for res, key in done:
             results.append(res)
             if res == "admitted":
                 admitted.append(self.replica.ledger.get(*key))

@@ -7,11 +7,13 @@ limited: anti-entropy between replicas must not starve. What a request costs:
 
     sync_digest (last page: a diff is built)   1 session        per peer: 1 per `session_every_s`, burst 3
                                                                  all peers: `sessions_per_s`, burst 4x
-    submit                                      1 verification  per peer: `verifications_per_s`, burst 10x
-                                                 per report      all peers: 4x that
-A request over budget is answered `busy` with when to come back, and the stream ends. The per-peer table is
-bounded (least recently used peers forgotten first: a forgotten peer starts with a full bucket, which the
-shared bucket still bounds)."""
+    submit                                      its reports'    per peer: `report_bytes_per_s`, burst 16x
+                                                bytes (the work  all peers: 4x that
+                                                grows with them)
+A request over budget is answered `busy` with when to come back, the stream ends, and until then the peer
+*cools*: the anchor holds its next few ledger streams unread until the retry time and resets the rest (a
+peer that ignores the retry time waits it out anyway). The per-peer table is bounded (least recently used peers
+forgotten first: a forgotten peer starts with a full bucket, which the shared bucket still bounds)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class QuotaParams:
-    session_every_s: float = 1.0
+    session_every_s: float = 4.0  # the anchor passes 2 x its sync_s (a follower pulls every sync_s, round robin)
     sessions_per_s: float = 20.0
-    verifications_per_s: float = 200.0
+    report_bytes_per_s: float = 128 * 1024  # ~300 honest reports a second (a 64-hop chain costs 8 of them)
     max_peers: int = 10_000
 
 
@@ -53,16 +55,28 @@ class Quota:
         self._peers: OrderedDict[tuple[str, str], Bucket] = OrderedDict()
         self._shared: dict[str, Bucket] = {}
         self.refused: dict[str, int] = {}
+        self._cool: OrderedDict[str, float] = OrderedDict()  # peer -> until when its streams are reset unread
+
+    def cooling(self, remote: str, now: float) -> float | None:
+        """Until when (the caller's clock) `remote` cools, or None."""
+        until = self._cool.get(remote)
+        if until is None:
+            return None
+        if until <= now:
+            del self._cool[remote]
+            return None
+        self.refused["cooling"] = self.refused.get("cooling", 0) + 1
+        return until
 
     def _rates(self, what: str) -> tuple[float, float, float, float]:
         p = self.p
         if what == "session":
             return 1.0 / p.session_every_s, 3.0, p.sessions_per_s, 4 * p.sessions_per_s
-        return p.verifications_per_s, 10 * p.verifications_per_s, 4 * p.verifications_per_s, \
-            40 * p.verifications_per_s
+        return p.report_bytes_per_s, 16 * p.report_bytes_per_s, 4 * p.report_bytes_per_s, \
+            64 * p.report_bytes_per_s
 
     def ask(self, remote: str, what: str, cost: float, now: float) -> float:
-        """0.0 if `remote` may spend `cost` of `what` ("session" | "verification") now (spent); else the
+        """0.0 if `remote` may spend `cost` of `what` ("session" | "bytes") now (spent); else the
         seconds after which it may try again (nothing spent)."""
         if remote in self.anchors or cost <= 0:
             return 0.0
@@ -81,6 +95,11 @@ class Quota:
         wait = max(mine.wait(cost, now), shared.wait(cost, now))
         if wait > 0.0:
             self.refused[what] = self.refused.get(what, 0) + 1
+            if mine.wait(cost, now) > 0.0:  # its own budget spent (not only the shared one): it cools
+                self._cool[remote] = now + wait
+                self._cool.move_to_end(remote)
+                if len(self._cool) > self.p.max_peers:
+                    self._cool.popitem(last=False)
             return wait
         mine.take(cost)
         shared.take(cost)

@@ -7,8 +7,9 @@ older than the retention window, and every chain member is a known worker (heard
 naming a worker not heard yet waits in a bounded pending set (an anchor that just restarted has not heard
 the heartbeats yet) and is admitted when the worker is heard, or dropped as `unknown_peer` after a TTL. The
 pending set is indexed by the workers each report still waits for, so a heartbeat costs what waits for that
-worker, not a scan of the set; each reporter holds at most `pending_per_reporter` of it. When either bound is
-reached the answer is `pending_full`: the seeker keeps the report and offers it again (never lost to a flood).
+worker, not a scan of the set; each reporter holds at most `pending_per_reporter` of it, and a report waits
+for at most `pending_max_missing` unheard workers. When a bound is reached the answer is `pending_full`: the
+seeker keeps the report and offers it again (never lost to a flood).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class AdmissionParams:
     max_future_s: float = 60.0
     pending_max: int = 10_000
     pending_per_reporter: int = 256
+    pending_max_missing: int = 16  # unheard workers one pending report may wait for (more: offered again later)
     pending_ttl_s: float = 60.0
     max_known: int = 50_000  # workers remembered from heartbeats (least recently heard forgotten first)
 
@@ -57,7 +59,9 @@ class Admission:
         self._buckets: OrderedDict[bytes, _Bucket] = OrderedDict()
         self._max_reporters = max_reporters
         self._pending: OrderedDict[tuple[bytes, int], tuple[Report, float]] = OrderedDict()
-        self._waiting: dict[str, set[tuple[bytes, int]]] = {}  # worker -> pending reports that wait for it
+        # worker -> the pending report that waits for it, or a set of them when several do (one key, not a set,
+        # for most: the garbage collector walks every set, and a flood names thousands of workers once each)
+        self._waiting: dict[str, tuple | set] = {}
         self._missing: dict[tuple[bytes, int], int] = {}  # pending report -> workers it still waits for
         self._pending_of: Counter[bytes] = Counter()  # reporter -> its pending reports
         self.deferred = 0  # offers answered pending_full (the seeker offers them again)
@@ -74,7 +78,7 @@ class Admission:
         if not waiting:
             return []
         out = []
-        for key in waiting:
+        for key in (waiting if isinstance(waiting, set) else (waiting,)):
             self._missing[key] -= 1
             if self._missing[key] == 0:
                 r = self._unpend(key)
@@ -89,7 +93,13 @@ class Admission:
         self._missing[r.key] = len(missing)
         self._pending_of[r.reporter] += 1
         for p in missing:
-            self._waiting.setdefault(p, set()).add(r.key)
+            held = self._waiting.get(p)
+            if held is None:
+                self._waiting[p] = r.key
+            elif isinstance(held, set):
+                held.add(r.key)
+            else:
+                self._waiting[p] = {held, r.key}
 
     def _unpend(self, key: tuple[bytes, int]) -> Report:
         r, _ = self._pending.pop(key)
@@ -98,10 +108,12 @@ class Admission:
         if self._pending_of[r.reporter] <= 0:
             del self._pending_of[r.reporter]
         for p in r.chain:
-            keys = self._waiting.get(p)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
+            held = self._waiting.get(p)
+            if held == key:
+                del self._waiting[p]
+            elif isinstance(held, set):
+                held.discard(key)
+                if not held:
                     del self._waiting[p]
         return r
 
@@ -174,38 +186,58 @@ class Admission:
             raise Dropped("rate_limited", peer_id_from_public(r.reporter))
         return r
 
-    def submit(self, raws, now: float) -> list[tuple[str, tuple[bytes, int] | None]]:
-        """A seeker's submission: per signed report in order, (result, its key if it decoded). The cheap checks
-        come first: a copy of a report held (or of one earlier in the batch) or one already pending costs no
-        signature verification (256 copies of one report: one verification)."""
-        out: list[tuple[str, tuple[bytes, int] | None]] = []
-        seen: set[bytes] = set()
+    def triage(self, raws, seen: set[bytes] | None = None) -> list[tuple]:
+        """A seeker's submission, the cheap checks first: per signed report in order, (result, key, envelope).
+        A result is set for what needs no signature check: a copy of a report held (or of one earlier in the
+        batch), one already pending, one that does not decode; the rest (result None) await a verification
+        (`needs`), which a caller may run off the event loop, then `finish`. `seen`: the batch's reports so
+        far, when the caller triages it in parts."""
+        out: list[tuple] = []
+        seen = set() if seen is None else seen
         for raw in raws:
             raw = bytes(raw)
-            key = None
             try:
                 env = decode_envelope(raw)
-                key = (env.sender, env.seq)
-                held = self.ledger.get(*key)
-                if raw in seen or (held is not None and held.raw == raw):
-                    self.dropped["duplicate"] += 1
-                    out.append(("duplicate", key))
-                    continue
-                seen.add(raw)
-                if self.is_pending(*key):
-                    out.append(("pending", key))
-                    continue
-                self.verified += 1
-                if not env.signature_ok():
-                    raise DecodeError("bad signature", "sig")
             except DecodeError as e:
-                reason = "oversize" if isinstance(e, Oversize) else (
-                    "bad_signature" if e.field == "sig" else "malformed")
+                reason = "oversize" if isinstance(e, Oversize) else "malformed"
                 self.dropped[reason] += 1
-                out.append((reason, key))
+                out.append((reason, None, None))
                 continue
-            out.append((self.offer(env, now), key))
+            key = (env.sender, env.seq)
+            held = self.ledger.get(*key)
+            if raw in seen or (held is not None and held.raw == raw):
+                self.dropped["duplicate"] += 1
+                out.append(("duplicate", key, None))
+            elif self.is_pending(*key):
+                out.append(("pending", key, None))
+            else:
+                seen.add(raw)
+                out.append((None, key, env))
         return out
+
+    @staticmethod
+    def needs(triaged: list[tuple]) -> list[Envelope]:
+        return [env for res, _, env in triaged if res is None]
+
+    def finish(self, triaged: list[tuple], signature_ok: list[bool], now: float) -> list[tuple[str, tuple | None]]:
+        """The results of a triaged submission, given the verdicts of `needs(triaged)` in order."""
+        verdicts = iter(signature_ok)
+        out = []
+        for res, key, env in triaged:
+            if res is None:
+                self.verified += 1
+                if not next(verdicts):
+                    self.dropped["bad_signature"] += 1
+                    res = "bad_signature"
+                else:
+                    res = self.offer(env, now)
+            out.append((res, key))
+        return out
+
+    def submit(self, raws, now: float) -> list[tuple[str, tuple | None]]:
+        """triage, verify here, finish (the anchor verifies off its event loop instead)."""
+        t = self.triage(raws)
+        return self.finish(t, [env.signature_ok() for env in self.needs(t)], now)
 
     def offer(self, env: Envelope, now: float) -> str:
         """Validate and add. Returns 'admitted', 'pending', or the drop reason (counted)."""
@@ -218,7 +250,8 @@ class Admission:
             return e.reason
         if r.chain and not all(p in self.known for p in r.chain):
             if len(self._pending) >= self.p.pending_max or \
-                    self._pending_of[r.reporter] >= self.p.pending_per_reporter:
+                    self._pending_of[r.reporter] >= self.p.pending_per_reporter or \
+                    sum(p not in self.known for p in r.chain) > self.p.pending_max_missing:
                 self.deferred += 1
                 return "pending_full"
             self._pend(r, now)

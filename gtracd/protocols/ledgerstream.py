@@ -4,7 +4,7 @@
     submit {network, reports}        -> Submit(reports): admit them, answer `ack` (results in order)
     sync_digest | sync_want {...}    -> Reply(frames): the anti-entropy responder's pages (ledgersync.Responder)
     either, over the asker's quota   -> Refuse("busy", retry_after_s): nothing is computed (anchor/quota.py
-                                        prices a submit per report verified, a sync per diff built)
+                                        prices a submit by its reports' bytes, a sync per diff built)
     a frame of another network, a kind an anchor does not take, a sync frame out of place, an unreadable
     frame (`malformed`)              -> Refuse(code, message, drop): send `error`, count `drop`, close
 
@@ -62,7 +62,7 @@ class LedgerStream:
 
     def _priced(self, kind: str, body: dict) -> Refuse | None:
         if kind == "submit":
-            what, cost = "verification", len(body["reports"])
+            what, cost = "bytes", sum(len(r) for r in body["reports"])
         elif kind == "sync_digest" and body.get("last"):
             what, cost = "session", 1
         else:
