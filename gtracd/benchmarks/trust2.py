@@ -24,7 +24,6 @@ import trio
 from ..catalog.fingerprint import card_files
 from ..control.heartbeat import Hosted, publish_heartbeats
 from ..engine.models import resolve_model
-from ..engine.server import ShardServer
 from ..identity import Identity
 from ..lab.behaviour import Action
 from ..net.framing import FramedStream
@@ -95,6 +94,8 @@ def _zeros(res: dict) -> None:
 async def rogue_workers(net: WorkerNet, specs: list[tuple], period: float = 1.0):
     """Real shards served by an attacker node, each spec (start, end, identities, behaviour | None, hook |
     None): `hook(server)` may change the server (its model card). Yields the peer ids per spec."""
+    from ..engine.server import ShardServer  # torch: only where the attacker's workers compute
+
     folder = resolve_model(net.model, log=say)
     async with attacker(net.cn.network, net.boot, net.root) as node:
         served, hosted, ids = [], [], []
