@@ -52,7 +52,6 @@ KNOWN_TO_COMPILE = {
     "cffi": "C (clang), needs libffi: pkg install libffi",
     "varint": "sdist only, pure Python: builds a wheel in seconds",
     "python-baseconv": "sdist only, pure Python: builds a wheel in seconds",
-    "markupsafe": "C speedups (clang); its build falls back to pure Python without a compiler",
 }
 
 

@@ -260,13 +260,13 @@ async def open_subchain(gen, pids: list[str], history: list) -> ChainWitness:
     return ChainWitness(members[0].peer, cs, list(history))
 
 
-async def checked_call(gen, i: int, kind: str, chunk, extra: dict) -> tuple[dict, float]:
+async def checked_call(gen, i: int, kind: str, chunk) -> tuple[dict, float]:
     """Hop i's call, mirrored on its witness and compared; raises HopFailed/HopError for the hop's own failure
     (the caller repairs as usual). Returns (result, ms) of whichever replica now holds hop i."""
     sc: SpotChecker = gen.checker
     chk = sc.checks[i]
     hop = gen.hops[i]
-    body = chunk.body(gen.sid, **extra)
+    body = chunk.body(gen.sid)
     out: dict = {}
 
     async def run(name, h):

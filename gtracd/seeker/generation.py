@@ -324,19 +324,19 @@ class Generation:
                                [x for x in (h.latency_ms() for h in self.hops[:i]) if x])
 
     # ------------------------------------------------------------------ steps
-    async def _hop_call(self, i: int, kind: str, chunk: Chunk, extra: dict) -> dict:
+    async def _hop_call(self, i: int, kind: str, chunk: Chunk) -> dict:
         for attempt in (0, 1):
             hop = self.hops[i]
             try:
                 if attempt == 0 and self.checker.due(i):
                     try:
-                        res, ms = await checked_call(self, i, kind, chunk, extra)
+                        res, ms = await checked_call(self, i, kind, chunk)
                     except Convicted as c:  # by a sub-chain witness: reported as wrong output, the request ends
                         raise self._failed(f"{c}; no replica serves its exact range to go on with", None,
                                            False) from None
                     hop = self.hops[i]  # a liar caught by the check was replaced by its witness
                 else:
-                    res, ms = await hop.session.timed(kind, chunk.body(self.sid, **extra), self.deadline(hop, chunk.n))
+                    res, ms = await hop.session.timed(kind, chunk.body(self.sid), self.deadline(hop, chunk.n))
             except (HopFailed, HopError) as e:
                 if i > 0 and getattr(e, "code", None) == "bad_tensor":  # it refused what hop i-1 produced
                     producer = self.hops[i - 1].peer
@@ -364,7 +364,7 @@ class Generation:
         self._calls = []
         last = len(self.hops) - 1
         for i in range(len(self.hops)):
-            res = await self._hop_call(i, kind, chunk, {})
+            res = await self._hop_call(i, kind, chunk)
             if i < last:
                 h = res.get("hidden")
                 bad = self._bad_hidden(h, len(tokens))
