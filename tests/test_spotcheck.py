@@ -111,3 +111,44 @@ def test_a_range_with_no_exact_replica_is_covered_by_sub_chains_on_distinct_host
     found = covers(peers, 0, 4, host.get)
     assert [[p.id for p in c] for c in found] == [["a", "b"], ["c", "d", "b"]]  # shortest first; a+e share H1
     assert covers(peers, 0, 3, host.get) == []  # nothing ends at 3
+
+
+async def test_the_first_checked_call_reaches_the_hop_before_its_witness_is_ready(monkeypatch):
+    """Issue 23, item 9: the witness is opened and replayed while the hop computes, so no pause before the
+    first checked call tells the hop it is being checked."""
+    import random
+
+    import trio
+
+    from gtracd.seeker import checker
+    from gtracd.seeker.hops import Chunk
+
+    started = {}
+
+    class Session:
+        def __init__(self, name):
+            self.name = name
+
+        async def timed(self, kind, body, timeout):
+            started.setdefault(self.name, trio.current_time())
+            return {"token": 7, "compute_ms": 0.1}, 1.0
+
+        async def close(self, sid):
+            pass
+
+    class H:
+        def __init__(self, name):
+            self.session, self.history = Session(name), []
+
+    async def slow_witness(gen, i, avoid, standing="prefer"):
+        await trio.sleep(0.5)  # opening and replaying the history takes a while
+        return H("witness")
+
+    monkeypatch.setattr(checker, "side_hop", slow_witness)
+    gen = _Gen(None, H("hop"), random.Random(0))
+    gen.sid, gen.deadline = b"s" * 16, lambda h, n: 5.0
+    gen.checker.checks[0] = checker.Check(4)
+    t0 = trio.current_time()
+    res, _ = await checker.checked_call(gen, 0, "step", Chunk(3, 1, tokens=[5]))
+    assert res["token"] == 7 and started["hop"] - t0 < 0.1 <= started["witness"] - t0
+    assert gen.checker.counters["calls"] == 1 and gen.checker.counters["mismatches"] == 0
