@@ -268,11 +268,12 @@ def test_an_offered_checkpoint_is_checked_before_its_state_is_kept():
 
 def test_ledger_streams_price_every_request_and_never_limit_anchors():
     """Issue 23, item 8: a diff or a submission's bytes are paid for per peer and for all non-anchor peers together,
-    before any work; over budget the asker is told when to come back; keyring anchors are never limited."""
+    before any work; over budget the asker waits a moment (Hold) or is told when to come back (busy); a peer
+    over its own budget cools (its next streams wait); keyring anchors are never limited."""
     from gtracd.anchor.quota import Quota, QuotaParams
-    from gtracd.protocols.ledgerstream import LedgerStream, Refuse
+    from gtracd.protocols.ledgerstream import Hold, LedgerStream, Refuse
 
-    q = Quota({"anchor"}, QuotaParams(session_every_s=1.0, sessions_per_s=5.0, report_bytes_per_s=10.0))
+    q = Quota({"anchor"}, QuotaParams(session_every_s=10.0, sessions_per_s=5.0, report_bytes_per_s=10.0))
     now = 0.0
     built = []
 
@@ -282,20 +283,20 @@ def test_ledger_streams_price_every_request_and_never_limit_anchors():
             return super().receive(kind, body)
 
     def stream(remote):
-        return LedgerStream("n", Counting(Ledger()), lambda what, cost: q.ask(remote, what, cost, now))
+        return LedgerStream("n", Counting(Ledger()), lambda costs: q.ask_all(remote, costs, now))
 
     digest = {"network": "n", "heads": {}, "last": True}
-    assert not isinstance(stream("p1").receive("sync_digest", digest), Refuse)
-    for _ in range(2):
-        stream("p1").receive("sync_digest", digest)
+    for _ in range(3):
+        assert not isinstance(stream("p1").receive("sync_digest", digest), (Refuse, Hold))
     ev = stream("p1").receive("sync_digest", digest)  # burst of 3 spent: refused before any diff is built
-    assert isinstance(ev, Refuse) and ev.code == "busy" and ev.retry_after_s > 0 and len(built) == 3
+    assert isinstance(ev, Refuse) and ev.code == "busy" and ev.retry_after_s > 5 and len(built) == 3
+    assert q.cooling("p1", now) and not q.cooling("p2", now)
     for i in range(40):  # fresh peer ids: the shared bucket (burst 4 x 5/s) bounds them together
-        stream(f"sybil{i}").receive("sync_digest", digest)
-    assert len(built) == 20  # p1's three included
-    assert all(not isinstance(stream("anchor").receive("sync_digest", digest), Refuse) for _ in range(50))
-    assert not isinstance(stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 100}), Refuse)
-    ev = stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 100})  # burst 16 x 10 bytes/s
+        ev = stream(f"sybil{i}").receive("sync_digest", digest)
+    assert len(built) == 20 and isinstance(ev, Hold) and 0 < ev.seconds <= 1  # p1's three included; a moment
+    assert all(not isinstance(stream("anchor").receive("sync_digest", digest), (Refuse, Hold)) for _ in range(50))
+    assert not isinstance(stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 150}), (Refuse, Hold))
+    ev = stream("p2").receive("submit", {"network": "n", "reports": [b"x"] * 150})  # burst 16 x 10 bytes/s
     assert isinstance(ev, Refuse) and ev.code == "busy"
     now = 100.0  # refilled
-    assert not isinstance(stream("p1").receive("sync_digest", digest), Refuse)
+    assert not isinstance(stream("p1").receive("sync_digest", digest), (Refuse, Hold))

@@ -42,7 +42,7 @@ from ..ledger.signed import held_report
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import anti_entropy
 from ..net.protocols import LEDGER
-from ..protocols.ledgerstream import LedgerStream, Reply, Submit
+from ..protocols.ledgerstream import Hold, LedgerStream, Reply, Submit
 from ..protocols.ledgersync import Responder
 from ..wire.batch import batch_items, chunks
 from ..wire.envelope import Signer
@@ -62,7 +62,7 @@ DELTA_MAX = 96  # reports per ledger_delta (schema cap)
 DELTA_BYTES = GOSSIP_PAYLOAD_MAX - 1024  # one yamux frame (see heartbeat.GOSSIP_PAYLOAD_MAX)
 MAX_SESSIONS = 10  # anti-entropy sessions with one peer in one round (each asks for at most sync.MAX_WANT)
 SUBMIT_PART = 8  # reports of a submission checked per turn of the event loop
-HELD_PER_PEER = 4  # ledger streams of a peer over its quota held unread until its retry time (more: reset)
+HELD_PER_PEER = 4  # ledger streams of a peer over its quota held unread until its retry time, then served
 MAX_SHOWN_WORKERS = 4096  # the workers an anchor remembers from heartbeats for status/top (oldest-heard go first)
 
 
@@ -187,27 +187,29 @@ class AnchorDaemon:
             await fs.reset()
             return
         until = self.quota.cooling(remote, time.monotonic())
-        if until:  # over its own budget: its streams wait out the retry time unread (a few at most), then end
+        if until:  # over its own budget: its next streams wait out the retry time unread (a few; more end)
             held = self._held.get(remote, 0)
-            if held < HELD_PER_PEER:
-                self._held[remote] = held + 1
-                try:
-                    with trio.move_on_at(trio.current_time() + until - time.monotonic()):
-                        await trio.sleep_forever()
-                finally:
-                    self._held[remote] -= 1
-                    if self._held[remote] <= 0:
-                        del self._held[remote]
-            await fs.reset()
-            return
+            if held >= HELD_PER_PEER:
+                await fs.reset()
+                return
+            self._held[remote] = held + 1
+            try:
+                await trio.sleep(max(0.0, until - time.monotonic()))
+            finally:
+                self._held[remote] -= 1
+                if self._held[remote] <= 0:
+                    del self._held[remote]
         # this stream's anti-entropy session (protocols/ledgersync.py); it offers our checkpoint to a replica behind it
         stream = LedgerStream(self.s.network, Responder(self.replica.ledger, proof=self.replica.proof),
-                              lambda what, cost: self.quota.ask(remote, what, cost, time.monotonic()))
+                              lambda costs: self.quota.ask_all(remote, costs, time.monotonic()))
         try:
             while True:
                 try:
                     kind, body = await fs.read(IDLE_S)
                     ev = stream.receive(kind, body)
+                    while isinstance(ev, Hold):  # over its budget for a moment: the answer waits for it
+                        await trio.sleep(ev.seconds)
+                        ev = stream.receive(kind, body)
                 except (DecodeError, FrameTooLarge) as e:
                     ev = stream.malformed(str(e), oversize=isinstance(e, FrameTooLarge))
                 if isinstance(ev, Submit):

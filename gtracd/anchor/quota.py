@@ -10,9 +10,11 @@ limited: anti-entropy between replicas must not starve. What a request costs:
     submit                                      its reports'    per peer: `report_bytes_per_s`, burst 16x
                                                 bytes (the work  all peers: 4x that
                                                 grows with them)
+    sync_digest offered a checkpoint            its state's      the same byte buckets (a follower needs
+                                                bytes            the state once, not every round)
 A request over budget is answered `busy` with when to come back, the stream ends, and until then the peer
-*cools*: the anchor holds its next few ledger streams unread until the retry time and resets the rest (a
-peer that ignores the retry time waits it out anyway). The per-peer table is bounded (least recently used peers
+*cools*: the anchor holds its next few ledger streams unread until the retry time, then serves them, and
+resets the rest (a peer that ignores the retry time waits it out anyway, and costs no more refusals). The per-peer table is bounded (least recently used peers
 forgotten first: a forgotten peer starts with a full bucket, which the shared bucket still bounds)."""
 
 from __future__ import annotations
@@ -76,10 +78,10 @@ class Quota:
             64 * p.report_bytes_per_s
 
     def ask(self, remote: str, what: str, cost: float, now: float) -> float:
-        """0.0 if `remote` may spend `cost` of `what` ("session" | "bytes") now (spent); else the
-        seconds after which it may try again (nothing spent)."""
-        if remote in self.anchors or cost <= 0:
-            return 0.0
+        """ask_all with one cost."""
+        return self.ask_all(remote, [(what, cost)], now)
+
+    def _buckets(self, remote: str, what: str, now: float) -> tuple[Bucket, Bucket]:
         rate, burst, shared_rate, shared_burst = self._rates(what)
         key = (remote, what)
         mine = self._peers.get(key)
@@ -92,15 +94,27 @@ class Quota:
         shared = self._shared.get(what)
         if shared is None:
             shared = self._shared[what] = Bucket(shared_rate, shared_burst, now)
-        wait = max(mine.wait(cost, now), shared.wait(cost, now))
+        return mine, shared
+
+    def ask_all(self, remote: str, costs: list[tuple[str, float]], now: float) -> float:
+        """0.0 if `remote` may spend every (what, cost) now ("session" | "bytes"; all are spent); else the
+        seconds after which it may try again (nothing spent)."""
+        if remote in self.anchors:
+            return 0.0
+        costs = [(w, c) for w, c in costs if c > 0]
+        found = [(self._buckets(remote, w, now), w, c) for w, c in costs]
+        own = max((mine.wait(c, now) for (mine, _), _, c in found), default=0.0)
+        wait = max([own] + [shared.wait(c, now) for (_, shared), _, c in found])
         if wait > 0.0:
-            self.refused[what] = self.refused.get(what, 0) + 1
-            if mine.wait(cost, now) > 0.0:  # its own budget spent (not only the shared one): it cools
-                self._cool[remote] = now + wait
+            for _, w, _ in found:
+                self.refused[w] = self.refused.get(w, 0) + 1
+            if own > 0.0:  # its own budget spent (not only the shared one): it cools
+                self._cool[remote] = now + own
                 self._cool.move_to_end(remote)
                 if len(self._cool) > self.p.max_peers:
                     self._cool.popitem(last=False)
             return wait
-        mine.take(cost)
-        shared.take(cost)
+        for (mine, shared), _, c in found:
+            mine.take(c)
+            shared.take(c)
         return 0.0

@@ -451,6 +451,7 @@ async def sybils(net: LedgerNet, honest: int = 3, sybil_count: int = 20, each: i
             await submit(node.host, lp, cn.network, raws)
             await trio.sleep(0.5)
         await trio.sleep(2.0)
+        net.honest = honest_signers  # established: the other ledger scenarios (benchmarks/trust2.py) use them
         t0 = ledger_trust(cn, "a1")
         sybil_signers = [Signer(Identity.generate()) for _ in range(sybil_count)]
         low, high = t0.get(w, 1.0), t0.get(h, 0.0)

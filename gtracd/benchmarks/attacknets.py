@@ -225,6 +225,7 @@ class LedgerNet:
     def __init__(self, root: Path):
         self.cn = ControlNet(root=root / "ledger", network="attack-ledger", heartbeat_s=1.0, sync_s=1.0,
                              node_timeout_s=30.0, anchor_extra=setting_flags(self.RULES))
+        self.honest: list = []  # established reporters' signers, once a scenario made them
 
     def start(self) -> None:
         self.cn.start(["a1", "a2", "a3"], fleet=6)

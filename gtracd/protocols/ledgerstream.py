@@ -3,8 +3,11 @@
 
     submit {network, reports}        -> Submit(reports): admit them, answer `ack` (results in order)
     sync_digest | sync_want {...}    -> Reply(frames): the anti-entropy responder's pages (ledgersync.Responder)
-    either, over the asker's quota   -> Refuse("busy", retry_after_s): nothing is computed (anchor/quota.py
-                                        prices a submit by its reports' bytes, a sync per diff built)
+    either, over the asker's quota   -> Hold(seconds) when its budget comes back within MAX_HOLD_S: feed the
+                                        same frame again after that long; else Refuse("busy", retry_after_s).
+                                        Nothing is computed before it is paid (anchor/quota.py
+                                        prices a submit by its reports' bytes, a sync per diff built and by the
+                                        checkpoint state it would send)
     a frame of another network, a kind an anchor does not take, a sync frame out of place, an unreadable
     frame (`malformed`)              -> Refuse(code, message, drop): send `error`, count `drop`, close
 
@@ -28,6 +31,16 @@ class Reply:
     frames: list[tuple[str, dict]]
 
 
+MAX_HOLD_S = 5.0  # an asker over its budget waits this long at most for it, unanswered; beyond, busy
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Over budget for now: wait `seconds`, then feed the same frame again (nothing was paid or changed)."""
+
+    seconds: float
+
+
 @dataclass(frozen=True)
 class Refuse:
     code: str
@@ -43,12 +56,13 @@ class Refuse:
         return "error", body
 
 
-def _no_quota(_what: str, _cost: float) -> float:
+def _no_quota(_costs: list[tuple[str, float]]) -> float:
     return 0.0
 
 
 class LedgerStream:
-    """`pay(what, cost) -> seconds to wait` (0: paid): the asker's quota, bound to it and the clock."""
+    """`pay([(what, cost), ...]) -> seconds to wait` (0: all paid): the asker's quota, bound to it and the
+    clock."""
 
     def __init__(self, network: str, sync: Responder, pay=_no_quota):
         self.network = network
@@ -60,30 +74,32 @@ class LedgerStream:
         self.closed = True
         return Refuse(code, message, drop, retry)
 
-    def _priced(self, kind: str, body: dict) -> Refuse | None:
+    def _priced(self, kind: str, body: dict) -> Refuse | Hold | None:
         if kind == "submit":
-            what, cost = "bytes", sum(len(r) for r in body["reports"])
-        elif kind == "sync_digest" and body.get("last"):
-            what, cost = "session", 1
+            costs = [("bytes", sum(len(r) for r in body["reports"]))]
+        elif kind == "sync_digest" and body.get("last"):  # a diff, and the checkpoint state it would send
+            costs = [("session", 1), ("bytes", self.sync.offer_size(body.get("checkpoint")))]
         else:
             return None
-        wait = self.pay(what, cost)
+        wait = self.pay(costs)
+        if 0.0 < wait <= MAX_HOLD_S:
+            return Hold(wait)
         if wait > 0.0:
-            return self._refuse("busy", f"over this peer's {what} quota: try again in {wait:.1f}s", "quota", wait)
+            return self._refuse("busy", f"over this peer's quota: try again in {wait:.1f}s", "quota", wait)
         return None
 
     def malformed(self, why: str, oversize: bool = False) -> Refuse:
         """A frame that did not decode (or was over the cap)."""
         return self._refuse("bad_frame", why, "oversize" if oversize else "malformed")
 
-    def receive(self, kind: str, body: dict) -> Submit | Reply | Refuse:
+    def receive(self, kind: str, body: dict) -> Submit | Reply | Refuse | Hold:
         if self.closed:
             return Refuse("bad_frame", "the stream is closed")
         if kind in ("submit", "sync_digest") and body.get("network") != self.network:
             return self._refuse("wrong_network", f"this is {self.network}")
-        refused = self._priced(kind, body)
-        if refused is not None:
-            return refused
+        priced = self._priced(kind, body)
+        if priced is not None:
+            return priced
         if kind == "submit":
             return Submit(list(body["reports"]))
         if kind in ("sync_digest", "sync_want"):

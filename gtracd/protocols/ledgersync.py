@@ -336,6 +336,13 @@ class Responder:
                               for i, p in enumerate(pages)], done=True)
         raise ProtocolError(f"unexpected {kind!r} while {self.state}")
 
+    def offer_size(self, theirs: float | None) -> int:
+        """The bytes of checkpoint state a digest naming `theirs` would be sent (0: none)."""
+        cp = self.ledger.checkpoint
+        if cp is None or not self.proof or (theirs is not None and theirs >= cp.boundary):
+            return 0
+        return len(cp.state)
+
     def _offer(self, theirs: float | None) -> list[tuple[str, dict]]:
         """Our checkpoint, if it is later than the asker's and we hold its proof."""
         cp = self.ledger.checkpoint
