@@ -88,8 +88,9 @@ class AnchorDaemon:
             max_latency_ms=s.request_timeout_s * 1000.0, max_age_s=s.reporter_window_s,
             pending_ttl_s=2 * s.node_timeout_s), epoch_signers=self.epoch_signers)
         # what non-anchor peers may ask of the ledger stream, and how often: a follower pulls from one anchor
-        # every sync_s, round robin, so one session per 2 sync_s (burst 3) leaves it room on a one-anchor network
-        self.quota = Quota(self.anchors, QuotaParams(session_every_s=2 * s.sync_s))
+        # every sync_s, round robin; beyond one session per 3 sync_s (burst 3) its pull waits (Hold), gossip
+        # deltas carry the reports meanwhile
+        self.quota = Quota(self.anchors, QuotaParams(session_every_s=3 * s.sync_s))
         self.loop_lag = LoopLag()
         self._held: dict[str, int] = {}  # cooling peers' ledger streams held unread
         self.signer = Signer(node.ident)

@@ -12,9 +12,10 @@ limited: anti-entropy between replicas must not starve. What a request costs:
                                                 grows with them)
     sync_digest offered a checkpoint            its state's      the same byte buckets (a follower needs
                                                 bytes            the state once, not every round)
-A request over budget is answered `busy` with when to come back, the stream ends, and until then the peer
-*cools*: the anchor holds its next few ledger streams unread until the retry time, then serves them, and
-resets the rest (a peer that ignores the retry time waits it out anyway, and costs no more refusals). The per-peer table is bounded (least recently used peers
+A request over budget waits for its budget when it comes back soon (protocols/ledgerstream.Hold), else is
+answered `busy` with when to come back. A peer over its own budget *cools* until then: the anchor holds its
+next few ledger streams unread until the retry time, then serves them, and resets the rest (a peer that
+ignores the retry time waits it out anyway). The per-peer table is bounded (least recently used peers
 forgotten first: a forgotten peer starts with a full bucket, which the shared bucket still bounds)."""
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class QuotaParams:
-    session_every_s: float = 4.0  # the anchor passes 2 x its sync_s (a follower pulls every sync_s, round robin)
+    session_every_s: float = 6.0  # the anchor passes 3 x its sync_s (a follower pulls every sync_s, round robin)
     sessions_per_s: float = 20.0
     report_bytes_per_s: float = 128 * 1024  # ~300 honest reports a second (a 64-hop chain costs 8 of them)
     max_peers: int = 10_000

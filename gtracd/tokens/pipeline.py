@@ -129,12 +129,13 @@ def _split(text: str, pat: re.Pattern, behavior: str, invert: bool = False) -> l
             out.append(pending)
         return out
     if behavior == "Contiguous":
+        runs: list[tuple[bool, str]] = []
         for k, s in spans:
-            if out and k and out[-1][0]:
-                out[-1] = (True, out[-1][1] + s)
+            if runs and k and runs[-1][0]:
+                runs[-1] = (True, runs[-1][1] + s)
             else:
-                out.append((k, s))
-        return [s for _k, s in out]
+                runs.append((k, s))
+        return [s for _k, s in runs]
     raise Unsupported(f"tokenizer.json split behavior {behavior!r} is not supported")
 
 
