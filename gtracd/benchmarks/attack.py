@@ -48,8 +48,10 @@ from .attacknets import (
     LabNet,
     LedgerNet,
     WorkerNet,
+    anchored_trust,
     attacker,
     cost_net,
+    honest_requests,
     ledger_trust,
     say,
     settle,
@@ -158,8 +160,7 @@ async def flood(net: WorkerNet, requests: int = 12, streams: int = 24) -> dict:
     target = net.workers[0].info
     async with attacker(net.cn.network, net.boot, net.root) as node, net.seeker() as sk:
         await sk.wait_alive(net.ids())
-        await settle(sk)
-        before = {w: ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
+        before = await anchored_trust(sk, net.cn, net.ids())
         stop = trio.Event()
         counts = {"opened": 0, "stream_refused": 0, "stream_lost": 0}
         node.nursery.start_soon(_flood_peer, node.host, target["addrs"][0], target["model"], target["start"],
@@ -167,14 +168,10 @@ async def flood(net: WorkerNet, requests: int = 12, streams: int = 24) -> dict:
         with trio.fail_after(30):
             while counts["opened"] < 6:
                 await trio.sleep(0.05)
-        ok = 0
-        for i in range(requests):
-            r = await sk.request(PROMPTS[i % len(PROMPTS)], 8)
-            ok += r["ok"]
+        ok = await honest_requests(sk, requests, 8)
         stop.set()
-        await settle(sk)
+        after = await anchored_trust(sk, net.cn, net.ids())
         blamed = sum(1 for b in sk.reports if b["outcome"] != "success")
-        after = {w: ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
         node.nursery.cancel_scope.cancel()
     return {"flood_honest_success_rate": ok / requests,
             "flood_honest_trust_drop": max(0.0, max(before[w] - after[w] for w in before)),

@@ -62,26 +62,38 @@ class Seeker:
             while not set(ids) <= {p for p, w in self.view.workers.items() if w.alive}:
                 await trio.sleep(0.05)
 
-    async def request(self, prompt, tokens: int, mode: str = "g-trac", rate: float = 0.0, calls: int = 4,
-                      exclude=()) -> dict:
-        """One generation; its trust reports are sent like a real seeker's. Returns what happened."""
-
-        gen = Generation(self.net, self.view, self.params, mode, max_length=len(prompt) + tokens + 4,
+    async def request(self, prompt=None, tokens: int = 8, mode: str = "g-trac", rate: float = 0.0, calls: int = 4,
+                      exclude=(), *, messages=None, hold=(), ignore_eos: bool = True) -> dict:
+        """One generation; its trust reports are sent like a real seeker's. Returns what happened. `prompt`
+        (token ids) or `messages` (chat: the seeker tokenizes). `hold`: peers that look busy while routing
+        chooses the chain (so an attacker's worker is the one chosen; they serve as replacements and
+        witnesses after)."""
+        gen = Generation(self.net, self.view, self.params, mode,
+                         max_length=len(prompt) + tokens + 4 if prompt is not None else 256,
                          hop_timeout_floor_s=2.0, spot_check_rate=rate, spot_check_calls=calls)
         gen.accounts.avoid(exclude)
-        out = {"ok": False, "tokens": [], "chain": [], "error": None}
+        for p in hold:
+            self.view.refused(p, time.monotonic() + 120)
+        out = {"ok": False, "tokens": [], "text": "", "chain": [], "error": None, "prompt_ids": None}
         t0 = time.perf_counter()
         culprit = None
         try:
-            with trio.fail_after(60):
+            with trio.fail_after(90):
                 await gen.start()
                 out["routed"] = [p for p, _, _ in gen.selected]  # what routing chose, before any repair
-                r = await gen.turn(list(prompt), tokens, ignore_eos=True)
-            out.update(ok=True, tokens=r.tokens, step_ms=r.step_ms)
+                for p in hold:
+                    self.view.busy_until.pop(p, None)
+                ids = await gen.tokenize(messages=messages) if messages is not None else list(prompt)
+                out["prompt_ids"] = ids
+                r = await gen.turn(ids, tokens, ignore_eos=ignore_eos)
+            out.update(ok=True, tokens=r.tokens, text=r.text, eos=r.eos, step_ms=r.step_ms)
         except GenerationFailed as e:
             out["error"], culprit = str(e), e.culprit
         except trio.TooSlowError:
             out["error"] = "timed out"
+        finally:
+            for p in hold:
+                self.view.busy_until.pop(p, None)
         out["s"] = time.perf_counter() - t0
         out["chain"] = gen.chain
         if out["ok"]:
@@ -91,10 +103,8 @@ class Seeker:
         gen.trust_outcome(out["ok"], culprit)
         bodies = gen.report_bodies(self.s.network, out["ok"], culprit, len(out["tokens"]))
         self.reports += bodies
-        out["reports"] = bodies
-        out["checks"] = dict(gen.checker.counters)
-        out["wrong_outputs"] = gen.accounts.wrong_outputs
-        out["repairs"] = gen.repair_log
+        out.update(reports=bodies, checks=dict(gen.checker.counters), wrong_outputs=list(gen.accounts.wrong_outputs),
+                   repairs=list(gen.repair_log))
         await self.cache.report(bodies)
         return out
 
@@ -242,3 +252,18 @@ def signed_report(signer, network: str, chain: list[str], outcome: str) -> bytes
                                         "mode": "g-trac", "chain": chain, "latency_ms": [40.0] * len(chain)
                                         if outcome == "success" else [], "outcome": outcome,
                                         "culprit": -1 if outcome == "success" else 0, "tokens": 8}).raw
+
+
+async def anchored_trust(sk: Seeker, cn, ids) -> dict[str, float]:
+    """Anchor a1's trust in each of `ids`, once this seeker's reports are in and the replicas caught up."""
+    await settle(sk)
+    return {w: ledger_trust(cn, "a1").get(w, sk.s.initial_trust) for w in ids}
+
+
+async def honest_requests(sk: Seeker, requests: int, tokens: int) -> int:
+    """`requests` generations of `tokens` each; how many succeeded."""
+    ok = 0
+    for i in range(requests):
+        ok += (await sk.request(PROMPTS[i % len(PROMPTS)], tokens))["ok"]
+    return ok
+

@@ -31,11 +31,20 @@ from ..net.host import dial, open_stream
 from ..net.ledgersync import submit
 from ..net.protocols import INFER, LEDGER
 from ..routing import route
-from ..seeker.generation import Generation, GenerationFailed
 from ..tokens.tokenizer import Tokenizer
 from ..wire.envelope import Signer
 from ..worker.main import Served, WorkerDaemon
-from .attacknets import MODEL, PROMPTS, LedgerNet, WorkerNet, attacker, ledger_trust, say, settle
+from .attacknets import (
+    MODEL,
+    PROMPTS,
+    LedgerNet,
+    WorkerNet,
+    anchored_trust,
+    attacker,
+    honest_requests,
+    ledger_trust,
+    say,
+)
 
 GOALS = {"text_forgery_accepted": "== 0", "prompt_forgery_accepted": "== 0",
          "induced_timeout_honest_trust_drop": "== 0", "induced_timeout_honest_success_rate": "== 1.0",
@@ -120,51 +129,6 @@ async def rogue_workers(net: WorkerNet, specs: list[tuple], period: float = 1.0)
             node.nursery.cancel_scope.cancel()
 
 
-# ---------------------------------------------------------------- one request, as a user would make it
-
-
-async def ask(sk, *, messages=None, prompt=None, tokens: int = 8, rate: float = 0.0, calls: int = 4,
-              hold=(), avoid=(), ignore_eos: bool = False) -> dict:
-    """One generation with its trust reports sent. `hold`: peers that look busy while routing chooses the chain
-    (so an attacker's worker is the one chosen; they serve as replacements and witnesses after)."""
-    gen = Generation(sk.net, sk.view, sk.params, max_length=256, hop_timeout_floor_s=2.0, spot_check_rate=rate,
-                     spot_check_calls=calls)
-    gen.accounts.avoid(avoid)
-    for p in hold:
-        sk.view.refused(p, time.monotonic() + 120)
-    out = {"ok": False, "tokens": [], "text": "", "error": None, "prompt_ids": None}
-    culprit = None
-    try:
-        with trio.fail_after(90):
-            await gen.start()
-            out["routed"] = list(gen.chain)
-            for p in hold:
-                sk.view.busy_until.pop(p, None)
-            ids = await gen.tokenize(messages=messages) if messages is not None else list(prompt)
-            out["prompt_ids"] = ids
-            r = await gen.turn(ids, tokens, ignore_eos=ignore_eos)
-        out.update(ok=True, tokens=r.tokens, text=r.text, eos=r.eos)
-    except GenerationFailed as e:
-        out["error"], culprit = str(e), e.culprit
-    except trio.TooSlowError:
-        out["error"] = "timed out"
-    finally:
-        for p in hold:
-            sk.view.busy_until.pop(p, None)
-    out["chain"] = gen.chain
-    if out["ok"]:
-        await gen.aclose()
-    else:
-        await gen.cancel()
-    gen.trust_outcome(out["ok"], culprit)
-    bodies = gen.report_bodies(sk.s.network, out["ok"], culprit, len(out["tokens"]))
-    sk.reports += bodies
-    out.update(reports=bodies, checks=dict(gen.checker.counters), wrong_outputs=list(gen.accounts.wrong_outputs),
-               repairs=list(gen.repair_log))
-    await sk.cache.report(bodies)
-    return out
-
-
 def _by_range(net: WorkerNet) -> dict[tuple[int, int], list[str]]:
     out: dict = {}
     for w in net.workers:
@@ -178,7 +142,7 @@ async def _warm(sk, net: WorkerNet) -> None:
     for k in range(2):
         hold = [rng[(0, 2)][1 - k], rng[(2, 4)][1 - k]]
         for _ in range(2):
-            await ask(sk, prompt=PROMPTS[k], tokens=4, hold=hold, avoid=hold)
+            await sk.request(prompt=PROMPTS[k], tokens=4, hold=hold, exclude=hold)
 
 
 # ---------------------------------------------------------------- 1. what the user reads
@@ -206,20 +170,20 @@ async def forgery(net: WorkerNet, requests: int = 6) -> dict:
     text_accepted = prompt_accepted = text_refused = prompt_refused = 0
     async with net.seeker() as sk:
         await sk.wait_alive(net.ids())
-        ref = await ask(sk, messages=MESSAGES, tokens=8)
+        ref = await sk.request(messages=MESSAGES, tokens=8, ignore_eos=False)
         async with rogue_workers(net, [(2, 4, 1, Rogue(forge_text), None)]) as ((liar_last,),):
             await sk.wait_alive([liar_last])
             routed = 0
             for _ in range(requests):  # the liar is chosen while routing still takes it (its trust >= the floor)
                 chosen = sk.view.trust(liar_last) >= sk.params.trust_floor
-                out = await ask(sk, messages=MESSAGES, tokens=8, hold=rng[(2, 4)] if chosen else ())
+                out = await sk.request(messages=MESSAGES, tokens=8, hold=rng[(2, 4)] if chosen else (), ignore_eos=False)
                 routed += liar_last in out.get("routed", ())
                 text_refused += any(r["failed"] == liar_last for r in out["repairs"])
                 text_accepted += not out["ok"] or out["text"] != ref["text"] or out["tokens"] != ref["tokens"]
     for _ in range(requests):  # a seeker that has not seen the card yet: it asks the lying first hop for it
         async with net.seeker() as sk, rogue_workers(net, [(0, 2, 1, None, forge_card)]) as ((liar_first,),):
             await sk.wait_alive(net.ids() + [liar_first])
-            out = await ask(sk, messages=MESSAGES, tokens=4, hold=rng[(0, 2)])
+            out = await sk.request(messages=MESSAGES, tokens=4, hold=rng[(0, 2)])
             prompt_refused += liar_first in out["routed"] and liar_first not in out["chain"]
             prompt_accepted += out["ok"] and out["prompt_ids"] != want_ids
     return {"text_forgery_accepted": text_accepted, "text_forgery_repaired": text_refused,
@@ -238,8 +202,7 @@ async def induced_timeout(net: WorkerNet, requests: int = 8, prompt_tokens: int 
     counts = {"prefills": 0, "refused": 0, "lost": 0}
     async with attacker(net.cn.network, net.boot, net.root) as node, net.seeker() as sk:
         await sk.wait_alive(net.ids())
-        await settle(sk)
-        before = {w: ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
+        before = await anchored_trust(sk, net.cn, net.ids())
         pid = await dial(node.host, target["addrs"][0])
         stop = trio.Event()
 
@@ -268,14 +231,10 @@ async def induced_timeout(net: WorkerNet, requests: int = 8, prompt_tokens: int 
             for _ in range(streams):
                 n.start_soon(stall_loop)
             await trio.sleep(1.0)
-            ok = 0
-            for i in range(requests):
-                r = await sk.request(PROMPTS[i % len(PROMPTS)], 16)
-                ok += r["ok"]
+            ok = await honest_requests(sk, requests, 16)
             stop.set()
-        await settle(sk)
+        after = await anchored_trust(sk, net.cn, net.ids())
         blamed = sum(1 for b in sk.reports if b["outcome"] != "success")
-        after = {w: ledger_trust(net.cn, "a1").get(w, sk.s.initial_trust) for w in net.ids()}
     return {"induced_timeout_honest_success_rate": ok / requests,
             "induced_timeout_honest_trust_drop": round(max(0.0, max(before[w] - after[w] for w in before)), 4),
             "induced_timeout_failure_reports": blamed, "induced_timeout_attacker": counts,
@@ -298,7 +257,7 @@ async def sybil_witness(net: WorkerNet, requests: int = 20, per_host: int = 50) 
             await sk.wait_alive(a[:4] + b[:4])
             false = convicted = checked = 0
             for i in range(requests):
-                out = await ask(sk, prompt=PROMPTS[i % len(PROMPTS)], tokens=6, rate=1.0)
+                out = await sk.request(prompt=PROMPTS[i % len(PROMPTS)], tokens=6, rate=1.0)
                 checked += out["checks"]["calls"]
                 for w in out["wrong_outputs"]:
                     false += w["chain"][0] in honest
@@ -629,7 +588,7 @@ async def evasion(net: WorkerNet, requests: int = 50, rate: float = 0.25) -> dic
                 await sk.wait_alive([liar])
                 convicted_at = None
                 for i in range(requests):
-                    r = await ask(sk, prompt=PROMPTS[i % len(PROMPTS)], tokens=8, rate=rate, hold=hold,
+                    r = await sk.request(prompt=PROMPTS[i % len(PROMPTS)], tokens=8, rate=rate, hold=hold,
                                   ignore_eos=True)
                     if any(w["chain"][0] == liar for w in r["wrong_outputs"]):
                         convicted_at = i + 1
@@ -665,7 +624,7 @@ async def self_excused(net: WorkerNet) -> dict:
 
             async with rogue_workers(net, [(2, 4, 1, Rogue(excuse), None)]) as ((liar,),):
                 await sk.wait_alive([liar])
-                r = await ask(sk, prompt=PROMPTS[i % len(PROMPTS)], tokens=6, hold=rng[(2, 4)], ignore_eos=True)
+                r = await sk.request(prompt=PROMPTS[i % len(PROMPTS)], tokens=6, hold=rng[(2, 4)], ignore_eos=True)
                 for rep in r["repairs"]:
                     if rep["failed"] == liar:
                         excuses += 1

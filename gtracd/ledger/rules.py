@@ -82,19 +82,31 @@ class Fold:
         return (f is not None and ts - f >= self.p.standing_age_s + self.p.window_s
                 and self.corroborated.get(reporter, 0) >= self.p.standing_reports)
 
+    def _room(self, rep: Report, peer: str, spent: dict, pool: dict, budget: float, pool_budget: float,
+              est: bool) -> tuple[float, tuple, bool]:
+        """What this reporter may still move this worker by (its budget this window, and the newcomers' pool
+        when it is not established and someone is), the budget key, and whether the pool applies."""
+        k = (rep.reporter, peer, int(rep.ts // self.p.window_s))
+        left = budget - spent.get(k, 0.0)
+        use_pool = not est and self.any_established
+        if use_pool:
+            left = min(left, pool_budget - pool.get(peer, 0.0))
+        return left, k, use_pool
+
+    @staticmethod
+    def _spend(spent: dict, pool: dict, k: tuple, peer: str, amount: float, use_pool: bool) -> None:
+        spent[k] = spent.get(k, 0.0) + amount
+        if use_pool:
+            pool[peer] = pool.get(peer, 0.0) + amount
+
     def _move(self, rep: Report, peer: str, delta: float, est: bool) -> None:
         p = self.p
-        k = (rep.reporter, peer, int(rep.ts // p.window_s))
-        left = p.reporter_budget - self.spent.get(k, 0.0)
-        pool = not est and self.any_established
-        if pool:
-            left = min(left, p.newcomer_budget - self.newcomer_spent.get(peer, 0.0))
+        left, k, use_pool = self._room(rep, peer, self.spent, self.newcomer_spent, p.reporter_budget,
+                                       p.newcomer_budget, est)
         if left <= 0.0:
             return
         d = max(-left, min(left, delta))
-        self.spent[k] = self.spent.get(k, 0.0) + abs(d)
-        if pool:
-            self.newcomer_spent[peer] = self.newcomer_spent.get(peer, 0.0) + abs(d)
+        self._spend(self.spent, self.newcomer_spent, k, peer, abs(d), use_pool)
         t = self.trust.get(peer, p.initial_trust) + d
         self.trust[peer] = 1.0 if t > 1.0 else (0.0 if t < 0.0 else t)
 
@@ -103,19 +115,13 @@ class Fold:
         newcomers together) may still move this worker's latency, relative to the value moved."""
         p = self.p
         prev = self.latency.get(peer, p.latency0_ms)
-        step = p.alpha * (ms - prev)
-        k = (rep.reporter, peer, int(rep.ts // p.window_s))
-        left = p.latency_budget - self.lat_spent.get(k, 0.0)
-        pool = not est and self.any_established
-        if pool:
-            left = min(left, p.newcomer_latency_budget - self.newcomer_lat_spent.get(peer, 0.0))
+        left, k, use_pool = self._room(rep, peer, self.lat_spent, self.newcomer_lat_spent, p.latency_budget,
+                                       p.newcomer_latency_budget, est)
         if left <= 0.0:
             return
         scale = max(prev, 1.0)
-        d = max(-left * scale, min(left * scale, step))
-        self.lat_spent[k] = self.lat_spent.get(k, 0.0) + abs(d) / scale
-        if pool:
-            self.newcomer_lat_spent[peer] = self.newcomer_lat_spent.get(peer, 0.0) + abs(d) / scale
+        d = max(-left * scale, min(left * scale, p.alpha * (ms - prev)))
+        self._spend(self.lat_spent, self.newcomer_lat_spent, k, peer, abs(d) / scale, use_pool)
         self.latency[peer] = prev + d
 
     def _targets(self, r: Report) -> list[tuple[str, float, bool]]:
