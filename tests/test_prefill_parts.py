@@ -5,7 +5,7 @@ step goes between them; a stream that ends stops it; sessions are granted at mos
 from __future__ import annotations
 
 import os
-import time
+import threading
 
 import pytest
 
@@ -25,6 +25,7 @@ from gtracd.wire.tensor import decode_tensor  # noqa: E402
 from gtracd.worker.main import Served, WorkerDaemon  # noqa: E402
 
 from .models import tiny_llama  # noqa: E402
+from .waiting import until  # noqa: E402
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(120)]
 
@@ -66,17 +67,20 @@ async def test_another_peers_step_goes_between_the_parts_of_a_long_prefill(tmp_p
     folder = tiny_llama(tmp_path / "tiny", layers=2)
     srv = ShardServer(folder, 0, 2, max_length=4096)
     order: list[str] = []
+    gate = {"started": threading.Event(), "go": threading.Event()}
     real_part, real_compute = srv.compute_part, srv.compute
 
-    def slow_part(part):  # a part takes long enough for the other peer's step to arrive meanwhile
-        time.sleep(0.15)
+    def gated_part(part):  # the first part of a prefill waits until the test lets it finish
+        if not gate["started"].is_set():
+            gate["started"].set()
+            assert gate["go"].wait(30)
         order.append("part")
         return real_part(part)
 
     def compute(job):
         order.append(f"call{job.n}")
         return real_compute(job)
-    srv.compute_part, srv.compute = slow_part, compute
+    srv.compute_part, srv.compute = gated_part, compute
     ident = Identity.generate()
     daemon = WorkerDaemon([Served(ident, srv, "w")], ident.peer_id,
                           load_settings(flags={"data_dir": str(tmp_path), "max_batch": 1}), "w")
@@ -100,15 +104,21 @@ async def test_another_peers_step_goes_between_the_parts_of_a_long_prefill(tmp_p
             async def prefill():
                 got["a"] = await hs_a.request("prefill", {"session": sid_a, "pos": 0, "tokens": long}, 30)
 
-            async with trio.open_nursery() as n:
-                n.start_soon(prefill)
-                while "part" not in order:
-                    await trio.sleep(0.01)
+            async def step():
                 got["b"] = await hs_b.request("step", {"session": sid_b, "pos": 3, "tokens": [9]}, 10)
                 order.append("b-answered")
+
+            async with trio.open_nursery() as n:
+                n.start_soon(prefill)
+                await trio.to_thread.run_sync(gate["started"].wait, 30)  # the first part holds the slot
+                n.start_soon(step)
+                await until(lambda: daemon.compute.waiting > 0, 30, "the honest step queued for the slot",
+                            step=0.01)
+                gate["go"].set()
             assert got["a"]["cached"] == len(long)
             assert order.index("b-answered") < len(order) - 1 and order[-1] == "part"  # b before the last part
             # a stream that ends stops a prefill between parts
+            gate.update(started=threading.Event(), go=threading.Event())
             hs_c, sid_c = await session(attacker)
             order.clear()
             async with trio.open_nursery() as n:
@@ -118,8 +128,10 @@ async def test_another_peers_step_goes_between_the_parts_of_a_long_prefill(tmp_p
                     except Exception:
                         pass
                 n.start_soon(doomed)
-                while "part" not in order:
-                    await trio.sleep(0.01)
+                await trio.to_thread.run_sync(gate["started"].wait, 30)
                 await hs_c.abort()
-            await trio.sleep(0.6)
-            assert order.count("part") < 4  # not every part was computed
+                await until(lambda: any(ws.gone for ws, _ in daemon.conns.values()), 30, "the worker saw the reset",
+                            step=0.01)
+                gate["go"].set()
+            await until(lambda: order and not daemon.compute.running, 30, "the prefill stopped", step=0.01)
+            assert order.count("part") == 1  # only the part that had started

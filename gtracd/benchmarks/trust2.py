@@ -71,7 +71,6 @@ class Rogue:
     """A behaviour (the lab's interface: decide / alive / opened) given by a function of (kind, now)."""
 
     fn: object
-    counts: dict | None = None
 
     def decide(self, kind: str, now: float) -> Action:
         return self.fn(kind, now)

@@ -288,13 +288,13 @@ def decoder(spec: dict | None) -> Callable[[list[str]], list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------- post-processors
-def post_processor(spec: dict | None, token_id: Callable[[str], int]) -> Callable[[list[int]], list[int]]:
+def post_processor(spec: dict | None) -> Callable[[list[int]], list[int]]:
     """ids of one sequence -> ids with the special tokens `add_special_tokens` asks for."""
     if spec is None:
         return lambda ids: ids
     t = spec.get("type")
     if t == "Sequence":
-        parts = [post_processor(s, token_id) for s in spec["processors"]]
+        parts = [post_processor(s) for s in spec["processors"]]
 
         def seq(ids: list[int]) -> list[int]:
             for p in parts:

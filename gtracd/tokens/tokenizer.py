@@ -13,7 +13,7 @@ import re
 from ..errors import UserError
 from .bpe import BPE
 from .chat import render
-from .pipeline import Unsupported, decoder, normalizer, post_processor, pre_tokenizer
+from .pipeline import decoder, normalizer, post_processor, pre_tokenizer
 
 TOKENIZER_MAX = 64 << 20  # tokenizer.json of the largest vocabularies (Gemma 3: ~33 MB)
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -76,7 +76,7 @@ class Tokenizer:
             f"(?P<t{i}>{ws if lstrip else ''}{re.escape(c)}{ws if rstrip else ''})"
             for i, (c, lstrip, rstrip) in enumerate(alts))) if alts else None
         self._added_order = [self.added[c] for c, _l, _r in alts]
-        self.post = post_processor(doc.get("post_processor"), self.token_id)
+        self.post = post_processor(doc.get("post_processor"))
         config = config or {}
         self.chat_template = chat_template
         self.special_map = {k: s for k in SPECIAL_NAMES if (s := _token_text(config.get(k))) is not None}
@@ -106,12 +106,6 @@ class Tokenizer:
             _ids(mcfg.get("eos_token_id")) or _ids(text_cfg.get("eos_token_id"))
         vocab = mcfg.get("vocab_size", text_cfg.get("vocab_size"))
         return cls(doc, special, template, eos, vocab if isinstance(vocab, int) else None)
-
-    def token_id(self, token: str) -> int:
-        tid = self.added.get(token, self.model.vocab.get(token))
-        if tid is None:
-            raise Unsupported(f"tokenizer.json names token {token!r} that it does not define")
-        return tid
 
     # ---------------------------------------------------------------------------------------------- encode
     def _segments(self, text: str) -> list[str | int]:
