@@ -61,6 +61,9 @@ class Settings:
         "help": "max relative latency change all non-established reporters together make per peer per epoch"})
     spot_check_rate: float = field(default=0.25, metadata={"help": "seeker: share of hops re-executed on a replica"})
     spot_check_calls: int = field(default=4, metadata={"help": "seeker: calls compared per checked hop"})
+    spot_check_probation: int = field(default=1, metadata={
+        "help": "seeker: turns in which a peer this seeker has not yet verified is checked on every call (0: only "
+                "the random rate; spot checks off turn it off too)"})
     report_rate: float = field(default=5.0, metadata={"help": "anchor: sustained trust reports/s per reporter"})
     report_burst: float = field(default=50.0, metadata={"help": "anchor: report burst per reporter"})
     # --- worker
@@ -130,7 +133,7 @@ class Settings:
         if self.mode not in ("g-trac", "sp", "mr", "larac", "naive"):
             raise UserError(f"unknown routing mode {self.mode!r} (g-trac, sp, mr, larac, naive)")
         for name in ("max_layers", "memory_mib", "drain_s", "heal_after_s", "move_window_s", "heal_wait_s",
-                     "batch_wait_ms", "batch_gate_ms"):
+                     "batch_wait_ms", "batch_gate_ms", "spot_check_probation"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0")
         if self.torch_threads < 1:

@@ -69,6 +69,13 @@ async def test_a_spot_check_catches_a_lying_worker_and_the_request_finishes_corr
 
 @pytest.mark.model
 @pytest.mark.timeout(120)
+async def test_a_liar_on_probation_is_caught_on_its_first_use_before_a_wrong_token(lab_net):
+    r = await attack.first_use(lab_net)
+    assert r["probation_routed_through"] and r["probation_caught_on_first_use"] and r["probation_tokens_exact"]
+
+
+@pytest.mark.model
+@pytest.mark.timeout(120)
 async def test_honest_replicas_are_never_accused(lab_net):
     r = await attack.accusations(lab_net, min_checked=100, tokens=12)
     assert r["checked_hops"] >= 100 and r["false_accusations"] == 0 and r["check_mismatches"] == 0

@@ -173,3 +173,80 @@ def test_binding_proof():
     assert not binding_ok(me.peer_id, "HOST", b"m" * 16, sid, proof)  # a replayed proof
     assert not binding_ok(other.peer_id, "HOST", nonce, sid, proof)  # another identity's claim
     assert not binding_ok(me.peer_id, "HOST", nonce, sid, None)
+
+
+# --- Lab II, item 1: the reference's published plans load unchanged --------------------------------------------
+# its exact shape: host-prefixed templates, a VPN's 100.x addresses, several peer ids behind one ip:port, and one
+# ip:port (100.64.0.1:6011) serving two different layer ranges
+REF_ROWS = ["w00000_3,P_guaranteed_safe,P1,P,100.125.8.57,6011,0,2,1,0.0,1.0,24",
+            "w00001_3,P_normal,P1,P,100.125.8.57,6011,0,2,1,0.0068,0.9803,1",
+            "w00004_3,P_risky_fast,P1,P,100.125.8.57,6010,0,2,1,0.2153,0.5263,1",
+            "w00008_3,R_safe_slow,R2,R,100.117.250.58,6011,3,5,4,0.001,0.9934,257",
+            "w00009_3,P_normal,P1,P,100.125.8.57,6011,3,5,2,0.0014,0.9126,2",
+            "w00010_3,S_normal,S1,S,100.98.255.118,6020,0,5,2,0.1,0.6,50",
+            "w00011_3,L_risky_fast,L1,L,100.102.150.87,6010,3,5,1,0.3,0.5,1"]
+
+
+def test_the_reference_format_loads_prefixed_templates_shared_processes_and_vpn_addresses():
+    plan = parse_plan(plan_text(REF_ROWS), CAT, "deployment_plan_3l.csv")
+    assert plan.layers == 6 and len(plan.rows) == 7
+    assert CAT.profile("guaranteed_safe") is not None and plan.by_id()["w00000_3"].template == "P_guaranteed_safe"
+    shared = [r for r in plan.rows if r.process_key == ("100.125.8.57", 6011)]
+    assert {(r.start, r.end) for r in shared} == {(0, 3), (3, 6)}  # one process, two ranges
+    assert plan.addresses() == ["100.102.150.87", "100.117.250.58", "100.125.8.57", "100.98.255.118"]
+    assert plan.processes() == 5
+    g = groups(plan, 2)
+    assert all(sum(r.process_key == ("100.125.8.57", 6011) for r in part) in (0, 3) for part in g)
+
+
+def test_the_three_published_plans_load_together():
+    from pathlib import Path
+
+    from gtracd.lab.plan import load_plans, plan_paths
+
+    here = Path(__file__).parents[1] / "docs" / "experiments" / "plans" / "reference"
+    paths = plan_paths([f"{here}/deployment_plan_3l.csv,{here}/deployment_plan_6l.csv",
+                        str(here / "deployment_plan_9l.csv")])
+    plan = load_plans(paths, CAT)
+    assert len(plan.rows) == 336 and plan.layers == 36 and len(plan.ranges()) == 22
+    assert {r.template.split("_", 1)[0] == r.host_type for r in plan.rows} == {True}
+
+
+REF_BAD = [
+    ("prefix disagrees", REF_ROWS + ["w9,R_normal,P1,P,100.125.8.57,6011,0,2,1,0.0,1.0,24"],
+     r"deployment_plan_3l.csv row 9, column template: template 'R_normal' names host type R, but the row's "
+     r"host_type is 'P'"),
+    ("unknown prefixed template", REF_ROWS + ["w9,P_dragon,P1,P,100.125.8.57,6011,0,2,1,0.0,1.0,24"],
+     r"row 9, column template: unknown template 'P_dragon'"),
+    ("unknown prefix", REF_ROWS + ["w9,Q_normal,P1,P,100.125.8.57,6011,0,2,1,0.0,1.0,24"],
+     r"row 9, column template: unknown template 'Q_normal'"),
+]
+
+
+@pytest.mark.parametrize("name,rows,msg", REF_BAD, ids=[b[0] for b in REF_BAD])
+def test_reference_format_refusals(name, rows, msg):
+    import re
+
+    with pytest.raises(PlanError) as e:
+        parse_plan(plan_text(rows), CAT, "deployment_plan_3l.csv")
+    assert "\n" not in str(e.value) and re.search(msg, str(e.value)), str(e.value)
+
+
+def test_several_plans_merge_and_collisions_are_refused_naming_both_files(tmp_path):
+    from gtracd.lab.plan import load_plans, plan_paths
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(plan_text(REF_ROWS))
+    b.write_text(plan_text([r.replace("_3,", "_6,", 1) for r in REF_ROWS]))
+    plan = load_plans(plan_paths([f"{a},{b}"]), CAT)
+    assert len(plan.rows) == 14 and plan.layers == 6
+    assert plan_paths([str(a), f"{b},{a}"]) == [a, b]  # repeated and comma lists, each file once
+    b.write_text(plan_text([REF_ROWS[0].replace("w00000_3", "x1"), REF_ROWS[3]]))
+    with pytest.raises(PlanError, match=r"b.csv row 3, column peer_id: peer id 'w00008_3' collides with a.csv row 5"):
+        load_plans([a, b], CAT)
+    b.write_text(plan_text(["y1,P_normal,P9,P,100.125.8.57,6011,0,5,1,0,0.9,1"]))
+    with pytest.raises(PlanError, match=r"b.csv row 2, column port: 100.125.8.57:6011 is host P9 here but host P1"):
+        load_plans([a, b], CAT)
+    b.write_text(plan_text(["y1,P_normal,P1,P,100.125.8.57,6011,0,8,1,0,0.9,1"]))
+    with pytest.raises(PlanError, match=r"different model depths: a.csv 6 layers, b.csv 9 layers"):
+        load_plans([a, b], CAT)

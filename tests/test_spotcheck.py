@@ -152,3 +152,67 @@ async def test_the_first_checked_call_reaches_the_hop_before_its_witness_is_read
     res, _ = await checker.checked_call(gen, 0, "step", Chunk(3, 1, tokens=[5]))
     assert res["token"] == 7 and started["hop"] - t0 < 0.1 <= started["witness"] - t0
     assert gen.checker.counters["calls"] == 1 and gen.checker.counters["mismatches"] == 0
+
+
+async def test_probation_checks_every_call_of_an_unverified_peer_and_only_the_rate_after():
+    import random
+
+    from gtracd.seeker.checker import SpotChecker
+
+    verified = {"old"}
+    sc = SpotChecker(rate=0.25, calls=4, rng=random.Random(1), probation=1, verified=lambda p: p in verified)
+    await sc.plan(["new", "old"], horizon=30)
+    assert sc.checks[0].full and sc.counters["probation"] == 1
+    assert all(sc.due(0) for _ in range(30))  # every call of the turn
+    drawn = 0
+    for _ in range(400):
+        await sc.plan(["old"], horizon=30)
+        drawn += 0 in sc.checks
+        assert 0 not in sc.checks or not sc.checks[0].full
+    assert 60 < drawn < 140  # the random rate alone (0.25)
+    off = SpotChecker(rate=0.0, probation=1, verified=lambda p: False)
+    await off.plan(["new"], horizon=30)
+    assert not off.checks  # spot checks off: no probation either
+    class _Session:
+        async def close(self, sid):
+            pass
+
+    class _Witness:
+        peer = type("P", (), {"peer_id": "wit"})()
+        session = _Session()
+
+    await sc.plan(["new", "new2"], horizon=3)
+    for i, matched in ((0, 3), (1, 2)):  # hop 0 matched every call; hop 1 had one call not compared equal
+        sc.checks[i].witness, sc.checks[i].seen, sc.checks[i].matched = _Witness(), 3, matched
+    assert await sc.end_turn() == [("new", "wit")] and not sc.checks
+
+
+async def test_an_inconclusive_mismatch_lets_neither_output_go_on():
+    """Lab II: hop and witness disagree and no arbiter settles it (none with standing on a third host): the
+    seeker repairs the hop (unblamed) instead of going on with an output that may be the lie, and the
+    witness is not used again in the request."""
+    import random
+
+    import pytest
+
+    from gtracd.net.hop import HopError
+    from gtracd.seeker.blame import verdict
+    from gtracd.seeker.checker import Check, _arbitrate
+    from gtracd.seeker.hops import Chunk, Hop
+    from gtracd.seeker.repairs import Accounts
+
+    v, hop = _net(0, 0)  # the hop and one replica with standing: no third host for an arbiter
+
+    class _S:
+        async def close(self, sid):
+            pass
+
+    g = _Gen(v, hop, random.Random(0))
+    g.accounts, g.sid = Accounts(), b"s"
+    wit = Hop(v.workers["honest"], session=_S())
+    g.checker.checks[0] = Check(4, witness=wit, peer="hop")
+    with pytest.raises(HopError) as e:
+        await _arbitrate(g, 0, "step", {}, Chunk(5, 1, tokens=[3]), ({"token": 1}, 1.0), ({"token": 2}, 1.0))
+    assert e.value.code == "inconclusive" and not verdict(e.value).blamed
+    assert "honest" in g.accounts.failed and not g.accounts.wrong_outputs and 0 not in g.checker.checks
+    assert g.checker.counters["inconclusive"] == 1

@@ -5,6 +5,8 @@ that fails the test with what it waited for. The condition may be a coroutine fu
 from __future__ import annotations
 
 import inspect
+import threading
+import time
 
 import trio
 
@@ -19,4 +21,16 @@ async def until(pred, timeout: float, what: str, step: float = 0.1):
             if got:
                 return got
             await trio.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_until(pred, timeout: float, what: str, step: float = 0.1):
+    """`until` for tests outside trio (a process's state, re-checked on a short period)."""
+    tick = threading.Event()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        tick.wait(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -389,6 +389,29 @@ async def byzantine(net: LabNet, max_requests: int = 60, rate: float = 0.25, tok
             "byzantine_avoided_after": avoided / trials, "byzantine_exact_outputs": f"{exact}/{total}"}
 
 
+async def first_use(net: LabNet, tokens: int = 16) -> dict:
+    """Spot checks' probation: a liar this seeker has not verified yet is checked on every call of its first
+    turn, so it is caught on its first use and not one wrong token reaches the user."""
+    peers = net.lab.peers
+    byz = peers["byz"]
+    operator = Keystore(net.lab.keystore).load("anchor-1")
+    async with net.seeker() as sk:
+        await sk.wait_alive(peers.values())
+        ref = await sk.request(PROMPTS[0], tokens, exclude=[byz])
+        await new_epoch(sk.node, sk.cache, operator, net.lab, sk.s.network)
+        for w in sk.view.workers.values():
+            w.trust, w.latency_ms = None, None
+        sk.view.verified.clear()
+        span = [peers[p] for p in ("byz", "h1", "h2")]
+        for p in span:  # measured once each, unchecked: G-TRAC now prefers the fast liar
+            await sk.request(PROMPTS[2], 4, exclude=[q for q in span if q != p])
+        r = await sk.request(PROMPTS[0], tokens, rate=0.25, probation=1)
+    return {"probation_routed_through": byz in r.get("routed", []),
+            "probation_caught_on_first_use": any(w["chain"][0] == byz for w in r["wrong_outputs"]),
+            "probation_tokens_exact": r["ok"] and r["tokens"] == ref["tokens"],
+            "probation_calls_checked": r["checks"]["calls"]}
+
+
 async def accusations(net: LabNet, min_checked: int = 1000, tokens: int = 24) -> dict:
     """An honest network, every hop checked on every call: how many honest workers get accused?"""
     byz = net.lab.peers["byz"]

@@ -63,14 +63,15 @@ class Seeker:
                 await trio.sleep(0.05)
 
     async def request(self, prompt=None, tokens: int = 8, mode: str = "g-trac", rate: float = 0.0, calls: int = 4,
-                      exclude=(), *, messages=None, hold=(), ignore_eos: bool = True) -> dict:
+                      exclude=(), *, messages=None, hold=(), ignore_eos: bool = True, probation: int = 0) -> dict:
         """One generation; its trust reports are sent like a real seeker's. Returns what happened. `prompt`
         (token ids) or `messages` (chat: the seeker tokenizes). `hold`: peers that look busy while routing
         chooses the chain (so an attacker's worker is the one chosen; they serve as replacements and
         witnesses after)."""
         gen = Generation(self.net, self.view, self.params, mode,
                          max_length=len(prompt) + tokens + 4 if prompt is not None else 256,
-                         hop_timeout_floor_s=2.0, spot_check_rate=rate, spot_check_calls=calls)
+                         hop_timeout_floor_s=2.0, spot_check_rate=rate, spot_check_calls=calls,
+                         spot_check_probation=probation)
         gen.accounts.avoid(exclude)
         for p in hold:
             self.view.refused(p, time.monotonic() + 120)

@@ -22,6 +22,7 @@ import trio
 
 from ..catalog.fingerprint import depth
 from ..control.peerview import PeerView
+from ..daemon.lifeline import child_env, watch_parent
 from ..daemon.node import status_mib
 from ..engine import set_threads
 from ..engine.models import resolve_model
@@ -108,7 +109,7 @@ async def distributed(addrs: list[str], tokens: int, victim_after: int | None, k
 def run(hops: int, tokens: int, model: str) -> dict:
     folder = resolve_model(model, log=lambda m: print(m, file=sys.stderr))
     L = depth(folder)
-    env = worker_env()
+    env = child_env(worker_env())  # ends with this benchmark
     mono = json.loads(subprocess.run([sys.executable, "-m", "gtracd.benchmarks.pipeline", "--monolithic", model,
                                       str(tokens)], capture_output=True, text=True, env=env, check=True).stdout)
     ranges = split(L, hops)
@@ -172,5 +173,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    watch_parent()
     if len(sys.argv) == 4 and sys.argv[1] == "--monolithic":
         print(json.dumps(monolithic(sys.argv[2], int(sys.argv[3]))))

@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import shutil
 import statistics
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..control.replica import Replica, checkpoint_lag, rule_params
+from ..daemon import lifeline
 from ..daemon.node import status_mib
 from ..harness.controlnet import ControlNet
 from ..identity import Identity, Keystore
@@ -288,7 +290,8 @@ def _workers() -> list[str]:
 _POOL: dict = {}
 
 
-def _pool_init(network: str, start: float, span: float) -> None:
+def _pool_init(network: str, start: float, span: float, parent: int) -> None:
+    lifeline.watch(parent)  # a killed benchmark takes its signing processes with it
     _POOL.update(network=network, start=start, span=span, workers=_workers(),
                  reporters=[Identity(_seed("reporter", i)) for i in range(REPORTERS)])
 
@@ -344,7 +347,7 @@ def run_history(n: int, log=print) -> dict:
         log(f"history: {n:,} signed reports over 30 days in {len(slices)} slices; folding up to "
             f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(last))} UTC")
         ctx = multiprocessing.get_context("spawn")  # two processes sign; the chain of checkpoints folds here
-        with ctx.Pool(2, _pool_init, (cn.network, start, end - start)) as pool:
+        with ctx.Pool(2, _pool_init, (cn.network, start, end - start, os.getpid())) as pool:
             day: list = []
             for k, rs in enumerate(pool.imap(_slice, slices, chunksize=2)):
                 total += len(rs)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ..config import FIELDS, load_settings
+from ..daemon import lifeline
 from ..errors import GtracError, UserError
 from ..identity import Keystore, peer_id_from_public, read_passphrase_file
 from ..lab import cli as lab_cli
@@ -154,9 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    lifeline.watch_parent()  # started by another gtracd process: end with it
     try:
         if "--role" in argv or any(a.startswith("--role=") for a in argv):
             return _run_role(argv)
+        if threading.current_thread() is threading.main_thread():
+            lifeline.stop_on_sigterm()  # a tool stopped by SIGTERM stops what it started, as on Ctrl-C
         p = build_parser()
         args = p.parse_args(argv)
         if args.cmd is None:
@@ -170,16 +176,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gtracd: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("gtracd: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except BrokenPipeError:
         return 0
     except BaseExceptionGroup as eg:  # a user error raised inside a daemon's nursery: say it as one line
+        if eg.subgroup(KeyboardInterrupt) is not None:  # Ctrl-C or SIGTERM inside a nursery
+            return _interrupted()
         leaf = _first_leaf(eg.subgroup(lambda e: isinstance(e, GtracError)))
         if leaf is None:
             raise
         print(f"gtracd: error: {leaf}", file=sys.stderr)
         return 2 if isinstance(leaf, UserError) else 1
+
+
+def _interrupted() -> int:
+    how = lifeline.stopped_by()
+    print(f"gtracd: stopped by {how}" if how != "SIGINT" else "gtracd: interrupted", file=sys.stderr)
+    return 128 + getattr(signal, how)
 
 
 def _first_leaf(eg):

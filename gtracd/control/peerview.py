@@ -95,6 +95,7 @@ class PeerView:
         self._proven_by: dict[str, dict[str, None]] = {}
         self._unproven_by: dict[str, OrderedDict[str, None]] = {}
         self.left_out = 0  # unproven newcomers refused because the view was full
+        self.verified: dict[str, int] = {}  # peer -> turns it computed with every call checked and matched
 
     def _is_proven(self, pid: str) -> bool:
         w = self.workers.get(pid)
@@ -130,7 +131,7 @@ class PeerView:
             self._unindex(pid, w.model)
         self.proven.discard(pid)
         self._unproven.pop(pid, None)
-        for d in (self.drained_range, self.drains, self.state_since, self.busy_until):
+        for d in (self.drained_range, self.drains, self.state_since, self.busy_until, self.verified):
             d.pop(pid, None)
 
     def set_ledger(self, trust: dict[str, float], latency: dict[str, float]) -> None:
@@ -276,6 +277,12 @@ class PeerView:
         prev = self.latency(pid)
         w.latency_ms = (1 - self.alpha) * prev + self.alpha * ms
         self._prove(pid)
+
+    def passed_check(self, pid: str) -> None:
+        """`pid` computed a whole turn with every call checked against a replica, and matched (spot checks'
+        probation: seeker/checker.py)."""
+        if pid in self.workers:
+            self.verified[pid] = self.verified.get(pid, 0) + 1
 
     def outcome(self, chain: list[str], success: bool, culprit: str | None = None) -> None:
         """The paper's asymmetric update on this seeker's own observation."""

@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..daemon.lifeline import child_env
+
 
 @dataclass
 class WorkerProc:
@@ -64,8 +66,9 @@ def start_procs(cmds: list[tuple[list[str], str]], timeout: float = 300.0, tmp: 
         cmd = [sys.executable, "-m", "gtracd.cli"] + (args[:2] + rf + args[2:] if args[0] == "--role" else args + rf)
         # own session: a Ctrl-C or SIGTERM aimed at the caller's process group reaches only the caller, which
         # stops its children once each (a second SIGTERM mid-shutdown would kill them uncleanly)
+        # child_env: the child stops itself once this process is gone, however it ended (daemon/lifeline.py)
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env=env or worker_env(), start_new_session=True)
+                             env=child_env(env or worker_env()), start_new_session=True)
         procs.append((p, ready))
     out: list[WorkerProc] = []
     try:

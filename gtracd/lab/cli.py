@@ -8,14 +8,14 @@ import math
 import sys
 from pathlib import Path
 
-from ..config import add_setting_flags, flags_from, load_settings
+from ..config import FIELDS, add_setting_flags, flags_from, load_settings
 from ..errors import UserError
 from .host import main as host_main
 from .logs import markdown_table
 from .network import run_up
-from .plan import format_plan, generate_plan, parse_mix
+from .plan import format_plan, generate_plan, parse_mix, plan_paths
 from .profiles import load_catalog
-from .sweep import SweepConfig, run
+from .sweep import SweepConfig, resume_config, run
 
 HOST_SETTINGS = ["network", "listen", "bootstrap", "data_dir", "heartbeat_s"]
 
@@ -54,11 +54,24 @@ def register(sub) -> None:
     add_setting_flags(h, HOST_SETTINGS)
 
     s = lsub.add_parser("sweep", help="modes x target lengths x N requests through a real seeker; logs, figures")
-    _lab_args(s)
+    _lab_args(s, plan_required=False)
     s.add_argument("--modes", default="naive,g-trac,sp,mr,larac")
     s.add_argument("--requests", type=int, default=100)
     s.add_argument("--tokens", default="10,50,100", help="target lengths, comma-separated")
-    s.add_argument("--out", required=True, help="output folder (logs, summary.json, figures)")
+    s.add_argument("--out", help="output folder (logs, summary.json, figures)")
+    s.add_argument("--spot-check-rate", type=float, default=None,
+                   help="the seeker's share of hops re-executed on a replica (default: a seeker's default, "
+                        f"{FIELDS['spot_check_rate'].default}; 0 turns spot checks off)")
+    s.add_argument("--heal-wait-s", type=float, default=None,
+                   help="how long a repair may wait for a live replacement (default: a seeker's default, "
+                        f"{FIELDS['heal_wait_s'].default})")
+    s.add_argument("--max-repairs", type=int, default=1,
+                   help="repairs per request (default 1: the paper's one-shot repair; 0: a seeker's default, one "
+                        "per failing call)")
+    s.add_argument("--churn", type=float, default=0.0, metavar="RATE",
+                   help="kill (-9) and restart random host processes at RATE per minute while requests run")
+    s.add_argument("--resume", metavar="DIR",
+                   help="continue the interrupted sweep in DIR with its own settings (finished cells are kept)")
     s.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (paper: 1)")
     s.add_argument("--no-figures", action="store_true")
     s.add_argument("--json", action="store_true", help="print summary.json as the last line of stdout")
@@ -68,13 +81,37 @@ def register(sub) -> None:
     lab.set_defaults(func=main)
 
 
-def _lab_args(p) -> None:
-    p.add_argument("--plan", required=True, help="deployment plan CSV")
+def _lab_args(p, plan_required: bool = True) -> None:
+    p.add_argument("--plan", required=plan_required, action="append",
+                   help="deployment plan CSV (the reference's columns); repeat it or give a comma list to run several "
+                        "plans as one network")
     p.add_argument("--model", help="default: smollm2-135m for 30-layer plans, else tiny-llama-L")
     p.add_argument("--time-scale", type=float, default=1.0, help="scales every injected delay and derived deadline")
     p.add_argument("--processes", type=int, default=2, help="host processes the virtual peers are spread over")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profiles", help="profiles folder")
+
+
+def _sweep_config(args: argparse.Namespace) -> SweepConfig:
+    if args.concurrency < 1:
+        raise UserError("--concurrency must be >= 1")
+    if args.max_repairs < 0:
+        raise UserError("--max-repairs must be >= 0 (0: a seeker's default)")
+    seeker = {}
+    if args.spot_check_rate is not None:
+        if not 0.0 <= args.spot_check_rate <= 1.0:
+            raise UserError(f"--spot-check-rate must lie in [0, 1], got {args.spot_check_rate}")
+        seeker["spot_check_rate"] = args.spot_check_rate
+    if args.heal_wait_s is not None:
+        if not (0.0 <= args.heal_wait_s < math.inf):
+            raise UserError(f"--heal-wait-s must be >= 0, got {args.heal_wait_s}")
+        seeker["heal_wait_s"] = args.heal_wait_s
+    if not (0.0 <= args.churn < math.inf):
+        raise UserError(f"--churn must be a rate >= 0 per minute, got {args.churn}")
+    return SweepConfig(plan_paths(args.plan), [m.strip() for m in args.modes.split(",") if m.strip()],
+                       _ints(args.tokens, "--tokens"), args.requests, args.seed, Path(args.out), args.time_scale,
+                       args.concurrency, args.processes, args.model, args.profiles, figures=not args.no_figures,
+                       max_repairs=args.max_repairs or None, seeker=seeker, churn=args.churn)
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -114,12 +151,19 @@ def main(args: argparse.Namespace) -> int:
     if cmd == "host":
         return host_main(args, load_settings(args.config, flags_from(args, HOST_SETTINGS)))
     if cmd == "sweep":
-        if args.concurrency < 1:
-            raise UserError("--concurrency must be >= 1")
-        cfg = SweepConfig(Path(args.plan), [m.strip() for m in args.modes.split(",") if m.strip()],
-                          _ints(args.tokens, "--tokens"), args.requests, args.seed, Path(args.out), args.time_scale,
-                          args.concurrency, args.processes, args.model, args.profiles, figures=not args.no_figures)
-        summary = run(cfg, lambda m: print(m, file=sys.stderr, flush=True))
+        say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        if args.resume:
+            if args.plan or args.out:
+                raise UserError("--resume DIR continues that sweep with its own plan and output folder: drop "
+                                "--plan and --out")
+            cfg = resume_config(Path(args.resume))
+            cfg.figures = cfg.figures and not args.no_figures
+            summary = run(cfg, say, resume=True)
+        else:
+            if not args.plan or not args.out:
+                raise UserError("lab sweep needs --plan and --out (or --resume DIR)")
+            cfg = _sweep_config(args)
+            summary = run(cfg, say)
         _print_table(summary)
         if args.json:
             print(json.dumps(summary))

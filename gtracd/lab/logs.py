@@ -29,13 +29,16 @@ def chain_ids(row: dict) -> list[str]:
 
 
 class CsvLog:
-    def __init__(self, path: Path, columns: tuple[str, ...]):
+    def __init__(self, path: Path, columns: tuple[str, ...], append: bool = False):
+        """`append`: continue a log a resumed sweep kept (the header only if the file is new)."""
         self.path = path
         self.columns = columns
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "w", newline="")
+        fresh = not (append and path.exists() and path.stat().st_size > 0)
+        self._f = open(path, "w" if fresh else "a", newline="")
         self._w = csv.writer(self._f, lineterminator="\n")
-        self._w.writerow(columns)
+        if fresh:
+            self._w.writerow(columns)
 
     def row(self, d: dict) -> None:
         self._w.writerow([_cell(d.get(c, "")) for c in self.columns])

@@ -32,11 +32,22 @@ from ..identity import Identity, Keystore
 from ..net.ledgersync import submit
 from ..wire.envelope import Signer
 from .layout import groups
-from .plan import Plan, load_plan
+from .plan import Plan, format_plan, load_plans, plan_paths
 from .profiles import load_catalog
 
 if TYPE_CHECKING:
     from gtracd.daemon.node import Node
+
+
+def lab_plan(paths: list[Path], catalog, root: Path) -> tuple[Path, Plan]:
+    """Load one or several plan files as one network; several are merged into `root`/plan.csv, the one file
+    the lab's host processes read."""
+    plan = load_plans(paths, catalog)
+    if len(paths) == 1:
+        return paths[0], plan
+    merged = root / "plan.csv"
+    merged.write_text(format_plan(plan))
+    return merged, plan
 
 
 def model_for(plan: Plan, model: str | None) -> str:
@@ -94,6 +105,7 @@ class Lab:
     network: str = "gtrac-lab"
     secret: str = field(default_factory=lambda: secrets.token_hex(8))
     hosts: list = field(default_factory=list)
+    host_cmds: list = field(default_factory=list)  # how each host process was started (a restart repeats it)
     cn: object = None
     peers: dict[str, str] = field(default_factory=dict)  # plan peer id -> identity peer id
 
@@ -110,6 +122,11 @@ class Lab:
         n_groups = len(groups(self.plan, self.processes))
         status(f"gtracd lab: starting 2 anchors and {n_groups} host processes for {len(self.plan.rows)} virtual "
                f"peers ({self.model}, {self.plan.layers} layers, time scale {ls.time_scale:g})")
+        far = self.plan.addresses()
+        if far:
+            status(f"gtracd lab: the plan's {self.plan.processes()} worker processes on {len(far)} non-loopback "
+                   f"addresses ({', '.join(far[:3])}{', ...' if len(far) > 3 else ''}) are emulated on loopback "
+                   f"127.0.0.1; a plan's ip:port only keeps the peers of one process together")
         try:
             self.cn.start(["anchor-1", "anchor-2"])
             boot = ",".join(self.cn.anchor_addrs.values())
@@ -121,6 +138,7 @@ class Lab:
                               "--network", self.network, "--bootstrap", boot, "--data-dir", str(self.root),
                               "--heartbeat-s", str(ls.heartbeat_s), "--log-level", "ERROR"]
                              + (["--profiles", str(self.profiles)] if self.profiles else []), f"host-{g}"))
+            self.host_cmds = cmds
             self.hosts = start_procs(cmds, timeout, self.root)
         except BaseException as e:
             self.stop()
@@ -144,6 +162,13 @@ class Lab:
     def alive(self) -> bool:
         return all(h.proc.poll() is None for h in self.hosts) and all(
             p.proc.poll() is None for p in (self.cn.procs.values() if self.cn else []))
+
+    def restart(self, g: int, timeout: float = 120.0) -> int:
+        """Churn: kill host process g with SIGKILL and start it again (same identities: they derive from the lab's
+        secret); returns how many virtual peers it serves. Blocking (run it in a thread)."""
+        self.hosts[g].kill9()
+        self.hosts[g] = start_procs([self.host_cmds[g]], timeout, self.root)[0]
+        return len(self.hosts[g].info["peers"])
 
     def stop(self) -> list[int]:
         rcs = [h.stop() for h in self.hosts]
@@ -221,10 +246,12 @@ def run_up(args: argparse.Namespace) -> int:
 
 
     catalog = load_catalog(args.profiles)
-    plan = load_plan(args.plan, catalog)
+    paths = plan_paths(args.plan)
+    load_plans(paths, catalog)  # refused before anything is created
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="gtracd-lab-"))
     root.mkdir(parents=True, exist_ok=True)
-    lab = Lab(Path(args.plan), plan, model_for(plan, args.model), LabSettings(args.time_scale), args.processes,
+    path, plan = lab_plan(paths, catalog, root)
+    lab = Lab(path, plan, model_for(plan, args.model), LabSettings(args.time_scale), args.processes,
               root, args.seed, args.profiles)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 

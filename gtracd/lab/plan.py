@@ -5,8 +5,12 @@ Columns, in order (the reference's, so its plans load unchanged):
 `layer_end` is INCLUSIVE, as in the reference (a peer with layer_start 0, layer_end 8 hosts layers 0..8,
 i.e. the half-open range 0:9 everywhere else in gtracd). Optional extra columns carry the profiles the paper
 lacks: byzantine_rate, crash_after_requests, crash_at_s, flap_period_s, flap_down_s, delay_growth_per_min.
-`ip:port` names the reference's worker process that serves the peer (several peers per process); gtracd's
-lab binds loopback ports of its own and uses ip:port only to keep such peers together.
+`ip:port` names the reference's worker process that serves the peer (several peers per process, possibly of
+different layer ranges); gtracd's lab binds loopback ports of its own and uses ip:port only to keep such peers
+together, so a plan written for real machines (the reference's use a VPN's 100.x addresses) runs unchanged.
+`template` is a profile's name or alias, bare (`guaranteed_safe`) or prefixed with the row's host type as the
+reference's published plans write it (`P_guaranteed_safe`, `S_normal`); a prefix must agree with `host_type`.
+Several plan files merge into one network (`merge_plans`); a peer id may appear in only one of them.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class PlanRow:
     trust0: float
     net_delay_ms: float
     extra: dict = field(default_factory=dict)  # EXTRA_FIELDS present in the plan
+    where: tuple[str, int] = field(default=("", 0), compare=False)  # (file name, row) it was read from
 
     @property
     def start(self) -> int:
@@ -75,6 +80,13 @@ class Plan:
         for r in self.rows:
             out[r.template] = out.get(r.template, 0) + 1
         return out
+
+    def addresses(self) -> list[str]:
+        """The plan's own (non-loopback) ip addresses, which the lab emulates on loopback."""
+        return sorted({r.ip for r in self.rows if not r.ip.startswith("127.") and r.ip not in ("localhost", "::1")})
+
+    def processes(self) -> int:
+        return len({r.process_key for r in self.rows})
 
 
 def _num(text: str, where: str, typ=float, lo: float | None = None, hi: float | None = None):
@@ -126,13 +138,10 @@ def parse_plan(text: str, catalog: Catalog, name: str = "plan", layers: int | No
         if pid in seen:
             raise PlanError(f"{at('peer_id')}: duplicate peer id {pid!r} (first on row {seen[pid]})")
         seen[pid] = lineno
-        prof = catalog.profile(d["template"])
-        if prof is None:
-            known = sorted({a for p in catalog.profiles.values() for a in (p.template, *p.aliases)})
-            raise PlanError(f"{at('template')}: unknown template {d['template']!r} (known: {', '.join(known)})")
         if d["host_type"] not in catalog.hosts:
             raise PlanError(f"{at('host_type')}: unknown host type {d['host_type']!r} "
                             f"(known: {', '.join(catalog.hosts)})")
+        template_of(catalog, d["template"], d["host_type"], at("template"))
         if not d["host_id"]:
             raise PlanError(f"{at('host_id')}: empty")
         port = _num(d["port"], at("port"), int, 1, 65535)
@@ -157,9 +166,31 @@ def parse_plan(text: str, catalog: Catalog, name: str = "plan", layers: int | No
                             _num(d["cpu_load"], at("cpu_load"), float, 0, 1000),
                             _num(d["fail_rate"], at("fail_rate"), float, 0, 1),
                             _num(d["trust0"], at("trust0"), float, 0, 1),
-                            _num(d["net_delay_ms"], at("net_delay_ms"), float, 0, 600_000), extra))
+                            _num(d["net_delay_ms"], at("net_delay_ms"), float, 0, 600_000), extra, (name, lineno)))
     if not rows:
         raise PlanError(f"{name}: no peers")
+    return Plan(rows, _check_coverage(rows, layers, name), extras)
+
+
+def template_of(catalog: Catalog, template: str, host_type: str, where: str):
+    """The profile a plan's template denotes: a profile's name or alias, bare or prefixed with the host type
+    (`P_guaranteed_safe`, the reference's published plans); the prefix must agree with `host_type`."""
+    prof = catalog.profile(template)
+    if prof is not None:
+        return prof
+    prefix, sep, bare = template.partition("_")
+    if sep and prefix in catalog.hosts and catalog.profile(bare) is not None:
+        if prefix != host_type:
+            raise PlanError(f"{where}: template {template!r} names host type {prefix}, but the row's host_type is "
+                            f"{host_type!r} (the prefix must agree)")
+        return catalog.profile(bare)
+    known = sorted({a for p in catalog.profiles.values() for a in (p.template, *p.aliases)})
+    raise PlanError(f"{where}: unknown template {template!r} (known: {', '.join(known)}, bare or prefixed with the "
+                    f"host type as in P_guaranteed_safe)")
+
+
+def _check_coverage(rows: list[PlanRow], layers: int | None, name: str) -> int:
+    """The model depth (given, or the largest layer_end + 1) once every layer is hosted; else PlanError."""
     depth = layers if layers is not None else max(r.end for r in rows)
     covered = [False] * depth
     for r in rows:
@@ -173,7 +204,35 @@ def parse_plan(text: str, catalog: Catalog, name: str = "plan", layers: int | No
             b += 1
         raise PlanError(f"{name}, columns layer_start/layer_end: layers {a}..{b} are hosted by no peer "
                         f"(uncovered range; the model has {depth} layers)")
-    return Plan(rows, depth, extras)
+    return depth
+
+
+def merge_plans(plans: list[Plan], names: list[str]) -> Plan:
+    """Several plan files as one network (the reference publishes one per shard size): every file must describe
+    the same model depth, a peer id may appear once across them, and one ip:port stays on one host."""
+    if len(plans) == 1:
+        return plans[0]
+    depths = {p.layers for p in plans}
+    if len(depths) != 1:
+        raise PlanError("the plans describe different model depths: " +
+                        ", ".join(f"{n} {p.layers} layers" for n, p in zip(names, plans, strict=True)))
+    seen: dict[str, PlanRow] = {}
+    port_host: dict[tuple[str, int], PlanRow] = {}
+    for plan in plans:
+        for r in plan.rows:
+            where = f"{r.where[0]} row {r.where[1]}"
+            if r.peer_id in seen:
+                a = seen[r.peer_id]
+                raise PlanError(f"{where}, column peer_id: peer id {r.peer_id!r} collides with {a.where[0]} row "
+                                f"{a.where[1]} (peer ids must be unique across the plans)")
+            seen[r.peer_id] = r
+            other = port_host.setdefault(r.process_key, r)
+            if other.host_id != r.host_id:
+                raise PlanError(f"{where}, column port: {r.ip}:{r.port} is host {r.host_id} here but host "
+                                f"{other.host_id} in {other.where[0]} row {other.where[1]} (one process lives on "
+                                f"one host)")
+    extras = tuple(c for c in EXTRA_FIELDS if any(c in p.extra_columns for p in plans))
+    return Plan([r for p in plans for r in p.rows], depths.pop(), extras)
 
 
 def load_plan(path: Path | str, catalog: Catalog, layers: int | None = None) -> Plan:
@@ -187,6 +246,23 @@ def load_plan(path: Path | str, catalog: Catalog, layers: int | None = None) -> 
     return parse_plan(text, catalog, p.name, layers)
 
 
+def plan_paths(values: list[str] | str) -> list[Path]:
+    """`--plan a.csv --plan b.csv` or `--plan a.csv,b.csv` (or both) -> the files, in order, each once."""
+    out: list[Path] = []
+    for v in [values] if isinstance(values, str) else values:
+        for part in (x.strip() for x in v.split(",")):
+            if part and Path(part) not in out:
+                out.append(Path(part))
+    if not out:
+        raise PlanError("--plan names no file")
+    return out
+
+
+def load_plans(paths: list[Path], catalog: Catalog, layers: int | None = None) -> Plan:
+    """One or several plan files as one network (see merge_plans)."""
+    return merge_plans([load_plan(p, catalog, layers) for p in paths], [Path(p).name for p in paths])
+
+
 def format_plan(plan: Plan) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -198,8 +274,8 @@ def format_plan(plan: Plan) -> str:
 
 
 def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}".rstrip("0").rstrip(".") if v != int(v) else str(int(v))
+    if isinstance(v, float):  # the shortest text that reads back as the same number
+        return repr(v) if v != int(v) else str(int(v))
     return str(v)
 
 

@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,9 +29,9 @@ from ..engine import require_torch, set_threads
 from ..engine.models import resolve_model
 from ..errors import GtracError, UserError
 from ..identity import Identity, Keystore
-from ..routing import Params
-from ..seeker.generation import Generation, GenerationFailed
+from ..seeker.generation import OPEN_ROUTES, GenerationFailed
 from ..seeker.running import running_seeker
+from ..seeker.service import seeker_generation
 from ..wire.envelope import decode_envelope
 from .logs import (
     CHAIN_SEP,
@@ -43,9 +43,12 @@ from .logs import (
     markdown_table,
     summarize,
 )
-from .network import Lab, LabSettings, model_for, submit_priors
-from .plan import load_plan
+from .network import Lab, LabSettings, lab_plan, model_for, submit_priors
+from .plan import load_plans
 from .profiles import load_catalog
+from .resume import load_cells, prune_logs, save_cell, save_state
+from .resume import load_state as resume_state
+from .stats import median
 
 if TYPE_CHECKING:
     from gtracd.config import Settings
@@ -57,7 +60,7 @@ log = logging.getLogger("gtracd.lab")
 
 @dataclass
 class SweepConfig:
-    plan: Path
+    plans: list[Path]
     modes: list[str]
     lengths: list[int]
     requests: int
@@ -71,6 +74,23 @@ class SweepConfig:
     prompt_len: int = 16
     prompts: int = 8
     figures: bool = True
+    max_repairs: int | None = 1  # the paper's bounded one-shot repair; None: a seeker's default (one per call)
+    seeker: dict = field(default_factory=dict)  # seeker settings besides the lab's (spot_check_rate, heal_wait_s)
+    churn: float = 0.0  # host processes killed (-9) and restarted per minute while requests run
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["plans"] = [str(p) for p in self.plans]
+        d["out"] = str(self.out)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict, out: Path) -> SweepConfig:
+        known = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg.plans = [Path(p) for p in cfg.plans]
+        cfg.out = out
+        return cfg
 
 
 def rss_mb() -> float:
@@ -99,39 +119,66 @@ def reference_tokens(model: str, prompts: list[list[int]], steps: int) -> list[l
     return [greedy(m, p, steps).tokens for p in prompts]
 
 
-def run(cfg: SweepConfig, status=lambda m: None) -> dict:
+MODES = ("g-trac", "sp", "mr", "larac", "naive")
+
+
+def run(cfg: SweepConfig, status=lambda m: None, resume: bool = False) -> dict:
+    """Run the sweep (or, `resume`, continue the one in cfg.out: its finished cells are kept)."""
     logging.getLogger("gtracd.seeker").setLevel(logging.ERROR)  # repairs are expected here; the logs count them
 
     if not cfg.modes:
-        raise UserError("--modes is empty (choose from g-trac, sp, mr, larac, naive)")
+        raise UserError(f"--modes is empty (choose from {', '.join(MODES)})")
     for m in cfg.modes:
-        if m not in ("g-trac", "sp", "mr", "larac", "naive"):
-            raise UserError(f"--modes: unknown mode {m!r} (g-trac, sp, mr, larac, naive)")
+        if m not in MODES:
+            raise UserError(f"--modes: unknown mode {m!r} ({', '.join(MODES)})")
     if cfg.requests < 1 or not cfg.lengths or min(cfg.lengths) < 1:
         raise UserError("need --requests >= 1 and --tokens lengths >= 1")
+    if not (cfg.churn >= 0 and cfg.churn < float("inf")):
+        raise UserError(f"--churn must be a rate >= 0 per minute, got {cfg.churn}")
     catalog = load_catalog(cfg.profiles)
-    plan = load_plan(cfg.plan, catalog)
-    model = model_for(plan, cfg.model)
-    prompts = make_prompts(cfg.seed, cfg.prompts, cfg.prompt_len)
-    status(f"gtracd lab sweep: monolithic reference tokens of {model} for {len(prompts)} prompts ...")
-    refs = reference_tokens(model, prompts, max(cfg.lengths))
+    load_plans(cfg.plans, catalog)  # refused before anything starts
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out {cfg.out}: {e.strerror}") from None
+    if resume:
+        run_id = resume_state(cfg.out)["run_id"]
+        done = load_cells(cfg.out, cfg.modes, cfg.lengths)
+        dropped = prune_logs(cfg.out, run_id, set(done))
+        todo = [f"{m} {n}" for m in cfg.modes for n in cfg.lengths if (m, n) not in done]
+        status(f"gtracd lab sweep: resuming {cfg.out}: {len(done)} of {len(cfg.modes) * len(cfg.lengths)} cells "
+               f"complete and kept; {len(todo)} to run from their first request ({', '.join(todo) or 'none'}); "
+               f"{dropped} log rows of unfinished cells dropped")
+    else:
+        run_id = f"{'+'.join(p.stem for p in cfg.plans)}-{int(time.time())}"
+        done = {}
+        save_state(cfg.out, cfg.to_json(), run_id)
     # the lab's state (anchor keys, ledgers, status files) lives apart from the results and goes with the lab
-    lab = Lab(cfg.plan, plan, model, LabSettings(cfg.time_scale), cfg.processes,
-              Path(tempfile.mkdtemp(prefix="gtracd-lab-")), cfg.seed, cfg.profiles)
+    root = Path(tempfile.mkdtemp(prefix="gtracd-lab-"))
+    path, plan = lab_plan(cfg.plans, catalog, root)
+    model = model_for(plan, cfg.model)
+    prompts = make_prompts(cfg.seed, cfg.prompts, cfg.prompt_len)
+    lab = Lab(path, plan, model, LabSettings(cfg.time_scale), cfg.processes, root, cfg.seed, cfg.profiles)
     t0 = time.time()
+    summary = None
     try:
-        lab.start(status)
-        status(f"gtracd lab sweep: lab up in {time.time() - t0:.1f} s")
-        summary = trio.run(_sweep, lab, cfg, prompts, refs, status)
+        if len(done) < len(cfg.modes) * len(cfg.lengths):
+            status(f"gtracd lab sweep: monolithic reference tokens of {model} for {len(prompts)} prompts ...")
+            refs = reference_tokens(model, prompts, max(cfg.lengths))
+            lab.start(status)
+            status(f"gtracd lab sweep: lab up in {time.time() - t0:.1f} s")
+        else:
+            refs = []
+        summary = trio.run(_sweep, lab, cfg, prompts, refs, status, run_id, done)
     finally:
+        n_hosts = len(lab.hosts)
         rcs = lab.stop()
-        status(f"gtracd lab sweep: lab stopped (exit codes {rcs})")
+        if rcs:
+            status(f"gtracd lab sweep: stopped its network: 2 anchors and {n_hosts} host processes (exit codes {rcs})")
         shutil.rmtree(lab.root, ignore_errors=True)
-    summary["wall_s"] = round(time.time() - t0, 1)
+        if summary is None:
+            status(f"gtracd lab sweep: interrupted; `gtracd lab sweep --resume {cfg.out}` continues it")
+    summary["wall_s"] = round(time.time() - t0 + sum(c.get("wall_s", 0.0) for c in done.values()), 1)
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
     (cfg.out / "summary.md").write_text(markdown_table(summary))
     if cfg.figures:
@@ -145,6 +192,11 @@ def run(cfg: SweepConfig, status=lambda m: None) -> dict:
                 raise
             status("gtracd lab sweep: no figures (pip install 'gtracd[lab]' for matplotlib)")
     return summary
+
+
+def resume_config(out: Path) -> SweepConfig:
+    """The configuration of the sweep in `out` (`--resume`)."""
+    return SweepConfig.from_json(resume_state(out)["config"], out)
 
 
 class _Progress:
@@ -181,26 +233,57 @@ class _Progress:
                   file=sys.stderr, flush=True)
 
 
-async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
+def lab_seeker_settings(lab: Lab, cfg: SweepConfig) -> Settings:
+    """The sweep's seeker: a user's seeker with its defaults (spot checks, trust floor, deadlines), on the lab's
+    network and ledger settings, with what the sweep was told to change (`cfg.seeker`)."""
     ls = lab.settings
-    s = load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),
-                             "data_dir": str(lab.root), "keystore": str(lab.keystore), **ls.ledger_flags(),
-                             "penalty_ms": ls.penalty_ms, "hop_timeout_floor_s": ls.hop_timeout_floor_s}, env={})
-    params = Params(trust_floor=s.trust_floor, penalty_ms=s.penalty_ms, min_reliability=s.larac_min_reliability)
-    run_id = f"{cfg.plan.stem}-{int(time.time())}"
+    return load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),
+                                "data_dir": str(lab.root), "keystore": str(lab.keystore), **ls.ledger_flags(),
+                                "penalty_ms": ls.penalty_ms, "hop_timeout_floor_s": ls.hop_timeout_floor_s,
+                                **cfg.seeker}, env={})
+
+
+def defences(s: Settings, cfg: SweepConfig, hosts: int) -> dict:
+    """What protected the sweep's requests (summary.json): the seeker's checks and the ledger's rules."""
+    return {"spot_check_rate": s.spot_check_rate, "spot_check_calls": s.spot_check_calls,
+            "spot_check_probation": s.spot_check_probation if s.spot_check_rate > 0 else 0,
+            "trust_floor": s.trust_floor, "max_repairs": cfg.max_repairs, "heal_wait_s": s.heal_wait_s,
+            "open_routes": OPEN_ROUTES, "witness_hosts": hosts,
+            "reporter_budget": s.reporter_budget,
+            "notes": "witnesses and arbiters are drawn per host (the lab's host processes); the per-reporter "
+                     "budget is lifted (one seeker stands for the paper's whole client population)"}
+
+
+async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status, run_id: str, done: dict) -> dict:
+    ls = lab.settings
+    cells = [(m, n) for m in cfg.modes for n in cfg.lengths]
+    summary = {"plan": [str(p) for p in cfg.plans], "peers": len(lab.plan.rows), "layers": lab.plan.layers,
+               "model": lab.model, "time_scale": cfg.time_scale, "requests": cfg.requests,
+               "concurrency": cfg.concurrency, "run_id": run_id, "modes": {}}
+    if lab.plan.addresses():
+        summary["addresses"] = "the plan's non-loopback addresses were emulated on loopback"
+    if all(c in done for c in cells):  # a resumed sweep with nothing left to run
+        summary.update(done[cells[0]]["context"])
+        for m, n in cells:
+            summary["modes"].setdefault(m, {})[str(n)] = _cell_summary(done[(m, n)])
+        return summary
+    s = lab_seeker_settings(lab, cfg)
     name_of = {v: k for k, v in lab.peers.items()}  # identity -> plan peer id
     rows = lab.plan.by_id()
-    logs = {"req": CsvLog(cfg.out / f"requests_{run_id}.csv", REQUEST_COLUMNS),
-            "trust": CsvLog(cfg.out / f"trust_{run_id}.csv", TRUST_COLUMNS),
-            "sel": CsvLog(cfg.out / f"selected_{run_id}.csv", SELECTED_COLUMNS)}
-    summary = {"plan": str(cfg.plan), "peers": len(lab.plan.rows), "layers": lab.plan.layers, "model": lab.model,
-               "time_scale": cfg.time_scale, "requests": cfg.requests, "concurrency": cfg.concurrency,
-               "run_id": run_id, "settings": {"trust_floor": s.trust_floor, "latency0_ms": s.latency0_ms,
-                                              "penalty_ms": s.penalty_ms,
-                                              "hop_timeout_floor_s": s.hop_timeout_floor_s,
-                                              "hop_timeout_factor": s.hop_timeout_factor, "max_repairs": 1,
-                                              "heartbeat_s": ls.heartbeat_s, "node_timeout_s": ls.node_timeout_s},
-               "modes": {}}
+    byzantine = {lab.peers[r.peer_id] for r in lab.plan.rows if r.extra.get("byzantine_rate")}
+    append = bool(done)
+    logs = {"req": CsvLog(cfg.out / f"requests_{run_id}.csv", REQUEST_COLUMNS, append),
+            "trust": CsvLog(cfg.out / f"trust_{run_id}.csv", TRUST_COLUMNS, append),
+            "sel": CsvLog(cfg.out / f"selected_{run_id}.csv", SELECTED_COLUMNS, append)}
+    context = {"settings": {"trust_floor": s.trust_floor, "latency0_ms": s.latency0_ms, "penalty_ms": s.penalty_ms,
+                            "hop_timeout_floor_s": s.hop_timeout_floor_s, "hop_timeout_factor": s.hop_timeout_factor,
+                            "max_repairs": cfg.max_repairs, "heartbeat_s": ls.heartbeat_s,
+                            "node_timeout_s": ls.node_timeout_s},
+               "defences": defences(s, cfg, len(lab.hosts)), "processes": len(lab.hosts)}
+    summary.update(context)
+    churn: list[dict] = []
+    if cfg.churn:
+        summary["churn"] = {"rate_per_min": cfg.churn, "events": churn}
     view = PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty)
     async with running_seeker("lab-seeker", Identity.generate(), s, view=view, follow=True) as sk:
         node, cache, net = sk.node, sk.cache, sk.net
@@ -211,32 +294,47 @@ async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
         status(f"gtracd lab sweep: the seeker hears all {len(want)} virtual peers by heartbeat")
         operator = Keystore(lab.keystore).load("anchor-1")
         try:
-            with _Progress() as prog:
-                for mode in cfg.modes:
-                    summary["modes"][mode] = {}
-                    for length in cfg.lengths:
+            async with trio.open_nursery() as background:
+                if cfg.churn:
+                    background.start_soon(_churn, lab, cfg, churn, status)
+                with _Progress() as prog:
+                    for mode, length in cells:
+                        if (mode, length) in done:
+                            summary["modes"].setdefault(mode, {})[str(length)] = _cell_summary(done[(mode, length)])
+                            continue
+                        t_cell = time.time()
                         await new_epoch(node, cache, operator, lab, s.network)
                         for w in view.workers.values():  # the seeker's own estimates restart too
                             w.trust, w.latency_ms = None, None
+                        view.verified.clear()  # and every peer is on probation again
                         net.forget_all()
                         records: list[dict] = []
+                        fell: dict[str, int] = {}  # byzantine peer -> requests done when it fell below the floor
                         task = prog.cell(mode, length, cfg.requests)
                         sem = trio.Semaphore(cfg.concurrency)
 
-                        async def one(i: int, mode=mode, length=length, records=records, task=task, sem=sem):
+                        async def one(i: int, mode=mode, length=length, records=records, task=task, sem=sem,
+                                      fell=fell):
                             async with sem:
-                                rec = await _request(i, mode, length, cfg, lab, s, params, net, view, cache,
+                                rec = await _request(i, mode, length, cfg, lab, s, net, view, cache,
                                                      prompts, refs, name_of, rows, run_id, logs)
                             records.append(rec)
+                            for p in byzantine - set(fell):
+                                if view.trust(p) < s.trust_floor:
+                                    fell[p] = len(records)
                             prog.advance(task, sum(r["success"] for r in records), len(records))
 
                         async with trio.open_nursery() as n:
                             for i in range(cfg.requests):
                                 n.start_soon(one, i)
                                 await trio.sleep(0)
-                        summary["modes"][mode][str(length)] = summarize(records)
                         for lg in list(logs.values()):
                             lg.flush()
+                        cell = {"records": records, "context": context, "wall_s": round(time.time() - t_cell, 1),
+                                "byzantine": {name_of.get(p, p): fell.get(p) for p in sorted(byzantine)}}
+                        save_cell(cfg.out, mode, length, cell)  # after its logs: a resumed sweep keeps it
+                        summary["modes"].setdefault(mode, {})[str(length)] = _cell_summary(cell)
+                background.cancel_scope.cancel()
         finally:
             for lg in list(logs.values()):
                 lg.close()
@@ -244,6 +342,41 @@ async def _sweep(lab: Lab, cfg: SweepConfig, prompts, refs, status) -> dict:
                 await cache.drain(5.0)
             cache.close()
     return summary
+
+
+def _cell_summary(cell: dict) -> dict:
+    """summary.json's (mode, length) cell: the paper's figures, plus what the defences caught and cost."""
+    records = cell["records"]
+    out = summarize(records)
+    checks = {k: sum(r.get("checks", {}).get(k, 0) for r in records)
+              for k in ("hops", "probation", "calls", "mismatches", "inconclusive", "no_replica", "aborted")}
+    hop_calls = sum(r.get("hop_calls", 0) for r in records)
+    out["spot_checks"] = {**checks, "convictions": sum(r.get("convictions", 0) for r in records),
+                          "hop_calls": hop_calls,
+                          "cost": round(checks["calls"] / hop_calls, 4) if hop_calls else 0.0}
+    out["unreachable_routed_around"] = sum(r.get("unreached", 0) for r in records)
+    byz = cell.get("byzantine") or {}
+    if byz:
+        until = sorted(v for v in byz.values() if v is not None)
+        out["byzantine"] = {"peers": len(byz), "fell_below_floor": len(until),
+                            "requests_until_below_floor": {"median": median([float(x) for x in until]),
+                                                           "max": until[-1] if until else None},
+                            "per_peer": byz}
+    return out
+
+
+async def _churn(lab: Lab, cfg: SweepConfig, events: list[dict], status) -> None:
+    """Kill (-9) and restart a random host process, at `cfg.churn` per minute on average (Poisson arrivals,
+    seeded), for as long as the sweep runs."""
+    rng = random.Random(f"churn/{cfg.seed}")
+    while True:
+        await trio.sleep(rng.expovariate(cfg.churn / 60.0))
+        g = rng.randrange(len(lab.hosts))
+        t0 = time.time()
+        peers = await trio.to_thread.run_sync(lab.restart, g)
+        events.append({"ts_unix": round(t0, 3), "host": g, "peers": peers, "restart_s": round(time.time() - t0, 2)})
+        status(f"gtracd lab sweep: churn: host process {g} ({peers} virtual peers) killed -9 and restarted in "
+               f"{time.time() - t0:.1f} s")
 
 
 async def new_epoch(node: Node, cache: Follower, operator, lab: Lab, network: str) -> int:
@@ -264,13 +397,12 @@ async def new_epoch(node: Node, cache: Follower, operator, lab: Lab, network: st
     return epoch
 
 
-async def _request(i, mode, length, cfg, lab, s: Settings, params, net, view: PeerView, cache: Follower, prompts, refs, name_of, rows, run_id,
-                   logs) -> dict:
+async def _request(i, mode, length, cfg: SweepConfig, lab: Lab, s: Settings, net, view: PeerView, cache: Follower,
+                   prompts, refs, name_of, rows, run_id, logs) -> dict:
     prompt = prompts[i % len(prompts)]
-    gen = Generation(net, view, params, mode, {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0},
-                     max_length=len(prompt) + length + 8, hop_timeout_floor_s=s.hop_timeout_floor_s,
-                     hop_timeout_factor=s.hop_timeout_factor, open_timeout_s=max(2.0, 10.0 * cfg.time_scale),
-                     rng=random.Random(f"{cfg.seed}/{mode}/{length}/{i}"), max_repairs=1)
+    gen = seeker_generation(net, view, s, {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}, mode=mode,
+                            rng=random.Random(f"{cfg.seed}/{mode}/{length}/{i}"), max_repairs=cfg.max_repairs,
+                            max_length=len(prompt) + length + 8, open_timeout_s=max(2.0, 10.0 * cfg.time_scale))
     t0 = time.perf_counter()
     ts = time.time()
     tokens: list[int] = []
@@ -348,7 +480,9 @@ async def _request(i, mode, length, cfg, lab, s: Settings, params, net, view: Pe
                     "client_rss_mb": rss})
     return {"success": ok, "token_ms": [t["e2e_ms"] for t in gen.trace] if ok else [],
             "chain_len": len(gen.selected), "selection_ms": gen.selection_ms if gen.selected else None,
-            "repairs": len(gen.repair_log), "tokens_match": ok and tokens == ref}
+            "repairs": len(gen.repair_log), "tokens_match": ok and tokens == ref,
+            "checks": dict(gen.checker.counters), "convictions": len(gen.accounts.wrong_outputs),
+            "hop_calls": len(gen.trace) * len(gen.hops), "unreached": len(gen.accounts.unreached)}
 
 
 def _trace_log(logs: dict, out: Path, mode: str, model: str) -> CsvLog:

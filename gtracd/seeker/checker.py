@@ -2,12 +2,17 @@
 
 At the start of every turn each hop is checked with probability `rate` (drawn from an rng no worker can
 predict), over a window of `calls` consecutive calls that starts at a random call of the turn, so a worker
-cannot count its way past the checks; a hop replaced by repair is drawn again. When the window opens, a
+cannot count its way past the checks; a hop replaced by repair is drawn again. A hop whose peer this seeker
+has not yet verified is on *probation*: it is checked on every call of the turn, until it has computed
+`probation` whole turns that matched (a liar that lies from the start is caught on its first use, before a
+single wrong token reaches the user; one that behaves first and lies later meets the random checks). When the window opens, a
 *witness* is opened — a replica of the same range above the floor, outside the chain, on another host — and
 replayed the hop's inputs so far; then each call of the window goes, identical and concurrently, to both.
 On a mismatch an *arbiter* (a third such replica, on a host different from both) is replayed the same
 inputs and given the call. If the hop lied, the witness (same cache) takes its place in the chain and the
-request goes on with the witness's output.
+request goes on with the witness's output. If no arbiter settles it (none known, or it agrees with neither),
+neither output goes on: the hop is repaired onto another replica like a failed hop, nobody is blamed, and the
+witness is not used again in the request.
 
 A hop whose range no other replica serves exactly (0:20 among 0:10s and 10:20s, any odd split) is witnessed
 by a *sub-chain* covering its layers, each member on another host: a call goes through its members in turn,
@@ -54,6 +59,9 @@ class Check:
     start_at: int = 0  # calls of this hop in this turn before the window opens
     seen: int = 0
     witness: object = None  # a generation.Hop on the witness replica, opened when the window opens
+    peer: str = ""  # the hop's peer when the check was drawn
+    full: bool = False  # probation: every call of the turn
+    matched: int = 0  # calls compared and found equal
 
 
 @dataclass
@@ -65,24 +73,44 @@ class SpotChecker:
     checks: dict[int, Check] = field(default_factory=dict)
     horizon: int = 1  # forward calls expected this turn
     counters: dict[str, int] = field(default_factory=lambda: {"hops": 0, "calls": 0, "mismatches": 0,
-                                                               "inconclusive": 0, "no_replica": 0, "aborted": 0})
+                                                               "inconclusive": 0, "no_replica": 0, "aborted": 0,
+                                                               "probation": 0})
+    probation: int = 0  # whole turns a peer is checked call by call before only the rate applies (0: never)
+    verified: object = None  # callable(peer) -> True once the peer passed its probation with this seeker
 
-    def _draw(self, i: int) -> None:
-        if self.rate > 0 and self.rng.random() < self.rate:
-            self.checks[i] = Check(self.calls, self.rng.randrange(max(1, self.horizon - self.calls + 1)))
+    def _draw(self, i: int, peer: str) -> None:
+        if self.rate <= 0:
+            return
+        if self.probation and self.verified is not None and not self.verified(peer):
+            # every call of the turn (a turn has at most horizon forward calls; prefill parts are one call)
+            self.checks[i] = Check(self.horizon + 1, 0, peer=peer, full=True)
+            self.counters["hops"] += 1
+            self.counters["probation"] += 1
+        elif self.rng.random() < self.rate:
+            self.checks[i] = Check(self.calls, self.rng.randrange(max(1, self.horizon - self.calls + 1)), peer=peer)
             self.counters["hops"] += 1
 
-    async def plan(self, hops: int, horizon: int) -> None:
-        """A new turn of `horizon` forward calls: draw which hops are checked and where their window opens."""
+    async def plan(self, peers: list[str], horizon: int) -> None:
+        """A new turn of `horizon` forward calls through `peers` (the chain, in order): draw which hops are
+        checked and where their window opens."""
         await self.close()
         self.horizon = max(1, horizon)
-        for i in range(hops):
-            self._draw(i)
+        for i, peer in enumerate(peers):
+            self._draw(i, peer)
 
-    async def redraw(self, i: int) -> None:
-        """Hop i was replaced: its replacement is drawn like any hop."""
+    async def redraw(self, i: int, peer: str) -> None:
+        """Hop i was replaced by `peer`: the replacement is drawn like any hop."""
         await self.drop(i)
-        self._draw(i)
+        self._draw(i, peer)
+
+    async def end_turn(self) -> list[tuple[str, str]]:
+        """The turn ended as planned: (hop peer, witness peer) of every probation check that compared every call
+        of the turn and found them equal (the hop passed a turn of its probation, the witness earned credit);
+        every witness session is closed."""
+        passed = [(c.peer, c.witness.peer.peer_id) for c in self.checks.values()
+                  if c.full and c.matched and c.witness is not None and c.matched == c.seen]
+        await self.close()
+        return passed
 
     def due(self, i: int) -> bool:
         """Count one call of hop i; True when it falls in the hop's open check window."""
@@ -302,6 +330,7 @@ async def checked_call(gen, i: int, kind: str, chunk) -> tuple[dict, float]:
     sc.counters["calls"] += 1
     if await _same(res, wres):
         wit.history.append(chunk)
+        chk.matched += 1
         chk.calls_left -= 1
         if chk.calls_left == 0:
             gen.view.outcome([wit.peer.peer_id], True)  # it computed a whole window right: this seeker's credit
@@ -344,10 +373,15 @@ async def _arbitrate(gen, i: int, kind: str, body: dict, chunk, mine: tuple[dict
     if verdict.liar == "witness":
         gen.accounts.convicted(wit.peer.peer_id, hop.peer.peer_id, arb.peer.peer_id, evidence(inp, wres, res, ares))
         log.warning("spot check: witness %s returned wrong output for hop %d", wit.peer.peer_id[-8:], i)
-    else:
+    else:  # one of the two lied and nobody can say which: neither output goes on, neither peer is blamed
         sc.counters["inconclusive"] += 1
-        log.warning("spot check: hop %d %s and witness %s disagree, arbiter %s: inconclusive", i,
+        log.warning("spot check: hop %d %s and witness %s disagree, arbiter %s: inconclusive; repairing the hop", i,
                     hop.peer.peer_id[-8:], wit.peer.peer_id[-8:], "agrees with neither" if arb else "none known")
+        members = wit.session.members if isinstance(wit, ChainWitness) else [wit]
+        gen.accounts.avoid([m.peer.peer_id for m in members])
+        await sc.drop(i)
+        raise HopError(hop.peer.peer_id, "inconclusive", "its output and its witness's differ and no arbiter "
+                       "settled it", request=kind, local=True)
     await sc.drop(i)
     return res, ms
 

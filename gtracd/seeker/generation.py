@@ -35,6 +35,7 @@ from .repairs import Accounts
 
 log = logging.getLogger("gtracd.seeker")
 PIECE_CONTEXT = 8  # tokens before a new one decoded with it (a piece may depend on its neighbours)
+OPEN_ROUTES = 4  # routes a chain's opening tries, each around the peers the ones before could not reach
 
 
 class GenerationFailed(GtracError):
@@ -89,6 +90,7 @@ class Generation:
                  sampling: dict | None = None, max_length: int = 4096, hop_timeout_floor_s: float = 2.0,
                  hop_timeout_factor: float = 10.0, open_timeout_s: float = 10.0, rng: random.Random | None = None,
                  max_repairs: int | None = None, spot_check_rate: float = 0.0, spot_check_calls: int = 4,
+                 spot_check_probation: int = 0,
                  check_rng: random.Random | None = None, heal_wait_s: float = 0.0,
                  exclude_hosts: frozenset[str] = frozenset()):
         self.net, self.view, self.params, self.mode = net, view, params, mode
@@ -110,9 +112,12 @@ class Generation:
         self.selected: list[tuple[str, float, float]] = []  # (peer, trust, latency ms) as routing saw them
         self.trace: list[dict] = []  # per forward pass: e2e, summed hop wall and compute time, hops
         self._calls: list[tuple[float, float]] = []
-        self.checker = SpotChecker(spot_check_rate, spot_check_calls, self.sid, check_rng or random.SystemRandom())
+        self.checker = SpotChecker(spot_check_rate, spot_check_calls, self.sid, check_rng or random.SystemRandom(),
+                                   probation=spot_check_probation,
+                                   verified=lambda pid: view.verified.get(pid, 0) >= spot_check_probation)
         self.exclude_hosts = exclude_hosts  # the request's own: no hop, replacement or witness on these hosts
         self.selected_trust: dict[str, float] = {}  # peer -> its trust when routing chose it (provenance)
+        self.open_routes = OPEN_ROUTES  # routes tried while opening, each without the peers it could not reach
 
     # ------------------------------------------------------------------ chain
     @property
@@ -131,25 +136,38 @@ class Generation:
                                    ", ".join(f"{fp} ({n})" for fp, n in sorted(seen.items())) +
                                    " (pin the model with --model NAME|FOLDER|FINGERPRINT)", code="no_route")
         self.model = mt[0]
-        snap = self.view.snapshot(self.model)
-        t0 = time.perf_counter()
-        try:
-            r = route(snap, self.mode, self.params, rng=self.rng,
-                      exclude=self.failed | self.view.busy(time.monotonic()) | self.banned())
-        except NoRoute as e:
-            raise GenerationFailed(f"no chain covers the model: {e}", code="no_route") from None
-        self.selection_ms = (time.perf_counter() - t0) * 1e3
-        self.selected = [(p.id, p.trust, p.latency_ms) for p in r.chain]
-        self.selected_trust.update({p.id: p.trust for p in r.chain})
         self.hops = []
-        for p in r.chain:
+        for attempt in range(self.open_routes):
+            snap = self.view.snapshot(self.model)
+            t0 = time.perf_counter()
             try:
-                hs = await self.net.session(p.id, self.open_timeout)
-            except HopFailed as e:  # unreachable before anything was sent: that peer's failure, attributed
-                self.accounts.avoid([p.id])
-                self.view.unreachable(p.id)
-                raise self._failed(f"cannot reach {p.id[-8:]} (layers {p.start}:{p.end}): {e}", p.id, True) from None
-            self.hops.append(Hop(self.view.workers[p.id], hs))
+                r = route(snap, self.mode, self.params, rng=self.rng,
+                          exclude=self.failed | self.view.busy(time.monotonic()) | self.banned())
+            except NoRoute as e:
+                if attempt:  # the peers it could not reach were the only way
+                    raise self._failed(f"no chain covers the model without the {len(self.accounts.unreached)} "
+                                       f"peer(s) it could not reach: {e}", None, False, "no_route") from None
+                raise GenerationFailed(f"no chain covers the model: {e}", code="no_route") from None
+            self.selection_ms += (time.perf_counter() - t0) * 1e3
+            self.selected = [(p.id, p.trust, p.latency_ms) for p in r.chain]
+            self.selected_trust.update({p.id: p.trust for p in r.chain})
+            try:
+                self.hops = [Hop(self.view.workers[p.id], await self.net.session(p.id, self.open_timeout))
+                             for p in r.chain]
+                break
+            except HopFailed as e:  # unreachable before anything was sent: route around it, that peer reported alone
+                self.accounts.unreachable(e.peer, str(e))
+                self.view.unreachable(e.peer)
+                self.net.forget(e.peer)
+                log.warning("cannot reach %s while opening the chain (%s); routing around it", e.peer[-8:], e)
+                last = e
+        else:
+            p = self.view.workers.get(last.peer)
+            where = f" (layers {p.start}:{p.end})" if p is not None else ""
+            # each peer it could not reach is reported alone (Accounts.reports); nobody else is at fault
+            raise self._failed(f"cannot reach {last.peer[-8:]}{where}: {last}; {len(self.accounts.unreached)} "
+                               f"unreachable peer(s) routed around, {self.open_routes} routes tried", None,
+                               False) from None
         try:
             async with trio.open_nursery() as n:
                 for i in range(len(self.hops)):
@@ -318,7 +336,7 @@ class Generation:
                                    who is not None) from None
         self.hops[i] = new
         self.selected_trust[rep.id] = rep.trust
-        await self.checker.redraw(i)  # the replacement is checked like any hop
+        await self.checker.redraw(i, rep.id)  # the replacement is checked like any hop
         self.accounts.repaired(i, pid, rep.id, v, str(err), (time.perf_counter() - t0) * 1e3,
                                [h.peer.peer_id for h in self.hops[:i]] + [pid] + [h.peer.peer_id for h in self.hops[i + 1:]],
                                [x for x in (h.latency_ms() for h in self.hops[:i]) if x])
@@ -443,7 +461,7 @@ class Generation:
                                f"granted (max_length / worker cache budget)", None, False, "context_length_exceeded")
         max_new_tokens = min(max_new_tokens, limit - len(tokens))
         tok_r = await self.tokenizer()
-        await self.checker.plan(len(self.hops), max_new_tokens)  # this turn's spot checks
+        await self.checker.plan(self.chain, max_new_tokens)  # this turn's spot checks
         pos = common_prefix(self.fed, tokens)
         if pos == len(tokens):
             pos -= 1  # need at least one position to get logits
@@ -482,6 +500,9 @@ class Generation:
                 stopped = True
                 break
             new = [tok]
+        for hop_peer, witness in await self.checker.end_turn():  # whole turns checked call by call, and matched
+            self.view.passed_check(hop_peer)
+            self.view.outcome([witness], True)
         return TurnResult(out, "".join(text), prefill_ms, steps, self.repairs, self.chain, self.selection_ms, eos,
                           stopped, len(tokens), reused)
 

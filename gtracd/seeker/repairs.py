@@ -4,6 +4,8 @@ The generation (seeker/generation.py) and the spot-check driver (seeker/checker.
 nothing else writes this state. Events:
 
     avoid(peers)                       never route to these in this request (a caller's exclusions)
+    unreachable(peer, error)           a peer routing chose could not be dialled while the chain opened
+                                       (nothing was sent): routed around, and reported alone
     hop_failed(peer, span, verdict)    a chain hop failed: routed around from now on; excused (it may serve
                                        again elsewhere, e.g. after moving to heal a hole) if nobody is blamed
     replacement_failed(peer, verdict, error)
@@ -37,6 +39,7 @@ class Accounts:
     excused: dict[str, tuple[int, int]] = field(default_factory=dict)  # failed without blame -> the span it failed on
     repair_log: list[dict] = field(default_factory=list)
     replacement_failures: list[dict] = field(default_factory=list)
+    unreached: list[dict] = field(default_factory=list)  # {"peer", "error"}: not dialled while the chain opened
     wrong_outputs: list[dict] = field(default_factory=list)  # {"chain": [liar, witness, arbiter], "evidence"}
     attempts: int = 0  # replacements tried (a failed one counts too)
     final_blamed: bool = True  # False once the request ended on a failure no worker is blamed for
@@ -44,6 +47,10 @@ class Accounts:
     # ------------------------------------------------------------------ events
     def avoid(self, peers) -> None:
         self.failed |= set(peers)
+
+    def unreachable(self, peer: str, error: str) -> None:
+        self.failed.add(peer)
+        self.unreached.append({"peer": peer, "error": error})
 
     def hop_failed(self, peer: str, span: tuple[int, int], v: Verdict) -> None:
         self.failed.add(peer)
@@ -77,6 +84,7 @@ class Accounts:
     def new_request(self) -> None:
         self.repair_log = []
         self.replacement_failures = []
+        self.unreached = []
         self.wrong_outputs = []
         self.final_blamed = True
 
@@ -94,6 +102,7 @@ class Accounts:
         everyone = chain + [r["failed"] for r in self.repair_log]
         out = [(w["chain"][:1], False, w["chain"][0]) for w in self.wrong_outputs]
         out += [([f["peer"]], False, f["peer"]) for f in self.replacement_failures if f["blamed"]]
+        out += [([u["peer"]], False, u["peer"]) for u in self.unreached]
         if success and not blamed:
             out.append((list(chain), True, None))
         out += [(everyone, False, r["failed"]) for r in blamed]
@@ -116,6 +125,8 @@ class Accounts:
         for f in self.replacement_failures:  # never part of a chain: each alone
             if f["blamed"]:
                 out.append({**base, "chain": [f["peer"]], "latency_ms": [], "outcome": "failure", "culprit": 0})
+        for u in self.unreached:  # routed around before the chain opened: each alone
+            out.append({**base, "chain": [u["peer"]], "latency_ms": [], "outcome": "failure", "culprit": 0})
         if not success and self.final_blamed and culprit is not None and culprit not in chain:
             out.append({**base, "chain": [culprit], "latency_ms": [], "outcome": "failure", "culprit": 0})
             return out

@@ -131,6 +131,24 @@ class Busy(Exception):
     """Every request slot is taken (the HTTP API answers 429)."""
 
 
+def seeker_generation(net, view: PeerView, s: Settings, sampling: dict, trust: Trust = Trust(), mode: str | None = None,
+                      rng: random.Random | None = None, **kw) -> Generation:
+    """A generation as a seeker with settings `s` runs it: its routing terms, deadlines, spot checks and repair
+    (one place, so a tool driving generations — the lab's sweep — runs the seeker a user runs). A request's own
+    trust terms only tighten the settings'; `kw` sets what the settings do not (max_repairs, max_length, ...)."""
+    params = routing_params(s)
+    params = dataclasses.replace(params, trust_floor=max(params.trust_floor, trust.min_trust or 0.0))
+    kw.setdefault("max_length", s.max_length)
+    gen = Generation(net, view, params, mode or s.mode, sampling, hop_timeout_floor_s=s.hop_timeout_floor_s,
+                     hop_timeout_factor=s.hop_timeout_factor, rng=rng or random.Random(),
+                     spot_check_rate=max(s.spot_check_rate, trust.spot_check_rate or 0.0),
+                     spot_check_calls=s.spot_check_calls, spot_check_probation=s.spot_check_probation,
+                     heal_wait_s=s.heal_wait_s,
+                     exclude_hosts=frozenset(trust.exclude_hosts), **kw)
+    gen.accounts.avoid(trust.exclude_peers)
+    return gen
+
+
 class SeekerService:
     def __init__(self, net, view: PeerView, settings: Settings, cache: Follower | None = None, recent=None, keep: int = KEEP, max_requests: int = 16):
         self.net, self.view, self.s, self.cache, self.recent = net, view, settings, cache, recent
@@ -140,16 +158,7 @@ class SeekerService:
         self.counters = {"requests": 0, "failed": 0, "cancelled": 0, "busy": 0}
 
     def new_generation(self, sampling: dict, trust: Trust = Trust()) -> Generation:
-        s = self.s
-        params = routing_params(s)
-        params = dataclasses.replace(params, trust_floor=max(params.trust_floor, trust.min_trust or 0.0))
-        gen = Generation(self.net, self.view, params, s.mode, sampling, s.max_length, s.hop_timeout_floor_s,
-                         s.hop_timeout_factor, rng=random.Random(),
-                         spot_check_rate=max(s.spot_check_rate, trust.spot_check_rate or 0.0),
-                         spot_check_calls=s.spot_check_calls, heal_wait_s=s.heal_wait_s,
-                         exclude_hosts=frozenset(trust.exclude_hosts))
-        gen.accounts.avoid(trust.exclude_peers)
-        return gen
+        return seeker_generation(self.net, self.view, self.s, sampling, trust)
 
     def model(self) -> str | None:
         """The fingerprint of the model this seeker serves, once a worker announced it."""
