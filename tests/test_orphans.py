@@ -58,9 +58,12 @@ def alive(pid: int) -> bool:
 class Tool:
     """A gtracd tool in a session of its own (so the signal reaches it alone), its stderr collected."""
 
-    def __init__(self, args: list[str], cwd: Path):
+    def __init__(self, args: list[str], cwd: Path, sigint_ignored: bool = False):
+        # sigint_ignored: started as `tool &` from a script is (no job control): SIGTERM must still stop it
         self.p = subprocess.Popen([sys.executable, "-m", "gtracd.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                  preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                                  if sigint_ignored else None)
         self.err: list[str] = []
         threading.Thread(target=lambda: self.err.extend(self.p.stderr), daemon=True).start()
 
@@ -74,7 +77,11 @@ def _stop_and_check(tool: Tool, sig: int, expect_children: int) -> str:
     assert tool.p.poll() is None, tool.text()[-3000:]
     kids = descendants(tool.p.pid)
     tool.p.send_signal(sig)
-    tool.p.wait(60)
+    try:
+        tool.p.wait(60)
+    finally:
+        if tool.p.poll() is None:  # it did not stop: fail, and leave nothing running (its children follow it)
+            tool.p.kill()
     wait_until(lambda: not any(alive(k) for k in kids), 60, "every child to end after its parent")
     for k in kids:  # reaped by init; nothing of ours left
         assert not alive(k)
@@ -106,9 +113,10 @@ def test_lab_sweep_leaves_no_process_behind(tmp_path, sig):
         assert "stopped its network" in err and err.strip().splitlines()[-1] == "gtracd: stopped by SIGTERM"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_a_benchmark_leaves_no_process_behind(tmp_path, sig):
-    tool = Tool(["bench", "ledger", "--duration", "300"], tmp_path)
+@pytest.mark.parametrize("sig,sigint_ignored", [(signal.SIGTERM, False), (signal.SIGTERM, True),
+                                                (signal.SIGKILL, False)])
+def test_a_benchmark_leaves_no_process_behind(tmp_path, sig, sigint_ignored):
+    tool = Tool(["bench", "ledger", "--duration", "300"], tmp_path, sigint_ignored)
     err = _stop_and_check(tool, sig, 3)  # its anchors and seekers
     if sig == signal.SIGTERM:
         assert tool.p.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err, err[-2000:]

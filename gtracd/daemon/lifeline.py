@@ -82,6 +82,10 @@ def stop_on_sigterm() -> None:
         _signal_seen.append(signum)
         signal.raise_signal(signal.SIGINT)
 
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started in the background by a shell without job control (`tool &` in a script): SIGINT is ignored,
+        # and Python and trio leave an ignored SIGINT alone, so the SIGTERM re-raised as SIGINT would be lost
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, handler)
 
 
