@@ -216,3 +216,18 @@ async def test_an_inconclusive_mismatch_lets_neither_output_go_on():
     assert e.value.code == "inconclusive" and not verdict(e.value).blamed
     assert "honest" in g.accounts.failed and not g.accounts.wrong_outputs and 0 not in g.checker.checks
     assert g.checker.counters["inconclusive"] == 1
+
+
+async def test_a_probation_witness_may_sit_below_the_floor_when_no_replica_above_it_exists():
+    """Lab II: a new peer whose range no replica above τ_min serves is still checked (a witness only detects;
+    convicting needs an arbiter with standing). Other checks keep to replicas above the floor."""
+    import random
+
+    from gtracd.seeker.checker import side_hop
+
+    v, hop = _net(0, 0, honest_standing=False)
+    v.set_ledger({"honest": 0.5}, {})  # the only other replica: below the floor
+    g = _Gen(v, hop, random.Random(0))
+    assert await side_hop(g, 0, [], standing="prefer") is None
+    assert await side_hop(g, 0, [], standing="require") is None
+    assert await side_hop(g, 0, [], standing="any") == "honest"

@@ -62,6 +62,9 @@ def register(sub) -> None:
     s.add_argument("--spot-check-rate", type=float, default=None,
                    help="the seeker's share of hops re-executed on a replica (default: a seeker's default, "
                         f"{FIELDS['spot_check_rate'].default}; 0 turns spot checks off)")
+    s.add_argument("--spot-check-probation", type=int, default=None,
+                   help="turns a new peer is checked on every call (default: a seeker's default, "
+                        f"{FIELDS['spot_check_probation'].default}; 0: only the random rate)")
     s.add_argument("--heal-wait-s", type=float, default=None,
                    help="how long a repair may wait for a live replacement (default: a seeker's default, "
                         f"{FIELDS['heal_wait_s'].default})")
@@ -102,6 +105,10 @@ def _sweep_config(args: argparse.Namespace) -> SweepConfig:
         if not 0.0 <= args.spot_check_rate <= 1.0:
             raise UserError(f"--spot-check-rate must lie in [0, 1], got {args.spot_check_rate}")
         seeker["spot_check_rate"] = args.spot_check_rate
+    if args.spot_check_probation is not None:
+        if args.spot_check_probation < 0:
+            raise UserError(f"--spot-check-probation must be >= 0, got {args.spot_check_probation}")
+        seeker["spot_check_probation"] = args.spot_check_probation
     if args.heal_wait_s is not None:
         if not (0.0 <= args.heal_wait_s < math.inf):
             raise UserError(f"--heal-wait-s must be >= 0, got {args.heal_wait_s}")

@@ -140,7 +140,8 @@ async def side_hop(gen, i: int, avoid: list, standing: str = "prefer") -> object
     """A session on another replica of hop i's range, replayed the hop's inputs so far: trust >= floor,
     alive, not busy, not in the chain, not failed, on none of the hosts of the hop and of `avoid` (Hops). A host
     is drawn at random, then one of its identities. `standing`: "require" (only replicas with standing),
-    "prefer" (those if any, else any). None when none is known or it cannot be opened."""
+    "prefer" (those if any, else any above the floor), "any" (as prefer, and if none is above the floor, one
+    below it: a witness only detects — its word convicts nobody without an arbiter, who needs standing). None when none is known or it cannot be opened."""
 
     hop = gen.hops[i]
     others = [m for h in avoid for m in (h.session.members if isinstance(h, ChainWitness) else [h])]
@@ -151,9 +152,11 @@ async def side_hop(gen, i: int, avoid: list, standing: str = "prefer") -> object
         return None
     skip = gen.failed | set(gen.chain) | gen.view.busy(time.monotonic()) | {h.peer.peer_id for h in others} | \
         gen.banned()
-    cands = [p for p in snap.peers if (p.start, p.end) == (me.start, me.end) and p.alive and p.id not in skip
-             and p.trust >= gen.params.trust_floor and p.id in gen.view.workers
-             and host_of(gen.view.workers[p.id].addr) not in hosts]
+    others = [p for p in snap.peers if (p.start, p.end) == (me.start, me.end) and p.alive and p.id not in skip
+              and p.id in gen.view.workers and host_of(gen.view.workers[p.id].addr) not in hosts]
+    cands = [p for p in others if p.trust >= gen.params.trust_floor]
+    if not cands and standing == "any":  # a probation witness: below the floor rather than no check at all
+        cands = others
     earned = [p for p in cands if has_standing(gen, p.id)]
     cands = earned if (earned or standing == "require") else cands
     rng = gen.checker.rng
@@ -288,14 +291,16 @@ async def open_subchain(gen, pids: list[str], history: list) -> ChainWitness:
     return ChainWitness(members[0].peer, cs, list(history))
 
 
-async def checked_call(gen, i: int, kind: str, chunk) -> tuple[dict, float]:
+async def checked_call(gen, i: int, kind: str, chunk, witness_only: tuple[dict, float] | None = None) \
+        -> tuple[dict, float]:
     """Hop i's call, mirrored on its witness and compared; raises HopFailed/HopError for the hop's own failure
-    (the caller repairs as usual). Returns (result, ms) of whichever replica now holds hop i."""
+    (the caller repairs as usual). Returns (result, ms) of whichever replica now holds hop i. `witness_only`:
+    the hop already answered this call (its witness failed); only a new witness computes it."""
     sc: SpotChecker = gen.checker
     chk = sc.checks[i]
     hop = gen.hops[i]
     body = chunk.body(gen.sid)
-    out: dict = {}
+    out: dict = {} if witness_only is None else {"hop": witness_only}
 
     async def run(name, h):
         try:
@@ -305,14 +310,15 @@ async def checked_call(gen, i: int, kind: str, chunk) -> tuple[dict, float]:
 
     async def witness():
         if chk.witness is None:  # opened and replayed while the hop already computes: no tell-tale pause
-            chk.witness = await side_hop(gen, i, [])
+            chk.witness = await side_hop(gen, i, [], standing="any" if chk.full else "prefer")
             if chk.witness is None:
                 out["witness"] = None
                 return
         await run("witness", chk.witness)
 
     async with trio.open_nursery() as n:
-        n.start_soon(run, "hop", hop)
+        if witness_only is None:
+            n.start_soon(run, "hop", hop)
         n.start_soon(witness)
     wit = chk.witness
     if isinstance(out["hop"], Exception):
@@ -324,6 +330,14 @@ async def checked_call(gen, i: int, kind: str, chunk) -> tuple[dict, float]:
         return out["hop"]
     if isinstance(out["witness"], Exception):  # the witness failed: no verdict on the hop, and no blame
         sc.counters["aborted"] += 1
+        if chk.full:
+            # probation goes on: this call is checked again on another witness, replayed the hop's inputs up to it
+            members = wit.session.members if isinstance(wit, ChainWitness) else [wit]
+            gen.accounts.avoid([m.peer.peer_id for m in members])
+            with trio.CancelScope(shield=True):
+                await wit.session.abort()
+            chk.witness = None
+            return await checked_call(gen, i, kind, chunk, witness_only=out["hop"])
         await sc.drop(i)
         return out["hop"]
     (res, ms), (wres, wms) = out["hop"], out["witness"]

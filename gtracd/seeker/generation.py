@@ -346,7 +346,7 @@ class Generation:
         for attempt in (0, 1):
             hop = self.hops[i]
             try:
-                if attempt == 0 and self.checker.due(i):
+                if self.checker.due(i):  # a replacement's first call too: it is checked like any hop
                     try:
                         res, ms = await checked_call(self, i, kind, chunk)
                     except Convicted as c:  # by a sub-chain witness: reported as wrong output, the request ends
