@@ -231,3 +231,32 @@ async def test_a_probation_witness_may_sit_below_the_floor_when_no_replica_above
     assert await side_hop(g, 0, [], standing="prefer") is None
     assert await side_hop(g, 0, [], standing="require") is None
     assert await side_hop(g, 0, [], standing="any") == "honest"
+
+
+async def test_a_witness_gone_since_its_last_heartbeat_is_replaced_by_another_replica():
+    """Lab II: a replica that crashed seconds ago still looks alive; the check tries another instead of
+    going without (a probation hop unchecked is a liar's chance)."""
+    import random
+
+    from gtracd.net.hop import HopFailed
+    from gtracd.seeker.checker import side_hop
+
+    v, hop = _net(3, 1)  # the hop, "honest" (standing) and three one-identity hosts s0-0, s1-0, s2-0
+    gone = {"honest", "s0-0", "s1-0"}
+
+    class G(_Gen):
+        async def open_replayed(self, pid, history):
+            self.opened.append(pid)
+            if pid in gone:
+                raise HopFailed(pid, "cannot dial: connection refused")
+            return pid
+
+    for seed in range(20):
+        g = G(v, hop, random.Random(seed))
+        got = await side_hop(g, 0, [], standing="prefer")
+        assert got in (None, "s2-0") and len(g.opened) <= 3 and len(set(g.opened)) == len(g.opened)
+        for pid in gone | {"s2-0"}:
+            v.workers[pid].alive = True  # (side_hop marked the dead ones unreachable)
+    g = G(v, hop, random.Random(0))
+    gone.discard("s1-0")
+    assert await side_hop(g, 0, [], standing="prefer") in ("s1-0", "s2-0")

@@ -141,7 +141,9 @@ async def side_hop(gen, i: int, avoid: list, standing: str = "prefer") -> object
     alive, not busy, not in the chain, not failed, on none of the hosts of the hop and of `avoid` (Hops). A host
     is drawn at random, then one of its identities. `standing`: "require" (only replicas with standing),
     "prefer" (those if any, else any above the floor), "any" (as prefer, and if none is above the floor, one
-    below it: a witness only detects — its word convicts nobody without an arbiter, who needs standing). None when none is known or it cannot be opened."""
+    below it: a witness only detects — its word convicts nobody without an arbiter, who needs standing).
+    Replicas with standing are tried first; up to WITNESS_TRIES that cannot be opened (gone since their last
+    heartbeat) are passed over. None when none is known or none could be opened."""
 
     hop = gen.hops[i]
     others = [m for h in avoid for m in (h.session.members if isinstance(h, ChainWitness) else [h])]
@@ -152,26 +154,39 @@ async def side_hop(gen, i: int, avoid: list, standing: str = "prefer") -> object
         return None
     skip = gen.failed | set(gen.chain) | gen.view.busy(time.monotonic()) | {h.peer.peer_id for h in others} | \
         gen.banned()
-    others = [p for p in snap.peers if (p.start, p.end) == (me.start, me.end) and p.alive and p.id not in skip
-              and p.id in gen.view.workers and host_of(gen.view.workers[p.id].addr) not in hosts]
-    cands = [p for p in others if p.trust >= gen.params.trust_floor]
+    same = [p for p in snap.peers if (p.start, p.end) == (me.start, me.end) and p.alive and p.id not in skip
+            and p.id in gen.view.workers and host_of(gen.view.workers[p.id].addr) not in hosts]
+    cands = [p for p in same if p.trust >= gen.params.trust_floor]
     if not cands and standing == "any":  # a probation witness: below the floor rather than no check at all
-        cands = others
+        cands = same
     earned = [p for p in cands if has_standing(gen, p.id)]
-    cands = earned if (earned or standing == "require") else cands
-    rng = gen.checker.rng
-    if not cands:  # no exact replica: a sub-chain covering the range, if any
+    tiers = [earned] if standing == "require" else [earned, [p for p in cands if p not in earned]]
+    tiers = [t for t in tiers if t]
+    if not tiers:  # no exact replica: a sub-chain covering the range, if any
         return await _subchain(gen, i, hosts, skip, standing)
-    by_host: dict[str, list] = {}
-    for p in cands:
-        by_host.setdefault(host_of(gen.view.workers[p.id].addr), []).append(p)
-    host = rng.choice(sorted(by_host))
-    rep = rng.choice(sorted(by_host[host], key=lambda p: p.id))
-    try:
-        return await gen.open_replayed(rep.id, hop.history)
-    except (HopFailed, HopError) as e:
-        log.info("spot check: replica %s unavailable (%s)", rep.id[-8:], e)
-        return None
+    rng = gen.checker.rng
+    tries = 0
+    for tier in tiers:  # replicas with standing first
+        by_host: dict[str, list] = {}
+        for p in tier:
+            by_host.setdefault(host_of(gen.view.workers[p.id].addr), []).append(p)
+        while by_host and tries < WITNESS_TRIES:  # one gone since its last heartbeat does not end the check
+            tries += 1
+            host = rng.choice(sorted(by_host))
+            rep = rng.choice(sorted(by_host[host], key=lambda p: p.id))
+            try:
+                return await gen.open_replayed(rep.id, hop.history)
+            except (HopFailed, HopError) as e:
+                log.info("spot check: replica %s unavailable (%s)", rep.id[-8:], e)
+                if isinstance(e, HopFailed):
+                    gen.view.unreachable(rep.id)
+                by_host[host].remove(rep)
+                if not by_host[host]:
+                    del by_host[host]
+    return None
+
+
+WITNESS_TRIES = 3  # replicas a witness or arbiter draw tries before the check goes without
 
 
 MAX_COVERS = 64  # sub-chains enumerated before one is drawn
@@ -206,9 +221,12 @@ def covers(peers: list, start: int, end: int, host_of) -> list[list]:
 async def _subchain(gen, i: int, hosts: set, skip: set, standing: str):
     hop = gen.hops[i]
     snap = gen.view.snapshot(gen.model)
-    ok = [p for p in snap.peers if p.alive and p.id not in skip and p.trust >= gen.params.trust_floor
-          and p.id in gen.view.workers and host_of(gen.view.workers[p.id].addr) not in hosts]
+    usable = [p for p in snap.peers if p.alive and p.id not in skip and p.id in gen.view.workers
+              and host_of(gen.view.workers[p.id].addr) not in hosts]
+    ok = [p for p in usable if p.trust >= gen.params.trust_floor]
     found = covers(ok, hop.peer.start, hop.peer.end, lambda pid: host_of(gen.view.workers[pid].addr))
+    if not found and standing == "any":  # a probation witness: below the floor rather than no check at all
+        found = covers(usable, hop.peer.start, hop.peer.end, lambda pid: host_of(gen.view.workers[pid].addr))
     earned = [c for c in found if all(has_standing(gen, p.id) for p in c)]
     found = earned if (earned or standing == "require") else found
     if not found:
