@@ -260,3 +260,27 @@ async def test_a_witness_gone_since_its_last_heartbeat_is_replaced_by_another_re
     g = G(v, hop, random.Random(0))
     gone.discard("s1-0")
     assert await side_hop(g, 0, [], standing="prefer") in ("s1-0", "s2-0")
+
+
+async def test_a_witness_below_the_floor_never_costs_a_trusted_hop_its_place():
+    """A probation check's last-resort witness (below τ_min: perhaps a convicted liar) that disagrees with no
+    arbiter to settle it: the hop's output goes on (measured: such witnesses failed every MR request through
+    a range whose only trusted replica was in the chain)."""
+    import random
+
+    from gtracd.seeker.checker import Check, _arbitrate
+    from gtracd.seeker.hops import Chunk, Hop
+    from gtracd.seeker.repairs import Accounts
+
+    v, hop = _net(0, 0, honest_standing=False)
+    v.set_ledger({"honest": 0.3, "hop": 1.0}, {})
+
+    class _S:
+        async def close(self, sid):
+            pass
+
+    g = _Gen(v, hop, random.Random(0))
+    g.accounts, g.sid = Accounts(), b"s"
+    g.checker.checks[0] = Check(4, witness=Hop(v.workers["honest"], session=_S()), peer="hop", full=True)
+    out = await _arbitrate(g, 0, "step", {}, Chunk(5, 1, tokens=[3]), ({"token": 1}, 1.0), ({"token": 2}, 1.0))
+    assert out == ({"token": 1}, 1.0) and "honest" in g.accounts.failed and 0 not in g.checker.checks

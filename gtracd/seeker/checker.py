@@ -405,13 +405,20 @@ async def _arbitrate(gen, i: int, kind: str, body: dict, chunk, mine: tuple[dict
     if verdict.liar == "witness":
         gen.accounts.convicted(wit.peer.peer_id, hop.peer.peer_id, arb.peer.peer_id, evidence(inp, wres, res, ares))
         log.warning("spot check: witness %s returned wrong output for hop %d", wit.peer.peer_id[-8:], i)
-    else:  # one of the two lied and nobody can say which: neither output goes on, neither peer is blamed
+    else:  # one of the two lied and nobody can say which
         sc.counters["inconclusive"] += 1
-        log.warning("spot check: hop %d %s and witness %s disagree, arbiter %s: inconclusive; repairing the hop", i,
-                    hop.peer.peer_id[-8:], wit.peer.peer_id[-8:], "agrees with neither" if arb else "none known")
         members = wit.session.members if isinstance(wit, ChainWitness) else [wit]
         gen.accounts.avoid([m.peer.peer_id for m in members])
         await sc.drop(i)
+        if min(gen.view.trust(m.peer.peer_id) for m in members) < gen.params.trust_floor:
+            # a witness below the floor (a probation check's last resort) detects, but its word alone never
+            # costs a hop routing trusts its place: the hop's output goes on
+            log.warning("spot check: hop %d %s and witness %s (below the trust floor) disagree, no arbiter: the "
+                        "hop's output goes on", i, hop.peer.peer_id[-8:], wit.peer.peer_id[-8:])
+            return res, ms
+        # neither output goes on, neither peer is blamed: the hop is repaired
+        log.warning("spot check: hop %d %s and witness %s disagree, arbiter %s: inconclusive; repairing the hop", i,
+                    hop.peer.peer_id[-8:], wit.peer.peer_id[-8:], "agrees with neither" if arb else "none known")
         raise HopError(hop.peer.peer_id, "inconclusive", "its output and its witness's differ and no arbiter "
                        "settled it", request=kind, local=True)
     await sc.drop(i)
