@@ -12,7 +12,10 @@ On a mismatch an *arbiter* (a third such replica, on a host different from both)
 inputs and given the call. If the hop lied, the witness (same cache) takes its place in the chain and the
 request goes on with the witness's output. If no arbiter settles it (none known, or it agrees with neither),
 neither output goes on: the hop is repaired onto another replica like a failed hop, nobody is blamed, and the
-witness is not used again in the request.
+witness is not used again in the request — unless the witness sits below the trust floor (a probation check's
+last resort when no replica above it can witness): its word alone never costs a trusted hop its place. A
+probation check whose witness fails mid-turn goes on with another witness; a replica that cannot be opened is
+passed over for another (up to WITNESS_TRIES).
 
 A hop whose range no other replica serves exactly (0:20 among 0:10s and 10:20s, any odd split) is witnessed
 by a *sub-chain* covering its layers, each member on another host: a call goes through its members in turn,
