@@ -72,7 +72,7 @@ def register(sub) -> None:
                    help="repairs per request (default 1: the paper's one-shot repair; 0: a seeker's default, one "
                         "per failing call)")
     s.add_argument("--churn", type=float, default=0.0, metavar="RATE",
-                   help="kill (-9) and restart random host processes at RATE per minute while requests run")
+                   help="kill (-9) and restart a random host process every 60/RATE seconds while requests run")
     s.add_argument("--resume", metavar="DIR",
                    help="continue the interrupted sweep in DIR with its own settings (finished cells are kept)")
     s.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (paper: 1)")
@@ -90,7 +90,8 @@ def _lab_args(p, plan_required: bool = True) -> None:
                         "plans as one network")
     p.add_argument("--model", help="default: smollm2-135m for 30-layer plans, else tiny-llama-L")
     p.add_argument("--time-scale", type=float, default=1.0, help="scales every injected delay and derived deadline")
-    p.add_argument("--processes", type=int, default=2, help="host processes the virtual peers are spread over")
+    p.add_argument("--processes", type=int, default=2, help="host processes the virtual peers are spread over (at most one per plan ip:port; "
+                        "witnesses and arbiters need other hosts, so checks that convict want 3 or more)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profiles", help="profiles folder")
 
