@@ -90,8 +90,9 @@ def _lab_args(p, plan_required: bool = True) -> None:
                         "plans as one network")
     p.add_argument("--model", help="default: smollm2-135m for 30-layer plans, else tiny-llama-L")
     p.add_argument("--time-scale", type=float, default=1.0, help="scales every injected delay and derived deadline")
-    p.add_argument("--processes", type=int, default=2, help="host processes the virtual peers are spread over (at most one per plan ip:port; "
-                        "witnesses and arbiters need other hosts, so checks that convict want 3 or more)")
+    p.add_argument("--processes", type=int, default=2,
+                   help="host processes the virtual peers are spread over (at most one per plan ip:port; witnesses "
+                        "and arbiters need other hosts, so checks that convict want 3 or more)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profiles", help="profiles folder")
 
