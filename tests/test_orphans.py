@@ -134,12 +134,13 @@ def test_the_demo_leaves_no_process_behind(tmp_path, sig):
 
 def test_a_child_stops_when_its_parent_is_killed(tmp_path):
     """The mechanism alone: a child told its parent's pid stops itself (SIGTERM to itself) once reparented."""
-    script = ("import os, sys, time, subprocess\n"
+    script = ("import os, sys, subprocess\n"
               "from gtracd.daemon.lifeline import child_env\n"
               "c = subprocess.Popen([sys.executable, '-c', 'from gtracd.daemon.lifeline import watch_parent; "
-              "import time; watch_parent(); print(\"watching\", flush=True); time.sleep(120)'], env=child_env())\n"
+              "import threading; watch_parent(); print(\"watching\", flush=True); threading.Event().wait(120)'], "
+              "env=child_env())\n"
               "print(c.pid, flush=True)\n"
-              "time.sleep(120)\n")
+              "import threading; threading.Event().wait(120)\n")
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     child = int(p.stdout.readline())

@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import threading
-import time
 
 ENV = "GTRACD_PARENT_PID"
 POLL_S = 0.25
@@ -55,15 +54,16 @@ def watch(parent: int, grace_s: float = GRACE_S, poll_s: float = POLL_S) -> bool
         return False
 
     def run() -> None:
+        tick = threading.Event()  # never set: a wait that does not busy the process (this is a plain thread)
         while os.getppid() == parent:
-            time.sleep(poll_s)
+            tick.wait(poll_s)
         try:
             print(f"gtracd: the process that started this one (pid {parent}) is gone; stopping", file=sys.stderr,
                   flush=True)
         except (OSError, ValueError):
             pass
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(grace_s)
+        tick.wait(grace_s)
         os._exit(1)
 
     threading.Thread(target=run, name="gtracd-lifeline", daemon=True).start()

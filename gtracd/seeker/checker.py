@@ -149,7 +149,7 @@ async def side_hop(gen, i: int, avoid: list, standing: str = "prefer") -> object
     heartbeat) are passed over. None when none is known or none could be opened."""
 
     hop = gen.hops[i]
-    others = [m for h in avoid for m in (h.session.members if isinstance(h, ChainWitness) else [h])]
+    others = [m for h in avoid for m in members_of(h)]
     hosts = {host_of(h.peer.addr) for h in [hop, *others]}
     snap = gen.view.snapshot(gen.model)
     me = snap.by_id.get(hop.peer.peer_id)
@@ -293,6 +293,11 @@ class ChainWitness:
     history: list = field(default_factory=list)
 
 
+def members_of(witness) -> list:
+    """The replicas a witness (a Hop, or a sub-chain's ChainWitness) consists of."""
+    return witness.session.members if isinstance(witness, ChainWitness) else [witness]
+
+
 async def open_subchain(gen, pids: list[str], history: list) -> ChainWitness:
     """Sessions on every member, replayed the inputs the checked hop received (each member gets what the one
     before it computed from them)."""
@@ -353,7 +358,7 @@ async def checked_call(gen, i: int, kind: str, chunk, witness_only: tuple[dict, 
         sc.counters["aborted"] += 1
         if chk.full:
             # probation goes on: this call is checked again on another witness, replayed the hop's inputs up to it
-            members = wit.session.members if isinstance(wit, ChainWitness) else [wit]
+            members = members_of(wit)
             gen.accounts.avoid([m.peer.peer_id for m in members])
             with trio.CancelScope(shield=True):
                 await wit.session.abort()
@@ -410,7 +415,7 @@ async def _arbitrate(gen, i: int, kind: str, body: dict, chunk, mine: tuple[dict
         log.warning("spot check: witness %s returned wrong output for hop %d", wit.peer.peer_id[-8:], i)
     else:  # one of the two lied and nobody can say which
         sc.counters["inconclusive"] += 1
-        members = wit.session.members if isinstance(wit, ChainWitness) else [wit]
+        members = members_of(wit)
         gen.accounts.avoid([m.peer.peer_id for m in members])
         await sc.drop(i)
         if min(gen.view.trust(m.peer.peer_id) for m in members) < gen.params.trust_floor:
