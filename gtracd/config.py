@@ -106,6 +106,17 @@ class Settings:
                 "outlast a healing move it must exceed node_timeout_s + the workers' heal_after_s + drain_s + "
                 "load time"})
 
+    route_wait_s: float = field(default=15.0, metadata={
+        "help": "seeker: a request that arrives while no chain covers the model (still discovering, or a worker "
+                "restarting) waits up to this for one before it fails (0: fail at once)"})
+    # --- operations
+    metrics: str = field(default="", metadata={
+        "help": "serve Prometheus /metrics and /health at [HOST:]PORT (HOST 127.0.0.1 unless given; '' off)"})
+    log_format: str = field(default="human", metadata={"help": "human | json (one object per line)"})
+    log_file: str = field(default="", metadata={"help": "write logs to this file, rotated by size ('' stderr)"})
+    log_max_mib: float = field(default=10.0, metadata={"help": "--log-file: rotate when it reaches this size"})
+    log_backups: int = field(default=5, metadata={"help": "--log-file: rotated files kept"})
+
     sources: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -133,13 +144,19 @@ class Settings:
         if self.mode not in ("g-trac", "sp", "mr", "larac", "naive"):
             raise UserError(f"unknown routing mode {self.mode!r} (g-trac, sp, mr, larac, naive)")
         for name in ("max_layers", "memory_mib", "drain_s", "heal_after_s", "move_window_s", "heal_wait_s",
-                     "batch_wait_ms", "batch_gate_ms", "spot_check_probation"):
+                     "batch_wait_ms", "batch_gate_ms", "spot_check_probation", "route_wait_s", "log_backups"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0")
         if self.torch_threads < 1:
             raise UserError("torch_threads must be >= 1")
         if self.max_batch < 1:
             raise UserError("max_batch must be >= 1")
+        if self.log_format not in ("human", "json"):
+            raise UserError(f"log_format {self.log_format!r}: choose human or json")
+        if self.log_max_mib <= 0:
+            raise UserError("log_max_mib must be > 0")
+        if self.metrics:
+            metrics_bind(self.metrics)
         self._check_together()
         return self
 
@@ -154,6 +171,15 @@ class Settings:
         if margin >= 0 and self.newcomer_budget >= margin - 1e-12:
             raise UserError(f"newcomer_budget {self.newcomer_budget:g} must be below initial_trust - trust_floor "
                             f"= {margin:g}: otherwise fresh keys together can push a new worker below the floor")
+
+
+def metrics_bind(text: str) -> tuple[str, int]:
+    """--metrics [HOST:]PORT -> (host, port); the host is loopback unless given."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536 or (sep and not host):
+        raise UserError(f"metrics wants [HOST:]PORT (e.g. 9464 or 0.0.0.0:9464), not {text!r}")
+    return host, int(port)
 
 
 FIELDS = {f.name: f for f in fields(Settings) if f.name != "sources"}

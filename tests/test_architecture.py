@@ -18,7 +18,7 @@ PKG = Path(__file__).resolve().parent.parent / "gtracd"
 LAYERS = [
     ["errors", "version"],
     ["config", "identity"],
-    ["wire", "ui", "catalog", "tokens"],
+    ["wire", "ui", "catalog", "tokens", "ops"],
     ["routing", "ledger"],
     ["membership", "protocols"],
     ["engine", "net"],

@@ -325,6 +325,7 @@ class AnchorDaemon:
 
     def status(self) -> dict:
         trust, lat = self.replica.trust_latency()
+        reach = self.node.links.connected() & self.anchors
         return {"ledger": {"reports": len(self.replica.ledger), "reporters": len(self.replica.ledger.heads()),
                            "loaded_from_disk": self.replica.loaded, "persisted": self.replica.persisted,
                            "equivocations": self.replica.ledger.equivocations, "pending": self.admission.pending,
@@ -337,6 +338,8 @@ class AnchorDaemon:
                 "known_workers": len(self.admission.known), "workers": self.view.status_rows(time.monotonic(), trust, lat),
                 "trust": trust, "latency_ms": lat, "counters": {**self.counters, "sync_bytes": self.sync_meter["bytes"]},
                 "loop_lag": self.loop_lag.status(),
+                "readiness": {"ready": True, "why": f"admitting reports; {len(reach)} of {len(self.anchors)} peer "
+                                                    "anchors connected"},
                 **self.checkpoints.status()}
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -371,7 +374,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--events", help="append a JSON-lines trace of ledger events here (tests, benchmarks)")
     args = p.parse_args(argv)
     s = common.settings_from(args, SETTINGS)
-    common.setup_logging(args.log_level)
+    common.setup_logging(args.log_level, s)
     ident = common.identity(args, s, "anchor")
     name = args.name or s.key or "anchor"
     anchors = keyring_ids(s.keystore_path, ident.peer_id)

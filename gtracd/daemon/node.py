@@ -19,13 +19,18 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..config import metrics_bind
 from ..identity import Identity
 from ..net import standins
 from ..net.gossip import running_gossip
 from ..net.host import lock_file, multiaddr_of, running_host
 from ..net.librarylogs import LIBRARY_LOGS
 from ..net.links import Links
+from ..version import __version__
 from ..wire.verifier import Verifier
+from ..wire.versions import SPEAKS
+from .httpd import bind_text, serve_asgi
+from .observe import ObserveApp
 from .statusfiles import status_dir, status_file, write_status  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -122,6 +127,7 @@ class Node:
         self.cut_path = status_dir(settings) / f"{role}-{name}.cut"
         self.status_parts: list = []  # callables returning dicts merged into the status (role, cache, requests)
         self.heap = Heap()
+        self.metrics_urls: list[str] = []
 
     @property
     def peer_id(self) -> str:
@@ -136,7 +142,7 @@ class Node:
         return {
             "role": self.role, "name": self.name, "peer_id": self.peer_id, "pid": os.getpid(), "addrs": self.addrs,
             "network": self.settings.network, "uptime_s": round(time.monotonic() - self.started, 1),
-            "written_at": time.time(),
+            "written_at": time.time(), "version": __version__, "wire": list(SPEAKS),
             "gossip": {"sent": dict(g.sent), "received": dict(g.received), "publish_errors": g.publish_errors,
                        "rejected": getattr(g.pubsub, "rejected", 0),
                        "topic_peers": {t: g.peers(t) for t in ("heartbeats", "reports", "ledger")}},
@@ -212,6 +218,10 @@ async def running_node(role: str, name: str, ident: Identity, settings: Settings
                     await n.start(links.keep)
                     n.start_soon(node.write_status_forever)
                     n.start_soon(node.link_cuts_on_signal)
+                    if settings.metrics:
+                        host, port = metrics_bind(settings.metrics)
+                        node.metrics_urls = await n.start(serve_asgi, ObserveApp(node.status),
+                                                          bind_text(host, port))
                     yield node
                     n.cancel_scope.cancel()
     finally:

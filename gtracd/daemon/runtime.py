@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,12 +15,14 @@ from ..config import add_setting_flags, flags_from, load_settings
 from ..errors import UserError
 from ..identity import Identity, Keystore, read_passphrase_file
 from ..net.librarylogs import count_library_logs
+from ..ops import logs
 from ..wire.text import printable
 
 if TYPE_CHECKING:
     from gtracd.config import Settings
 
-COMMON = ["network", "listen", "bootstrap", "key", "keystore", "data_dir"]
+COMMON = ["network", "listen", "bootstrap", "key", "keystore", "data_dir", "metrics", "log_format", "log_file",
+          "log_max_mib", "log_backups"]
 
 
 class RoleParser(argparse.ArgumentParser):
@@ -63,11 +63,20 @@ def identity(args: argparse.Namespace, settings: Settings, default_key: str) -> 
     return ks.load_or_create(settings.key or default_key, read_passphrase_file(args.passphrase_file))
 
 
-def setup_logging(level: str) -> None:
-    """Our log lines at `level`. libp2p's own records (e.g. one ERROR per failed redial) are counted, not
-    printed, unless `--log-level debug`: without a handler Python's last-resort handler would print them."""
+def setup_logging(level: str, s: Settings | None = None) -> None:
+    """Our log lines at `level`, human or JSON, to stderr or a rotating file (settings `log_*`). libp2p's own
+    records (e.g. one ERROR per failed redial) are counted, not printed, unless `--log-level debug`: without
+    a handler Python's last-resort handler would print them."""
 
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if s is None:
+            logs.configure(level)
+        else:
+            logs.configure(level, s.log_format, s.log_file, s.log_max_mib, s.log_backups)
+    except OSError as e:
+        raise UserError(f"cannot open the log file {s.log_file if s else ''}: {e.strerror}") from None
+    except ValueError as e:  # an unknown level name
+        raise UserError(f"--log-level {level!r}: {e}") from None
     count_library_logs(level.lower() == "debug")
 
 

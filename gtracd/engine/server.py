@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..catalog.fingerprint import card_files, card_fingerprint, weights_digest
+from ..ops.histogram import BATCH_BUCKETS, Histogram
 from ..protocols.sessions import Refused, SessionTable
 from .batching import forward_steps
 from .sampling import sample
@@ -61,6 +62,7 @@ class ShardServer:
         self.steps = 0
         self.batches = 0  # forward passes that served more than one step, and the steps they served
         self.batched_steps = 0
+        self.batch_sizes = Histogram(BATCH_BUCKETS)  # decode steps per forward pass (1: a lone step)
 
     @property
     def start(self) -> int:
@@ -146,6 +148,8 @@ class ShardServer:
         t0 = time.perf_counter()
         out = self.shard.forward(sess.cache, pos, **job.inp)
         self.steps += 1  # written only by the holder of the compute slot
+        if job.n == 1:  # a decode step computed alone
+            self.batch_sizes.observe(1)
         return self._result(job, out.hidden, out.logits, t0)
 
     @staticmethod
@@ -198,6 +202,7 @@ class ShardServer:
         self.steps += len(jobs)
         self.batches += 1
         self.batched_steps += len(jobs)
+        self.batch_sizes.observe(len(jobs))
         return [self._result(j, hidden[i] if hidden is not None else None,
                              logits[i] if logits is not None else None, t0) for i, j in enumerate(jobs)]
 

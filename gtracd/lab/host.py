@@ -43,7 +43,7 @@ log = logging.getLogger("gtracd.lab")
 def main(args: argparse.Namespace, s: Settings) -> int:
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    common.setup_logging(args.log_level)
+    common.setup_logging(args.log_level, s)
     require_torch()
     from ..engine.perturb import corrupter
     from ..engine.server import ShardServer

@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gtracd.seeker")
 SETTINGS = ["model", "mode", "trust_floor", "penalty_ms", "larac_min_reliability", "max_new_tokens", "max_length",
             "hop_timeout_floor_s", "hop_timeout_factor", "request_timeout_s", "sync_s", "node_timeout_s",
-            "spot_check_rate", "spot_check_calls", "spot_check_probation", "heal_wait_s", "forget_after_s", *RULE_SETTINGS]
+            "spot_check_rate", "spot_check_calls", "spot_check_probation", "heal_wait_s", "forget_after_s", "route_wait_s",
+            *RULE_SETTINGS]
 
 
 def build_parser():
@@ -290,7 +291,7 @@ async def _start_api(sk: RunningSeeker, s: Settings, args: argparse.Namespace, b
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     s = common.settings_from(args, SETTINGS)
-    common.setup_logging(args.log_level)
+    common.setup_logging(args.log_level, s)
     ident = common.identity(args, s, "seeker")
     name = args.name or s.key or "seeker"
     if args.cmd == "serve":

@@ -14,6 +14,8 @@ from ..control.peerview import PeerView
 from ..daemon.node import Node, running_node
 from ..identity import Identity
 from .hops import SeekerNet
+from .readiness import readiness
+from .service import routing_params
 
 if TYPE_CHECKING:
     from gtracd.config import Settings
@@ -40,6 +42,8 @@ async def running_seeker(name: str, ident: Identity, s: Settings, view: PeerView
             if follow:
                 cache = Follower(node, view, anchor_ids(s.keystore_path))
                 await node.nursery.start(cache.run)
+            params = routing_params(s)
+            node.status_parts.append(lambda: {"readiness": readiness(view, params, s.mode)})
             yield RunningSeeker(node, view, cache, SeekerNet(node.host, view))
     finally:
         if cache is not None:

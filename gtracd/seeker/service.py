@@ -23,6 +23,8 @@ from ..net.host import dial
 from ..routing import NoRoute, Params, route
 from .contexts import KEEP, Context, Contexts
 from .generation import Generation, GenerationFailed
+from .observed import Observed
+from .readiness import readiness
 from .stops import StopMatcher
 
 if TYPE_CHECKING:
@@ -156,6 +158,7 @@ class SeekerService:
         self.max_requests = max_requests
         self.slots = trio.Semaphore(max_requests, max_value=max(1, max_requests))
         self.counters = {"requests": 0, "failed": 0, "cancelled": 0, "busy": 0}
+        self.observed = Observed()
 
     def new_generation(self, sampling: dict, trust: Trust = Trust()) -> Generation:
         return seeker_generation(self.net, self.view, self.s, sampling, trust)
@@ -186,10 +189,13 @@ class SeekerService:
             self.slots.acquire_nowait()
         except trio.WouldBlock:
             self.counters["busy"] += 1
+            self.observed.outcomes.add("busy")
             raise Busy(f"all {self.max_requests} request slots are busy") from None
+        self.observed.in_flight += 1
         try:
             return await self._complete(req, on_text, on_chain)
         finally:
+            self.observed.in_flight -= 1
             self.slots.release()
 
     async def _complete(self, req: Request, on_text, on_chain) -> Completion:
@@ -213,6 +219,8 @@ class SeekerService:
 
         try:
             with trio.fail_after(self.s.request_timeout_s + req.max_tokens * 2.0):
+                if not gen.hops and self.s.route_wait_s > 0:  # still discovering: wait (bounded) for a route
+                    await wait_for_route(self.view, gen.params, gen.mode, self.s.route_wait_s)
                 if not gen.hops:
                     await gen.start()
                     if on_chain is not None:
@@ -227,18 +235,24 @@ class SeekerService:
                 on_text(tail)
         except GenerationFailed as e:
             self.counters["failed"] += 1
+            self.observed.ended(gen, e.code)
             await self.report(gen, False, e.culprit, 0, time.monotonic() - t0, str(e))
             await gen.cancel()
             raise
         except trio.TooSlowError:
             self.counters["failed"] += 1
+            self.observed.ended(gen, "timeout")
             await gen.cancel()
             raise GenerationFailed(f"timed out after {self.s.request_timeout_s + req.max_tokens * 2.0:.0f} s",
                                    blamed=False) from None
         except BaseException:  # the client went away (cancelled), or a bug: free every hop's session
             self.counters["cancelled"] += 1
+            self.observed.ended(gen, "cancelled")
             await gen.cancel()
             raise
+        self.observed.ended(gen, "ok")
+        self.observed.completed(first[0] if first else time.monotonic() - t0, r.step_ms, len(r.tokens),
+                                r.prompt_tokens, r.reused)
         await self.report(gen, True, None, len(r.tokens), time.monotonic() - t0)
         kept = said + (("assistant", matcher.text),) if req.messages is not None else said + matcher.text
         for old in self.contexts.give_back(Context(gen, key, kept)):
@@ -248,8 +262,11 @@ class SeekerService:
                           first[0] if first else time.monotonic() - t0, r.tokens, r.prefill_ms, r.step_ms,
                           r.selection_ms, list(gen.repair_log), gen.hop_latency_ms(), gen.provenance())
 
+    def readiness(self) -> dict:
+        return readiness(self.view, routing_params(self.s), self.s.mode)
+
     def status(self) -> dict:
-        return {"service": {**self.counters, "contexts": len(self.contexts), "reuse_hits": self.contexts.hits,
+        return {**self.observed.status(), "service": {**self.counters, "contexts": len(self.contexts), "reuse_hits": self.contexts.hits,
                             "reuse_misses": self.contexts.misses}}
 
     async def aclose(self) -> None:

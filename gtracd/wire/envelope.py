@@ -1,7 +1,9 @@
 """Signed envelopes for control traffic (gossip, anchor streams).
 
 Wire form: msgpack map {v, kind, from, seq, ts, body, sig}. The Ed25519 signature covers
-DOMAIN || canonical msgpack of [v, kind, from, seq, ts, body].
+DOMAIN || canonical msgpack of [v, kind, from, seq, ts, body]. `v` is the wire version it was written in
+(wire.versions: a newer peer's fields this build does not know are left out of `body` and kept in
+`signed_body`, which the signature covers).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from .codec import packb, unpackb
 from .kinds import ENVELOPE_KINDS
 from .limits import DEFAULT_LIMITS, Limits
 from .schema import F, check_map
+from .versions import WIRE, check_version, preview_body
 
-VERSION = 1
-DOMAIN = b"gtracd/envelope/1\x00"
+DOMAIN = b"gtracd/envelope/1\x00"  # the major line (wire.versions); minor versions share it
 _OUTER = {
-    "v": F("int", lo=VERSION, hi=VERSION),
-    "kind": F("str", choices=tuple(ENVELOPE_KINDS)),
+    "v": F("int"),
+    "kind": F("str", maxlen=64),
     "from": F("bin", minlen=32, maxlen=32),
     "seq": F("int", lo=0, hi=2**63 - 1),
     "ts": F("float", lo=0.0, hi=1e11),
@@ -37,20 +39,23 @@ class Envelope:
     body: dict
     sig: bytes
     raw: bytes = b""  # the bytes it was decoded from / encoded to
+    v: int = WIRE  # the wire version it was written in
+    signed_body: dict | None = None  # the body as signed, when a newer peer's fields were left out of `body`
 
     @property
     def sender_id(self) -> str:
         return peer_id_from_public(self.sender)
 
     def signed_bytes(self) -> bytes:
-        return signing_bytes(self.kind, self.sender, self.seq, self.ts, self.body)
+        body = self.body if self.signed_body is None else self.signed_body
+        return signing_bytes(self.kind, self.sender, self.seq, self.ts, body, self.v)
 
     def signature_ok(self) -> bool:
         return verify(self.sender, self.sig, self.signed_bytes())
 
 
-def signing_bytes(kind: str, sender: bytes, seq: int, ts: float, body: dict) -> bytes:
-    return DOMAIN + packb([VERSION, kind, bytes(sender), seq, float(ts), body])
+def signing_bytes(kind: str, sender: bytes, seq: int, ts: float, body: dict, v: int = WIRE) -> bytes:
+    return DOMAIN + packb([v, kind, bytes(sender), seq, float(ts), body])
 
 
 def encode_envelope(ident: Identity, kind: str, body: dict, seq: int, ts: float,
@@ -59,13 +64,14 @@ def encode_envelope(ident: Identity, kind: str, body: dict, seq: int, ts: float,
         raise DecodeError(f"unknown kind {kind!r}", "kind")
     body = check_map(ENVELOPE_KINDS[kind], body)  # never send what a receiver would refuse
     _cross_checks(kind, body)
+    sent = preview_body(body)
     pub = ident.public
-    sig = ident.sign(signing_bytes(kind, pub, seq, ts, body))
-    raw = packb({"v": VERSION, "kind": kind, "from": pub, "seq": seq, "ts": float(ts), "body": body, "sig": sig})
+    sig = ident.sign(signing_bytes(kind, pub, seq, ts, sent))
+    raw = packb({"v": WIRE, "kind": kind, "from": pub, "seq": seq, "ts": float(ts), "body": sent, "sig": sig})
     cap = limits.envelope_cap(kind)
     if len(raw) > cap:
         raise Oversize(kind, len(raw), cap, "body")
-    return Envelope(kind, pub, seq, float(ts), body, sig, raw)
+    return Envelope(kind, pub, seq, float(ts), body, sig, raw, WIRE, None if sent is body else sent)
 
 
 def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
@@ -75,14 +81,28 @@ def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
         raise DecodeError("envelope must be a map", "envelope")
     if "body" not in obj:
         raise DecodeError("missing required field", "envelope.body")
-    hdr = check_map(_OUTER, {k: v for k, v in obj.items() if k != "body"}, "envelope")
+    newer = check_version(obj.get("v"), "envelope")
+    hdr = check_map(_OUTER, {k: v for k, v in obj.items() if k != "body"}, "envelope", lenient=newer)
     kind = hdr["kind"]
+    if kind not in ENVELOPE_KINDS:
+        if newer:  # a kind added after this build: not ours to judge
+            raise UnknownKind(kind)
+        raise DecodeError(f"{kind!r} is not one of {', '.join(ENVELOPE_KINDS)}", "envelope.kind")
     cap = limits.envelope_cap(kind)
     if len(data) > cap:
         raise Oversize(kind, len(data), cap, "envelope")
-    body = check_map(ENVELOPE_KINDS[kind], obj["body"], "body")
+    body = check_map(ENVELOPE_KINDS[kind], obj["body"], "body", lenient=newer)
     _cross_checks(kind, body)
-    return Envelope(kind, bytes(hdr["from"]), hdr["seq"], float(hdr["ts"]), body, bytes(hdr["sig"]), bytes(data))
+    signed = obj["body"] if newer else None  # exactly what the newer peer signed, fields we do not know included
+    return Envelope(kind, bytes(hdr["from"]), hdr["seq"], float(hdr["ts"]), body, bytes(hdr["sig"]), bytes(data),
+                    hdr["v"], signed)
+
+
+class UnknownKind(DecodeError):
+    """A newer peer's message of a kind this build does not know (counted as `unknown_kind`)."""
+
+    def __init__(self, kind: str):
+        super().__init__(f"a kind this gtracd does not know yet: {kind!r}", "envelope.kind")
 
 
 def _cross_checks(kind: str, body: dict) -> None:

@@ -1,7 +1,8 @@
 """Stream frames for the inference protocol: msgpack {v, kind, body}, length-prefixed on the stream.
 
 Frames are not individually signed: they travel on a Noise-authenticated libp2p stream, which already
-binds them to the remote peer id (see docs/decisions.md).
+binds them to the remote peer id (see docs/decisions.md). `v` is the wire version the frame was written in
+(wire.versions: a newer peer's fields this build does not know are left out).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from .codec import packb, unpackb
 from .kinds import FRAME_KINDS
 from .limits import DEFAULT_LIMITS, Limits
 from .schema import check_map
-
-VERSION = 1
+from .versions import WIRE, check_version, preview_body
 
 
 def encode_frame(kind: str, body: dict, limits: Limits = DEFAULT_LIMITS, check: bool = False) -> bytes:
@@ -20,7 +20,7 @@ def encode_frame(kind: str, body: dict, limits: Limits = DEFAULT_LIMITS, check: 
         raise DecodeError(f"unknown frame kind {kind!r}", "kind")
     if check:
         check_map(FRAME_KINDS[kind], body)
-    raw = packb({"v": VERSION, "kind": kind, "body": body})
+    raw = packb({"v": WIRE, "kind": kind, "body": preview_body(body)})
     if len(raw) > limits.frame_cap(kind):
         raise Oversize(f"{kind} frame", len(raw), limits.frame_cap(kind), "body")
     return raw
@@ -30,12 +30,11 @@ def decode_frame(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dic
     obj = unpackb(data, limits.max_frame)
     if not isinstance(obj, dict) or set(obj) != {"v", "kind", "body"}:
         raise DecodeError("frame must be a map with exactly v, kind, body", "frame")
-    if obj["v"] != VERSION:
-        raise DecodeError(f"unsupported version {obj['v']!r}", "frame.v")
+    newer = check_version(obj["v"], "frame")
     kind = obj["kind"]
     if not isinstance(kind, str) or kind not in FRAME_KINDS:
         raise DecodeError(f"unknown frame kind {kind!r}", "frame.kind")
     if len(data) > limits.frame_cap(kind):
         raise Oversize(f"{kind} frame", len(data), limits.frame_cap(kind), "frame")
-    body = check_map(FRAME_KINDS[kind], obj["body"], "body")
+    body = check_map(FRAME_KINDS[kind], obj["body"], "body", lenient=newer)
     return kind, body

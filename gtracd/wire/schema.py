@@ -30,7 +30,7 @@ def _fail(path: str, msg: str):
     raise DecodeError(msg, path)
 
 
-def check_value(spec: F, v, path: str):
+def check_value(spec: F, v, path: str, lenient: bool = False):
     t = spec.typ
     if t == "int":
         if not isinstance(v, int) or isinstance(v, bool):
@@ -57,7 +57,7 @@ def check_value(spec: F, v, path: str):
             _fail(path, f"{len(v)} items exceed the cap of {spec.maxlen}")
         if len(v) < spec.minlen:
             _fail(path, f"needs at least {spec.minlen} items")
-        return [check_value(spec.item, x, f"{path}[{i}]") for i, x in enumerate(v)]
+        return [check_value(spec.item, x, f"{path}[{i}]", lenient) for i, x in enumerate(v)]
     elif t == "dict":  # free keys (str), uniform values
         if not isinstance(v, dict):
             _fail(path, f"expected map, got {type(v).__name__}")
@@ -67,10 +67,10 @@ def check_value(spec: F, v, path: str):
         for k, x in v.items():
             if not isinstance(k, str) or len(k) > 128:
                 _fail(path, "map keys must be strings of at most 128 chars")
-            out[k] = check_value(spec.item, x, f"{path}.{k}")
+            out[k] = check_value(spec.item, x, f"{path}.{k}", lenient)
         return out
     elif t == "map":
-        return check_map(spec.fields, v, path)
+        return check_map(spec.fields, v, path, lenient)
     elif t == "tensor":
         return decode_tensor(v, path=path, max_elements=int(spec.hi) if spec.hi else None)
     else:  # pragma: no cover - programming error
@@ -92,11 +92,13 @@ def check_value(spec: F, v, path: str):
     return v
 
 
-def check_map(fields: dict[str, F], obj, path: str = "body") -> dict:
+def check_map(fields: dict[str, F], obj, path: str = "body", lenient: bool = False) -> dict:
+    """The checked map. `lenient`: a newer peer's message (wire.versions): fields not in the schema are left
+    out instead of refused; every known field is checked as strictly as ever."""
     if not isinstance(obj, dict):
         _fail(path, f"expected map, got {type(obj).__name__}")
     for k in obj:
-        if k not in fields:
+        if k not in fields and not lenient:
             _fail(f"{path}.{k}" if isinstance(k, str) else path, "unknown field")
     out = {}
     for name, spec in fields.items():
@@ -104,5 +106,5 @@ def check_map(fields: dict[str, F], obj, path: str = "body") -> dict:
             if not spec.optional:
                 _fail(f"{path}.{name}", "missing required field")
             continue
-        out[name] = check_value(spec, obj[name], f"{path}.{name}")
+        out[name] = check_value(spec, obj[name], f"{path}.{name}", lenient)
     return out

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 
 from ..errors import DecodeError, Dropped, Oversize
-from .envelope import Envelope, decode_envelope
+from .envelope import Envelope, UnknownKind, decode_envelope
 from .limits import DEFAULT_LIMITS, Limits
+from .versions import VersionRefused
 
 
 class _Window:
@@ -68,7 +69,7 @@ class Verifier:
                 raise Dropped("unexpected_kind", env.kind)
             self.check(env, now)
         except DecodeError as e:
-            self.dropped["oversize" if isinstance(e, Oversize) else "malformed"] += 1
+            self.dropped[drop_reason(e)] += 1
             return None
         except Dropped as e:
             self.dropped[e.reason] += 1
@@ -78,3 +79,12 @@ class Verifier:
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
+
+
+def drop_reason(e: DecodeError) -> str:
+    """The counted reason of a message that did not decode."""
+    if isinstance(e, VersionRefused):
+        return "wire_version"
+    if isinstance(e, UnknownKind):
+        return "unknown_kind"
+    return "oversize" if isinstance(e, Oversize) else "malformed"

@@ -434,7 +434,7 @@ def main(argv: list[str]) -> int:
     if not auto and (s.max_layers or s.memory_mib):
         raise UserError("--max-layers / --memory-mib size a worker placed with --layers auto")
     os.environ.setdefault("OMP_NUM_THREADS", str(s.torch_threads))  # before torch loads
-    common.setup_logging(args.log_level)
+    common.setup_logging(args.log_level, s)
 
     require_torch()
     from ..engine.server import ShardServer
@@ -523,11 +523,14 @@ async def _run(daemon: WorkerDaemon, args: argparse.Namespace, auto, closing: li
         def status() -> dict:
             srv = daemon.server
             out = {"layers": [srv.start, srv.end] if srv else None, "model": fp, "total_layers": total,
-                   "state": daemon.state,
+                   "state": daemon.state, "readiness": {"ready": daemon.state == "serving" and srv is not None,
+                                                        "why": f"{daemon.state}" + (
+                                                            f" layers {srv.start}:{srv.end}" if srv else "")},
                    "sessions": len(srv.table) if srv else 0, "free_tokens": srv.table.free_tokens if srv else 0,
                    "counters": daemon.counters, "refusals": daemon.refusals,
                    "batching": {"max_batch": s.max_batch, "passes": srv.batches if srv else 0,
-                                "steps": srv.batched_steps if srv else 0}}
+                                "steps": srv.batched_steps if srv else 0},
+                   "observed": {"batch": srv.batch_sizes.snapshot()} if srv else {}}
             if agent is not None:
                 out["placement"] = agent.status()
             return out

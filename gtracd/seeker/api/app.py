@@ -89,8 +89,10 @@ class Api:
                 model, req, opts = parse(body, self.max_tokens_cap, self.default_max_tokens)
                 self._check_model(model)
                 await self._watched(receive, lambda: self._generate(start, send, chat, req, opts))
-            elif path == "/health":
-                await self._json(start, send, 200, {"ok": True, "model": self.service.model()})
+            elif path == "/health":  # readiness, for load balancers and service managers: 503 until a route
+                r = self.service.readiness()
+                await self._json(start, send, 200 if r["ready"] else 503,
+                                 {"ok": r["ready"], "ready": r["ready"], "why": r["why"], "model": self.service.model()})
             else:
                 raise ApiError(404, f"no route {method} {path}", "invalid_request_error", None, "not_found")
         except ApiError as e:

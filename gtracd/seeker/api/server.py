@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import trio
-
+from ...daemon.httpd import bind_text, serve_asgi
 from ...errors import UserError
 from .requests import is_loopback
-
-log = logging.getLogger("gtracd.api")
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -39,21 +35,7 @@ def check_bind(bind: str, api_key: str | None) -> str:
     if not is_loopback(host) and api_key is None:
         raise UserError(f"--http {bind} would serve beyond this machine: give --api-key-file FILE (clients send "
                         "it as a bearer token), or bind 127.0.0.1")
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return bind_text(host, port)
 
 
-async def serve_api(app, bind: str, shutdown_trigger=None, task_status=None) -> None:
-    """Serve until cancelled (or shutdown_trigger returns); task_status.started(the bound URLs)."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    cfg = Config()
-    cfg.bind = [bind]
-    cfg.accesslog = None
-    cfg.errorlog = log
-    cfg.graceful_timeout = 2.0
-    cfg.keep_alive_timeout = 30.0
-    cfg.h11_max_incomplete_size = 64 * 1024  # request line and headers
-    ts = task_status if task_status is not None else trio.TASK_STATUS_IGNORED
-    kw = {"shutdown_trigger": shutdown_trigger} if shutdown_trigger is not None else {}
-    await serve(app, cfg, task_status=ts, mode="asgi", **kw)
+serve_api = serve_asgi  # the API runs in the seeker's nursery like every daemon's /metrics
