@@ -25,7 +25,7 @@ LAYERS = [
     ["daemon"],
     ["control"],
     ["worker", "anchor", "seeker"],
-    ["tui", "harness"],
+    ["tui", "harness", "doctor"],
     ["lab"],
     ["benchmarks"],
     ["cli"],

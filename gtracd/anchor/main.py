@@ -214,7 +214,7 @@ class AnchorDaemon:
                 except (DecodeError, FrameTooLarge) as e:
                     ev = stream.malformed(str(e), oversize=isinstance(e, FrameTooLarge))
                 if isinstance(ev, Submit):
-                    await fs.send("ack", await self._submit(ev.reports, remote), 10)
+                    await fs.send("ack", {**await self._submit(ev.reports, remote), "now": time.time()}, 10)
                 elif isinstance(ev, Reply):
                     for k, b in ev.frames:
                         await fs.send(k, b, 10)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import trio
 
+from .. import doctor
 from ..benchmarks import attack, ledger, membership, phone, pipeline, routing, serve, soak
 from ..catalog.fingerprint import depth
 from ..config import add_setting_flags, flags_from, load_settings
@@ -113,12 +114,20 @@ def cmd_top(args: argparse.Namespace) -> int:
     return top.main(args, s)
 
 
+DOCTOR_SETTINGS = ["network", "listen", "bootstrap", "key", "keystore", "data_dir", "metrics", "model"]
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    s = load_settings(args.config, flags_from(args, DOCTOR_SETTINGS))
+    return doctor.report(doctor.diagnose(s, args.role, network=not args.offline), args.json)
+
+
 TESTBED_SETTINGS = ["network", "listen", "bootstrap", "data_dir", "heartbeat_s"]
 
 
 def register(sub) -> None:
     """Every subcommand of this module (keys and config: cli/main.py)."""
-    for add in (_register_status, _register_top, _register_testbed, _register_model, _register_demo,
+    for add in (_register_status, _register_doctor, _register_top, _register_testbed, _register_model, _register_demo,
                 _register_route, _register_bench):
         add(sub)
 
@@ -131,6 +140,21 @@ def _register_status(sub) -> None:
     st.add_argument("--watch", type=float, nargs="?", const=1.0, default=0.0, metavar="SECONDS",
                     help="live view, refreshed every SECONDS (default 1); Ctrl-C to leave")
     st.set_defaults(func=cmd_status)
+
+
+def _register_doctor(sub) -> None:
+    d = sub.add_parser("doctor", help="check this device's setup and say what to fix, one line each",
+                       description="Checks key files and their modes, the anchor keyring, listen and metrics ports, "
+                                   "free disk for the ledger, the model (worker, seeker), torch (worker), libp2p and the phone profile's stand-ins; then dials every bootstrap "
+                                   "peer: keyring anchors reachable and answering, and this clock's offset from "
+                                   "theirs. Settings come from the config file, GTRACD_* and the flags, as for "
+                                   "the daemon. Exit 0 when no check failed.")
+    d.add_argument("role", nargs="?", choices=("worker", "anchor", "seeker"),
+                   help="also check what this role needs (e.g. gtracd doctor worker)")
+    d.add_argument("--json", action="store_true", help="one JSON object: ok and every check")
+    d.add_argument("--offline", action="store_true", help="skip the network checks")
+    add_setting_flags(d, DOCTOR_SETTINGS)
+    d.set_defaults(func=cmd_doctor)
 
 
 def _register_top(sub) -> None:

@@ -8,6 +8,7 @@ lacks; anchors also push what the other lacks). One short-lived stream per excha
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, NamedTuple
 
 import trio
@@ -65,6 +66,20 @@ async def submit(host: IHost, lp, network: str, raws: list[bytes]) -> dict:
     finally:
         await fs.close()
     return total
+
+
+async def ping(host: IHost, lp, network: str) -> tuple[float, float | None]:
+    """An empty submission, answered with the anchor's clock: (round trip s, the anchor's clock minus ours at
+    the midpoint, None from an anchor that does not say its clock). Raises like submit."""
+    fs = await _open(host, lp)
+    try:
+        t0 = time.time()
+        await fs.send("submit", {"network": network, "reports": []}, READ_TIMEOUT_S)
+        ack = await _expect(fs, "ack")
+        t1 = time.time()
+    finally:
+        await fs.close()
+    return t1 - t0, (ack["now"] - (t0 + t1) / 2) if "now" in ack else None
 
 
 async def anti_entropy(host: IHost, lp, network: str, replica, ingest, push: bool,

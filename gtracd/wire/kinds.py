@@ -168,7 +168,8 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
     "ack": {"admitted": F("int", lo=0, hi=1 << 20), "duplicate": F("int", lo=0, hi=1 << 20),
             "pending": F("int", lo=0, hi=1 << 20), "dropped": F("dict", maxlen=32, item=F("int", lo=0, hi=1 << 20)),
             # per submitted report, in order: admitted | duplicate | pending | the drop reason
-            "results": F("list", maxlen=256, item=F("str", maxlen=32))},
+            "results": F("list", maxlen=256, item=F("str", maxlen=32)),
+            "now": F("float", lo=0.0, hi=1e11, optional=True)},  # the anchor's clock (`gtracd doctor`: skew)
     # anti-entropy (protocols/ledgersync.py), every frame a bounded page with `last` on the final one:
     # the asker's heads per reporter (hex public key): how many reports it holds and an XOR set hash
     "sync_digest": {"network": NETWORK, "heads": HEADS, "last": F("bool"),

@@ -42,10 +42,11 @@ class VersionRefused(DecodeError):
 
 
 def check_version(v, what: str) -> bool:
-    """True if `v` is newer than this build (ignore what is not known); raises VersionRefused outside SPEAKS."""
+    """True if `v` is newer than this release's schemas (ignore what is not known: a preview build knows no
+    more than its release); raises VersionRefused outside SPEAKS."""
     if not isinstance(v, int) or isinstance(v, bool) or not SPEAKS[0] <= v <= SPEAKS[1]:
         raise VersionRefused(v, what)
-    return v > WIRE
+    return v > CURRENT
 
 
 def preview_body(body: dict) -> dict:

@@ -42,6 +42,7 @@ from ..version import __version__
 from ..wire import decode_frame
 from ..wire.binding import sign_binding
 from ..wire.envelope import Signer
+from ..wire.versions import VersionRefused
 from .agent import Agent, budget_of, too_small
 from .compute import Batcher, FairCompute, InFlight
 from .lifecycle import Lifecycle
@@ -101,7 +102,7 @@ class WorkerDaemon:
         # decode steps of concurrent sessions share forward passes
         self.batcher = Batcher(self.compute, settings.max_batch, settings.batch_wait_ms / 1000.0,
                                settings.batch_gate_ms / 1000.0)
-        self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "sessions": 0, "cancelled": 0, "injected": 0,
+        self.counters = {"frames": 0, "errors": 0, "bad_frames": 0, "wire_version": 0, "sessions": 0, "cancelled": 0, "injected": 0,
                          "refused_streams": 0, "busy": 0, "internal": 0, "drain_cut": 0}
         self.idle_timeout = settings.session_ttl_s
         self.refusals: dict[str, int] = {}  # error frames sent, by code
@@ -259,8 +260,8 @@ class WorkerDaemon:
                         self.counters["bad_frames"] += 1
                         await send.send((("_bad", e), 0))
                         return
-                    except DecodeError as e:
-                        self.counters["bad_frames"] += 1
+                    except DecodeError as e:  # answered bad_frame; a wire version outside ours says so
+                        self.counters["wire_version" if isinstance(e, VersionRefused) else "bad_frames"] += 1
                         item = ("_bad", e)
                     except (StreamClosed, trio.TooSlowError):
                         return

@@ -1,0 +1,97 @@
+"""Rolling upgrades (wire.versions, docs/upgrades.md): a build reads the previous and the next wire version
+(the next one's unknown fields left out, its unknown kinds counted, its signatures still checked over what
+it signed), refuses anything else with the counted reason `wire_version`, and a network mixing this release
+with a daemon that writes the next version generates the same text."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import msgpack
+import pytest
+
+from gtracd.errors import DecodeError
+from gtracd.identity import Identity
+from gtracd.wire import Verifier, decode_frame, encode_frame
+from gtracd.wire.codec import packb
+from gtracd.wire.envelope import DOMAIN, decode_envelope, encode_envelope
+from gtracd.wire.versions import SPEAKS, WIRE, VersionRefused
+
+ALICE = Identity(bytes(range(32)))
+NOW = 1_800_000_000.0
+HB = {"network": "n", "model": "m", "start": 0, "end": 4, "addrs": ["/ip4/127.0.0.1/tcp/1"], "free_tokens": 10,
+      "load": 0.0, "version": "0.1.0"}
+
+
+def signed(v: int, kind: str, body: dict, seq: int = 1) -> bytes:
+    """An envelope as a build writing wire version `v` signs it."""
+    sig = ALICE.sign(DOMAIN + packb([v, kind, ALICE.public, seq, NOW, body]))  # the canonical form signed
+    return packb({"v": v, "kind": kind, "from": ALICE.public, "seq": seq, "ts": NOW, "body": body, "sig": sig})
+
+
+def test_this_release_reads_the_previous_and_the_next_version():
+    assert WIRE == 1 and SPEAKS == (1, 2)
+
+
+def test_the_next_versions_new_fields_are_left_out_and_its_signature_still_verifies():
+    v = Verifier()
+    env = v.admit(signed(2, "heartbeat", {**HB, "added_in_v2": {"x": 1}}), NOW)
+    assert env is not None and env.body == HB and env.v == 2
+    assert v.dropped == {}
+    # a field it added with a forged value is still caught: the signature covers what was sent
+    raw = msgpack.unpackb(signed(2, "heartbeat", {**HB, "added_in_v2": 1}, seq=2), raw=False)
+    raw["body"]["added_in_v2"] = 2
+    assert v.admit(packb(raw), NOW) is None and v.dropped["bad_signature"] == 1
+
+
+def test_known_fields_of_a_newer_message_are_checked_as_strictly_as_ever():
+    with pytest.raises(DecodeError):
+        decode_envelope(signed(2, "heartbeat", {**HB, "start": -1, "added": 1}))
+
+
+def test_a_kind_the_next_version_added_is_counted_not_called_malformed():
+    v = Verifier()
+    assert v.admit(signed(2, "keyring_gossip_v2", {"network": "n"}), NOW) is None
+    assert v.dropped == {"unknown_kind": 1}
+    assert v.admit(signed(1, "keyring_gossip_v2", {"network": "n"}), NOW) is None  # from our own version: malformed
+    assert v.dropped["malformed"] == 1
+
+
+@pytest.mark.parametrize("version", [0, 3, 99, "1", None])
+def test_a_version_outside_the_range_is_refused_with_its_own_counted_reason(version):
+    v = Verifier()
+    assert v.admit(signed(version, "heartbeat", HB), NOW) is None
+    assert v.dropped == {"wire_version": 1}
+    with pytest.raises(VersionRefused, match=r"reads 1-2 .*upgrade"):
+        decode_envelope(signed(version, "heartbeat", HB))
+
+
+def test_frames_follow_the_same_rules():
+    body = {"session": b"s" * 16, "code": "busy", "message": "x"}
+    for v, extra in ((1, {}), (2, {"added_in_v2": [1, 2]})):
+        raw = msgpack.packb({"v": v, "kind": "error", "body": {**body, **extra}}, use_bin_type=True)
+        assert decode_frame(raw) == ("error", body)
+    with pytest.raises(DecodeError, match="unknown field"):  # this version's own frames stay strict
+        decode_frame(msgpack.packb({"v": 1, "kind": "error", "body": {**body, "x": 1}}, use_bin_type=True))
+    with pytest.raises(VersionRefused):
+        decode_frame(msgpack.packb({"v": 3, "kind": "error", "body": body}, use_bin_type=True))
+    assert msgpack.unpackb(encode_frame("error", body))["v"] == WIRE
+
+
+def test_a_preview_build_writes_the_next_version_and_this_one_reads_it():
+    code = ("from gtracd.identity import Identity; from gtracd.wire import Signer, encode_frame; import sys, json;"
+            "from gtracd.wire.versions import SPEAKS;"
+            "e = Signer(Identity(bytes(range(32)))).sign('heartbeat', json.loads(sys.argv[1]));"
+            "print(json.dumps([e.raw.hex(), encode_frame('cancel', {'session': b's' * 16}).hex(), list(SPEAKS)]))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(HB)], capture_output=True, text=True, check=True,
+                         env={"GTRACD_WIRE_PREVIEW": "next", "PATH": "/usr/bin:/bin"}).stdout
+    env_hex, frame_hex, speaks = json.loads(out)
+    assert speaks == [1, 3]  # the next release reads this one
+    v = Verifier()
+    env = v.admit(bytes.fromhex(env_hex), time.time())
+    assert env is not None and env.v == 2 and env.body == HB, v.dropped
+    assert decode_frame(bytes.fromhex(frame_hex)) == ("cancel", {"session": b"s" * 16})
+    assert encode_envelope(ALICE, "heartbeat", HB, 1, NOW).v == 1
