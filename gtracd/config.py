@@ -109,6 +109,9 @@ class Settings:
     route_wait_s: float = field(default=15.0, metadata={
         "help": "seeker: a request that arrives while no chain covers the model (still discovering, or a worker "
                 "restarting) waits up to this for one before it fails (0: fail at once)"})
+    keyring_quorum: int = field(default=0, metadata={
+        "help": "signatures of current keyring anchors a keyring update needs (0: a majority of them); every "
+                "device of a network should use the same"})
     # --- operations
     metrics: str = field(default="", metadata={
         "help": "serve Prometheus /metrics and /health at [HOST:]PORT (HOST 127.0.0.1 unless given; '' off)"})
@@ -144,7 +147,7 @@ class Settings:
         if self.mode not in ("g-trac", "sp", "mr", "larac", "naive"):
             raise UserError(f"unknown routing mode {self.mode!r} (g-trac, sp, mr, larac, naive)")
         for name in ("max_layers", "memory_mib", "drain_s", "heal_after_s", "move_window_s", "heal_wait_s",
-                     "batch_wait_ms", "batch_gate_ms", "spot_check_probation", "route_wait_s", "log_backups"):
+                     "batch_wait_ms", "batch_gate_ms", "spot_check_probation", "route_wait_s", "log_backups", "keyring_quorum"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0")
         if self.torch_threads < 1:

@@ -315,19 +315,60 @@ class Keystore:
     # ---- anchor keyring
     def trust_anchor(self, text: str) -> str:
         name, pub = parse_public(text)
-        self.anchors_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         pid = peer_id_from_public(pub)
+        if pid in self.revoked():
+            raise UserError(f"anchor {pid} was revoked (keyring update); a revoked key is never trusted again")
+        self.anchors_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.anchors_dir / f"{pid}.pub").write_bytes(encode_public(pub, name))
         return pid
 
     def anchors(self) -> dict[str, bytes]:
-        """peer id -> public key of every trusted anchor."""
+        """peer id -> public key of every trusted anchor (a revoked one never counts, whatever files remain)."""
         out = {}
+        revoked = self.revoked()
         if self.anchors_dir.is_dir():
             for p in sorted(self.anchors_dir.glob("*.pub")):
                 _, pub = parse_public(p.read_text(), str(p))
-                out[peer_id_from_public(pub)] = pub
+                pid = peer_id_from_public(pub)
+                if pid not in revoked:
+                    out[pid] = pub
         return out
+
+    @property
+    def keyring_path(self) -> Path:
+        """The keyring's history: {serial, revoked: {peer id: since}, chain: [applied updates]} (gtracd.keyring)."""
+        return self.anchors_dir / "keyring.json"
+
+    def keyring_doc(self) -> dict:
+        try:
+            doc = json.loads(self.keyring_path.read_text())
+        except FileNotFoundError:
+            return {"serial": 0, "revoked": {}, "chain": []}
+        except (OSError, ValueError) as e:
+            raise UserError(f"{self.keyring_path} is unreadable ({e}): restore it from a backup or another "
+                            "device's keystore") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("serial"), int) or not isinstance(
+                doc.get("revoked"), dict) or not isinstance(doc.get("chain"), list):
+            raise UserError(f"{self.keyring_path} is not a gtracd keyring history")
+        return doc
+
+    def revoked(self) -> dict[str, float]:
+        """peer id -> the time from which what that anchor key signed is refused."""
+        return {str(k): float(v) for k, v in self.keyring_doc()["revoked"].items()}
+
+    def write_keyring(self, anchors: dict[str, bytes], doc: dict) -> None:
+        """The keyring after an update: one .pub per anchor (others removed), then the history (atomic)."""
+        self.anchors_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for p in self.anchors_dir.glob("*.pub"):
+            if p.stem not in anchors:
+                p.unlink()
+        for pid, pub in anchors.items():
+            path = self.anchors_dir / f"{pid}.pub"
+            if not path.exists():
+                path.write_bytes(encode_public(pub, pid))
+        tmp = self.keyring_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.keyring_path)
 
 
 def read_passphrase_file(path: str | None) -> bytes | None:

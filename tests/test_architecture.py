@@ -19,7 +19,7 @@ LAYERS = [
     ["errors", "version"],
     ["config", "identity"],
     ["wire", "ui", "catalog", "tokens", "ops"],
-    ["routing", "ledger"],
+    ["routing", "ledger", "keyring"],
     ["membership", "protocols"],
     ["engine", "net"],
     ["daemon"],

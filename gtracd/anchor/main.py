@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..control.heartbeat import GOSSIP_PAYLOAD_MAX, admit_heartbeats
+from ..control.keyring import KeyringKeeper
 from ..control.peerview import PeerView
 from ..control.replica import (
     DISPLAY_REFOLD_SPACING,
@@ -38,7 +39,7 @@ from ..daemon.node import running_node
 from ..errors import DecodeError
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import Admission, AdmissionParams, Report, verified_reports
-from ..ledger.signed import held_report
+from ..ledger.signed import held_report, revoked_after
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import anti_entropy
 from ..net.protocols import LEDGER
@@ -81,6 +82,9 @@ class AnchorDaemon:
         self.node, self.s = node, s
         self.anchors = anchors  # the other anchors' peer ids (keyring)
         self.epoch_signers = frozenset(anchors | {node.ident.peer_id})  # who may start a ledger epoch
+        self.revoked: dict[str, float] = {}  # revoked anchors' peer ids -> since (gtracd.keyring)
+        self.keyring = KeyringKeeper(node, s.keystore_path, s.keyring_quorum, republish=True)
+        self.keyring.on_change.append(self.rekey)
         d = (data_dir or s.home / "anchor") / node.name
         self.replica = Replica(d / "ledger.log", rule_params(s), DISPLAY_REFOLD_SPACING)
         self.admission = Admission(self.replica.ledger, AdmissionParams(
@@ -150,6 +154,9 @@ class AnchorDaemon:
         env = ledger_gossip(self.node.verifier, data, self.anchors, self.s.network)
         if env is None:
             return
+        if env.kind == "keyring_update":
+            await self.keyring.on_gossip(env)
+            return
         if env.kind == "ledger_checkpoint":
             await self.checkpoints.on_signature(env)
             return
@@ -158,11 +165,36 @@ class AnchorDaemon:
             r = held_report(self.replica.ledger, raw)
             if r is not None:
                 self.announce.covered(r.key)
-        good, bad = verified_reports(raws, self.s.network, self.anchors, self.replica.ledger)
+        good, bad = verified_reports(raws, self.s.network, self.anchors, self.replica.ledger, self.revoked)
         self.counters["deltas_received"] += 1
         self.counters["bad_reports"] += bad
         new = await self.replica.merge(good)
         self._admitted(new, "delta", None)
+
+    # ---- the keyring
+    async def rekey(self, kr) -> None:
+        """The keyring changed (control.keyring): sync with, take pushes and deltas from, and count checkpoint
+        signatures of its anchors only; drop what a revoked key signed after its revocation."""
+        me = self.node.ident.peer_id
+        others = set(kr.anchors) - {me}
+        for pid in self.anchors - others:
+            self.node.links.untrust(pid)
+        for pid in others - self.anchors:
+            self.node.links.hold(pid, trusted=True)
+        self.anchors.clear()  # in place: the quota reads this set
+        self.anchors.update(others)
+        self.revoked.clear()
+        self.revoked.update(kr.revoked)
+        if me in kr.revoked:
+            log.error("this anchor's own key was revoked by a keyring update: other replicas refuse what it signs")
+        self.epoch_signers = frozenset(others | ({me} if me not in kr.revoked else set()))
+        self.admission.epoch_signers = self.epoch_signers
+        self.checkpoints.rekey(set(self.epoch_signers))
+        await self.purge_revoked()
+
+    async def purge_revoked(self) -> None:
+        gone = await self.replica.purge(lambda r: revoked_after(r, self.revoked))
+        self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + len(gone)
 
     # ---- announcing deltas
     async def announcer(self) -> None:
@@ -237,7 +269,7 @@ class AnchorDaemon:
             fresh = self.replica.claim(raws)  # (held, or arriving by our own pull from that anchor right now)
             try:
                 good, bad = await trio.to_thread.run_sync(verified_reports, fresh, self.s.network,
-                                                          self.epoch_signers)
+                                                          self.epoch_signers, None, self.revoked)
                 self.counters["bad_reports"] += bad
                 new = await self.replica.merge(good)
             finally:
@@ -306,6 +338,7 @@ class AnchorDaemon:
                     lp = await self.node.links.connect(pid)
                     x = await anti_entropy(self.node.host, lp, self.s.network, self.replica, ingest,
                                            push=True, epoch_signers=self.epoch_signers, adopt=self.replica.adopt,
+                                           revoked=self.revoked,
                                            meter=self.sync_meter)
                 pulled, pushed, bad = pulled + x.pulled, pushed + x.pushed, bad + x.bad
                 if not x.capped:
@@ -346,8 +379,12 @@ class AnchorDaemon:
         node = self.node
         for pid in self.anchors:
             node.links.hold(pid, trusted=True)  # keyring anchors: kept outside the heartbeat-learned budget
+        node.status_parts.append(self.keyring.status)
+        self.revoked.update(self.keyring.keyring.revoked)
+        await self.purge_revoked()  # a log written before a revocation this keystore holds now
         node.host.set_stream_handler(LEDGER, self.handle)
         async with trio.open_nursery() as n:
+            await n.start(self.keyring.run)
             await n.start(node.gossip.serve, "heartbeats", self.on_heartbeats)
             await n.start(node.gossip.serve, "reports", self.on_reports)
             await n.start(node.gossip.serve, "ledger", self.on_ledger)

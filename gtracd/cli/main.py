@@ -22,6 +22,7 @@ from ..identity import Keystore, peer_id_from_public, read_passphrase_file
 from ..lab import cli as lab_cli
 from ..version import __version__
 from . import commands, roles
+from . import keyring as keyring_cli
 
 ROLES = ("worker", "anchor", "seeker")
 
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = ksub.add_parser("trust-anchor", help="add an anchor's public key (file or 64 hex) to the keyring")
     t.add_argument("key", metavar="FILE|PUBKEY")
     ksub.add_parser("anchors", help="list trusted anchors")
+    keyring_cli.register(ksub)
 
     c = sub.add_parser("config", help="settings")
     csub = c.add_subparsers(dest="config_cmd", required=True, parser_class=_Parser)

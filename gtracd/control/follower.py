@@ -26,10 +26,12 @@ from ..catalog.fingerprint import pinned_model  # torch-free
 from ..daemon.node import write_status  # atomic JSON write
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import ReportLog, verified_reports
+from ..ledger.signed import revoked_after
 from ..net.ledgersync import anti_entropy, submit
 from ..wire.batch import BATCH_S, report_batches
 from ..wire.envelope import Signer
 from .heartbeat import admit_heartbeats
+from .keyring import KeyringKeeper
 from .outbox import Outbox
 from .peerview import PeerView
 from .replica import Checkpointer, Replica, ledger_gossip, rule_params
@@ -45,6 +47,9 @@ class Follower:
     def __init__(self, node: Node, view: PeerView, anchors: set[str], data_dir=None):
         s = node.settings
         self.node, self.s, self.view, self.anchors = node, s, view, anchors
+        self.revoked: dict[str, float] = {}  # revoked anchors' peer ids -> since (gtracd.keyring)
+        self.keyring = KeyringKeeper(node, s.keystore_path, s.keyring_quorum)
+        self.keyring.on_change.append(self.rekey)
         d = (data_dir or s.home / "seeker") / node.name
         self.replica = Replica(d / "ledger.log", rule_params(s))
         # adopts what a quorum of anchors signed; the view routes with the trust derived from it at once
@@ -119,13 +124,38 @@ class Follower:
         env = ledger_gossip(self.node.verifier, data, self.anchors, self.s.network)  # keyring anchors only
         if env is None:
             return
+        if env.kind == "keyring_update":
+            await self.keyring.on_gossip(env)
+            return
         if env.kind == "ledger_checkpoint":  # adopted once a quorum signed the state this replica computes too
             await self.checkpoints.on_signature(env)
             return
-        good, bad = verified_reports(env.body["reports"], self.s.network, self.anchors, self.replica.ledger)
+        good, bad = verified_reports(env.body["reports"], self.s.network, self.anchors, self.replica.ledger,
+                                     self.revoked)
         self.counters["deltas"] += 1
         self.counters["bad_reports"] += bad
         await self._ingest(good, "delta")
+
+    async def rekey(self, kr) -> None:
+        """The keyring changed (control.keyring): hold the anchors it names, count only their signatures, and
+        drop what a revoked key signed after its revocation."""
+        new = set(kr.anchors)
+        for pid in self.anchors - new:
+            self.node.links.untrust(pid)
+        for pid in new - self.anchors:
+            self.node.links.hold(pid, trusted=True)
+        self.anchors.clear()
+        self.anchors.update(new)
+        self.revoked.clear()
+        self.revoked.update(kr.revoked)
+        self.checkpoints.rekey(self.anchors)
+        await self.purge_revoked()
+
+    async def purge_revoked(self) -> None:
+        gone = await self.replica.purge(lambda r: revoked_after(r, self.revoked))
+        if gone:
+            self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + len(gone)
+            self.apply_ledger()
 
     async def _adopt(self, cp, proof) -> None:
         """A certified checkpoint an anchor offered over sync (verified by protocols.ledgersync)."""
@@ -153,7 +183,7 @@ class Follower:
                     lp = await self.node.links.connect(pid)
                     x = await anti_entropy(self.node.host, lp, self.s.network, self.replica,
                                            lambda rs: self._ingest(rs, "pull"), push=False,
-                                           epoch_signers=self.anchors, adopt=self._adopt)
+                                           epoch_signers=self.anchors, adopt=self._adopt, revoked=self.revoked)
             except Exception as e:  # unreachable / timed out / refused: try the next anchor
                 self.counters["pull_failures"] += 1
                 log.debug("pull from %s failed: %r", pid, e)
@@ -288,7 +318,11 @@ class Follower:
         for pid in self.anchors:
             node.links.hold(pid, trusted=True)  # keyring anchors: kept outside the heartbeat-learned budget
         node.status_parts.append(self.status)
+        node.status_parts.append(self.keyring.status)
+        self.revoked.update(self.keyring.keyring.revoked)
+        await self.purge_revoked()  # a log written before a revocation this keystore holds now
         async with trio.open_nursery() as n:
+            await n.start(self.keyring.run)
             await n.start(node.gossip.serve, "heartbeats", self.on_heartbeats)
             await n.start(node.gossip.serve, "ledger", self.on_ledger)
             n.start_soon(self.pull_forever)

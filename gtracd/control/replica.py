@@ -55,10 +55,13 @@ def checkpoint_lag(s: Settings) -> float:
 
 def ledger_gossip(verifier, data: bytes, anchors: set[str], network: str):
     """A `ledger_delta` or `ledger_checkpoint` from gossip: the envelope, or None (drop counted) unless an
-    anchor in the keyring signed it for this network."""
-    env = verifier.admit(data, time.time(), kinds=("ledger_delta", "ledger_checkpoint"))
+    anchor in the keyring signed it for this network. A `keyring_update` is returned as it is (its signatures
+    are checked by control.keyring)."""
+    env = verifier.admit(data, time.time(), kinds=("ledger_delta", "ledger_checkpoint", "keyring_update"))
     if env is None:
         return None
+    if env.kind == "keyring_update":  # any peer may relay one: the quorum of signatures inside is what counts
+        return env
     if env.sender_id not in anchors:
         verifier.drop("untrusted_sender")  # ledger data only from keyring anchors
         return None
@@ -119,6 +122,15 @@ class Replica:
                 await trio.to_thread.run_sync(save_checkpoint, self.cp_path, cp, self.proof)
                 await trio.to_thread.run_sync(self.log.rewrite, raws)
             return True
+
+    async def purge(self, pred) -> list[Report]:
+        """Remove what `pred` selects from the ledger and the log (rewritten: a restart does not bring it back)."""
+        async with self._lock:
+            gone = self.ledger.discard(pred)
+            if gone and self.log is not None:
+                raws = [r.raw for r in self.ledger.reports()]
+                await trio.to_thread.run_sync(self.log.rewrite, raws)
+            return gone
 
     def checkpoint_status(self) -> dict | None:
         cp = self.ledger.checkpoint
@@ -193,6 +205,10 @@ class Checkpointer:
         self.on_adopt = on_adopt  # e.g. a seeker refreshing the trust its view routes with
         self._mismatch: tuple | None = None  # (certified id, ledger version) we folded differently: not again
         self.counters = {"signed": 0, "adopted": 0, "mismatched": 0, "signatures": 0, "errors": 0}
+
+    def rekey(self, keyring: set[str]) -> None:
+        """The keyring changed: only its anchors' signatures count from now on (gtracd.keyring)."""
+        self.certs.rekey(keyring)
 
     async def on_signature(self, env) -> None:
         self.counters["signatures"] += 1

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from gtracd.config import Settings
 
 COMMON = ["network", "listen", "bootstrap", "key", "keystore", "data_dir", "metrics", "log_format", "log_file",
-          "log_max_mib", "log_backups"]
+          "log_max_mib", "log_backups", "keyring_quorum"]
 
 
 class RoleParser(argparse.ArgumentParser):

@@ -222,6 +222,16 @@ class Certs:
         self.keyring = frozenset(keyring)
         self.quorum = quorum_size or quorum(len(self.keyring))
         self.sigs: dict[tuple, dict[str, bytes]] = {}  # id -> signer -> the signed envelope (a proof)
+        self._fixed = quorum_size
+
+    def rekey(self, keyring) -> None:
+        """A new keyring: signatures of keys no longer in it are forgotten, the quorum follows its size."""
+        self.keyring = frozenset(keyring)
+        self.quorum = self._fixed or quorum(len(self.keyring))
+        for c in list(self.sigs):
+            self.sigs[c] = {k: v for k, v in self.sigs[c].items() if k in self.keyring}
+            if not self.sigs[c]:
+                del self.sigs[c]
 
     def add(self, signer: str, cid: tuple, raw: bytes) -> bool:
         """Record one signature; True if it made `cid` certified just now."""

@@ -98,6 +98,24 @@ class Ledger:
         self.rewrites += 1
         return True
 
+    def discard(self, pred) -> list[Report]:
+        """Remove every report `pred` holds true for (an epoch of a revoked anchor: gtracd.keyring); the
+        derivation starts over. The removed reports, in order."""
+        gone = [r for per in self._by.values() for r in per.values() if pred(r)]
+        for r in gone:
+            per = self._by[r.reporter]
+            del per[r.seq]
+            n, h = self._heads[r.reporter]
+            if per:
+                self._heads[r.reporter] = (n - 1, _xor(h, _head_item(r)))
+            else:
+                del self._by[r.reporter], self._heads[r.reporter]
+            self._n -= 1
+        if gone:
+            self._log = [r for r in self._log if not pred(r)]
+            self.rewrites += 1
+        return sorted(gone, key=_order)
+
     def get(self, reporter: bytes, seq: int) -> Report | None:
         return self._by.get(reporter, {}).get(seq)
 

@@ -8,6 +8,7 @@ holds nothing it did not admit).
 from __future__ import annotations
 
 from ..errors import DecodeError
+from ..identity import peer_id_from_public
 from ..wire.codec import unpackb
 from ..wire.envelope import Envelope, decode_envelope
 from ..wire.limits import DEFAULT_LIMITS
@@ -16,8 +17,12 @@ from .crdt import Report
 LEDGER_KINDS = ("trust_report", "ledger_epoch")
 
 
-def verified_report(raw: bytes, network: str | None, epoch_signers: set[str] | frozenset[str] | None) -> Report:
-    """Schema, kind, the signature, the network (when given) and who may sign epochs; raises DecodeError."""
+def verified_report(raw: bytes, network: str | None, epoch_signers: set[str] | frozenset[str] | None,
+                    revoked: dict[str, float] | None = None) -> Report:
+    """Schema, kind, the signature, the network (when given) and who may sign epochs; raises DecodeError.
+    `revoked` (peer id -> since; gtracd.keyring): an epoch a revoked anchor signed before `since` still
+    verifies here — callers pass it only for what keyring anchors deliver (a pull, anti-entropy, a delta),
+    never for what a key submits itself."""
     env = decode_envelope(bytes(raw))
     if env.kind not in LEDGER_KINDS:
         raise DecodeError("not a trust report", "reports[]")
@@ -25,13 +30,26 @@ def verified_report(raw: bytes, network: str | None, epoch_signers: set[str] | f
         raise DecodeError("bad signature", "reports[].sig")
     if network is not None and env.body["network"] != network:
         raise DecodeError("another network's report", "reports[].network")
-    if env.kind == "ledger_epoch" and epoch_signers is not None and env.sender_id not in epoch_signers:
+    if env.kind == "ledger_epoch" and epoch_signers is not None and env.sender_id not in epoch_signers \
+            and not signed_before_revocation(env.sender_id, env.ts, revoked):
         raise DecodeError("a ledger epoch not signed by a keyring anchor", "reports[].from")
     return Report.from_envelope(env)
 
 
+def signed_before_revocation(pid: str, ts: float, revoked: dict[str, float] | None) -> bool:
+    return bool(revoked) and pid in revoked and ts < revoked[pid]
+
+
+def revoked_after(r: Report, revoked: dict[str, float]) -> bool:
+    """An epoch record a revoked anchor signed at or after its revocation time: dropped everywhere."""
+    if r.outcome != "epoch" or not revoked:
+        return False
+    pid = peer_id_from_public(r.reporter)
+    return pid in revoked and r.ts >= revoked[pid]
+
+
 def verified_reports(raws, network: str | None, epoch_signers: set[str] | frozenset[str],
-                     held=None) -> tuple[list[Report], int]:
+                     held=None, revoked: dict[str, float] | None = None) -> tuple[list[Report], int]:
     """The reports that verify, and how many did not. With `held` (a Ledger), raws it already holds byte for
     byte are left out before any check (a sync's pages and another anchor's push often carry the same
     reports: the signature check is most of a report's cost)."""
@@ -40,7 +58,7 @@ def verified_reports(raws, network: str | None, epoch_signers: set[str] | frozen
         if held is not None and is_held(held, raw):
             continue
         try:
-            good.append(verified_report(raw, network, epoch_signers))
+            good.append(verified_report(raw, network, epoch_signers, revoked))
         except DecodeError:
             bad += 1
     return good, bad

@@ -83,6 +83,11 @@ class AddressBook:
         """Stop redialling `pid` (e.g. a host with no live identity left); trusted peers stay."""
         self._held.discard(pid)
 
+    def untrust(self, pid: str) -> None:
+        """No longer a keyring anchor (a keyring update): back within the budget; a bootstrap peer stays kept."""
+        if pid not in self.pinned:
+            self._trusted.discard(pid)
+
     def failed(self, pid: str, now: float, error: str) -> None:
         self.dial_failures += 1
         self.last_error[pid] = error

@@ -83,7 +83,8 @@ async def ping(host: IHost, lp, network: str) -> tuple[float, float | None]:
 
 
 async def anti_entropy(host: IHost, lp, network: str, replica, ingest, push: bool,
-                       epoch_signers: set[str], adopt=None, meter: dict | None = None) -> Exchange:
+                       epoch_signers: set[str], adopt=None, meter: dict | None = None,
+                       revoked: dict[str, float] | None = None) -> Exchange:
     """One exchange with the anchor `lp` for `replica` (a replica.Replica); every pulled report is verified
     (unless the replica holds it or is verifying it on another path: Replica.claim), `ingest(reports)` merges and
     persists them; a later checkpoint the anchor offers, certified by a quorum of `epoch_signers` (the
@@ -103,7 +104,8 @@ async def anti_entropy(host: IHost, lp, network: str, replica, ingest, push: boo
             async for raws in pages:
                 fresh = replica.claim(raws)
                 try:
-                    good, n_bad = await trio.to_thread.run_sync(verified_reports, fresh, network, epoch_signers)
+                    good, n_bad = await trio.to_thread.run_sync(verified_reports, fresh, network, epoch_signers,
+                                                                None, revoked)
                     bad += n_bad
                     pulled += len(await ingest(good))
                 finally:

@@ -76,6 +76,9 @@ class Links:
     def release(self, pid: str) -> None:
         self.book.release(pid)
 
+    def untrust(self, pid: str) -> None:
+        self.book.untrust(pid)
+
     def allowed(self, pid: str) -> bool:
         return pid not in self.cut
 

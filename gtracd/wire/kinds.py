@@ -85,6 +85,11 @@ ENVELOPE_KINDS: dict[str, dict[str, F]] = {
     # anchors forward the reporter-signed reports they admitted (each verifiable on its own)
     "ledger_delta": {"network": F("str", minlen=1, maxlen=64),
                      "reports": F("list", maxlen=96, item=BIN_ENVELOPE)},
+    # a change of the anchor keyring (gtracd.keyring): the update's signed bytes and a quorum of current anchors'
+    # signatures on them; any peer may relay it
+    "keyring_update": {"network": F("str", minlen=1, maxlen=64), "update": F("bin", minlen=1, maxlen=16 * 1024),
+                       "sigs": F("list", minlen=1, maxlen=64, item=F("map", fields={
+                           "key": F("bin", minlen=32, maxlen=32), "sig": F("bin", minlen=64, maxlen=64)}))},
 }
 
 TOKENS = F("list", maxlen=1 << 20, item=F("int", lo=0, hi=1 << 31))

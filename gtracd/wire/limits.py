@@ -36,6 +36,7 @@ DEFAULT_LIMITS = Limits(
         "ledger_epoch": 8 * KIB,
         "ledger_delta": 768 * KIB,
         "ledger_checkpoint": 2 * KIB,
+        "keyring_update": 32 * KIB,
     },
     frame={
         "open": 4 * KIB,
