@@ -86,7 +86,7 @@ async def test_metrics_health_readiness_and_json_logs_on_a_real_network(tmp_path
             assert value(ss, "gtracd_ready") == 0
             workers.extend(await trio.to_thread.run_sync(lambda: start_procs(
                 [(["--role", "worker", "--layers", f"{a}:{b}", "--model", str(folder), "--ephemeral", "--name", f"w{i}",
-                   "--heartbeat-s", "1", "--metrics", str(ports[f"w{i}"])] + common, f"w{i}")
+                   "--heartbeat-s", "1", "--drain-s", "1", "--metrics", str(ports[f"w{i}"])] + common, f"w{i}")
                  for i, (a, b) in enumerate([(0, 3), (3, 6)])], 120, cn.root)))
             await until(lambda: answer or None, 150, "the early request to be answered")
         r = answer[0]
@@ -121,7 +121,7 @@ async def test_metrics_health_readiness_and_json_logs_on_a_real_network(tmp_path
             assert (await client.get(f"http://127.0.0.1:{ports['anchor']}/nope")).status_code == 404
             assert (await client.post(f"http://127.0.0.1:{ports['anchor']}/metrics")).status_code == 405
     finally:
-        stop_all(workers + seeker)
+        stop_all(seeker + workers)  # the seeker first: it closes its kept sessions, the workers then stop at once
         cn.stop_all()
     lines = log_file.read_text().splitlines()
     assert lines, "the seeker logged nothing at info"

@@ -73,3 +73,14 @@ def test_a_daemon_reports_its_memory_and_trims_its_heap():
         assert st["heap_in_use_mib"] > 0 and st["heap_free_mib"] >= 0
         h.trim()
         assert h.status()["trims"] == 1
+
+
+def test_status_says_whether_a_daemon_is_ready_and_why_not():
+    doc = {"role": "seeker", "name": "s1", "peer_id": "12D3KooWabc", "network": "n", "uptime_s": 3.0,
+           "readiness": {"ready": False, "why": "no worker serving the model heard yet (discovering)"},
+           "keyring": {"serial": 2, "anchors": 3, "revoked": ["12D3KooWgone"]}}
+    con = Console(record=True, width=200, color_system=None)
+    con.print(render([doc]))
+    out = con.export_text()
+    assert "not ready: no worker serving the model heard yet (discovering)" in out
+    assert "keyring serial 2: 3 anchors, 1 revoked" in out

@@ -34,8 +34,8 @@ async def test_this_release_and_the_next_generate_together(tmp_path):
               str(cn.root), "--keystore", str(cn.keystore), "--heartbeat-s", "1"]
 
     def worker(i, a, b):
-        return (["--role", "worker", "--layers", f"{a}:{b}", "--model", str(folder), "--ephemeral", "--name", f"w{i}"]
-                + common, f"w{i}")
+        return (["--role", "worker", "--layers", f"{a}:{b}", "--model", str(folder), "--ephemeral", "--name", f"w{i}",
+                 "--drain-s", "1"] + common, f"w{i}")
 
     ws = start_procs([worker(0, 0, 3)], 120, cn.root, env=NEXT) + start_procs([worker(1, 3, 6)], 120, cn.root)
     try:

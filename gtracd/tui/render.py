@@ -253,6 +253,14 @@ def daemon_line(d: dict) -> Group:
     recv = sum(v for v in as_dict(g.get("received")).values() if isinstance(v, int))
     lines.append(_t(f"  links {links.get('connected', 0)} connected, {_len(links.get('unreachable'))} unreachable, "
                     f"{_len(links.get('cut'))} cut · gossip {sent} sent, {recv} received"))
+    rd = as_dict(d.get("readiness"))
+    if "ready" in rd:  # what /health says (a seeker: is there a chain; the reason in the daemon's own words)
+        lines.append(_t("  ", ("ready", "green") if rd["ready"] else ("not ready", "bold yellow"), ": ",
+                        str(rd.get("why", ""))))
+    kr = as_dict(d.get("keyring"))
+    if kr.get("serial") or kr.get("revoked"):
+        lines.append(_t(f"  keyring serial {kr.get('serial')}: {kr.get('anchors')} anchors, "
+                        f"{_len(kr.get('revoked'))} revoked"))
     if d.get("outbox"):
         lines.append(_t(("  outbox: ", "yellow"), f"{d['outbox']} report(s) waiting for an anchor"))
     if d.get("role") == "worker" and d.get("state"):
