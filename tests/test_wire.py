@@ -296,7 +296,8 @@ def test_report_batches_round_trip_within_caps_and_refuse_malformed_batches():
     msgs = report_batches(raws)
     assert len(msgs) == 3 and [x for m in msgs for x in batch_items(m)] == raws  # order kept, 64 + 64 + 22
     assert batch_items(raws[0]) == [raws[0]]  # a single envelope, as before batches
-    for bad in ({"v": 2, "reports": raws[:1]}, {"v": 1, "reports": []}, {"v": 1, "reports": ["text"]},
+    assert batch_items(packb({"v": 2, "reports": raws[:1], "added_in_v2": 1})) == raws[:1]  # the next version
+    for bad in ({"v": 3, "reports": raws[:1]}, {"v": 1, "reports": []}, {"v": 1, "reports": ["text"]},
                 {"v": 1, "reports": raws[:1], "more": 1}, {"v": 1, "reports": raws[:1] * (BATCH_REPORTS + 1)}):
         with pytest.raises(DecodeError):
             batch_items(packb(bad))

@@ -2,7 +2,7 @@
 
 A busy seeker signs a report per request; one gossip message per report cost every receiver the fixed
 per-message price of py-libp2p (decode, signed peer record, push, fan-out), which saturated two cores near
-15 reports/s network-wide. A batch is a canonical msgpack map {"v": 1, "reports": [envelope bytes, ...]}:
+15 reports/s network-wide. A batch is a canonical msgpack map {"v": wire version, "reports": [envelope bytes, ...]}:
 not signed as a whole (each report inside is signed by its reporter, and checked one by one), so a batch
 adds no trust. A message that is not a batch is one envelope, as before.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..errors import DecodeError
 from .codec import packb, unpackb
 from .limits import KIB
+from .versions import WIRE, check_version
 
 BATCH_REPORTS = 64  # reports in one batch
 BATCH_BYTES = 512 * KIB  # well under gossip's 1 MiB drop
@@ -39,7 +40,7 @@ def report_batches(raws: list[bytes]) -> list[bytes]:
     for r in raws:
         if len(r) + 64 > BATCH_BYTES:
             raise ValueError(f"a report of {len(r)} bytes does not fit a batch")
-    return [packb({"v": 1, "reports": c}) for c in chunks(raws, BATCH_REPORTS, BATCH_BYTES - 64)]
+    return [packb({"v": WIRE, "reports": c}) for c in chunks(raws, BATCH_REPORTS, BATCH_BYTES - 64)]
 
 
 def batch_items(data: bytes) -> list[bytes]:
@@ -49,8 +50,9 @@ def batch_items(data: bytes) -> list[bytes]:
     if not isinstance(obj, dict) or "reports" not in obj:
         return [data]
     items = obj["reports"]
-    if obj.get("v") != 1 or set(obj) != {"v", "reports"}:
-        raise DecodeError("a report batch is {v: 1, reports: [...]}", "batch")
+    newer = check_version(obj.get("v"), "batch")  # wire.versions: a newer batch's other fields are ignored
+    if "v" not in obj or (not newer and set(obj) != {"v", "reports"}):
+        raise DecodeError("a report batch is {v, reports: [...]}", "batch")
     if not isinstance(items, list) or not 0 < len(items) <= BATCH_REPORTS or not all(
             isinstance(x, bytes) for x in items):
         raise DecodeError(f"a report batch holds 1..{BATCH_REPORTS} envelopes as bytes", "batch.reports")
