@@ -14,11 +14,13 @@ Keystore layout (default ``~/.gtracd/keys``)::
 from __future__ import annotations
 
 import base64
+import fcntl
 import functools
 import json
 import os
 import re
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -356,19 +358,28 @@ class Keystore:
         """peer id -> the time from which what that anchor key signed is refused."""
         return {str(k): float(v) for k, v in self.keyring_doc()["revoked"].items()}
 
-    def write_keyring(self, anchors: dict[str, bytes], doc: dict) -> None:
-        """The keyring after an update: one .pub per anchor (others removed), then the history (atomic)."""
+    def write_keyring(self, add: dict[str, bytes], drop, doc: dict) -> bool:
+        """An update applied: the anchors it added and dropped (other .pub files untouched: an operator may have
+        trusted one since), then the history (atomic). Under a lock, and only if the keystore is not already
+        at that serial or later (every daemon on a device applies the same update). True if written."""
         self.anchors_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for p in self.anchors_dir.glob("*.pub"):
-            if p.stem not in anchors:
-                p.unlink()
-        for pid, pub in anchors.items():
-            path = self.anchors_dir / f"{pid}.pub"
-            if not path.exists():
-                path.write_bytes(encode_public(pub, pid))
-        tmp = self.keyring_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, self.keyring_path)
+        with open(self.anchors_dir / ".keyring.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.keyring_doc()["serial"] >= doc["serial"]:
+                return False
+            for pid in drop:
+                (self.anchors_dir / f"{pid}.pub").unlink(missing_ok=True)
+            for pid, pub in add.items():
+                path = self.anchors_dir / f"{pid}.pub"
+                if not path.exists():
+                    path.write_bytes(encode_public(pub, pid))
+            fd, tmp = tempfile.mkstemp(dir=self.anchors_dir, prefix=".keyring-", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(doc))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.keyring_path)
+        return True
 
 
 def read_passphrase_file(path: str | None) -> bytes | None:

@@ -48,6 +48,12 @@ def test_a_healthy_device_passes_and_a_broken_one_is_told_what_to_fix(net, tmp_p
     assert {"keys", "keyring", "ports", "disk", "anchors", "clock", "libp2p"} <= checks
     assert any(c["check"] == "clock" and c["status"] == "ok" for c in doc["checks"])
 
+    # the anchor's own port, checked on its device while it runs: held by it, which is fine
+    port = net.anchor_addrs["a1"].split("/")[4]
+    rc, doc = doctor("anchor", *flags, "--data-dir", str(net.root), "--listen", f"/ip4/127.0.0.1/tcp/{port}",
+                     home=tmp_path)
+    assert rc == 0 and any("in use by the running gtracd anchor a1" in c["message"] for c in doc["checks"]), doc
+
     # a private key others can read
     key = net.keystore / "a1.key"
     key.chmod(0o644)

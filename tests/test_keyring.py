@@ -129,3 +129,51 @@ def test_the_keys_commands_revoke_with_two_operators_and_refuse_what_is_off(tmp_
     assert main(["--keystore", str(ks[2].root), "keys", "keyring", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["serial"] == 0
     assert time.time() - Keystore(ks[1].root).revoked()[leaked] < 60
+
+
+def test_two_updates_signed_for_one_serial_are_a_fork():
+    kr = ring(A, B, C)
+    one = propose(kr, NET, 1.0, add=[D.public])
+    other = propose(kr, NET, 2.0, remove=[C.peer_id])  # the same serial, another change
+    kr1 = apply(kr, one, [sign(one, A), sign(one, B)], NET)
+    with pytest.raises(Refused) as e:
+        apply(kr1, other, [sign(other, A), sign(other, C)], NET)
+    assert e.value.reason == "stale"  # the keeper reports it as a conflict: it differs from what was applied
+    after_other = apply(kr, other, [sign(other, A), sign(other, C)], NET)  # a device that applied `other`...
+    two = propose(kr1, NET, 3.0, add=[Identity(bytes([9]) * 32).public])
+    with pytest.raises(Refused) as e:  # ...cannot take the update that follows `one`: the chains differ
+        apply(after_other, two, [sign(two, A), sign(two, B)], NET)
+    assert e.value.reason == "fork"
+
+
+def test_a_retired_anchor_keeps_what_it_signed_before_and_may_come_back():
+    from gtracd.ledger.signed import verified_reports
+    from gtracd.wire.envelope import Signer
+
+    kr = ring(A, B, C)
+    u = propose(kr, NET, 1000.0, remove=[C.peer_id])
+    kr1 = apply(kr, u, [sign(u, A), sign(u, B)], NET)
+    assert kr1.retired == {C.peer_id: 1000.0} and kr1.former() == {C.peer_id: 1000.0} and not kr1.revoked
+    before = Signer(C, clock=lambda: 900.0).sign("ledger_epoch", {"network": NET, "epoch": 1, "priors": {}}).raw
+    after = Signer(C, clock=lambda: 1100.0).sign("ledger_epoch", {"network": NET, "epoch": 2, "priors": {}}).raw
+    good, bad = verified_reports([before, after], NET, set(kr1.anchors), revoked=kr1.former())
+    assert [r.epoch for r in good] == [1] and bad == 1
+    back = propose(kr1, NET, 2000.0, add=[C.public])
+    assert C.peer_id in apply(kr1, back, [sign(back, A), sign(back, B)], NET).anchors
+
+
+def test_purging_a_revoked_keys_late_epochs_leaves_the_ledger_as_if_they_never_came():
+    from gtracd.ledger import Ledger, Report
+    from gtracd.ledger.signed import revoked_after
+    from gtracd.wire.envelope import Signer, decode_envelope
+
+    def rec(who, ts, n):
+        return Report.from_envelope(decode_envelope(Signer(who, clock=lambda: ts).sign(
+            "ledger_epoch", {"network": NET, "epoch": n, "priors": {}}).raw))
+
+    keep = [rec(A, 10.0, 1), rec(C, 50.0, 2), rec(B, 70.0, 3)]
+    late = [rec(C, 100.0, 4), rec(C, 120.0, 5)]
+    full, clean = Ledger(keep + late), Ledger(keep)
+    gone = full.discard(lambda r: revoked_after(r, {C.peer_id: 100.0}))
+    assert [r.epoch for r in gone] == [4, 5]
+    assert full == clean and full.heads() == clean.heads() and len(full) == 3 and full.rewrites == 1

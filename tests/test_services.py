@@ -16,7 +16,7 @@ import pytest
 
 from gtracd.config import load_settings
 
-pytestmark = [pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.procs, pytest.mark.smoke, pytest.mark.timeout(60)]  # systemd-analyze, sh, gtracd --help
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "docs" / "services"

@@ -81,6 +81,8 @@ def test_frames_follow_the_same_rules():
     assert msgpack.unpackb(encode_frame("error", body))["v"] == WIRE
 
 
+@pytest.mark.procs
+@pytest.mark.smoke
 def test_a_preview_build_writes_the_next_version_and_this_one_reads_it():
     code = ("from gtracd.identity import Identity; from gtracd.wire import Signer, encode_frame; import sys, json;"
             "from gtracd.wire.versions import SPEAKS;"
@@ -95,3 +97,16 @@ def test_a_preview_build_writes_the_next_version_and_this_one_reads_it():
     assert env is not None and env.v == 2 and env.body == HB, v.dropped
     assert decode_frame(bytes.fromhex(frame_hex)) == ("cancel", {"session": b"s" * 16})
     assert encode_envelope(ALICE, "heartbeat", HB, 1, NOW).v == 1
+
+
+def test_a_newer_message_that_cannot_be_re_encoded_is_malformed_at_decode():
+    """What a newer peer signed must encode again (the signature check re-encodes it): a body with bytes for
+    field names, or an unknown field whose keys cannot be ordered, is refused when it is read — never later in
+    a handler that would not expect it."""
+    for body in ({**HB, b"zz": 1}, {**HB, "added": {b"a": 1, "b": 2}}):
+        raw = msgpack.packb({"v": 2, "kind": "heartbeat", "from": ALICE.public, "seq": 1, "ts": NOW, "body": body,
+                             "sig": b"s" * 64}, use_bin_type=True)
+        with pytest.raises(DecodeError):
+            decode_envelope(raw)
+        v = Verifier()
+        assert v.admit(raw, NOW) is None and v.dropped == {"malformed": 1}

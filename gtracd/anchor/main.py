@@ -82,7 +82,7 @@ class AnchorDaemon:
         self.node, self.s = node, s
         self.anchors = anchors  # the other anchors' peer ids (keyring)
         self.epoch_signers = frozenset(anchors | {node.ident.peer_id})  # who may start a ledger epoch
-        self.revoked: dict[str, float] = {}  # revoked anchors' peer ids -> since (gtracd.keyring)
+        self.revoked: dict[str, float] = {}  # former (revoked, retired) anchors -> cut-off time (gtracd.keyring)
         self.keyring = KeyringKeeper(node, s.keystore_path, s.keyring_quorum, republish=True)
         self.keyring.on_change.append(self.rekey)
         d = (data_dir or s.home / "anchor") / node.name
@@ -184,16 +184,22 @@ class AnchorDaemon:
         self.anchors.clear()  # in place: the quota reads this set
         self.anchors.update(others)
         self.revoked.clear()
-        self.revoked.update(kr.revoked)
-        if me in kr.revoked:
-            log.error("this anchor's own key was revoked by a keyring update: other replicas refuse what it signs")
-        self.epoch_signers = frozenset(others | ({me} if me not in kr.revoked else set()))
+        self.revoked.update(kr.former())  # revoked and retired anchors, each with its cut-off time
+        if me in self.revoked:
+            log.error("this anchor's own key was revoked or retired by a keyring update: other replicas refuse "
+                      "what it signs")
+        self.epoch_signers = frozenset(others | ({me} if me not in self.revoked else set()))
         self.admission.epoch_signers = self.epoch_signers
         self.checkpoints.rekey(set(self.epoch_signers))
         await self.purge_revoked()
 
     async def purge_revoked(self) -> None:
-        gone = await self.replica.purge(lambda r: revoked_after(r, self.revoked))
+        self.replica.refuse = lambda r: revoked_after(r, self.revoked)
+        try:
+            gone = await self.replica.purge(self.replica.refuse)
+        except OSError as e:  # the log could not be rewritten: dropped in memory, and refused from now on
+            log.error("cannot rewrite the ledger log after a keyring update: %s", e)
+            return
         self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + len(gone)
 
     # ---- announcing deltas
@@ -246,7 +252,10 @@ class AnchorDaemon:
                 except (DecodeError, FrameTooLarge) as e:
                     ev = stream.malformed(str(e), oversize=isinstance(e, FrameTooLarge))
                 if isinstance(ev, Submit):
-                    await fs.send("ack", {**await self._submit(ev.reports, remote), "now": time.time()}, 10)
+                    ack = await self._submit(ev.reports, remote)
+                    if not ev.reports:  # a ping (gtracd doctor): answered with this clock. Only then: releases
+                        ack["now"] = time.time()  # before wire ranges read an ack with `now` as malformed
+                    await fs.send("ack", ack, 10)
                 elif isinstance(ev, Reply):
                     for k, b in ev.frames:
                         await fs.send(k, b, 10)
@@ -380,7 +389,7 @@ class AnchorDaemon:
         for pid in self.anchors:
             node.links.hold(pid, trusted=True)  # keyring anchors: kept outside the heartbeat-learned budget
         node.status_parts.append(self.keyring.status)
-        self.revoked.update(self.keyring.keyring.revoked)
+        self.revoked.update(self.keyring.keyring.former())
         await self.purge_revoked()  # a log written before a revocation this keystore holds now
         node.host.set_stream_handler(LEDGER, self.handle)
         async with trio.open_nursery() as n:

@@ -14,7 +14,7 @@ from ..config import load_settings
 from ..control.keyring import chain_entry, entry_parts
 from ..errors import DecodeError, UserError
 from ..identity import Keystore, parse_public, peer_id_from_public, read_passphrase_file
-from ..keyring.update import Keyring, Refused, apply, decode, from_doc, propose, sign, signers
+from ..keyring.update import Keyring, Refused, apply, decode, doc_of, from_doc, propose, sign, signers
 
 FORMAT = "gtracd-keyring-update-1"
 
@@ -36,6 +36,9 @@ def _since(text: str | None) -> float:
 
 def _context(args) -> tuple[Keystore, Keyring, dict, str, int]:
     s = load_settings(getattr(args, "config", None), {"network": args.network} if args.network else None)
+    if s.sources["network"] == "default" and args.keys_cmd != "keyring":
+        raise UserError("which network's keyring? give --network NAME (or the daemon's --config FILE before "
+                        "`keys`, or GTRACD_NETWORK): an update for another network is refused everywhere")
     ks = Keystore(args.keystore) if getattr(args, "keystore", None) else Keystore(s.keystore_path)
     doc = ks.keyring_doc()
     return ks, from_doc(doc, ks.anchors()), doc, s.network, s.keyring_quorum
@@ -100,11 +103,11 @@ def _finish(ks: Keystore, kr: Keyring, doc: dict, raw: bytes, sigs: list[dict], 
         new = apply(kr, u, sigs, network, quorum)
     except Refused as e:
         raise UserError(str(e)) from None
-    ks.write_keyring(new.anchors, {"serial": new.serial, "revoked": new.revoked,
-                                   "chain": [*doc["chain"], chain_entry(raw, sigs)]})
+    ks.write_keyring({p: k for p, k in new.anchors.items() if p not in kr.anchors}, set(kr.anchors) - set(new.anchors),
+                     doc_of(new, [*doc["chain"], chain_entry(raw, sigs)]))
     print(f"keyring update {u.serial} applied here: {len(new.anchors)} anchors, {len(new.revoked)} revoked. "
-          "Daemons using this keystore apply it within seconds and gossip it to the network; on devices "
-          f"with another keystore: gtracd keys apply-update {path}")
+          "Daemons using this keystore apply it within seconds, and anchors among them gossip it to the "
+          f"network; on a device with another keystore and no daemon running: gtracd keys apply-update {path}")
     return 0
 
 
@@ -159,7 +162,8 @@ def cmd_apply(args) -> int:
 def cmd_show(args) -> int:
     _, kr, _, network, quorum = _context(args)
     out = {"serial": kr.serial, "quorum": kr.quorum(quorum), "anchors": sorted(kr.anchors),
-           "revoked": {p: t for p, t in sorted(kr.revoked.items())}}
+           "revoked": {p: t for p, t in sorted(kr.revoked.items())},
+           "retired": {p: t for p, t in sorted(kr.retired.items())}}
     if args.json:
         print(json.dumps(out))
         return 0
@@ -168,6 +172,8 @@ def cmd_show(args) -> int:
         print(f"anchor  {p}")
     for p, t in out["revoked"].items():
         print(f"revoked {p} since {datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat()}")
+    for p, t in out["retired"].items():
+        print(f"retired {p} at {datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat()}")
     return 0
 
 

@@ -47,7 +47,7 @@ class Follower:
     def __init__(self, node: Node, view: PeerView, anchors: set[str], data_dir=None):
         s = node.settings
         self.node, self.s, self.view, self.anchors = node, s, view, anchors
-        self.revoked: dict[str, float] = {}  # revoked anchors' peer ids -> since (gtracd.keyring)
+        self.revoked: dict[str, float] = {}  # former (revoked, retired) anchors -> cut-off time (gtracd.keyring)
         self.keyring = KeyringKeeper(node, s.keystore_path, s.keyring_quorum)
         self.keyring.on_change.append(self.rekey)
         d = (data_dir or s.home / "seeker") / node.name
@@ -147,12 +147,17 @@ class Follower:
         self.anchors.clear()
         self.anchors.update(new)
         self.revoked.clear()
-        self.revoked.update(kr.revoked)
+        self.revoked.update(kr.former())  # revoked and retired anchors, each with its cut-off time
         self.checkpoints.rekey(self.anchors)
         await self.purge_revoked()
 
     async def purge_revoked(self) -> None:
-        gone = await self.replica.purge(lambda r: revoked_after(r, self.revoked))
+        self.replica.refuse = lambda r: revoked_after(r, self.revoked)
+        try:
+            gone = await self.replica.purge(self.replica.refuse)
+        except OSError as e:  # the log could not be rewritten: dropped in memory, and refused from now on
+            log.error("cannot rewrite the ledger log after a keyring update: %s", e)
+            return
         if gone:
             self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + len(gone)
             self.apply_ledger()
@@ -319,7 +324,7 @@ class Follower:
             node.links.hold(pid, trusted=True)  # keyring anchors: kept outside the heartbeat-learned budget
         node.status_parts.append(self.status)
         node.status_parts.append(self.keyring.status)
-        self.revoked.update(self.keyring.keyring.revoked)
+        self.revoked.update(self.keyring.keyring.former())
         await self.purge_revoked()  # a log written before a revocation this keystore holds now
         async with trio.open_nursery() as n:
             await n.start(self.keyring.run)

@@ -2,8 +2,8 @@
 by gossip or written to this device's keystore by `gtracd keys` are verified against the keyring held, applied
 in serial order, written back to the keystore, and handed to the role (`on_change`), which re-keys what
 checks anchors (gossip senders, checkpoint quorums, epoch signers) and drops what a revoked key signed after
-its revocation. Anchors gossip the whole history again every `REPUBLISH_S`, so a device that was away
-catches up; one task (the daemon's event loop) owns the keyring."""
+its revocation. Anchors gossip their last `HISTORY` updates again every `REPUBLISH_S`, so a device that was
+away catches up; one task (the daemon's event loop) owns the keyring."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import trio
 
 from ..errors import DecodeError, UserError
 from ..identity import Keystore
-from ..keyring.update import Keyring, Refused, apply, decode, from_doc, gossip_body
+from ..keyring.update import Keyring, Refused, apply, decode, doc_of, from_doc, gossip_body, signers
 from ..wire.envelope import Signer
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ class KeyringKeeper:
         self.applied = 0
         self._mtime = self._stamp()
         self.signer = Signer(node.ident)
+        if 0 < quorum < len(self.keyring.anchors) // 2 + 1:
+            log.warning("keyring_quorum %d is less than a majority of the %d anchors: fewer leaked keys than that "
+                        "could change the keyring, and two updates for one serial could both reach it", quorum,
+                        len(self.keyring.anchors))
 
     def _stamp(self) -> float | None:
         try:
@@ -70,36 +74,56 @@ class KeyringKeeper:
                 return changed
             except Refused as e:
                 self.refused[e.reason] += 1
-                if e.reason == "gap" and len(self.waiting) < KEEP_WAITING:
-                    self.waiting[u.serial] = (raw, sigs)
-                elif e.reason not in ("stale", "gap"):
-                    log.warning("keyring update refused: %s", e)
+                self._refused(u, sigs, e)
                 return changed
-            gone = set(self.keyring.anchors) - set(new.anchors)
+            old = self.keyring
             self.keyring = new
             self.chain.append(chain_entry(raw, sigs))
             self.applied += 1
             changed = True
-            self._save()
+            self._save(old)
             log.warning("keyring update %d applied: %d anchors%s%s", u.serial, len(new.anchors),
-                        f", removed {sorted(gone)}" if gone else "",
+                        f", removed {sorted(u.remove)}" if u.remove else "",
                         f", revoked {sorted(p for p, _ in u.revoke)}" if u.revoke else "")
             self.node.events("keyring", serial=u.serial, anchors=sorted(new.anchors), revoked=new.revoked)
             for cb in self.on_change:
-                await cb(new)
+                try:
+                    await cb(new)
+                except OSError as e:  # e.g. the ledger log could not be rewritten: applied in memory all the same
+                    log.error("keyring update %d: %s", u.serial, e)
             if self.republish:  # an anchor passes it on at once (gossip from elsewhere already spreads too)
                 await self.publish_now()
+            for k in [k for k in self.waiting if k <= new.serial]:
+                del self.waiting[k]
             nxt = self.waiting.pop(new.serial + 1, None)
             if nxt is None:
                 return changed
             raw, sigs = nxt
 
-    def _save(self) -> None:
+    def _refused(self, u, sigs: list[dict], e: Refused) -> None:
+        """Keep an update that skipped ahead (if a current anchor signed it: strangers cannot fill the slots);
+        report a fork loudly; the rest is counted."""
+        signed = bool(signers(self.keyring, u, sigs))
+        if e.reason == "gap":
+            if signed and (u.serial in self.waiting or len(self.waiting) < KEEP_WAITING):
+                self.waiting[u.serial] = (u.raw, sigs)
+        elif e.reason == "stale":
+            held = self.chain[u.serial - 1]["update"] if 0 < u.serial <= len(self.chain) else None
+            if held is not None and held != u.raw.hex() and signed:
+                self.refused["conflict"] += 1
+                log.error("keyring fork: another update %d than the one applied here carries a current anchor's "
+                          "signature (anchors signed two updates for one serial)", u.serial)
+        elif e.reason == "fork" and signed:
+            log.error("%s", e)
+        elif e.reason not in ("gap", "stale", "fork"):
+            log.warning("keyring update refused: %s", e)
+
+    def _save(self, old: Keyring) -> None:
+        added = {p: k for p, k in self.keyring.anchors.items() if p not in old.anchors}
         try:
-            self.ks.write_keyring(self.keyring.anchors, {"serial": self.keyring.serial,
-                                                         "revoked": self.keyring.revoked, "chain": self.chain})
+            self.ks.write_keyring(added, set(old.anchors) - set(self.keyring.anchors), doc_of(self.keyring, self.chain))
             self._mtime = self._stamp()
-        except OSError as e:
+        except (OSError, UserError) as e:
             log.error("cannot write the keyring to %s: %s (applied in memory only)", self.ks.anchors_dir, e)
 
     async def on_gossip(self, env) -> None:
@@ -124,10 +148,12 @@ class KeyringKeeper:
             for e in doc["chain"]:
                 try:
                     raw, sigs = entry_parts(e)
-                    if decode(raw).serial > self.keyring.serial:
-                        await self.offer(raw, sigs)
-                except (DecodeError, KeyError, TypeError, ValueError):
+                    serial = decode(raw).serial
+                except (DecodeError, KeyError, TypeError, ValueError, AttributeError):
                     self.refused["malformed"] += 1
+                    continue
+                if serial > self.keyring.serial:
+                    await self.offer(raw, sigs)
 
     async def publish_forever(self) -> None:
         while True:
@@ -149,6 +175,7 @@ class KeyringKeeper:
 
     def status(self) -> dict:
         return {"keyring": {"serial": self.keyring.serial, "anchors": len(self.keyring.anchors),
-                            "revoked": sorted(self.keyring.revoked), "applied": self.applied,
+                            "revoked": sorted(self.keyring.revoked), "retired": sorted(self.keyring.retired),
+                            "applied": self.applied,
                             "refused": dict(self.refused), "waiting": sorted(self.waiting),
                             "at": time.time()}}

@@ -100,6 +100,7 @@ class Replica:
         self._lock = trio.Lock()
         self.persisted = self.loaded
         self._claimed: set[bytes] = set()  # raws being verified (claim / release)
+        self.refuse = None  # a predicate over reports merge leaves out (the role's: a former anchor's late epochs)
 
     async def checkpoint_at(self, boundary: float) -> Checkpoint | None:
         """This replica's checkpoint at `boundary` (folded in a thread), or None if it already adopted one as
@@ -163,8 +164,9 @@ class Replica:
         self._claimed.difference_update(raws)
 
     async def merge(self, reports: list[Report]) -> list[Report]:
-        """Add reports (already verified); persist and return the ones that changed the state."""
-        new = [r for r in reports if self.ledger.add(r)]
+        """Add reports (already verified); persist and return the ones that changed the state. What `refuse`
+        selects now is left out (verified before a keyring update the role applied meanwhile)."""
+        new = [r for r in reports if not (self.refuse is not None and self.refuse(r)) and self.ledger.add(r)]
         await self.persist(new)
         return new
 

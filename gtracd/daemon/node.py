@@ -142,7 +142,7 @@ class Node:
         return {
             "role": self.role, "name": self.name, "peer_id": self.peer_id, "pid": os.getpid(), "addrs": self.addrs,
             "network": self.settings.network, "uptime_s": round(time.monotonic() - self.started, 1),
-            "written_at": time.time(), "version": __version__, "wire": list(SPEAKS),
+            "written_at": time.time(), "version": __version__, "wire": list(SPEAKS), "metrics": self.metrics_urls,
             "gossip": {"sent": dict(g.sent), "received": dict(g.received), "publish_errors": g.publish_errors,
                        "rejected": getattr(g.pubsub, "rejected", 0),
                        "topic_peers": {t: g.peers(t) for t in ("heartbeats", "reports", "ledger")}},

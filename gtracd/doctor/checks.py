@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ..catalog.fingerprint import pinned_model
 from ..catalog.names import BUILTIN, model_cache_dir
 from ..config import metrics_bind
+from ..daemon.statusfiles import collect
 from ..errors import GtracError
 from ..identity import Keystore, parse_public, peer_id_from_public
 from ..net import standins
@@ -76,6 +77,21 @@ def keyring(s: Settings, role: str | None) -> list[Finding]:
                                                 "again"))
     if bad:
         return bad
+    try:
+        ks.keyring_doc()
+    except GtracError as e:  # daemons would not start with it
+        return [Finding("keyring", FAIL, str(e))]
+    if role == "anchor" and good:
+        me = s.key or "anchor"
+        try:
+            mine = peer_id_from_public(ks.public(me))
+        except GtracError:
+            mine = None
+        if mine is not None and mine not in good:
+            return [Finding("keyring", WARN, f"this anchor's own key {me!r} ({mine[-8:]}) is not in its keyring: "
+                                             "its keyring-update quorum differs from the other devices' (trust it: "
+                                             f"gtracd keys trust-anchor {ks.root / (me + '.pub')} after "
+                                             f"gtracd keys export {me} --public -o that file)")]
     if not good:
         lone = role == "anchor"
         return [Finding("keyring", WARN if lone else FAIL,
@@ -101,13 +117,28 @@ def ports(s: Settings) -> list[Finding]:
             try:
                 sock.bind((host, port))
             except OSError as e:
-                out.append(Finding("ports", FAIL, f"{what} {host}:{port} is taken or not bindable ({e.strerror}): "
-                                                  "stop what holds it or choose another port"))
+                mine = _held_by_gtracd(s, port)
+                if mine:
+                    out.append(Finding("ports", OK, f"{what} {host}:{port} is in use by the running {mine}"))
+                else:
+                    out.append(Finding("ports", FAIL, f"{what} {host}:{port} is taken or not bindable ({e.strerror}): "
+                                                      "stop what holds it or choose another port"))
                 continue
         out.append(Finding("ports", OK, f"{what} {host}:{port} is free"))
     if not want:
         out.append(Finding("ports", OK, f"listen {s.listen}: an ephemeral port (nothing to check)"))
     return out
+
+
+def _held_by_gtracd(s: Settings, port: int) -> str | None:
+    """The live gtracd daemon under this data directory listening on `port` (its status file says), if any."""
+    for doc in collect(s):
+        if doc.get("stale"):
+            continue
+        urls = [*(doc.get("addrs") or []), *(doc.get("metrics") or [])]
+        if any(isinstance(u, str) and (f"/tcp/{port}/" in u + "/" or u.endswith(f":{port}")) for u in urls):
+            return f"gtracd {doc.get('role')} {doc.get('name')}"
+    return None
 
 
 def disk(s: Settings) -> list[Finding]:

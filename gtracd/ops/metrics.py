@@ -92,6 +92,15 @@ def families(st: dict, wire: tuple[int, int] | None = None, version: str = "") -
         o.gauge("gtracd_ready", "1 when this daemon serves what its role offers (see /health for why not)",
                 1 if ready["ready"] else 0)
     _common(o, st)
+    kr = _dict(st.get("keyring"))
+    if kr:
+        o.gauge("gtracd_keyring_serial", "the anchor keyring's serial (every device of a network should agree)",
+                kr.get("serial"))
+        o.gauge("gtracd_keyring_anchors", "anchors in the keyring", kr.get("anchors"))
+        o.by("gtracd_keyring_updates_refused_total", "keyring updates refused, by reason (stale, gap, quorum, fork, "
+             "conflict, ...)", "reason", kr.get("refused"))
+        o.gauge("gtracd_keyring_updates_waiting", "keyring updates held until a missing earlier one arrives",
+                len(kr["waiting"]) if isinstance(kr.get("waiting"), list) else None)
     if isinstance(st.get("ledger"), dict):
         _ledger(o, st)
     if isinstance(st.get("workers"), dict):

@@ -94,8 +94,11 @@ def decode_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     body = check_map(ENVELOPE_KINDS[kind], obj["body"], "body", lenient=newer)
     _cross_checks(kind, body)
     signed = obj["body"] if newer else None  # exactly what the newer peer signed, fields we do not know included
-    return Envelope(kind, bytes(hdr["from"]), hdr["seq"], float(hdr["ts"]), body, bytes(hdr["sig"]), bytes(data),
-                    hdr["v"], signed)
+    env = Envelope(kind, bytes(hdr["from"]), hdr["seq"], float(hdr["ts"]), body, bytes(hdr["sig"]), bytes(data),
+                   hdr["v"], signed)
+    if newer:
+        env.signed_bytes()  # what the signature covers must encode (DecodeError now, not at the signature check)
+    return env
 
 
 class UnknownKind(DecodeError):

@@ -174,7 +174,8 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
             "pending": F("int", lo=0, hi=1 << 20), "dropped": F("dict", maxlen=32, item=F("int", lo=0, hi=1 << 20)),
             # per submitted report, in order: admitted | duplicate | pending | the drop reason
             "results": F("list", maxlen=256, item=F("str", maxlen=32)),
-            "now": F("float", lo=0.0, hi=1e11, optional=True)},  # the anchor's clock (`gtracd doctor`: skew)
+            # the anchor's clock, in the answer to an empty submission only (`gtracd doctor`: clock skew)
+            "now": F("float", lo=0.0, hi=1e11, optional=True)},
     # anti-entropy (protocols/ledgersync.py), every frame a bounded page with `last` on the final one:
     # the asker's heads per reporter (hex public key): how many reports it holds and an XOR set hash
     "sync_digest": {"network": NETWORK, "heads": HEADS, "last": F("bool"),
