@@ -359,6 +359,9 @@ async def byzantine(net: LabNet, max_requests: int = 60, rate: float = 0.25, tok
     to_detect, routed, exact, total, trust_after, avoided = [], 0, 0, 0, [], 0
     async with net.seeker() as sk:
         await sk.wait_alive(peers.values())
+        # the plan's priors first: a fresh seeker offers unproven workers to routing a few at a time
+        # (PeerView.candidates), so without them the reference could find no chain the plan has
+        await new_epoch(sk.node, sk.cache, operator, net.lab, sk.s.network)
         ref = await sk.request(PROMPTS[0], tokens, exclude=[byz])  # what honest workers compute
         for _ in range(trials):
             await new_epoch(sk.node, sk.cache, operator, net.lab, sk.s.network)
@@ -397,6 +400,9 @@ async def first_use(net: LabNet, tokens: int = 16) -> dict:
     operator = Keystore(net.lab.keystore).load("anchor-1")
     async with net.seeker() as sk:
         await sk.wait_alive(peers.values())
+        # the plan's priors first: a fresh seeker offers unproven workers to routing a few at a time
+        # (PeerView.candidates), so without them the reference could find no chain the plan has
+        await new_epoch(sk.node, sk.cache, operator, net.lab, sk.s.network)
         ref = await sk.request(PROMPTS[0], tokens, exclude=[byz])
         await new_epoch(sk.node, sk.cache, operator, net.lab, sk.s.network)
         for w in sk.view.workers.values():

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..config import metrics_bind
+from ..errors import UserError
 from ..identity import Identity
 from ..net import standins
 from ..net.gossip import running_gossip
@@ -220,8 +221,16 @@ async def running_node(role: str, name: str, ident: Identity, settings: Settings
                     n.start_soon(node.link_cuts_on_signal)
                     if settings.metrics:
                         host, port = metrics_bind(settings.metrics)
-                        node.metrics_urls = await n.start(serve_asgi, ObserveApp(node.status),
-                                                          bind_text(host, port))
+                        try:
+                            node.metrics_urls = await n.start(serve_asgi, ObserveApp(node.status),
+                                                              bind_text(host, port))
+                        except* OSError as eg:  # (hypercorn binds inside its own nursery)
+                            e = eg.exceptions[0]
+                            while isinstance(e, BaseExceptionGroup):
+                                e = e.exceptions[0]
+                            raise UserError(f"--metrics {settings.metrics}: cannot listen there "
+                                            f"({getattr(e, 'strerror', None) or e}; `gtracd doctor` says what holds "
+                                            "it)") from None
                     yield node
                     n.cancel_scope.cancel()
     finally:
