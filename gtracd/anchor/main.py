@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..control.heartbeat import GOSSIP_PAYLOAD_MAX, admit_heartbeats
-from ..control.keyring import KeyringKeeper
+from ..control.keyring import KeyringKeeper, drop_former, follow_anchors
 from ..control.peerview import PeerView
 from ..control.replica import (
     DISPLAY_REFOLD_SPACING,
@@ -39,7 +39,7 @@ from ..daemon.node import running_node
 from ..errors import DecodeError
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import Admission, AdmissionParams, Report, verified_reports
-from ..ledger.signed import held_report, revoked_after
+from ..ledger.signed import held_report
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import anti_entropy
 from ..net.protocols import LEDGER
@@ -177,12 +177,7 @@ class AnchorDaemon:
         signatures of its anchors only; drop what a revoked key signed after its revocation."""
         me = self.node.ident.peer_id
         others = set(kr.anchors) - {me}
-        for pid in self.anchors - others:
-            self.node.links.untrust(pid)
-        for pid in others - self.anchors:
-            self.node.links.hold(pid, trusted=True)
-        self.anchors.clear()  # in place: the quota reads this set
-        self.anchors.update(others)
+        follow_anchors(self.node.links, self.anchors, others)  # in place: the quota reads this set
         self.revoked.clear()
         self.revoked.update(kr.former())  # revoked and retired anchors, each with its cut-off time
         if me in self.revoked:
@@ -194,13 +189,8 @@ class AnchorDaemon:
         await self.purge_revoked()
 
     async def purge_revoked(self) -> None:
-        self.replica.refuse = lambda r: revoked_after(r, self.revoked)
-        try:
-            gone = await self.replica.purge(self.replica.refuse)
-        except OSError as e:  # the log could not be rewritten: dropped in memory, and refused from now on
-            log.error("cannot rewrite the ledger log after a keyring update: %s", e)
-            return
-        self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + len(gone)
+        gone = await drop_former(self.replica, self.revoked)
+        self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + gone
 
     # ---- announcing deltas
     async def announcer(self) -> None:

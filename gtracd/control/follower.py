@@ -26,12 +26,11 @@ from ..catalog.fingerprint import pinned_model  # torch-free
 from ..daemon.node import write_status  # atomic JSON write
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import ReportLog, verified_reports
-from ..ledger.signed import revoked_after
 from ..net.ledgersync import anti_entropy, submit
 from ..wire.batch import BATCH_S, report_batches
 from ..wire.envelope import Signer
 from .heartbeat import admit_heartbeats
-from .keyring import KeyringKeeper
+from .keyring import KeyringKeeper, drop_former, follow_anchors
 from .outbox import Outbox
 from .peerview import PeerView
 from .replica import Checkpointer, Replica, ledger_gossip, rule_params
@@ -138,28 +137,17 @@ class Follower:
 
     async def rekey(self, kr) -> None:
         """The keyring changed (control.keyring): hold the anchors it names, count only their signatures, and
-        drop what a revoked key signed after its revocation."""
-        new = set(kr.anchors)
-        for pid in self.anchors - new:
-            self.node.links.untrust(pid)
-        for pid in new - self.anchors:
-            self.node.links.hold(pid, trusted=True)
-        self.anchors.clear()
-        self.anchors.update(new)
+        drop what a former anchor signed after its cut-off."""
+        follow_anchors(self.node.links, self.anchors, kr.anchors)
         self.revoked.clear()
         self.revoked.update(kr.former())  # revoked and retired anchors, each with its cut-off time
         self.checkpoints.rekey(self.anchors)
         await self.purge_revoked()
 
     async def purge_revoked(self) -> None:
-        self.replica.refuse = lambda r: revoked_after(r, self.revoked)
-        try:
-            gone = await self.replica.purge(self.replica.refuse)
-        except OSError as e:  # the log could not be rewritten: dropped in memory, and refused from now on
-            log.error("cannot rewrite the ledger log after a keyring update: %s", e)
-            return
+        gone = await drop_former(self.replica, self.revoked)
         if gone:
-            self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + len(gone)
+            self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + gone
             self.apply_ledger()
 
     async def _adopt(self, cp, proof) -> None:

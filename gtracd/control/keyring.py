@@ -17,6 +17,7 @@ import trio
 from ..errors import DecodeError, UserError
 from ..identity import Keystore
 from ..keyring.update import Keyring, Refused, apply, decode, doc_of, from_doc, gossip_body, signers
+from ..ledger.signed import revoked_after
 from ..wire.envelope import Signer
 
 if TYPE_CHECKING:
@@ -35,6 +36,29 @@ def chain_entry(raw: bytes, sigs: list[dict]) -> dict:
 def entry_parts(e: dict) -> tuple[bytes, list[dict]]:
     return bytes.fromhex(e["update"]), [{"key": bytes.fromhex(s["key"]), "sig": bytes.fromhex(s["sig"])}
                                         for s in e["sigs"]]
+
+
+def follow_anchors(links, held: set[str], anchors) -> None:
+    """Keep connections to the keyring's anchors and let former ones go; `held` (the role's anchor set, which
+    others read) is updated in place."""
+    new = set(anchors)
+    for pid in held - new:
+        links.untrust(pid)
+    for pid in new - held:
+        links.hold(pid, trusted=True)
+    held.clear()
+    held.update(new)
+
+
+async def drop_former(replica, former: dict[str, float]) -> int:
+    """A former anchor's epochs from its cut-off on: refused by the replica from now on (`former` is read live)
+    and dropped from it and its log now. How many were dropped."""
+    replica.refuse = lambda r: revoked_after(r, former)
+    try:
+        return len(await replica.purge(replica.refuse))
+    except OSError as e:  # the log could not be rewritten: dropped in memory, and refused from now on
+        log.error("cannot rewrite the ledger log after a keyring update: %s", e)
+        return 0
 
 
 class KeyringKeeper:

@@ -28,5 +28,16 @@ async def serve_asgi(app, bind: str, shutdown_trigger=None, task_status=None) ->
     await serve(app, cfg, task_status=ts, mode="asgi", **kw)
 
 
+async def lifespan(receive, send) -> None:
+    """An ASGI app's lifespan: nothing to start or stop, so each event is acknowledged."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def bind_text(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -11,6 +11,7 @@ import logging
 from ..ops.metrics import CONTENT_TYPE, exposition
 from ..version import __version__
 from ..wire.versions import SPEAKS
+from .httpd import lifespan
 
 log = logging.getLogger("gtracd.metrics")
 
@@ -34,13 +35,7 @@ class ObserveApp:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await lifespan(receive, send)
         if scope["type"] != "http":
             return
         path, method = scope["path"].rstrip("/") or "/", scope["method"]

@@ -386,6 +386,7 @@ async def new_epoch(node: Node, cache: Follower, operator, lab: Lab, network: st
     """Start a fresh ledger epoch with the plan's trust0 priors (signed by a keyring anchor's key, submitted to
     every anchor); returns once this seeker's replica derives from it."""
 
+    await cache.pull_once()  # numbered above what the anchors hold (a fresh seeker may not have pulled yet)
     epoch = cache.replica.derived.current().epoch + 1
     await submit_priors(node, sorted(cache.anchors), operator, lab, network, epoch)
     want = {lab.peers[r.peer_id] for r in lab.plan.rows}

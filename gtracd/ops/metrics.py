@@ -44,31 +44,29 @@ class _Out:
     def __init__(self):
         self.fams: list[Metric] = []
 
-    def counter(self, name: str, doc: str, value, labels: dict | None = None) -> None:
-        self.counters(name, doc, [] if labels is None else list(labels), [(list((labels or {}).values()), value)])
-
-    def counters(self, name: str, doc: str, label_names: list[str], rows: Iterable[tuple[list[str], object]]) -> None:
-        f = CounterMetricFamily(name, doc, labels=label_names)
+    def _family(self, cls, name: str, doc: str, label_names: list[str], rows) -> None:
+        f = cls(name, doc, labels=label_names)
         for lv, v in rows:
             if _num(v) is not None:
                 f.add_metric([str(x) for x in lv], _num(v))
         if f.samples:
             self.fams.append(f)
+
+    def counter(self, name: str, doc: str, value, labels: dict | None = None) -> None:
+        self.counters(name, doc, list(labels or {}), [(list((labels or {}).values()), value)])
+
+    def counters(self, name: str, doc: str, label_names: list[str], rows: Iterable[tuple[list[str], object]]) -> None:
+        self._family(CounterMetricFamily, name, doc, label_names, rows)
 
     def by(self, name: str, doc: str, label: str, d) -> None:
         """A counter per key of a {reason: n} map."""
         self.counters(name, doc, [label], [([k], v) for k, v in sorted(_dict(d).items())])
 
     def gauge(self, name: str, doc: str, value, labels: dict | None = None) -> None:
-        self.gauges(name, doc, [] if labels is None else list(labels), [(list((labels or {}).values()), value)])
+        self.gauges(name, doc, list(labels or {}), [(list((labels or {}).values()), value)])
 
     def gauges(self, name: str, doc: str, label_names: list[str], rows: Iterable[tuple[list[str], object]]) -> None:
-        f = GaugeMetricFamily(name, doc, labels=label_names)
-        for lv, v in rows:
-            if _num(v) is not None:
-                f.add_metric([str(x) for x in lv], _num(v))
-        if f.samples:
-            self.fams.append(f)
+        self._family(GaugeMetricFamily, name, doc, label_names, rows)
 
     def histogram(self, name: str, doc: str, snap) -> None:
         if not isinstance(snap, dict) or "counts" not in snap:

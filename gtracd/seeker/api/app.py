@@ -18,6 +18,7 @@ import time
 
 import trio
 
+from ...daemon.httpd import lifespan
 from ..generation import GenerationFailed
 from ..service import Busy, Completion
 from .requests import MAX_BODY, ApiError, chat_request, check_headers, completion_request, parse_json
@@ -56,13 +57,7 @@ class Api:
     # ---------------------------------------------------------------- ASGI
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await lifespan(receive, send)
         if scope["type"] != "http":
             return
         self.counters["requests"] += 1
