@@ -9,6 +9,7 @@ Keystore layout (default ``~/.gtracd/keys``)::
     NAME.key        private key, JSON, mode 0600 (refused if group/world readable)
     NAME.pub        public key, JSON
     anchors/ID.pub  keyring of trusted anchors (public keys only)
+    anchors/keyring.json  the keyring's history of quorum-signed updates and its revoked keys (gtracd.keyring)
 """
 
 from __future__ import annotations
@@ -338,7 +339,8 @@ class Keystore:
 
     @property
     def keyring_path(self) -> Path:
-        """The keyring's history: {serial, revoked: {peer id: since}, chain: [applied updates]} (gtracd.keyring)."""
+        """The keyring's history: {serial, revoked and retired: {peer id: time}, chain: [applied updates]}
+        (gtracd.keyring)."""
         return self.anchors_dir / "keyring.json"
 
     def keyring_doc(self) -> dict:
