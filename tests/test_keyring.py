@@ -177,3 +177,39 @@ def test_purging_a_revoked_keys_late_epochs_leaves_the_ledger_as_if_they_never_c
     gone = full.discard(lambda r: revoked_after(r, {C.peer_id: 100.0}))
     assert [r.epoch for r in gone] == [4, 5]
     assert full == clean and full.heads() == clean.heads() and len(full) == 3 and full.rewrites == 1
+
+
+async def test_after_a_revocation_the_adopted_checkpoint_is_certified_again_without_the_revoked_key():
+    """Its proof leaned on the revoked key: new replicas could not adopt it (and the reports it folded are
+    gone). The remaining anchors sign it again; the proof is replaced once they make a quorum."""
+    from gtracd.control.replica import Checkpointer, Replica
+    from gtracd.ledger import RuleParams
+    from gtracd.ledger.checkpoint import signed_body, verify_proof
+    from gtracd.ledger.crdt import make_checkpoint
+    from gtracd.wire.envelope import Signer, decode_envelope
+
+    from .test_ledger_sync import REPORTERS, rep
+
+    replica = Replica(None, RuleParams())
+    for s in range(20):
+        replica.ledger.add(rep(REPORTERS[0], s))
+    published = []
+
+    async def publish(topic, raw):
+        published.append(raw)
+
+    mine = Checkpointer(replica, {A.peer_id, B.peer_id, C.peer_id}, NET, publish, Signer(A))
+    cp = make_checkpoint(None, replica.ledger, 15.0, RuleParams())
+
+    def sig(who):
+        return decode_envelope(Signer(who).sign("ledger_checkpoint", signed_body(cp, NET)).raw)
+
+    for who in (A, C):
+        await mine.on_signature(sig(who))
+    assert replica.ledger.checkpoint == cp and mine.proof_signers() == {A.peer_id, C.peer_id}
+    await mine.rekey({A.peer_id, B.peer_id})  # C revoked
+    assert len(published) == 1 and decode_envelope(published[0]).sender_id == A.peer_id  # A signs it again
+    assert verify_proof(cp.id, replica.proof, {A.peer_id, B.peer_id}, NET) is not None  # not yet
+    await mine.on_signature(sig(B))
+    assert verify_proof(cp.id, replica.proof, {A.peer_id, B.peer_id}, NET) is None
+    assert mine.proof_signers() == {A.peer_id, B.peer_id} and mine.counters["reproved"] == 1

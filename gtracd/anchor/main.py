@@ -185,7 +185,7 @@ class AnchorDaemon:
                       "what it signs")
         self.epoch_signers = frozenset(others | ({me} if me not in self.revoked else set()))
         self.admission.epoch_signers = self.epoch_signers
-        self.checkpoints.rekey(set(self.epoch_signers))
+        await self.checkpoints.rekey(set(self.epoch_signers))
         await self.purge_revoked()
 
     async def purge_revoked(self) -> None:

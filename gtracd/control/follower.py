@@ -141,7 +141,7 @@ class Follower:
         follow_anchors(self.node.links, self.anchors, kr.anchors)
         self.revoked.clear()
         self.revoked.update(kr.former())  # revoked and retired anchors, each with its cut-off time
-        self.checkpoints.rekey(self.anchors)
+        await self.checkpoints.rekey(self.anchors)
         await self.purge_revoked()
 
     async def purge_revoked(self) -> None:

@@ -23,6 +23,7 @@ from ..ledger.checkpoint import (
 from ..ledger.crdt import make_checkpoint
 from ..ledger.signed import is_held
 from ..ledger.store import load_checkpoint, save_checkpoint
+from ..wire.envelope import decode_envelope
 
 if TYPE_CHECKING:
     from gtracd.config import Settings
@@ -124,6 +125,13 @@ class Replica:
                 await trio.to_thread.run_sync(self.log.rewrite, raws)
             return True
 
+    async def reprove(self, proof: list[bytes]) -> None:
+        """The adopted checkpoint's proof replaced (re-signed after a keyring update), on disk too."""
+        async with self._lock:
+            self.proof[:] = proof  # in place: a sync responder reads it
+            if self.cp_path is not None and self.ledger.checkpoint is not None:
+                await trio.to_thread.run_sync(save_checkpoint, self.cp_path, self.ledger.checkpoint, self.proof)
+
     async def purge(self, pred) -> list[Report]:
         """Remove what `pred` selects from the ledger and the log (rewritten: a restart does not bring it back)."""
         async with self._lock:
@@ -208,14 +216,44 @@ class Checkpointer:
         self._mismatch: tuple | None = None  # (certified id, ledger version) we folded differently: not again
         self.counters = {"signed": 0, "adopted": 0, "mismatched": 0, "signatures": 0, "errors": 0}
 
-    def rekey(self, keyring: set[str]) -> None:
-        """The keyring changed: only its anchors' signatures count from now on (gtracd.keyring)."""
+    async def rekey(self, keyring: set[str]) -> None:
+        """The keyring changed: only its anchors' signatures count from now on (gtracd.keyring). The adopted
+        checkpoint's proof may have leaned on a key no longer in it (new replicas could not adopt it, and the
+        reports it folded are gone): an anchor signs its adopted checkpoint again, and once the remaining
+        anchors' signatures make a quorum the proof is replaced (_refresh_proof)."""
         self.certs.rekey(keyring)
+        cp = self.replica.ledger.checkpoint
+        if cp is not None and self.signer is not None:
+            env = self.signer.sign("ledger_checkpoint", signed_body(cp, self.network))
+            self.certs.add(self.signer.ident.peer_id, cp.id, env.raw)
+            if self.publish is not None:
+                await self.publish("ledger", env.raw)
+        await self._guarded(self._refresh_proof)
+
+    def proof_signers(self) -> set[str]:
+        """The current keyring anchors whose signatures the adopted checkpoint's proof holds."""
+        out = set()
+        for raw in self.replica.proof:
+            try:
+                env = decode_envelope(bytes(raw))
+            except DecodeError:
+                continue
+            if env.sender_id in self.certs.keyring:
+                out.add(env.sender_id)
+        return out
+
+    async def _refresh_proof(self) -> None:
+        cp = self.replica.ledger.checkpoint
+        if cp is None or not self.certs.certified(cp.id) or len(self.proof_signers()) >= self.certs.quorum:
+            return
+        await self.replica.reprove(self.certs.proof(cp.id))
+        self.counters["reproved"] = self.counters.get("reproved", 0) + 1
 
     async def on_signature(self, env) -> None:
         self.counters["signatures"] += 1
         self.certs.add(env.sender_id, id_of(env.body), env.raw)
         await self._guarded(self._maybe_adopt)
+        await self._guarded(self._refresh_proof)
 
     async def _guarded(self, step) -> None:
         """A checkpoint step that fails (a disk full, a state too large, a bug) is counted and logged; it
