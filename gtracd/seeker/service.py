@@ -65,7 +65,9 @@ def routing_params(s: Settings) -> Params:
 
 
 async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: float) -> bool:
-    """Heartbeats arrive every heartbeat_s: wait (bounded) until the live view covers every layer."""
+    """Heartbeats arrive every heartbeat_s: wait (bounded) until the live view covers every layer. Looks again
+    whenever a worker appears, returns, moves or changes state (PeerView.listeners), and at least once a
+    second (trust from the ledger changes the picture too)."""
 
     with trio.move_on_after(timeout):
         while True:
@@ -76,7 +78,13 @@ async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: flo
                     return True
                 except NoRoute:
                     pass
-            await trio.sleep(0.1)
+            changed = trio.Event()
+            view.listeners.append(changed.set)
+            try:
+                with trio.move_on_after(1.0):
+                    await changed.wait()
+            finally:
+                view.listeners.remove(changed.set)
     return False
 
 
@@ -185,18 +193,22 @@ class SeekerService:
         first token if it shows no text, so a stream can start at the first token); `on_chain(gen)` once a
         new chain is open. Raises GenerationFailed when the chain fails beyond repair, Busy when every slot is
         taken."""
-        try:
-            self.slots.acquire_nowait()
-        except trio.WouldBlock:
-            self.counters["busy"] += 1
-            self.observed.outcomes.add("busy")
-            raise Busy(f"all {self.max_requests} request slots are busy") from None
         self.observed.in_flight += 1
         try:
-            return await self._complete(req, on_text, on_chain)
+            if self.s.route_wait_s > 0:  # still discovering (or a worker restarting): wait for a route first,
+                await wait_for_route(self.view, routing_params(self.s), self.s.mode, self.s.route_wait_s)  # no slot held
+            try:
+                self.slots.acquire_nowait()
+            except trio.WouldBlock:
+                self.counters["busy"] += 1
+                self.observed.outcomes.add("busy")
+                raise Busy(f"all {self.max_requests} request slots are busy") from None
+            try:
+                return await self._complete(req, on_text, on_chain)
+            finally:
+                self.slots.release()
         finally:
             self.observed.in_flight -= 1
-            self.slots.release()
 
     async def _complete(self, req: Request, on_text, on_chain) -> Completion:
         self.counters["requests"] += 1
@@ -219,8 +231,6 @@ class SeekerService:
 
         try:
             with trio.fail_after(self.s.request_timeout_s + req.max_tokens * 2.0):
-                if not gen.hops and self.s.route_wait_s > 0:  # still discovering: wait (bounded) for a route
-                    await wait_for_route(self.view, gen.params, gen.mode, self.s.route_wait_s)
                 if not gen.hops:
                     await gen.start()
                     if on_chain is not None:
