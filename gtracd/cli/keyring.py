@@ -1,7 +1,7 @@
 """`gtracd keys rotate-anchor | revoke-anchor | sign-update | apply-update | keyring`: changing the anchor
 keyring with a quorum of the current anchors' signatures (gtracd.keyring). An update travels between anchor
-operators as a small JSON file; once it carries a quorum it is applied to this device's keystore, and the
-daemons using that keystore apply it and gossip it to the network within seconds (control.keyring)."""
+operators as a small JSON file; once it carries a quorum it is applied to this device's keystore, the daemons
+using that keystore apply it within seconds, and anchors gossip it to the network (control.keyring)."""
 
 from __future__ import annotations
 
