@@ -105,7 +105,6 @@ class Settings:
         "help": "seeker: seconds a repair with no replacement waits for one to appear (0: fail at once); to "
                 "outlast a healing move it must exceed node_timeout_s + the workers' heal_after_s + drain_s + "
                 "load time"})
-
     route_wait_s: float = field(default=15.0, metadata={
         "help": "seeker: a request that arrives while no chain covers the model (still discovering, or a worker "
                 "restarting) waits up to this for one before it fails (0: fail at once)"})

@@ -31,7 +31,6 @@ class ObserveApp:
 
     def __init__(self, source):
         self.source = source
-        self.scrapes = 0
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -44,7 +43,6 @@ class ObserveApp:
         if method not in ("GET", "HEAD"):
             return await _reply(send, 405, b"use GET\n")
         if path == "/metrics":
-            self.scrapes += 1
             try:
                 body = exposition(self.source, SPEAKS, __version__)
             except Exception:  # a bug in a mapping must not take the daemon down: say so, answer 500

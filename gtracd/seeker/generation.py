@@ -31,6 +31,7 @@ from ..tokens.tokenizer import Tokenizer
 from .blame import verdict
 from .checker import Convicted, SpotChecker, checked_call
 from .hops import Chunk, Hop, SeekerNet, host_of, replay_plan
+from .readiness import view_changed
 from .repairs import Accounts
 
 log = logging.getLogger("gtracd.seeker")
@@ -255,13 +256,7 @@ class Generation:
             rep = replacement(self.view.snapshot(self.model), failed, self.params, exclude=self._excluded())
             if rep is not None or trio.current_time() >= deadline:
                 return rep
-            changed = trio.Event()
-            self.view.listeners.append(changed.set)
-            try:
-                with trio.move_on_at(min(deadline, trio.current_time() + 1.0)):  # busy peers expire too
-                    await changed.wait()
-            finally:
-                self.view.listeners.remove(changed.set)
+            await view_changed(self.view, min(deadline - trio.current_time(), 1.0))
 
     async def open_replayed(self, pid: str, history: list[Chunk]) -> Hop:
         """A session on `pid` fed `history`, the inputs a hop of this generation received (what a replacement

@@ -1,11 +1,14 @@
 """Is this seeker ready to serve, and if not, why (pure: the view and the routing terms in, an answer out).
 `/health`, `gtracd status` and `/metrics` (`gtracd_ready`) say it; a request that arrives while the seeker is
-not ready waits (bounded: route_wait_s) for a route instead of failing at once (seeker.service)."""
+not ready waits (bounded: route_wait_s) for a route instead of failing at once (seeker.service), woken when
+the view changes (`view_changed`, which a repair waiting for a replacement uses too)."""
 
 from __future__ import annotations
 
 import random
 from typing import TYPE_CHECKING
+
+import trio
 
 from ..routing import NoRoute, Params, route
 from ..routing.coverage import coverage
@@ -35,3 +38,15 @@ def readiness(view: PeerView, params: Params, mode: str, now: float | None = Non
                  f"the trust floor" if holes else str(e))
         return {"ready": False, "why": f"no chain covers the model: {where} ({live} live workers)", "workers": live}
     return {"ready": True, "why": f"a chain covers all {mt[1]} layers ({live} live workers)", "workers": live}
+
+
+async def view_changed(view: PeerView, seconds: float) -> None:
+    """Return when a worker appears, returns, moves or changes state (PeerView.listeners), or after `seconds`
+    (what the listeners do not announce changes too: trust from the ledger, busy peers expiring)."""
+    changed = trio.Event()
+    view.listeners.append(changed.set)
+    try:
+        with trio.move_on_after(max(0.0, seconds)):
+            await changed.wait()
+    finally:
+        view.listeners.remove(changed.set)

@@ -20,11 +20,11 @@ from ..control.peerview import WorkerEntry
 from ..errors import DecodeError, UserError
 from ..net.hop import fetch_info
 from ..net.host import dial
-from ..routing import NoRoute, Params, route
+from ..routing import Params
 from .contexts import KEEP, Context, Contexts
 from .generation import Generation, GenerationFailed
 from .observed import Observed
-from .readiness import readiness
+from .readiness import readiness, view_changed
 from .stops import StopMatcher
 
 if TYPE_CHECKING:
@@ -65,26 +65,13 @@ def routing_params(s: Settings) -> Params:
 
 
 async def wait_for_route(view: PeerView, params: Params, mode: str, timeout: float) -> bool:
-    """Heartbeats arrive every heartbeat_s: wait (bounded) until the live view covers every layer. Looks again
-    whenever a worker appears, returns, moves or changes state (PeerView.listeners), and at least once a
-    second (trust from the ledger changes the picture too)."""
+    """Heartbeats arrive every heartbeat_s: wait (bounded) until the live view covers every layer, looking again
+    whenever the view changes and at least once a second."""
 
     with trio.move_on_after(timeout):
-        while True:
-            mt = view.pinned()
-            if mt is not None:
-                try:
-                    route(view.snapshot(mt[0]), mode, params, rng=random.Random(0))
-                    return True
-                except NoRoute:
-                    pass
-            changed = trio.Event()
-            view.listeners.append(changed.set)
-            try:
-                with trio.move_on_after(1.0):
-                    await changed.wait()
-            finally:
-                view.listeners.remove(changed.set)
+        while not readiness(view, params, mode)["ready"]:
+            await view_changed(view, 1.0)
+        return True
     return False
 
 
