@@ -108,6 +108,10 @@ class Settings:
     route_wait_s: float = field(default=15.0, metadata={
         "help": "seeker: a request that arrives while no chain covers the model (still discovering, or a worker "
                 "restarting) waits up to this for one before it fails (0: fail at once)"})
+    speculate: str = field(default="auto", metadata={
+        "help": "seeker: speculative decoding with drafts from the conversation (prompt lookup, no model): auto "
+                "(on, backs off while drafts keep failing) | off | K (up to K drafts a step, 1-32); the text is "
+                "the same either way"})
     keyring_quorum: int = field(default=0, metadata={
         "help": "signatures of current keyring anchors a keyring update needs (0: a majority of them); every "
                 "device of a network should use the same"})

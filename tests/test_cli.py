@@ -97,7 +97,7 @@ def test_config_errors(home, capsys):
 @pytest.mark.smoke
 def test_console_script_version():
     out = subprocess.run([sys.executable, "-m", "gtracd.cli", "--version"], capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.startswith("gtracd ") and "reads 1-2" in out.stdout  # the wire range
+    assert out.returncode == 0 and out.stdout.startswith("gtracd ") and "reads 1-3" in out.stdout  # the wire range
 
 
 @pytest.mark.procs

@@ -373,3 +373,32 @@ async def test_seeker_vanishing_mid_request_does_not_hurt_the_worker(tiny_cluste
         kind, info = await ok.read(5)
         assert kind == "info_reply"
     assert ws[1].proc.poll() is None
+
+
+@pytest.mark.parametrize("sampling", [None, {"temperature": 0.9, "top_k": 0, "top_p": 0.95, "seed": 7}])
+async def test_speculative_steps_generate_what_plain_steps_do(tiny_cluster, sampling, monkeypatch):
+    """Issue 26: drafts from prompt lookup go through the chain as one step; the kept tokens equal plain
+    decoding's, greedy or sampled (the last hop samples every position as a plain step there would)."""
+    folder, ws = tiny_cluster
+    if sampling:  # sampled text rarely repeats itself: drafts that mostly fail, from the prompt's own tokens
+        import gtracd.seeker.generation as generation
+
+        monkeypatch.setattr(generation, "propose", lambda ctx, k: [5, 17, 99, 3, 42, 7][:k])
+    prompt = [5, 17, 99, 3, 42, 7] * 4
+    async with running_host(Identity.generate()) as host:
+        plain = await _gen(host, [w.addr for w in ws], prompt, 48, sampling=sampling)
+        view = PeerView()
+        net = SeekerNet(host, view)
+        assert await discover(net, view, [w.addr for w in ws]) == []
+        gen = Generation(net, view, Params(), sampling=sampling, speculate=4)
+        r = await gen.turn(prompt, 48)
+        c = gen.speculation.counters
+        assert r.tokens == plain.tokens
+        assert c["trips"] > 0
+        if not sampling:  # the tiny model repeats itself: drafts hold, fewer trips than tokens
+            assert c["accepted"] > 0 and len(gen.trace) < 48
+        # the chain's histories hold only kept positions: a second turn reuses them exactly
+        r2 = await gen.turn(prompt + r.tokens + [5, 17], 8)
+        await gen.aclose()
+        plain2 = await _gen(host, [w.addr for w in ws], prompt + r.tokens + [5, 17], 8, sampling=sampling)
+        assert r2.tokens == plain2.tokens and r2.reused == len(prompt) + len(r.tokens) - 1

@@ -175,7 +175,7 @@ def test_a_wrong_output_report_with_evidence_is_accepted():
 
 
 @pytest.mark.parametrize("outer,field", [
-    ({"v": 3}, "envelope.v"),  # outside the range this build reads (wire.versions.SPEAKS)
+    ({"v": 4}, "envelope.v"),  # outside the range this build reads (wire.versions.SPEAKS)
     ({"v": 0}, "envelope.v"),
     ({"kind": "bogus"}, "envelope.kind"),
     ({"from": b"x" * 31}, "envelope.from"),
@@ -296,8 +296,8 @@ def test_report_batches_round_trip_within_caps_and_refuse_malformed_batches():
     msgs = report_batches(raws)
     assert len(msgs) == 3 and [x for m in msgs for x in batch_items(m)] == raws  # order kept, 64 + 64 + 22
     assert batch_items(raws[0]) == [raws[0]]  # a single envelope, as before batches
-    assert batch_items(packb({"v": 2, "reports": raws[:1], "added_in_v2": 1})) == raws[:1]  # the next version
-    for bad in ({"v": 3, "reports": raws[:1]}, {"v": 1, "reports": []}, {"v": 1, "reports": ["text"]},
+    assert batch_items(packb({"v": 3, "reports": raws[:1], "added_in_v2": 1})) == raws[:1]  # the next version
+    for bad in ({"v": 4, "reports": raws[:1]}, {"v": 1, "reports": []}, {"v": 1, "reports": ["text"]},
                 {"v": 1, "reports": raws[:1], "more": 1}, {"v": 1, "reports": raws[:1] * (BATCH_REPORTS + 1)}):
         with pytest.raises(DecodeError):
             batch_items(packb(bad))

@@ -21,7 +21,7 @@ from ..errors import GtracError, UserError
 from ..identity import Keystore, peer_id_from_public, read_passphrase_file
 from ..lab import cli as lab_cli
 from ..version import __version__
-from ..wire.versions import SPEAKS, WIRE
+from ..wire.versions import CURRENT, SPEAKS, WIRE
 from . import commands, roles
 from . import keyring as keyring_cli
 
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="gtracd", description="Trust-aware peer-to-peer LLM inference (G-TRAC).",
                 epilog="Roles: gtracd --role worker|anchor|seeker --help")
     p.add_argument("--version", action="version",
-                   version=f"gtracd {__version__} (writes wire version {WIRE}, reads {SPEAKS[0]}-{SPEAKS[1]})")
+                   version=f"gtracd {__version__} (wire: writes {WIRE}-{CURRENT}, reads {SPEAKS[0]}-{SPEAKS[1]})")
     p.add_argument("--config", help="TOML settings file (also GTRACD_CONFIG)")
     p.add_argument("--keystore", help="keystore directory (also GTRACD_KEYSTORE; default ~/.gtracd/keys)")
     p.add_argument("--role", choices=ROLES, help="run a daemon; role options follow")

@@ -20,6 +20,11 @@ def corrupter(rng: random.Random, vocab: int):
             g = torch.Generator().manual_seed(rng.getrandbits(31))
             h += torch.randn(h.shape, generator=g, dtype=h.dtype) * (h.std() + 1e-3)
             res["hidden"] = to_wire(h)
+        elif res.get("tokens"):  # a speculative step: one of its tokens (a draft then fails to match it)
+            toks = list(res["tokens"])
+            j = rng.randrange(len(toks))
+            toks[j] = (toks[j] + 1 + rng.randrange(vocab - 1)) % vocab
+            res["tokens"], res["token"] = toks, toks[-1]
         elif res.get("token") is not None:
             res["token"] = (res["token"] + 1 + rng.randrange(vocab - 1)) % vocab
             res["piece"] = ""

@@ -18,6 +18,7 @@ import torch
 from ..catalog.fingerprint import card_files, card_fingerprint, weights_digest
 from ..ops.histogram import BATCH_BUCKETS, Histogram
 from ..protocols.sessions import Refused, SessionTable
+from ..wire.kinds import MAX_VERIFY
 from .batching import forward_steps
 from .sampling import sample
 from .shard import Shard, crop
@@ -37,6 +38,7 @@ class Job:
     n: int
     inp: dict
     sample: bool
+    verify: bool = False  # last hop of a speculative step: the token after every position
 
 
 @dataclass
@@ -139,14 +141,15 @@ class ShardServer:
             if not bool(torch.isfinite(inp["hidden"]).all()):  # the previous hop's fault (seeker.blame)
                 raise Refused("bad_tensor", "non-finite values in the hidden state")
         self._drop(self.table.reserve(sid, pos + n, self.clock()))
-        return Job(sess, pos, n, inp, bool(body.get("sample", True)))
+        verify = bool(body.get("verify")) and self.shard.last and n <= MAX_VERIFY
+        return Job(sess, pos, n, inp, bool(body.get("sample", True)), verify)
 
     def compute(self, job: Job) -> dict:
         """prefill / step, the compute thread's half: only the job's own session cache is touched."""
         sess, pos = job.sess, job.pos
         sess.cache = crop(sess.cache, pos)
         t0 = time.perf_counter()
-        out = self.shard.forward(sess.cache, pos, **job.inp)
+        out = self.shard.forward(sess.cache, pos, **job.inp, every=job.verify and job.sample)
         self.steps += 1  # written only by the holder of the compute slot
         if job.n == 1:  # a decode step computed alone
             self.batch_sizes.observe(1)
@@ -154,8 +157,9 @@ class ShardServer:
 
     @staticmethod
     def split(job: Job, size: int = PREFILL_CHUNK) -> list[Job]:
-        """A prefill as consecutive parts of at most `size` positions (only the last one samples)."""
-        if job.n <= size:
+        """A prefill as consecutive parts of at most `size` positions (only the last one samples; a speculative
+        step is never split: at most MAX_VERIFY positions)."""
+        if job.n <= size or job.verify:
             return [job]
         parts = []
         for a in range(0, job.n, size):
@@ -182,7 +186,7 @@ class ShardServer:
     @staticmethod
     def batchable(job: Job) -> bool:
         """A decode step (one position): it may share a forward pass with others."""
-        return job.n == 1
+        return job.n == 1 and not job.verify
 
     def compute_batch(self, jobs: list[Job]) -> list[dict]:
         """Decode steps of different sessions in one forward pass (engine/batching.py), on the compute thread:
@@ -213,9 +217,12 @@ class ShardServer:
             res["hidden"] = to_wire(hidden)
         elif job.sample:
             sp = sess.sampling
-            tok = sample(logits, pos + n, sp.get("temperature", 0.0), sp.get("top_k", 0), sp.get("top_p", 1.0),
-                         sp.get("seed", 0))
-            res["token"] = tok
+            terms = (sp.get("temperature", 0.0), sp.get("top_k", 0), sp.get("top_p", 1.0), sp.get("seed", 0))
+            if logits.dim() == 2:  # a speculative step: each position's token, chosen as a plain step there would
+                res["tokens"] = [sample(logits[j], pos + j + 1, *terms) for j in range(n)]
+                res["token"] = res["tokens"][-1]
+            else:
+                res["token"] = sample(logits, pos + n, *terms)
         res["compute_ms"] = (time.perf_counter() - t0) * 1e3
         return res
 

@@ -31,7 +31,7 @@ FAMILIES = LLAMA_LIKE | {"gpt2"}
 @dataclass
 class ShardOutput:
     hidden: torch.Tensor | None  # [1, n, d] for non-last shards
-    logits: torch.Tensor | None  # [vocab] float32 of the last position, last shard only
+    logits: torch.Tensor | None  # last shard only: [vocab] float32 of the last position ([n, vocab]: every one)
 
 
 def num_layers(folder: Path) -> int:
@@ -163,8 +163,9 @@ class Shard:
 
     @torch.inference_mode()
     def forward(self, cache: DynamicCache, pos: int, input_ids: torch.Tensor | None = None,
-                hidden: torch.Tensor | None = None) -> ShardOutput:
-        """Extend the session by n positions starting at absolute position `pos` (== cached length)."""
+                hidden: torch.Tensor | None = None, every: bool = False) -> ShardOutput:
+        """Extend the session by n positions starting at absolute position `pos` (== cached length). `every`:
+        the last shard's logits at every position (a speculative step), not only the last one's."""
         if self.first:
             x = self.embed(input_ids.view(1, -1))
             n = x.shape[1]
@@ -179,6 +180,8 @@ class Shard:
         x = self.run_layers(x, mask, position_ids, cache)
         if not self.last:
             return ShardOutput(x, None)
+        if every:
+            return ShardOutput(None, self.lm_head(self.norm(x))[0].float())
         h = self.norm(x[:, -1:, :])
         return ShardOutput(None, self.lm_head(h)[0, -1].float())
 

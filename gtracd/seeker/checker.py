@@ -33,6 +33,7 @@ identities can neither witness a conviction nor arbitrate one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -132,6 +133,18 @@ class SpotChecker:
     async def close(self) -> None:
         for i in list(self.checks):
             await self.drop(i)
+
+    def truncate(self, pos: int) -> None:
+        """Positions >= pos were dropped (a speculative step's rejected drafts): witnesses forget them too."""
+        for c in self.checks.values():
+            if c.witness is not None:
+                for h in {id(x): x for x in (c.witness, *members_of(c.witness))}.values():
+                    h.history = cut_history(h.history, pos)
+
+
+def cut_history(history: list[Chunk], pos: int) -> list[Chunk]:
+    """The inputs of a session before position `pos` (what it keeps after a crop there)."""
+    return [c for c in (ch.cut(pos) for ch in history) if c is not None]
 
 
 def has_standing(gen, pid: str) -> bool:
@@ -251,13 +264,15 @@ class ChainSession:
 
     async def timed(self, kind: str, body: dict, timeout: float) -> tuple[dict, float]:
         t0 = time.perf_counter()
-        res = await self.call(Chunk(body["pos"], _n(body), tokens=body.get("tokens"), hidden=body.get("hidden")),
-                              kind, body.get("sample", True))
+        res = await self.call(Chunk(body["pos"], _n(body), tokens=body.get("tokens"), hidden=body.get("hidden"),
+                                    verify=bool(body.get("verify"))), kind, body.get("sample", True))
         return res, (time.perf_counter() - t0) * 1e3
 
     async def call(self, chunk: Chunk, kind: str, sample: bool) -> dict:
         res: dict = {}
+        verify, last = chunk.verify, len(self.members) - 1
         for k, m in enumerate(self.members):
+            chunk = dataclasses.replace(chunk, verify=verify and k == last)  # only the last member chooses tokens
             b = chunk.body(self.gen.sid, **({} if sample else {"sample": False}))
             res, _ = await m.session.timed(kind, b, self.gen.deadline(m, chunk.n))
             m.history.append(chunk)

@@ -37,23 +37,32 @@ from ..identity import Identity, Keystore
 from .generation import GenerationFailed
 from .running import running_seeker
 from .service import Completion, Request, SeekerService, Trust, discover, routing_params, wait_for_route
+from .speculation import parse as parse_speculate
 
 __all__ = ["AsyncClient", "Client", "GenerationFailed", "open_client"]
 
 
 def _request(prompt=None, messages=None, max_tokens=64, temperature=0.0, top_p=1.0, seed=0, stop=(),
-             ignore_eos=False, min_trust=None, spot_check_rate=None, exclude_peers=(), exclude_hosts=()) -> Request:
+             ignore_eos=False, min_trust=None, spot_check_rate=None, exclude_peers=(), exclude_hosts=(),
+             speculate=None) -> Request:
     """`min_trust`, `spot_check_rate`, `exclude_peers`, `exclude_hosts`: this request's own, stricter trust
-    terms (the result's `provenance` says which chain answered and how it was checked)."""
+    terms (the result's `provenance` says which chain answered and how it was checked). `speculate`: auto, off
+    or K draft tokens (None: the seeker's setting); the text is the same either way."""
     if (prompt is None) == (messages is None):
         raise UserError("give a prompt or messages")
     for name, v in (("min_trust", min_trust), ("spot_check_rate", spot_check_rate)):
         if v is not None and not 0.0 <= v <= 1.0:
             raise UserError(f"{name} must be in [0, 1]")
     msgs = None if messages is None else tuple((m["role"], m["content"]) for m in messages)
+    if speculate is not None:
+        try:
+            speculate = parse_speculate(speculate)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     return Request(messages=msgs, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                    seed=seed, stop=tuple([stop] if isinstance(stop, str) else stop), ignore_eos=ignore_eos,
-                   trust=Trust(min_trust, spot_check_rate, tuple(exclude_peers), tuple(exclude_hosts)))
+                   trust=Trust(min_trust, spot_check_rate, tuple(exclude_peers), tuple(exclude_hosts)),
+                   speculate=speculate)
 
 
 class AsyncClient:

@@ -29,10 +29,11 @@ from ..protocols.sessions import BUSY_RETRY_S
 from ..routing import NoRoute, Params, Peer, replacement, route
 from ..tokens.tokenizer import Tokenizer
 from .blame import verdict
-from .checker import Convicted, SpotChecker, checked_call
+from .checker import Convicted, SpotChecker, checked_call, cut_history
 from .hops import Chunk, Hop, SeekerNet, host_of, replay_plan
 from .readiness import view_changed
 from .repairs import Accounts
+from .speculation import MAX_DRAFT, Speculation, accepted, propose
 
 log = logging.getLogger("gtracd.seeker")
 PIECE_CONTEXT = 8  # tokens before a new one decoded with it (a piece may depend on its neighbours)
@@ -93,7 +94,7 @@ class Generation:
                  max_repairs: int | None = None, spot_check_rate: float = 0.0, spot_check_calls: int = 4,
                  spot_check_probation: int = 0,
                  check_rng: random.Random | None = None, heal_wait_s: float = 0.0,
-                 exclude_hosts: frozenset[str] = frozenset()):
+                 exclude_hosts: frozenset[str] = frozenset(), speculate: int | str = "off"):
         self.net, self.view, self.params, self.mode = net, view, params, mode
         self.sampling = sampling or {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
         self.max_length = max_length
@@ -119,6 +120,12 @@ class Generation:
         self.exclude_hosts = exclude_hosts  # the request's own: no hop, replacement or witness on these hosts
         self.selected_trust: dict[str, float] = {}  # peer -> its trust when routing chose it (provenance)
         self.open_routes = OPEN_ROUTES  # routes tried while opening, each without the peers it could not reach
+        self.speculation = Speculation(speculate)  # drafts per decode step (seeker.speculation)
+
+    def speculate(self, setting: int | str) -> None:
+        """This request's speculation setting (a kept generation keeps what it learned if it is unchanged)."""
+        if Speculation(setting).setting != self.speculation.setting:
+            self.speculation = Speculation(setting)
 
     # ------------------------------------------------------------------ chain
     @property
@@ -363,19 +370,21 @@ class Generation:
             hop.history.append(chunk)
             hop.call_ms.append(ms)
             self._calls.append((ms, res.get("compute_ms", 0.0)))
-            if chunk.n == 1:
+            if chunk.n == 1 or kind == "step":  # a decode step (a speculative one costs about the same on a CPU)
                 hop.step_ms.append(ms)
                 hop.compute_ms.append(res["compute_ms"])
                 self.view.observe_latency(hop.peer.peer_id, ms)
             return res
         raise AssertionError("unreachable")
 
-    async def forward(self, pos: int, tokens: list[int]) -> dict:
-        kind = "prefill" if len(tokens) > 1 else "step"
-        chunk = Chunk(pos, len(tokens), tokens=list(tokens))
+    async def forward(self, pos: int, tokens: list[int], verify: bool = False) -> dict:
+        """One pass through the chain. `verify`: a speculative step (the last token and its drafts): the last
+        hop answers the token it chooses after every position."""
+        kind = "prefill" if len(tokens) > 1 and not verify else "step"
+        last = len(self.hops) - 1
+        chunk = Chunk(pos, len(tokens), tokens=list(tokens), verify=verify and last == 0)
         t0 = time.perf_counter()
         self._calls = []
-        last = len(self.hops) - 1
         for i in range(len(self.hops)):
             res = await self._hop_call(i, kind, chunk)
             if i < last:
@@ -383,7 +392,8 @@ class Generation:
                 bad = self._bad_hidden(h, len(tokens))
                 if bad:  # checked before it is relayed: a hop can never get the next one blamed
                     raise self._failed(f"hop {i} returned {bad}", self.hops[i].peer.peer_id, True)
-                chunk = Chunk(pos, len(tokens), hidden={"dtype": h.dtype, "shape": list(h.shape), "data": bytes(h.data)})
+                chunk = Chunk(pos, len(tokens), hidden={"dtype": h.dtype, "shape": list(h.shape), "data": bytes(h.data)},
+                              verify=verify and i + 1 == last)
         if res.get("token") is None:
             raise self._failed("the last hop returned no token", self.hops[last].peer.peer_id, True)
         self.trace.append({"e2e_ms": (time.perf_counter() - t0) * 1e3, "hop_wall_ms": sum(c[0] for c in self._calls),
@@ -405,7 +415,8 @@ class Generation:
 
     def _truncate(self, pos: int) -> None:
         for hop in self.hops:
-            hop.history = [c for c in (ch.cut(pos) for ch in hop.history) if c is not None]
+            hop.history = cut_history(hop.history, pos)
+        self.checker.truncate(pos)
         self.fed = self.fed[:pos]
 
     async def tokenizer(self) -> Tokenizer:
@@ -468,38 +479,67 @@ class Generation:
         steps: list[float] = []
         prefill_ms = 0.0
         eos = stopped = False
-        for step in range(max_new_tokens):
+        step = 0
+        while len(out) < max_new_tokens and not (eos or stopped):
             t0 = time.perf_counter()
             if recompute:
                 self._truncate(0)
                 new, pos = list(tokens) + out, 0
-            res = await self.forward(pos, new)
+            drafts: list[int] = []
+            if step > 0 and not recompute:  # speculative decoding (seeker.speculation): drafts from the context
+                k = min(self.speculation.want(), max_new_tokens - len(out) - 1, limit - pos - 1, MAX_DRAFT)
+                drafts = propose(tokens + out, k) if k > 0 else []
+            emitted = await self._decode(pos, new, drafts)
             ms = (time.perf_counter() - t0) * 1e3
             if step == 0:
                 prefill_ms = ms
             else:
-                steps.append(ms)
-            self.fed.extend(new)
-            pos += len(new)
-            tok = res["token"]
-            if tok >= tok_r.vocab_size:  # an id no text can come from
-                raise self._failed(f"the last hop returned token {tok} outside the vocabulary ({tok_r.vocab_size})",
-                                   self.hops[-1].peer.peer_id, True)
-            out.append(tok)
-            if tok in tok_r.eos and not ignore_eos:  # the seeker's own reading of the id, never a worker's flag
-                eos = True
-                break
-            piece = tok_r.piece(out[-PIECE_CONTEXT - 1:-1], tok)
-            text.append(piece)
-            if on_piece is not None and on_piece(piece) is True:  # every token ("" if it shows no text)
-                stopped = True
-                break
-            new = [tok]
+                steps.extend([ms / len(emitted)] * len(emitted))  # per token: a speculative trip yields several
+            step += 1
+            pos += len(new) + len(emitted) - 1  # the last token and the drafts that held
+            for tok in emitted:
+                if tok >= tok_r.vocab_size:  # an id no text can come from
+                    raise self._failed(f"the last hop returned token {tok} outside the vocabulary "
+                                       f"({tok_r.vocab_size})", self.hops[-1].peer.peer_id, True)
+                out.append(tok)
+                if tok in tok_r.eos and not ignore_eos:  # the seeker's own reading of the id, never a worker's flag
+                    eos = True
+                    break
+                piece = tok_r.piece(out[-PIECE_CONTEXT - 1:-1], tok)
+                text.append(piece)
+                if on_piece is not None and on_piece(piece) is True:  # every token ("" if it shows no text)
+                    stopped = True
+                    break
+            new = [out[-1]]
         for hop_peer, witness in await self.checker.end_turn():  # whole turns checked call by call, and matched
             self.view.passed_check(hop_peer)
             self.view.outcome([witness], True)
         return TurnResult(out, "".join(text), prefill_ms, steps, self.repairs, self.chain, self.selection_ms, eos,
                           stopped, len(tokens), reused)
+
+    async def _decode(self, pos: int, new: list[int], drafts: list[int]) -> list[int]:
+        """Feed `new` at `pos` (with `drafts` after it: a speculative step) and return the tokens it yields: the
+        next one, or the drafts the chain confirmed plus the one after them. Positions of rejected drafts are
+        dropped from every hop's history here and from its cache at its next call."""
+        if drafts:
+            res = await self.forward(pos, new + drafts, verify=True)
+            chosen = res.get("tokens")
+            if isinstance(chosen, list) and len(chosen) == len(new) + len(drafts):
+                chosen = chosen[len(new) - 1:]  # the choices after the last new token and after each draft
+                m = accepted(drafts, chosen)
+                self.speculation.observe(len(drafts), m)
+                self.fed.extend(new + drafts)
+                self._truncate(pos + len(new) + m)
+                return drafts[:m] + [chosen[m]]
+            # a last hop that cannot verify (a release before wire version 2): this step again, plainly
+            log.info("the last hop %s did not verify a speculative step; speculation off for this generation",
+                     self.hops[-1].peer.peer_id[-8:])
+            self.speculation.off()
+        res = await self.forward(pos, new)
+        self.fed.extend(new)
+        if res.get("token") is None:
+            raise self._failed("the last hop returned no token", self.hops[-1].peer.peer_id, True)
+        return [res["token"]]
 
     def new_request(self) -> None:
         """A kept generation serves another request: what the last one's trust reports covered starts over

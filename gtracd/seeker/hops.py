@@ -25,14 +25,17 @@ class Chunk:
     n: int
     tokens: list[int] | None = None
     hidden: dict | None = None  # wire tensor {dtype, shape, data: bytes}
+    verify: bool = False  # a speculative step's last hop: the token after every position (seeker.speculation)
 
     def body(self, sid: bytes, **extra) -> dict:
-        """The prefill/step frame body that sends this chunk."""
+        """The prefill/step frame body that sends this chunk (a replay, `sample=False`, never verifies)."""
         b = {"session": sid, "pos": self.pos, **extra}
         if self.tokens is not None:
             b["tokens"] = self.tokens
         else:
             b["hidden"] = self.hidden
+        if self.verify and extra.get("sample", True):
+            b["verify"] = True
         return b
 
     def cut(self, pos: int) -> Chunk | None:

@@ -25,6 +25,7 @@ from .contexts import KEEP, Context, Contexts
 from .generation import Generation, GenerationFailed
 from .observed import Observed
 from .readiness import readiness, view_changed
+from .speculation import parse as parse_speculate
 from .stops import StopMatcher
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class Request:
     ignore_eos: bool = False  # generate max_tokens whatever the model says (vLLM's extension; benchmarks)
     top_k: int = 0  # 0: off (the CLI's --top-k; the OpenAI API has none)
     trust: Trust = Trust()
+    speculate: int | str | None = None  # this request's speculation (seeker.speculation.parse); None: the setting
 
     @property
     def sampling(self) -> dict:
@@ -141,7 +143,7 @@ def seeker_generation(net, view: PeerView, s: Settings, sampling: dict, trust: T
                      spot_check_rate=max(s.spot_check_rate, trust.spot_check_rate or 0.0),
                      spot_check_calls=s.spot_check_calls, spot_check_probation=s.spot_check_probation,
                      heal_wait_s=s.heal_wait_s,
-                     exclude_hosts=frozenset(trust.exclude_hosts), **kw)
+                     exclude_hosts=frozenset(trust.exclude_hosts), speculate=s.speculate, **kw)
     gen.accounts.avoid(trust.exclude_peers)
     return gen
 
@@ -149,6 +151,10 @@ def seeker_generation(net, view: PeerView, s: Settings, sampling: dict, trust: T
 class SeekerService:
     def __init__(self, net, view: PeerView, settings: Settings, cache: Follower | None = None, recent=None, keep: int = KEEP, max_requests: int = 16):
         self.net, self.view, self.s, self.cache, self.recent = net, view, settings, cache, recent
+        try:
+            parse_speculate(settings.speculate)
+        except ValueError as e:
+            raise UserError(f"speculate: {e}") from None
         self.contexts = Contexts(keep)
         self.max_requests = max_requests
         self.slots = trio.Semaphore(max_requests, max_value=max(1, max_requests))
@@ -204,6 +210,7 @@ class SeekerService:
         ctx = self.contexts.take(said, key)
         gen = ctx.gen if ctx is not None else self.new_generation(req.sampling, req.trust)
         gen.new_request()
+        gen.speculate(self.s.speculate if req.speculate is None else req.speculate)
         matcher = StopMatcher(req.stop)
         t0 = time.monotonic()
         first: list[float] = []

@@ -36,7 +36,7 @@ def input_digest(chunk) -> bytes:
 
 
 def output_digest(res: dict) -> bytes:
-    """sha256 over a hop's output: the hidden tensor, or the sampled token on the last hop."""
+    """sha256 over a hop's output: the hidden tensor, or the sampled token(s) on the last hop."""
     h = hashlib.sha256(b"gtracd-hop-output\0")
     t = res.get("hidden")
     if t is not None:
@@ -44,6 +44,8 @@ def output_digest(res: dict) -> bytes:
         h.update(bytes(t.data))
     else:
         h.update(b"token\0" + struct.pack(">q", int(res.get("token", -1))))
+        if res.get("tokens") is not None:  # a speculative step: the token after every position
+            h.update(b"tokens\0" + b"".join(struct.pack(">q", int(t)) for t in res["tokens"]))
     return h.digest()
 
 
@@ -62,7 +64,7 @@ def same_output(a: dict, b: dict, rtol: float = RTOL) -> bool:
     """Do two replicas' outputs for the same input agree (see the module docstring)?"""
     ta, tb = a.get("hidden"), b.get("hidden")
     if ta is None or tb is None:
-        return ta is None and tb is None and a.get("token") == b.get("token")
+        return ta is None and tb is None and a.get("token") == b.get("token") and a.get("tokens") == b.get("tokens")
     if ta.dtype != tb.dtype or tuple(ta.shape) != tuple(tb.shape):
         return False
     if bytes(ta.data) == bytes(tb.data):

@@ -2,7 +2,8 @@
 
 Frames are not individually signed: they travel on a Noise-authenticated libp2p stream, which already
 binds them to the remote peer id (see docs/decisions.md). `v` is the wire version the frame was written in
-(wire.versions: a newer peer's fields this build does not know are left out).
+(wire.versions: the lowest version that has every field it carries; a newer peer's fields this build
+does not know are left out).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from ..errors import DecodeError, Oversize
 from .codec import packb, unpackb
 from .kinds import FRAME_KINDS
 from .limits import DEFAULT_LIMITS, Limits
-from .schema import check_map
-from .versions import WIRE, check_version, preview_body
+from .schema import check_map, written_version
+from .versions import check_version, preview_body, written
 
 
 def encode_frame(kind: str, body: dict, limits: Limits = DEFAULT_LIMITS, check: bool = False) -> bytes:
@@ -20,7 +21,7 @@ def encode_frame(kind: str, body: dict, limits: Limits = DEFAULT_LIMITS, check: 
         raise DecodeError(f"unknown frame kind {kind!r}", "kind")
     if check:
         check_map(FRAME_KINDS[kind], body)
-    raw = packb({"v": WIRE, "kind": kind, "body": preview_body(body)})
+    raw = packb({"v": written(written_version(FRAME_KINDS[kind], body)), "kind": kind, "body": preview_body(body)})
     if len(raw) > limits.frame_cap(kind):
         raise Oversize(f"{kind} frame", len(raw), limits.frame_cap(kind), "body")
     return raw
@@ -36,5 +37,5 @@ def decode_frame(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[str, dic
         raise DecodeError(f"unknown frame kind {kind!r}", "frame.kind")
     if len(data) > limits.frame_cap(kind):
         raise Oversize(f"{kind} frame", len(data), limits.frame_cap(kind), "frame")
-    body = check_map(FRAME_KINDS[kind], obj["body"], "body", lenient=newer)
+    body = check_map(FRAME_KINDS[kind], obj["body"], "body", lenient=newer, version=obj["v"])
     return kind, body

@@ -100,6 +100,10 @@ RUNS = F("dict", maxlen=4096, item=F("list", maxlen=4096, item=F("list", minlen=
 REPORT_LIST = F("list", maxlen=256, item=BIN_ENVELOPE)
 HEADS = F("dict", maxlen=2048, item=F("map", fields={"n": F("int", lo=0, hi=U63), "h": F("bin", minlen=16, maxlen=16)}))
 
+MAX_VERIFY = 64  # positions of a speculative step (the step frame's token cap)
+# a speculative step: the last hop answers the token it chooses after every position, not only the last
+VERIFY = F("bool", optional=True, since=2)
+
 FRAME_KINDS: dict[str, dict[str, F]] = {
     "open": {
         "session": SESSION,
@@ -123,6 +127,7 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "tokens": replace(TOKENS, optional=True),
         "hidden": F("tensor", optional=True),
         "sample": F("bool", optional=True),
+        "verify": VERIFY,
     },
     "step": {
         "session": SESSION,
@@ -130,12 +135,15 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "tokens": F("list", maxlen=64, item=F("int", lo=0, hi=1 << 31), optional=True),
         "hidden": F("tensor", hi=1 << 18, optional=True),
         "sample": F("bool", optional=True),
+        "verify": VERIFY,
     },
     "result": {
         "session": SESSION,
         "cached": F("int", lo=0, hi=1 << 20),
         "hidden": F("tensor", optional=True),
         "token": F("int", lo=0, hi=1 << 31, optional=True),  # last hop: sampled token (the seeker reads it)
+        # last hop, a `verify` call: the token chosen after each of its positions (speculative decoding)
+        "tokens": F("list", maxlen=MAX_VERIFY, item=F("int", lo=0, hi=1 << 31), optional=True, since=2),
         "compute_ms": F("float", lo=0.0, hi=1e9),
     },
     "error": {

@@ -24,6 +24,7 @@ class F:
     text: bool = False  # str: printable characters only (wire.text): names shown to people
     item: F | None = None  # list items / dict values
     fields: dict | None = field(default=None, hash=False)  # map (nested schema)
+    since: int = 1  # the wire version that added this field (wire.versions: a message carrying it is written in it)
 
 
 def _fail(path: str, msg: str):
@@ -92,9 +93,10 @@ def check_value(spec: F, v, path: str, lenient: bool = False):
     return v
 
 
-def check_map(fields: dict[str, F], obj, path: str = "body", lenient: bool = False) -> dict:
+def check_map(fields: dict[str, F], obj, path: str = "body", lenient: bool = False, version: int | None = None) -> dict:
     """The checked map. `lenient`: a newer peer's message (wire.versions): fields not in the schema are left
-    out instead of refused; every known field is checked as strictly as ever."""
+    out instead of refused; every known field is checked as strictly as ever. `version`: the message's wire
+    version; a field added after it (`F.since`) is as unknown as any other there."""
     if not isinstance(obj, dict):
         _fail(path, f"expected map, got {type(obj).__name__}")
     for k in obj:
@@ -110,5 +112,12 @@ def check_map(fields: dict[str, F], obj, path: str = "body", lenient: bool = Fal
             if not spec.optional:
                 _fail(f"{path}.{name}", "missing required field")
             continue
+        if version is not None and spec.since > version and not lenient:
+            _fail(f"{path}.{name}", f"a field of wire version {spec.since} in a version {version} message")
         out[name] = check_value(spec, obj[name], f"{path}.{name}", lenient)
     return out
+
+
+def written_version(fields: dict[str, F], body: dict) -> int:
+    """The lowest wire version that has every field `body` carries (older peers then read all of it)."""
+    return max([1] + [fields[k].since for k, x in body.items() if x is not None and k in fields])

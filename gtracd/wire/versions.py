@@ -2,9 +2,12 @@
 
 Every signed envelope and every stream frame carries `v`, the wire version it was written in; the libp2p
 protocol ids (`/gtrac/infer/1.0.0`, `/gtrac/ledger/2.0.0`) name the major line, which no minor change
-touches. A build writes `WIRE` and reads `SPEAKS` = [WIRE - 1, WIRE + 1] (never below `OLDEST`):
+touches. A build knows the schemas up to `CURRENT` (a field records the version that added it: `F.since`),
+writes each message in the lowest version that has every field it carries (`WIRE` = 1 for the rest, so a
+release that reads only version 1 still reads everything that uses nothing newer), and reads `SPEAKS` =
+[OLDEST, CURRENT + 1] (a minor version only adds, so every older one of the major line reads fully):
 
-- the previous version, fully (a minor version only adds);
+- every older version of the major line, fully (a minor version only adds);
 - the next version, by ignoring what it does not know: fields a newer peer adds are dropped before the
   schema check (the signature still covers the bytes as sent), and a kind it does not know is counted as
   `unknown_kind`, not as malformed.
@@ -24,11 +27,11 @@ import os
 
 from ..errors import DecodeError
 
-CURRENT = 1  # the wire version of this release
+CURRENT = 2  # the newest wire version this release knows (2: speculative steps, `verify` and `tokens`)
 OLDEST = 1  # no wire version before it was ever released
 PREVIEW = os.environ.get("GTRACD_WIRE_PREVIEW", "") == "next"
-WIRE = CURRENT + 1 if PREVIEW else CURRENT  # what this process writes
-SPEAKS = (max(OLDEST, WIRE - 1), WIRE + 1)  # what it reads
+WIRE = CURRENT + 1 if PREVIEW else OLDEST  # what this process writes a message that uses nothing newer in
+SPEAKS = (OLDEST, WIRE + 1 if PREVIEW else CURRENT + 1)  # what it reads
 PREVIEW_FIELD = "x_preview"  # the field a preview build adds to every body (unknown to this release)
 
 
@@ -47,6 +50,11 @@ def check_version(v, what: str) -> bool:
     if not isinstance(v, int) or isinstance(v, bool) or not SPEAKS[0] <= v <= SPEAKS[1]:
         raise VersionRefused(v, what)
     return v > CURRENT
+
+
+def written(needed: int) -> int:
+    """The version a message is written in: the lowest that has its fields (`needed`), or a preview's."""
+    return WIRE if PREVIEW else max(WIRE, needed)
 
 
 def preview_body(body: dict) -> dict:

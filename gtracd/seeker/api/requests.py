@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..service import Request, Trust
+from ..speculation import parse as parse_speculate
 
 MAX_BODY = 1 << 20  # bytes of a request body
 MAX_MESSAGES = 256
@@ -158,8 +159,14 @@ def _common(body: dict, max_tokens_cap: int, default_max: int) -> dict:
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise bad("ignore_eos must be a boolean", "ignore_eos")
+    speculate = body.get("speculate")
+    if speculate is not None:
+        try:
+            speculate = parse_speculate(speculate)
+        except ValueError as e:
+            raise bad(str(e), "speculate") from None
     return {"stream": stream, "include_usage": bool(so.get("include_usage", False)), "max_tokens": max_tokens,
-            "ignore_eos": ignore_eos,
+            "ignore_eos": ignore_eos, "speculate": speculate,
             "temperature": _num(body, "temperature", 0.0, 0.0, 2.0), "top_p": _num(body, "top_p", 1.0, 0.0, 1.0),
             "seed": seed or 0, "stop": _stops(body)}
 
@@ -216,7 +223,8 @@ def chat_request(body: dict, max_tokens_cap: int, default_max: int) -> tuple[str
         raise bad(f"the messages hold {total} characters, more than {MAX_PROMPT_CHARS}", "messages")
     c = _common(body, max_tokens_cap, default_max)
     req = Request(messages=tuple(pairs), max_tokens=c["max_tokens"], temperature=c["temperature"], top_p=c["top_p"],
-                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"], trust=trust_terms(body))
+                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"], trust=trust_terms(body),
+                  speculate=c["speculate"])
     return model, req, c
 
 
@@ -234,5 +242,6 @@ def completion_request(body: dict, max_tokens_cap: int, default_max: int) -> tup
         raise bad("echo is not supported", "echo")
     c = _common(body, max_tokens_cap, default_max)
     req = Request(prompt=p, max_tokens=c["max_tokens"], temperature=c["temperature"], top_p=c["top_p"],
-                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"], trust=trust_terms(body))
+                  seed=c["seed"], stop=c["stop"], ignore_eos=c["ignore_eos"], trust=trust_terms(body),
+                  speculate=c["speculate"])
     return model, req, c
