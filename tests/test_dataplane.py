@@ -317,6 +317,51 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
         stop_all(ws)
 
 
+QUOTE = ("Repeat this passage word for word: The old lighthouse keeper climbed the stairs every evening, "
+         "lit the lamp, and watched the ships pass safely through the narrow channel below.")
+
+
+@pytest.mark.timeout(300)
+async def test_smollm2_speculative_text_is_identical_through_spot_checks_and_a_kill9_repair(smol):
+    """Issue 26: SmolLM2 over three hops with speculation on (auto) and a quoting prompt, where drafts hold:
+    every hop spot-checked on its replica call by call (the last hop's per-position tokens compared too), then
+    the middle hop killed mid-generation and repaired; the greedy text equals monolithic transformers."""
+    from gtracd.engine.reference import chat_ids, greedy, load
+
+    ids, _ = chat_ids(smol, [{"role": "user", "content": QUOTE}])
+    ref = greedy(load(smol), ids, 40).tokens
+    ws = start_workers("smollm2-135m", [(0, 10), (10, 20), (20, 30), (10, 20), (20, 30)])
+    try:
+        async with running_host(Identity.generate()) as host:
+            view = PeerView(probation=8)  # all five fresh workers offered to routing and witnesses at once
+            net = SeekerNet(host, view)
+            assert await discover(net, view, [w.addr for w in ws]) == []
+            gen = Generation(net, view, Params(), rng=random.Random(0), speculate="auto", spot_check_rate=1.0,
+                             spot_check_calls=100, hop_timeout_floor_s=30)
+            r = await gen.turn(ids, 40, ignore_eos=True)  # the quote ends early: 40 tokens all the same
+            c, checks = gen.speculation.counters, gen.checker.counters
+            await gen.aclose()
+            assert r.tokens == ref
+            assert c["accepted"] > 0 and len(gen.trace) < 40  # drafts held: fewer trips than tokens
+            assert checks["calls"] > 0 and checks["mismatches"] == 0 and checks["hops"] >= 2, checks
+            gen = Generation(net, view, Params(), rng=random.Random(1), speculate="auto", hop_timeout_floor_s=30)
+            await gen.start()
+            victim = next(w for w in ws if w.peer_id == gen.hops[1].peer.peer_id)
+            count = 0
+
+            def on_piece(_):
+                nonlocal count
+                count += 1
+                if count == 10:
+                    victim.proc.send_signal(signal.SIGKILL)
+
+            r2 = await gen.turn(ids, 40, on_piece, ignore_eos=True)
+            await gen.aclose()
+            assert gen.repairs == 1 and r2.tokens == ref and gen.speculation.counters["accepted"] > 0
+    finally:
+        stop_all(ws)
+
+
 async def test_cancelling_a_generation_frees_the_session_on_every_hop(tiny_cluster):
     """What Ctrl-C does in the seeker: the generation's scope is cancelled, then cancel goes to every hop."""
     from gtracd.net.hop import fetch_info

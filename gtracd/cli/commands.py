@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from .. import doctor
-from ..benchmarks import attack, ledger, membership, phone, pipeline, routing, serve, soak
+from ..benchmarks import attack, ledger, membership, phone, pipeline, routing, serve, soak, speculative
 from ..catalog.fingerprint import depth
 from ..config import add_setting_flags, flags_from, load_settings
 from ..daemon import runtime as common
@@ -69,8 +69,9 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 BENCHES = {"routing": routing.main, "pipeline": pipeline.main, "attack": attack.main, "ledger": ledger.main,
-           "soak": soak.main, "serve": serve.main, "phone": phone.main, "membership": membership.main}
-NEEDS_TORCH = {"serve"}
+           "soak": soak.main, "serve": serve.main, "phone": phone.main, "membership": membership.main,
+           "speculative": speculative.main}
+NEEDS_TORCH = {"serve", "speculative"}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -214,7 +215,8 @@ def _register_route(sub) -> None:
 
 
 def _register_bench(sub) -> None:
-    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | ledger | soak | serve | attack | membership | phone")
+    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | speculative | ledger | soak | serve | attack | "
+                                     "membership | phone")
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")
     br.add_argument("--json", action="store_true")
@@ -224,6 +226,13 @@ def _register_bench(sub) -> None:
     bp.add_argument("--tokens", type=int, default=64)
     bp.add_argument("--model", default=None)
     bp.add_argument("--json", action="store_true")
+    bq = bsub.add_parser("speculative", help="speculative decoding over 3 hops: a rewriting task and an open story, "
+                                             "auto vs off, and monolithic transformers")
+    bq.add_argument("--tokens", type=int, default=128, help="at most this many per generation (each ends at its end "
+                                                            "of turn)")
+    bq.add_argument("--repeats", type=int, default=3, help="runs per task and setting (medians)")
+    bq.add_argument("--model", default=None)
+    bq.add_argument("--json", action="store_true")
     bl = bsub.add_parser("ledger", help="report convergence across anchors and seekers, heal, msgs/s, CPU")
     bl.add_argument("--duration", type=float, default=30.0, help="steady-state window in seconds")
     bl.add_argument("--rate", type=float, default=2.0, help="trust reports/s per seeker")
