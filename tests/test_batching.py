@@ -11,16 +11,19 @@ torch = pytest.importorskip("torch")
 from gtracd.engine.batching import forward_steps  # noqa: E402
 from gtracd.engine.shard import Shard  # noqa: E402
 
-from .models import tiny_gpt2, tiny_llama  # noqa: E402
+from .models import tiny_gemma3, tiny_gpt2, tiny_llama  # noqa: E402
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
 SPLIT = [(0, 2), (2, 5), (5, 6)]
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
+@pytest.fixture(scope="module", params=["llama", "gpt2", "gemma3", "gemma3-int8"])
 def shards(request, tmp_path_factory):
     d = tmp_path_factory.mktemp(request.param)
-    folder = (tiny_llama if request.param == "llama" else tiny_gpt2)(d)
+    build = {"llama": tiny_llama, "gpt2": tiny_gpt2}.get(request.param, tiny_gemma3)  # gemma3: window 8 < lengths
+    folder = build(d)
+    if request.param.endswith("int8"):
+        return [Shard(folder, a, b, scheme="int8") for a, b in SPLIT]
     return [Shard(folder, a, b) for a, b in SPLIT]
 
 
@@ -84,7 +87,8 @@ def test_batched_steps_give_the_greedy_tokens_of_unbatched_ones(shards):
         assert st["toks"] == toks
         for a, b in zip(st["logits"], logits, strict=True):
             worst = max(worst, float((a - b).abs().max()))
-    assert worst < 1e-4, worst  # the rows of one matmul may round apart from a matmul of one row, barely
+    # the rows of one matmul may round apart from a matmul of one row, barely (int8: in bfloat16 activations)
+    assert worst < (1e-4 if shards[0].scheme == "float32" else 2e-2), worst
     print(f"largest logit difference batched vs alone: {worst:.3g}")
 
 

@@ -10,16 +10,19 @@ from gtracd.engine.shard import Shard  # noqa: E402
 from gtracd.engine.tensors import from_wire, to_wire  # noqa: E402
 from gtracd.wire import decode_frame, encode_frame  # noqa: E402
 
-from .models import tiny_gpt2, tiny_llama  # noqa: E402
+from .models import tiny_gemma3, tiny_gpt2, tiny_llama, tiny_qwen  # noqa: E402
 
 pytestmark = pytest.mark.model
 SPLITS = [[(0, 6)], [(0, 3), (3, 6)], [(0, 1), (1, 5), (5, 6)], [(0, 2), (2, 4), (4, 6)]]
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
+BUILD = {"llama": tiny_llama, "gpt2": tiny_gpt2, "qwen2": lambda d: tiny_qwen(d, "qwen2"),
+         "qwen3": lambda d: tiny_qwen(d, "qwen3"), "gemma3": tiny_gemma3}
+
+
+@pytest.fixture(scope="module", params=list(BUILD))
 def model_dir(request, tmp_path_factory):
-    d = tmp_path_factory.mktemp(request.param)
-    return (tiny_llama if request.param == "llama" else tiny_gpt2)(d)
+    return BUILD[request.param](tmp_path_factory.mktemp(request.param))
 
 
 def monolithic(folder, prompt, steps):

@@ -7,6 +7,10 @@ weights, keyed by file sizes and mtimes. The card is the files a seeker reads te
 chat template, special and end-of-turn tokens: CARD_FILES); a worker hands it over with its weights digest,
 and `card_fingerprint` lets a seeker check both against the fingerprint it pinned, without the weights.
 Workers chain only with identical fingerprints.
+
+A worker serving quantized weights (`--quantize int8`, engine.quant) serves other numbers: its weights digest
+is the folder's digest bound to the scheme (`scheme_weights`), so the fingerprint differs, a seeker pins model
+and scheme together, and workers of different schemes never share a chain or witness each other.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from .names import TINY_RE, model_cache_dir
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 # fingerprints (and depths) of the built-in models, measured reproducible across fresh builds
 # (docs/decisions.md): a seeker pins one without converting the model itself
-SHIPPED = {"smollm2-135m": ("d15430767150c38c2889cff573c4a68d", 30)}
+SHIPPED = {"smollm2-135m": ({"float32": "d15430767150c38c2889cff573c4a68d", "int8": "c2491b88f21a22c17f239d074877d0e6"}, 30)}
+SCHEMES = ("float32", "int8")  # what a worker may serve a model's weights as (engine.quant)
 HEADER_MAX = 100 << 20
 # the files of the model card, in the order they are hashed; each at most CARD_FILE_MAX bytes
 CARD_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -111,8 +116,24 @@ def weights_digest(folder: Path | str) -> str:
     return digest
 
 
-def fingerprint(folder: Path | str) -> str:
-    return card_fingerprint(weights_digest(folder), card_files(folder))
+def scheme_of(setting: str) -> str:
+    """The scheme a `quantize` setting names: none (or float32: the weights as prepared) or int8."""
+    v = (setting or "none").strip().lower()
+    v = "float32" if v == "none" else v
+    if v not in SCHEMES:
+        raise UserError(f"quantize {setting!r}: choose none or {', '.join(SCHEMES[1:])}")
+    return v
+
+
+def scheme_weights(digest: str, scheme: str) -> str:
+    """The weights digest of a folder's weights served as `scheme` (float32: the folder's own)."""
+    if scheme == "float32":
+        return digest
+    return hashlib.sha256(b"gtracd-quant\0" + scheme.encode() + b"\0" + bytes.fromhex(digest)).hexdigest()
+
+
+def fingerprint(folder: Path | str, scheme: str = "float32") -> str:
+    return card_fingerprint(scheme_weights(weights_digest(folder), scheme), card_files(folder))
 
 
 def depth(folder: Path) -> int | None:
@@ -125,23 +146,25 @@ def depth(folder: Path) -> int | None:
     return n if isinstance(n, int) and n > 0 else None
 
 
-def pinned_model(spec: str) -> tuple[str, int | None]:
-    """The model a seeker serves for `--model SPEC`, without torch: (fingerprint, depth). A fingerprint as
-    given (depth then unknown: the depth most of its workers announce is used); a built-in name (shipped
-    values, or the local cache); a local folder (hashed); else a clear error."""
+def pinned_model(spec: str, scheme: str = "float32") -> tuple[str, int | None]:
+    """The model a seeker serves for `--model SPEC` with weights served as `scheme`, without torch:
+    (fingerprint, depth). A fingerprint as given (depth then unknown: the depth most of its workers announce
+    is used; it names its scheme already); a built-in name (shipped values, or the local cache); a local
+    folder (hashed); else a clear error."""
     spec = spec.strip()
     if HEX32.match(spec):
         return spec, None
     cached = model_cache_dir() / spec
     if (spec in SHIPPED or TINY_RE.match(spec)) and (cached / "config.json").exists():
-        return fingerprint(cached), depth(cached)
+        return fingerprint(cached, scheme), depth(cached)
     if spec in SHIPPED:
-        return SHIPPED[spec]
+        fps, layers = SHIPPED[spec]
+        return fps[scheme], layers
     if TINY_RE.match(spec):
         raise UserError(f"model {spec} is not built on this machine: run `gtracd model prepare {spec}` (needs the "
                         f"worker extra) or give its fingerprint with --model")
     p = Path(spec).expanduser()
     if (p / "config.json").exists():
-        return fingerprint(p), depth(p)
+        return fingerprint(p, scheme), depth(p)
     raise UserError(f"cannot pin model {spec!r}: give a built-in name (smollm2-135m), a local model folder, or "
                     f"the 32-hex fingerprint a worker announces (`gtracd model prepare` prints it)")

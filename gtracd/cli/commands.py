@@ -85,7 +85,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_model(args: argparse.Namespace) -> int:
     require_torch()
     folder = resolve_model(args.name, log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(f"{args.name}\t{folder}\tlayers={depth(folder)}\tfingerprint={fingerprint(folder)}")
+    print(f"{args.name}\t{folder}\tlayers={depth(folder)}\tfingerprint={fingerprint(folder)}\t"
+          f"int8={fingerprint(folder, 'int8')}")
     return 0
 
 
@@ -188,8 +189,9 @@ def _register_testbed(sub) -> None:
 def _register_model(sub) -> None:
     m = sub.add_parser("model", help="prepare models (workers)")
     msub = m.add_subparsers(dest="model_cmd", required=True)
-    mp = msub.add_parser("prepare", help="convert/download once; print folder, depth and fingerprint")
-    mp.add_argument("name", nargs="?", default="smollm2-135m", help="smollm2-135m | folder | hub id")
+    mp = msub.add_parser("prepare", help="convert/download once; print folder, depth and fingerprints (as prepared, "
+                                          "and served with --quantize int8)")
+    mp.add_argument("name", nargs="?", default="smollm2-135m", help="smollm2-135m | gemma3-270m | folder | hub id")
     m.set_defaults(func=cmd_model)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..catalog.fingerprint import pinned_model  # torch-free
+from ..catalog.fingerprint import pinned_model, scheme_of  # torch-free
 from ..daemon.node import write_status  # atomic JSON write
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import ReportLog, verified_reports
@@ -357,7 +357,7 @@ def pinned_view(s: Settings) -> PeerView:
     SmolLM2)."""
 
     view = PeerView(s.initial_trust, s.latency0_ms, s.alpha, s.reward, s.penalty, s.unknown_penalty,
-                    *pinned_model(s.model))
+                    *pinned_model(s.model, scheme_of(s.quantize)))
     view.node_timeout_s = s.node_timeout_s  # ghosts leave routing at once, not at the next refresh
     return view
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..catalog.fingerprint import pinned_model
+from ..catalog.fingerprint import pinned_model, scheme_of
 from ..catalog.names import BUILTIN, model_cache_dir
 from ..config import metrics_bind
 from ..daemon.statusfiles import collect
@@ -156,7 +156,7 @@ def model(s: Settings, role: str | None) -> list[Finding]:
     if role not in ("worker", "seeker"):
         return []
     try:
-        fp, layers = pinned_model(s.model)
+        fp, layers = pinned_model(s.model, scheme_of(s.quantize))
     except GtracError as e:
         return [Finding("model", FAIL, str(e))]
     where = f"{layers} layers, " if layers else ""

@@ -50,7 +50,9 @@ def sessions_attention(module, query, key, value, attention_mask, dropout: float
     if not isinstance(key, PerSession):  # (only batched calls select this implementation)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    out = [sdpa_attention_forward(module, query[b:b + 1], key.rows[b], value.rows[b], None, dropout=dropout,
+    w = kwargs.get("sliding_window")  # a sliding-window layer (Gemma 3): a step attends its last w positions
+    out = [sdpa_attention_forward(module, query[b:b + 1], key.rows[b] if not w else key.rows[b][:, :, -w:],
+                                  value.rows[b] if not w else value.rows[b][:, :, -w:], None, dropout=dropout,
                                   scaling=scaling)[0] for b in range(query.shape[0])]
     return torch.cat(out, 0), None
 
@@ -82,4 +84,4 @@ def forward_steps(shard, caches: list[DynamicCache], positions: list[int], input
         cfg._attn_implementation = was
     if not shard.last:
         return [x[i:i + 1] for i in range(b)], None
-    return None, shard.lm_head(shard.norm(x))[:, -1].float()
+    return None, shard.head(x)[:, -1].float()

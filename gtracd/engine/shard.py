@@ -1,13 +1,17 @@
 """A contiguous layer range of a real transformer, loaded on its own.
 
 Only the hosted tensors are read (`safe_open`); modules are built on the meta device and materialised
-with `load_state_dict(assign=True)`. Families: Llama-style decoders (llama, mistral, qwen2 — rotary
-positions) and GPT-2 (learned positions). Pitfalls handled (../shared/notes/model.md):
+with `load_state_dict(assign=True)`. Families: Llama-style decoders (llama, mistral, qwen2, qwen3 — rotary
+positions; gemma3_text — also sliding-window layers with their own rope base, scaled embeddings) and GPT-2
+(learned positions). Pitfalls handled (../shared/notes/model.md, edge-models.md):
   * decoder layers use LOCAL cache slots (layer_idx renumbered), else mask/positions go silently wrong;
   * every Llama shard has its own rotary embedding (inv_freq computed, not on meta), absolute positions;
   * GPT-2 blocks are BUILT with their global index (attention scaling), then renumbered, and take the
     cache as a keyword;
-  * tied lm_head: the last shard reads the embedding tensor.
+  * tied lm_head: the last shard reads the embedding tensor;
+  * layer types (Gemma 3): each layer gets the mask and rotary embedding of its own type (sliding window or
+    full), built per shard; the cache keeps every position for every layer (a plain DynamicCache: crops for
+    chat turns and speculative rollback work the same everywhere), the sliding mask limits what is attended.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
+from ..catalog.names import FAMILIES, unsupported
 from ..errors import UserError
+from .quant import quantize, tensor_bytes
 
-LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3"}
-FAMILIES = LLAMA_LIKE | {"gpt2"}
+LLAMA_LIKE = set(FAMILIES) - {"gpt2"}
+MASKS = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
 
 
 @dataclass
@@ -40,18 +46,24 @@ def num_layers(folder: Path) -> int:
 
 
 class Shard:
-    def __init__(self, folder: Path | str, start: int, end: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, folder: Path | str, start: int, end: int, dtype: torch.dtype = torch.float32,
+                 scheme: str = "float32"):
         self.folder = Path(folder)
         self.config = AutoConfig.from_pretrained(str(self.folder))
         self.family = self.config.model_type
-        if self.family not in FAMILIES:
-            raise UserError(f"model family {self.family!r} not supported (have: {', '.join(sorted(FAMILIES))})")
+        if unsupported(self.family):
+            raise UserError(f"{self.folder}: {unsupported(self.family)}")
         self.total = self.config.num_hidden_layers
         if not (0 <= start < end <= self.total):
             raise UserError(f"layer range {start}:{end} is outside the model's 0:{self.total}")
         self.start, self.end = start, end
         self.first, self.last = start == 0, end == self.total
+        types = list(getattr(self.config, "layer_types", None) or ["full_attention"] * self.total)
+        self.types = types[start:end]  # each hosted layer's attention type
+        if set(self.types) - set(MASKS):
+            raise UserError(f"layer types {sorted(set(self.types) - set(MASKS))} not supported")
         self.dtype = dtype
+        self.scheme = scheme  # engine.quant: the linear layers' weights as served
         self.config._attn_implementation = os.environ.get("GTRACD_ATTN", "sdpa")
         with torch.device("meta"):
             full = AutoModelForCausalLM.from_config(self.config, dtype=dtype)
@@ -109,7 +121,7 @@ class Shard:
 
         handles: dict[Path, object] = {}
         try:
-            for mname, mod in mods.items():
+            for mname, mod in list(mods.items()):
                 state = {}
                 buffers = {n for n, _ in mod.named_buffers()}
                 for pname, _ in list(mod.named_parameters()) + list(mod.named_buffers()):
@@ -131,11 +143,18 @@ class Shard:
                     raise UserError(f"{self.folder}: no weights for {mname}.{sorted(missing)[0]}")
                 mod.load_state_dict(state, strict=False, assign=True)
                 for n, b in list(mod.named_buffers()):
-                    if b.is_meta:  # buffers not in the checkpoint: rebuild on CPU
+                    if b.is_meta and not _rebuilt(mod, n):  # buffers not in the checkpoint: computed on CPU
                         raise UserError(f"{self.folder}: buffer {mname}.{n} has no value")
+                del state
+                # quantized as soon as it is loaded: peak memory is one float32 module over the quantized rest
+                mods[mname] = quantize(mod, self.scheme)
         finally:
             for h in handles.values():
                 h.__exit__(None, None, None)
+
+    def layer_bytes(self) -> list[int]:
+        """Bytes each hosted decoder layer's tensors hold (as served: quantized or not)."""
+        return [tensor_bytes(layer) for layer in self.layers]
 
     def eval(self) -> None:
         for m in (self.layers, self.embed, self.wpe, self.norm, self.lm_head, self.rotary):
@@ -146,17 +165,22 @@ class Shard:
     def new_cache(self) -> DynamicCache:
         return DynamicCache()
 
-    def run_layers(self, x: torch.Tensor, mask, position_ids: torch.Tensor, cache) -> torch.Tensor:
+    def run_layers(self, x: torch.Tensor, masks: dict | None, position_ids: torch.Tensor, cache) -> torch.Tensor:
         """The hosted decoder layers over x [batch, n, d] at absolute `position_ids` [batch, n], extending
-        `cache` (a DynamicCache, or a batch's stand-in: engine/batching.py)."""
+        `cache` (a DynamicCache, or a batch's stand-in: engine/batching.py); `masks`: per layer type (None:
+        one position per row, nothing to mask beyond the sliding window the attention applies)."""
         if self.family in LLAMA_LIKE:
-            pe = self.rotary(x, position_ids=position_ids)
-            for layer in self.layers:
-                x = layer(x, attention_mask=mask, position_embeddings=pe, position_ids=position_ids,
-                          past_key_values=cache, use_cache=True)
+            if hasattr(self.rotary, "layer_types"):  # a rope per layer type (Gemma 3)
+                pe = {t: self.rotary(x, position_ids, t) for t in set(self.types)}
+            else:
+                pe = dict.fromkeys(set(self.types), self.rotary(x, position_ids=position_ids))
+            for t, layer in zip(self.types, self.layers, strict=True):
+                x = layer(x, attention_mask=None if masks is None else masks[t], position_embeddings=pe[t],
+                          position_ids=position_ids, past_key_values=cache, use_cache=True)
         else:
             for block in self.layers:
-                x = block(x, past_key_values=cache, attention_mask=mask, use_cache=True, position_ids=position_ids)
+                x = block(x, past_key_values=cache, attention_mask=None if masks is None else masks["full_attention"],
+                          use_cache=True, position_ids=position_ids)
                 if isinstance(x, tuple):
                     x = x[0]
         return x
@@ -175,15 +199,30 @@ class Shard:
         position_ids = torch.arange(pos, pos + n).unsqueeze(0)
         if self.family == "gpt2" and self.first:
             x = x + self.wpe(position_ids)
-        mask = create_causal_mask(config=self.config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
-                                  position_ids=position_ids)
-        x = self.run_layers(x, mask, position_ids, cache)
+        masks = {t: MASKS[t](config=self.config, inputs_embeds=x, attention_mask=None, past_key_values=cache,
+                             position_ids=position_ids) for t in set(self.types)}
+        x = self.run_layers(x, masks, position_ids, cache)
         if not self.last:
             return ShardOutput(x, None)
         if every:
-            return ShardOutput(None, self.lm_head(self.norm(x))[0].float())
-        h = self.norm(x[:, -1:, :])
-        return ShardOutput(None, self.lm_head(h)[0, -1].float())
+            return ShardOutput(None, self.head(x)[0].float())
+        return ShardOutput(None, self.head(x[:, -1:, :])[0, -1].float())
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the last shard's hidden states (final norm, head, the family's soft cap)."""
+        logits = self.lm_head(self.norm(x))
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return logits if not cap else torch.tanh(logits / cap) * cap
+
+
+def _rebuilt(mod: torch.nn.Module, name: str) -> bool:
+    """Compute a non-persistent buffer a module built on the meta device (True if it is one we know)."""
+    owner_name, _, leaf = name.rpartition(".")
+    owner = mod.get_submodule(owner_name) if owner_name else mod
+    if leaf == "embed_scale" and hasattr(owner, "scalar_embed_scale"):  # Gemma's scaled embedding
+        owner.register_buffer("embed_scale", torch.tensor(owner.scalar_embed_scale), persistent=False)
+        return True
+    return False
 
 
 def crop(cache: DynamicCache, pos: int) -> DynamicCache:

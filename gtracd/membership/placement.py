@@ -28,7 +28,7 @@ from ..routing.coverage import replicas, runs
 
 @dataclass(frozen=True)
 class Footprint:
-    """Resident bytes of a layer range (float32, as shards load): per layer, plus what the first range
+    """Resident bytes of a layer range (as shards serve it: engine.footprint): per layer, plus what the first range
     (embeddings) and the last range (final norm and head; the embedding again when tied) carry."""
 
     layer_bytes: tuple[int, ...]

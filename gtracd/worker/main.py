@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..catalog.fingerprint import fingerprint
+from ..catalog.fingerprint import fingerprint, scheme_of
 from ..control.follower import Follower, anchor_ids
 from ..control.heartbeat import Hosted, Nudge, publish_heartbeats
 from ..control.peerview import PeerView
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from gtracd.daemon.node import Node
 
 log = logging.getLogger("gtracd.worker")
-SETTINGS = ["model", "layers", "torch_threads", "max_batch", "batch_wait_ms", "batch_gate_ms", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
+SETTINGS = ["model", "quantize", "layers", "torch_threads", "max_batch", "batch_wait_ms", "batch_gate_ms", "max_sessions", "cache_tokens", "session_ttl_s", "max_length",
             "heartbeat_s", "peer_streams", "max_streams", "max_layers", "memory_mib", "drain_s", "heal_after_s",
             "move_window_s", "node_timeout_s", "trust_floor", "initial_trust", "forget_after_s"]
 INBOX = 1  # frames read ahead per stream (a `cancel` is still seen mid-step: the reader keeps reading)
@@ -442,11 +442,13 @@ def main(argv: list[str]) -> int:
 
     set_threads(s.torch_threads)
     folder = resolve_model(s.model, log=lambda m: print(m, file=sys.stderr))
+    scheme = scheme_of(s.quantize)
 
     def load(a: int, b: int):
         t0 = time.perf_counter()
-        srv = ShardServer(folder, a, b, s.max_sessions, s.cache_tokens, s.session_ttl_s, max_length=s.max_length)
-        log.info("loaded layers %d:%d of %s in %.2fs", a, b, folder, time.perf_counter() - t0)
+        srv = ShardServer(folder, a, b, s.max_sessions, s.cache_tokens, s.session_ttl_s, max_length=s.max_length,
+                          scheme=scheme)
+        log.info("loaded layers %d:%d of %s (%s) in %.2fs", a, b, folder, scheme, time.perf_counter() - t0)
         return srv
 
     default = (args.name or "worker") if auto else f"worker-{start}-{end}"  # a second auto worker: --name
@@ -524,6 +526,7 @@ async def _run(daemon: WorkerDaemon, args: argparse.Namespace, auto, closing: li
         def status() -> dict:
             srv = daemon.server
             out = {"layers": [srv.start, srv.end] if srv else None, "model": fp, "total_layers": total,
+                   "quantize": scheme_of(s.quantize),
                    "state": daemon.state, "readiness": {"ready": daemon.state == "serving" and srv is not None,
                                                         "why": f"{daemon.state}" + (
                                                             f" layers {srv.start}:{srv.end}" if srv else "")},
@@ -555,8 +558,9 @@ async def _start_agent(daemon: WorkerDaemon, node: Node, s: Settings, folder, lo
     """The self-placing worker's view of the network (heartbeats + ledger replica, as a seeker keeps it) and
     its placement agent; the caller closes the follower after the node stopped."""
 
-    fp = fingerprint(folder)
-    foot = footprint(folder)
+    scheme = scheme_of(s.quantize)
+    fp = fingerprint(folder, scheme)
+    foot = footprint(folder, scheme)
     budget = budget_of(s.max_layers, s.memory_mib)
     if not budget.fits(foot):  # fail at start, not after a survey
         raise too_small(budget, foot)
