@@ -7,8 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gtracd.seeker.speculation import (AUTO_MAX, MAX_DRAFT, PATIENCE, PAUSE_MAX, PAUSE_MIN, Speculation, accepted,
-                                       parse, propose)
+from gtracd.seeker.speculation import (
+    AUTO_MAX,
+    MAX_DRAFT,
+    PATIENCE,
+    PAUSE_MAX,
+    PAUSE_MIN,
+    Speculation,
+    accepted,
+    parse,
+    propose,
+)
 
 
 def test_drafts_are_what_followed_the_latest_earlier_occurrence_of_the_context_tail():
