@@ -27,7 +27,11 @@ from .names import TINY_RE, model_cache_dir
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 # fingerprints (and depths) of the built-in models, measured reproducible across fresh builds
 # (docs/decisions.md): a seeker pins one without converting the model itself
-SHIPPED = {"smollm2-135m": ({"float32": "d15430767150c38c2889cff573c4a68d", "int8": "c2491b88f21a22c17f239d074877d0e6"}, 30)}
+# per scheme (as prepared, and served with --quantize int8)
+SHIPPED = {
+    "smollm2-135m": ({"float32": "d15430767150c38c2889cff573c4a68d", "int8": "c2491b88f21a22c17f239d074877d0e6"}, 30),
+    "gemma3-270m": ({"float32": "2953f0a9094c67214d7f1dbf50561300", "int8": "26fc2cc982636e8d405712b0800b4a9f"}, 18),
+}
 SCHEMES = ("float32", "int8")  # what a worker may serve a model's weights as (engine.quant)
 HEADER_MAX = 100 << 20
 # the files of the model card, in the order they are hashed; each at most CARD_FILE_MAX bytes

@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from .. import doctor
-from ..benchmarks import attack, ledger, membership, phone, pipeline, routing, serve, soak, speculative
+from ..benchmarks import attack, ledger, membership, phone, pipeline, quant, routing, serve, soak, speculative
 from ..catalog.fingerprint import depth
 from ..config import add_setting_flags, flags_from, load_settings
 from ..daemon import runtime as common
@@ -70,8 +70,8 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 BENCHES = {"routing": routing.main, "pipeline": pipeline.main, "attack": attack.main, "ledger": ledger.main,
            "soak": soak.main, "serve": serve.main, "phone": phone.main, "membership": membership.main,
-           "speculative": speculative.main}
-NEEDS_TORCH = {"serve", "speculative"}
+           "speculative": speculative.main, "quant": quant.main}
+NEEDS_TORCH = {"serve", "speculative", "quant"}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -217,8 +217,8 @@ def _register_route(sub) -> None:
 
 
 def _register_bench(sub) -> None:
-    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | speculative | ledger | soak | serve | attack | "
-                                     "membership | phone")
+    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | speculative | quant | ledger | soak | serve | "
+                                     "attack | membership | phone")
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")
     br.add_argument("--json", action="store_true")
@@ -235,6 +235,11 @@ def _register_bench(sub) -> None:
     bq.add_argument("--repeats", type=int, default=3, help="runs per task and setting (medians)")
     bq.add_argument("--model", default=None)
     bq.add_argument("--json", action="store_true")
+    bz = bsub.add_parser("quant", help="float32 vs --quantize int8: bytes per layer, worker RSS, decode tok/s over 3 "
+                                       "hops, greedy agreement and perplexity")
+    bz.add_argument("--tokens", type=int, default=64)
+    bz.add_argument("--model", default=None)
+    bz.add_argument("--json", action="store_true")
     bl = bsub.add_parser("ledger", help="report convergence across anchors and seekers, heal, msgs/s, CPU")
     bl.add_argument("--duration", type=float, default=30.0, help="steady-state window in seconds")
     bl.add_argument("--rate", type=float, default=2.0, help="trust reports/s per seeker")

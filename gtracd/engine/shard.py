@@ -119,9 +119,11 @@ class Shard:
             alt = name[len(prefix):] if name.startswith(prefix) else None  # old GPT-2 checkpoints: no prefix
             return alt if alt in index else None
 
-        handles: dict[Path, object] = {}
-        try:
-            for mname, mod in list(mods.items()):
+        for mname, mod in list(mods.items()):
+            # the files are mapped per module and unmapped after it: the pages of a module read from them leave
+            # the process with it, so peak memory is the loaded (quantized) modules plus one module being read
+            handles: dict[Path, object] = {}
+            try:
                 state = {}
                 buffers = {n for n, _ in mod.named_buffers()}
                 for pname, _ in list(mod.named_parameters()) + list(mod.named_buffers()):
@@ -138,19 +140,25 @@ class Shard:
                     if f not in handles:
                         handles[f] = safe_open(str(f), framework="pt").__enter__()
                     state[pname] = handles[f].get_tensor(key).to(self.dtype)
-                missing = {n for n, p in mod.named_parameters()} - set(state)
-                if missing:
-                    raise UserError(f"{self.folder}: no weights for {mname}.{sorted(missing)[0]}")
-                mod.load_state_dict(state, strict=False, assign=True)
-                for n, b in list(mod.named_buffers()):
-                    if b.is_meta and not _rebuilt(mod, n):  # buffers not in the checkpoint: computed on CPU
-                        raise UserError(f"{self.folder}: buffer {mname}.{n} has no value")
-                del state
-                # quantized as soon as it is loaded: peak memory is one float32 module over the quantized rest
+            finally:
+                for h in handles.values():
+                    h.__exit__(None, None, None)
+            missing = {n for n, p in mod.named_parameters()} - set(state)
+            if missing:
+                raise UserError(f"{self.folder}: no weights for {mname}.{sorted(missing)[0]}")
+            mod.load_state_dict(state, strict=False, assign=True)
+            for n, b in list(mod.named_buffers()):
+                if b.is_meta and not _rebuilt(mod, n):  # buffers not in the checkpoint: computed on CPU
+                    raise UserError(f"{self.folder}: buffer {mname}.{n} has no value")
+            del state
+            if self.scheme != "float32":
+                # quantized as soon as it is loaded: peak memory is one float32 module over the quantized rest;
+                # what stays float (norms, biases, the embedding) is copied off the file mapping, which would
+                # otherwise keep every page of the module read from it resident
                 mods[mname] = quantize(mod, self.scheme)
-        finally:
-            for h in handles.values():
-                h.__exit__(None, None, None)
+                for t in list(mods[mname].parameters()) + list(mods[mname].buffers()):
+                    if t.is_floating_point():
+                        t.data = t.data.clone()
 
     def layer_bytes(self) -> list[int]:
         """Bytes each hosted decoder layer's tensors hold (as served: quantized or not)."""
