@@ -102,26 +102,22 @@ def prepare_builtin(name: str, log=print) -> Path:
         gguf = SOURCES[name](tmp)
         log(f"gtracd: converting {gguf.name} to safetensors in {model_cache_dir() / name} (once, ~30-60 s)")
         with Stages(f"gtracd: preparing {name}", ["loading torch", "reading the tokenizer",
-                                                  "dequantizing the GGUF weights", "writing safetensors"], log) as st:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+                                                  "converting the weights, one tensor at a time"], log) as st:
+            from transformers import AutoTokenizer
             from transformers.utils import logging as hf_logging
+
+            from .gguf import convert
 
             hf_logging.disable_progress_bar()  # ours instead of the library's bars
             os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF reader's own tqdm bar too
             st.next()
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            tok.save_pretrained(str(tmp))
+            del tok
             st.next()
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-            if unsupported(model.config.model_type):
-                raise UserError(f"{gguf.name}: {unsupported(model.config.model_type)}")
-            if getattr(model, "hf_quantizer", None) is not None:
-                model.hf_quantizer.remove_quantization_config(model)
-            st.next()
+            convert(gguf, tmp)
             if gguf.parent == tmp:
                 gguf.unlink()  # assembled for this conversion only
-            model.save_pretrained(str(tmp), safe_serialization=True)
-            tok.save_pretrained(str(tmp))
             for f in terms:
                 shutil.copy(f, tmp / f.name)
             st.next()
