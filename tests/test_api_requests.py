@@ -44,3 +44,16 @@ def test_with_an_api_key_any_name_may_serve_but_bodies_are_still_json():
     with pytest.raises(ApiError, match="application/json"):
         check_headers(headers(host="gtracd.example.org", content_type="text/plain"), "POST", keyed=True)
     check_headers({**headers(host="h"), b"content-type": b"application/json; charset=utf-8"}, "POST", keyed=True)
+
+
+def test_a_request_may_set_its_own_speculation_and_a_bad_value_is_a_400():
+    from gtracd.seeker.api.requests import chat_request, completion_request
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert chat_request(body, 512, 64)[1].speculate is None  # the seeker's setting
+    assert chat_request({**body, "speculate": "off"}, 512, 64)[1].speculate == "off"
+    assert completion_request({"model": "m", "prompt": "x", "speculate": 6}, 512, 64)[1].speculate == 6
+    for bad in ("fast", 99, True, -1):
+        with pytest.raises(Exception) as e:
+            chat_request({**body, "speculate": bad}, 512, 64)
+        assert "speculate" in str(e.value)

@@ -317,6 +317,24 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
         stop_all(ws)
 
 
+async def test_speculative_and_plain_generations_share_batching_workers(tiny_cluster):
+    """Concurrent generations, some speculating, some not, through the same workers (which batch the plain
+    decode steps and compute each speculative step alone): each gets the tokens it gets alone."""
+    folder, ws = tiny_cluster
+    prompts = [[5, 6, 7, 5, 6, 7, 5, 6], [8, 9, 10, 11, 8, 9, 10], [12, 13, 12, 13, 12]]  # (the cluster: 4 sessions)
+    async with running_host(Identity.generate()) as host:
+        alone = [(await _gen(host, [w.addr for w in ws], p, 24)).tokens for p in prompts]
+        out = {}
+
+        async def one(k, p):
+            out[k] = (await _gen(host, [w.addr for w in ws], p, 24, speculate=4 if k % 2 == 0 else "off")).tokens
+
+        async with trio.open_nursery() as n:
+            for k, p in enumerate(prompts):
+                n.start_soon(one, k, p)
+    assert [out[k] for k in range(len(prompts))] == alone
+
+
 QUOTE = ("Repeat this passage word for word: The old lighthouse keeper climbed the stairs every evening, "
          "lit the lamp, and watched the ships pass safely through the narrow channel below.")
 

@@ -33,8 +33,13 @@ def convert(gguf_path: Path, out: Path) -> None:
     tokenizer is the caller's)."""
     from gguf import GGUFReader, dequantize
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
-    from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map,
-                                                          load_gguf_checkpoint, read_field)
+    from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS,
+        TensorProcessor,
+        get_gguf_hf_weights_map,
+        load_gguf_checkpoint,
+        read_field,
+    )
 
     cfg = AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     why = unsupported(cfg.model_type)

@@ -240,6 +240,7 @@ def lab_seeker_settings(lab: Lab, cfg: SweepConfig) -> Settings:
     return load_settings(None, {"network": lab.network, "bootstrap": list(lab.cn.anchor_addrs.values()),
                                 "data_dir": str(lab.root), "keystore": str(lab.keystore), **ls.ledger_flags(),
                                 "penalty_ms": ls.penalty_ms, "hop_timeout_floor_s": ls.hop_timeout_floor_s,
+                                "speculate": "off",  # the paper's experiments: one trip through the chain per token
                                 **cfg.seeker}, env={})
 
 

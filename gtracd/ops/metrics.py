@@ -199,6 +199,8 @@ def _seeker(o: _Out, st: dict) -> None:
          "verdict", obs.get("repairs"))
     o.by("gtracd_seeker_spot_checks_total", "spot-check events (hops checked, calls compared, mismatches, ...)",
          "event", obs.get("spot_checks"))
+    o.by("gtracd_seeker_speculation_total", "speculative decoding: verifying trips, draft tokens sent, draft tokens kept",
+         "event", obs.get("speculation"))
     o.histogram("gtracd_seeker_ttft_seconds", "request in to first token out", obs.get("ttft"))
     o.histogram("gtracd_seeker_token_seconds", "per-token latency: one decode step through the whole chain",
                 obs.get("token"))

@@ -546,6 +546,7 @@ class Generation:
         (the chain, its sessions and what they cached stay)."""
         self.accounts.new_request()
         self.checker.counters = dict.fromkeys(self.checker.counters, 0)
+        self.speculation.counters = dict.fromkeys(self.speculation.counters, 0)  # (what it learned stays)
         self.trace = []
         for h in self.hops:
             h.step_ms.clear()
@@ -589,6 +590,8 @@ class Generation:
                          "verdict": r["verdict"], "blamed": r["blamed"], "error": r["error"][:200]}
                         for r in self.repair_log],
             "trust_floor": self.params.trust_floor,
+            "speculation": {"setting": self.speculation.setting, **{k: self.speculation.counters[k] for k in
+                                                                    ("trips", "drafted", "accepted")}},
             "avoided": {"peers": sorted(self.accounts.failed), "hosts": sorted(self.exclude_hosts)},
         }
 

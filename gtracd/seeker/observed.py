@@ -11,6 +11,7 @@ class Observed:
         self.outcomes = Tally()
         self.repairs = Tally()
         self.spot_checks = Tally()
+        self.speculation = dict.fromkeys(("trips", "drafted", "accepted"), 0)  # speculative decoding
         self.ttft = Histogram(TTFT_BUCKETS)
         self.token = Histogram(TOKEN_BUCKETS)
         self.tokens = self.prompt_tokens = self.reused_tokens = 0
@@ -25,6 +26,8 @@ class Observed:
         for k, n in gen.checker.counters.items():
             if n:
                 self.spot_checks.add(k, n)
+        for k in ("trips", "drafted", "accepted"):
+            self.speculation[k] += gen.speculation.counters[k]
 
     def completed(self, ttft_s: float, step_ms: list[float], tokens: int, prompt_tokens: int, reused: int) -> None:
         self.ttft.observe(ttft_s)
@@ -36,7 +39,8 @@ class Observed:
 
     def status(self) -> dict:
         return {"observed": {"outcomes": self.outcomes.snapshot(), "repairs": self.repairs.snapshot(),
-                             "spot_checks": self.spot_checks.snapshot(), "ttft": self.ttft.snapshot(),
+                             "spot_checks": self.spot_checks.snapshot(), "speculation": dict(self.speculation),
+                             "ttft": self.ttft.snapshot(),
                              "token": self.token.snapshot(), "tokens": self.tokens,
                              "prompt_tokens": self.prompt_tokens, "reused_tokens": self.reused_tokens,
                              "in_flight": self.in_flight}}
