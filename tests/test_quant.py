@@ -96,3 +96,37 @@ def test_a_quantize_setting_names_a_known_scheme():
     assert scheme_of("none") == "float32" and scheme_of("INT8") == "int8" and scheme_of("") == "float32"
     with pytest.raises(UserError, match="none or int8"):
         scheme_of("int4")
+
+
+@pytest.mark.procs
+async def test_int8_worker_processes_serve_a_seeker_pinned_to_int8(tmp_path):
+    """`--quantize int8` end to end on tiny workers: the seeker pins the int8 fingerprint (torch-free), routes
+    through the int8 workers only, and generates what one int8 shard computes."""
+    import random
+
+    from gtracd.control.peerview import PeerView
+    from gtracd.identity import Identity
+    from gtracd.net.host import running_host
+    from gtracd.routing import Params
+    from gtracd.seeker.generation import Generation, SeekerNet
+    from gtracd.seeker.main import discover
+
+    from .cluster import start_workers, stop_all
+
+    folder = tiny_llama(tmp_path, layers=6)
+    ref = _run([Shard(folder, 0, 6, scheme="int8")], steps=10)[0]
+    fp, layers = pinned_model(str(folder), "int8")
+    ws = start_workers(str(folder), [(0, 3), (3, 6)], extra=["--quantize", "int8"]) + \
+        start_workers(str(folder), [(0, 6)])  # a float32 worker of the same folder: another model to this seeker
+    try:
+        async with running_host(Identity.generate()) as host:
+            view = PeerView(model=fp, depth=layers, probation=8)
+            net = SeekerNet(host, view)
+            assert await discover(net, view, [w.addr for w in ws]) == []
+            gen = Generation(net, view, Params(), rng=random.Random(0))
+            r = await gen.turn(PROMPT, 10)
+            await gen.aclose()
+            assert r.tokens == ref[: len(r.tokens)] and (r.tokens == ref or r.eos)
+            assert set(gen.chain) == {ws[0].peer_id, ws[1].peer_id}
+    finally:
+        stop_all(ws)
