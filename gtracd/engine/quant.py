@@ -23,15 +23,21 @@ from transformers.pytorch_utils import Conv1D
 from ..catalog.fingerprint import SCHEMES  # noqa: F401  (the list of schemes lives with the fingerprint)
 
 
+ROWS = 256  # output channels quantized at a time
+
+
 class Int8Linear(torch.nn.Module):
     """y = x W^T + b with W int8 [out, in] and a bfloat16 scale per output channel."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
-        w = weight.detach().float()
-        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        w = weight.detach()
+        scale = (w.abs().amax(dim=1).float() / 127.0).clamp(min=1e-12)
         self.in_features, self.out_features = w.shape[1], w.shape[0]
-        self.register_buffer("qweight", (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous())
+        q = torch.empty(w.shape, dtype=torch.int8)
+        for a in range(0, w.shape[0], ROWS):  # in slices of rows: no float32 temporaries of the whole weight
+            q[a:a + ROWS] = (w[a:a + ROWS].float() / scale[a:a + ROWS, None]).round_().clamp_(-127, 127)
+        self.register_buffer("qweight", q)
         self.register_buffer("scale", scale.to(torch.bfloat16))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 

@@ -9,6 +9,7 @@ eviction picks it). Heartbeats and status read the table on the event loop too.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,15 @@ from .tensors import from_wire, to_wire
 HIDDEN_DTYPES = ("float32", "float16", "bfloat16")
 CARD_PART = 1 << 20  # bytes of a card file per reply
 PREFILL_CHUNK = 256  # positions a prefill computes per turn of the compute slot (others' steps go between)
+
+
+def trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc's malloc_trim; a no-op elsewhere). A load in a worker thread
+    frees its transient float32 copies into that thread's arena, which glibc would otherwise keep."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -66,6 +76,8 @@ class ShardServer:
         self.batches = 0  # forward passes that served more than one step, and the steps they served
         self.batched_steps = 0
         self.batch_sizes = Histogram(BATCH_BUCKETS)  # decode steps per forward pass (1: a lone step)
+        if scheme != "float32":
+            trim_heap()  # quantizing freed float32 copies: give the pages back (glibc keeps them otherwise)
 
     @property
     def start(self) -> int:
