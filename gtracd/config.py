@@ -71,8 +71,9 @@ class Settings:
         "help": "worker: smollm2-135m | tiny-llama-L | HF folder | hub id; seeker: the one model it serves (or its fingerprint)"})
     quantize: str = field(default="none", metadata={
         "help": "worker: serve the weights as none (float32, as prepared) | int8 (weight-only, per output channel: "
-                "a quarter of the memory; see README for what it costs in quality); seeker: the scheme of the model "
-                "it serves (workers of another scheme are another model)"})
+                "a quarter of the memory per decoder layer; the embedding stays float32; see README for what it "
+                "costs in quality); seeker: the scheme of the model it serves (workers of another scheme are "
+                "another model)"})
     layers: str = field(default="", metadata={
         "help": "START:END layer range hosted by a worker, or auto: listen ~1.5 heartbeats to the network "
                 "(--bootstrap), take the range that most improves coverage within --max-layers/--memory-mib "

@@ -147,3 +147,27 @@ def test_only_the_last_shard_verifies_and_sampling_uses_each_positions_own_seed(
         hh = a.extend({"session": sid2, "pos": 0, "tokens": toks[:n]})
         plain.append(b.extend({"session": sid2, "pos": 0, "hidden": decode_tensor(hh["hidden"])})["token"])
     assert res["tokens"] == plain
+
+
+def test_a_check_window_opens_at_a_token_position_so_speculative_trips_cannot_skip_it():
+    import random
+
+    from gtracd.seeker.checker import Check, SpotChecker
+
+    sc = SpotChecker(rate=1.0, calls=2, rng=random.Random(3))
+    sc.checks[0] = Check(2, start_at=10)
+    # a turn of speculative trips: tokens generated before each call jump by several at a time
+    assert [sc.due(0, at) for at in (0, 1, 6, 9)] == [False] * 4
+    assert sc.due(0, 14)  # the first call at or past token 10 is checked, however many tokens a trip yielded
+    sc.checks[1] = Check(2, start_at=1)
+    assert [sc.due(1) for _ in range(3)] == [False, True, True]  # without positions: calls, as before
+
+
+def test_replicas_compare_per_position_tokens_only_when_both_answered_them():
+    from gtracd.seeker.spotcheck import output_digest, same_output
+
+    new, old = {"token": 7, "tokens": [3, 5, 7]}, {"token": 7}  # a release before wire version 2 answers one
+    assert same_output(new, old) and same_output(old, new)
+    assert not same_output(new, {"token": 7, "tokens": [3, 6, 7]})
+    assert not same_output(new, {"token": 8}) and same_output(new, dict(new))
+    assert output_digest(new) != output_digest(old)

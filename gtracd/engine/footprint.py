@@ -40,6 +40,8 @@ def footprint(folder: Path | str, scheme: str = "float32") -> Footprint:
     head = False
     for f in sorted(folder.glob("*.safetensors")):
         for name, t in _header(f).items():
+            if name.endswith((".attn.bias", ".attn.masked_bias")) and len(t["shape"]) == 4:
+                continue  # old GPT-2 checkpoints' causal masks: a shard computes its own
             n = tensor_bytes(name, t["shape"], scheme, gpt2)
             m = LAYER.search(name)
             if m:

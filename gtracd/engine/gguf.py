@@ -26,6 +26,9 @@ from ..errors import UserError
 
 ALIGN = 8  # safetensors pads its header with spaces to a multiple of 8 bytes
 CHUNK = 32 << 20  # bytes of float32 a big tensor is dequantized in at a time
+# transformers' GGUF tensor fix-ups that keep shapes and rows: none, Llama's q/k permutation (whole tensors:
+# never sliced), Gemma's norm offset (elementwise)
+ROW_SAFE = {"TensorProcessor", "LlamaTensorProcessor", "Gemma2TensorProcessor"}
 
 
 def convert(gguf_path: Path, out: Path) -> None:
@@ -48,7 +51,10 @@ def convert(gguf_path: Path, out: Path) -> None:
     parsed = load_gguf_checkpoint(str(gguf_path), return_tensors=False)
     reader = GGUFReader(str(gguf_path))
     arch = read_field(reader, "general.architecture")[0]
-    processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=parsed["config"])
+    cls = TENSOR_PROCESSORS.get(arch, TensorProcessor)
+    if cls.__name__ not in ROW_SAFE:  # a fix-up that transposes or reshapes breaks the streamed layout
+        raise UserError(f"{gguf_path.name}: streaming a {arch} GGUF is not supported (its tensors need {cls.__name__})")
+    processor = cls(config=parsed["config"])
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     mapping = get_gguf_hf_weights_map(model, processor)

@@ -98,8 +98,8 @@ def prepare_builtin(name: str, log=print) -> Path:
     """Convert a built-in model's GGUF (from its PyPI package) to a safetensors folder, once."""
     def build(tmp: Path) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
+        gguf = SOURCES[name](tmp)  # (a missing package: a one-line error before anything else)
         terms = _gemma3_terms(log) if name == "gemma3-270m" else []
-        gguf = SOURCES[name](tmp)
         log(f"gtracd: converting {gguf.name} to safetensors in {model_cache_dir() / name} (once, ~30-60 s)")
         with Stages(f"gtracd: preparing {name}", ["loading torch", "reading the tokenizer",
                                                   "converting the weights, one tensor at a time"], log) as st:

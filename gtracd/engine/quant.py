@@ -11,7 +11,7 @@ copy; the lookup keeps the float32 embedding).
 Each module is quantized as soon as its float32 weights are loaded (engine.shard), so a worker's peak memory
 is its quantized range plus one float32 layer, never the float32 range.
 
-The scheme is part of what a worker serves: its fingerprint covers it (catalog.fingerprint.served_weights),
+The scheme is part of what a worker serves: its fingerprint covers it (catalog.fingerprint.scheme_weights),
 so seekers pin it and spot checks compare int8 with int8.
 """
 

@@ -58,7 +58,10 @@ class Shard:
             raise UserError(f"layer range {start}:{end} is outside the model's 0:{self.total}")
         self.start, self.end = start, end
         self.first, self.last = start == 0, end == self.total
-        types = list(getattr(self.config, "layer_types", None) or ["full_attention"] * self.total)
+        # each layer's attention type; a sliding window without layer types (Mistral) slides on every layer
+        default = "sliding_attention" if getattr(self.config, "sliding_window", None) and \
+            getattr(self.config, "use_sliding_window", True) else "full_attention"
+        types = list(getattr(self.config, "layer_types", None) or [default] * self.total)
         self.types = types[start:end]  # each hosted layer's attention type
         if set(self.types) - set(MASKS):
             raise UserError(f"layer types {sorted(set(self.types) - set(MASKS))} not supported")

@@ -60,7 +60,7 @@ class Convicted(Exception):
 @dataclass
 class Check:
     calls_left: int
-    start_at: int = 0  # calls of this hop in this turn before the window opens
+    start_at: int = 0  # tokens of this turn generated before the window opens (or calls: SpotChecker.due)
     seen: int = 0
     witness: object = None  # a generation.Hop on the witness replica, opened when the window opens
     peer: str = ""  # the hop's peer when the check was drawn
@@ -95,8 +95,8 @@ class SpotChecker:
             self.counters["hops"] += 1
 
     async def plan(self, peers: list[str], horizon: int) -> None:
-        """A new turn of `horizon` forward calls through `peers` (the chain, in order): draw which hops are
-        checked and where their window opens."""
+        """A new turn of up to `horizon` tokens (at most that many forward calls) through `peers` (the chain, in
+        order): draw which hops are checked and at which token their window opens."""
         await self.close()
         self.horizon = max(1, horizon)
         for i, peer in enumerate(peers):
@@ -116,13 +116,15 @@ class SpotChecker:
         await self.close()
         return passed
 
-    def due(self, i: int) -> bool:
-        """Count one call of hop i; True when it falls in the hop's open check window."""
+    def due(self, i: int, at: int | None = None) -> bool:
+        """Count one call of hop i; True when it falls in the hop's open check window. `at`: the tokens this
+        turn generated before the call (the window opens at a token position: a speculative trip yields several
+        tokens, so counting calls would let a turn end before its window opened); None: count calls."""
         c = self.checks.get(i)
         if c is None or c.calls_left <= 0:
             return False
         c.seen += 1
-        return c.seen > c.start_at
+        return (at if at is not None else c.seen - 1) >= c.start_at
 
     async def drop(self, i: int) -> None:
         """Stop checking hop i (repaired, done, or the witness failed); close the witness session."""
@@ -134,12 +136,6 @@ class SpotChecker:
         for i in list(self.checks):
             await self.drop(i)
 
-    def truncate(self, pos: int) -> None:
-        """Positions >= pos were dropped (a speculative step's rejected drafts): witnesses forget them too."""
-        for c in self.checks.values():
-            if c.witness is not None:
-                for h in {id(x): x for x in (c.witness, *members_of(c.witness))}.values():
-                    h.history = cut_history(h.history, pos)
 
 
 def cut_history(history: list[Chunk], pos: int) -> list[Chunk]:

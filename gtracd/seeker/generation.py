@@ -28,6 +28,7 @@ from ..net.hop import HopError, HopFailed
 from ..protocols.sessions import BUSY_RETRY_S
 from ..routing import NoRoute, Params, Peer, replacement, route
 from ..tokens.tokenizer import Tokenizer
+from ..wire.kinds import STEP_HIDDEN
 from .blame import verdict
 from .checker import Convicted, SpotChecker, checked_call, cut_history
 from .hops import Chunk, Hop, SeekerNet, host_of, replay_plan
@@ -111,6 +112,7 @@ class Generation:
         self.accounts = Accounts(max_repairs)  # repairs, blame, convictions: what this request owes (pure)
         self._width: int | None = None  # the model's hidden width, from the first relayed hidden state
         self._turn_limit = 0  # the positions this turn may reach (what every replacement must grant)
+        self._at = 0  # tokens this turn generated so far (where spot-check windows open)
         self.selected: list[tuple[str, float, float]] = []  # (peer, trust, latency ms) as routing saw them
         self.trace: list[dict] = []  # per forward pass: e2e, summed hop wall and compute time, hops
         self._calls: list[tuple[float, float]] = []
@@ -348,7 +350,7 @@ class Generation:
         for attempt in (0, 1):
             hop = self.hops[i]
             try:
-                if self.checker.due(i):  # a replacement's first call too: it is checked like any hop
+                if self.checker.due(i, self._at):  # a replacement's first call too: it is checked like any hop
                     try:
                         res, ms = await checked_call(self, i, kind, chunk)
                     except Convicted as c:  # by a sub-chain witness: reported as wrong output, the request ends
@@ -416,7 +418,6 @@ class Generation:
     def _truncate(self, pos: int) -> None:
         for hop in self.hops:
             hop.history = cut_history(hop.history, pos)
-        self.checker.truncate(pos)
         self.fed = self.fed[:pos]
 
     async def tokenizer(self) -> Tokenizer:
@@ -486,8 +487,9 @@ class Generation:
                 self._truncate(0)
                 new, pos = list(tokens) + out, 0
             drafts: list[int] = []
+            self._at = len(out)
             if step > 0 and not recompute:  # speculative decoding (seeker.speculation): drafts from the context
-                k = min(self.speculation.want(), max_new_tokens - len(out) - 1, limit - pos - 1, MAX_DRAFT)
+                k = min(self.speculation.want(), max_new_tokens - len(out) - 1, limit - pos - 1, self._max_draft())
                 drafts = propose(tokens + out, k) if k > 0 else []
             emitted = await self._decode(pos, new, drafts)
             ms = (time.perf_counter() - t0) * 1e3
@@ -517,10 +519,14 @@ class Generation:
         return TurnResult(out, "".join(text), prefill_ms, steps, self.repairs, self.chain, self.selection_ms, eos,
                           stopped, len(tokens), reused)
 
+    def _max_draft(self) -> int:
+        """Drafts a step may carry: a speculative step's hidden state must fit a step frame."""
+        return MAX_DRAFT if not self._width else max(0, min(MAX_DRAFT, STEP_HIDDEN // self._width - 2))
+
     async def _decode(self, pos: int, new: list[int], drafts: list[int]) -> list[int]:
         """Feed `new` at `pos` (with `drafts` after it: a speculative step) and return the tokens it yields: the
         next one, or the drafts the chain confirmed plus the one after them. Positions of rejected drafts are
-        dropped from every hop's history here and from its cache at its next call."""
+        dropped from every hop's cache at its next call, which starts before them."""
         if drafts:
             res = await self.forward(pos, new + drafts, verify=True)
             chosen = res.get("tokens")
@@ -528,8 +534,10 @@ class Generation:
                 chosen = chosen[len(new) - 1:]  # the choices after the last new token and after each draft
                 m = accepted(drafts, chosen)
                 self.speculation.observe(len(drafts), m)
-                self.fed.extend(new + drafts)
-                self._truncate(pos + len(new) + m)
+                # what the chain keeps: the last token and the confirmed drafts. Histories keep the whole step: a
+                # replacement or witness replayed it computes exactly what the hop did, and every session drops
+                # the rejected positions when its next call starts there
+                self.fed = (self.fed + new + drafts)[:pos + len(new) + m]
                 return drafts[:m] + [chosen[m]]
             # a last hop that cannot verify (a release before wire version 2): this step again, plainly
             log.info("the last hop %s did not verify a speculative step; speculation off for this generation",

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..wire.kinds import MAX_VERIFY
+
 NGRAM_MAX = 3
 NGRAM_MIN = 2  # a single token matches almost anywhere: its drafts rarely hold
-MAX_DRAFT = 32  # drafts per step (the step frame carries at most 64 positions)
+MAX_DRAFT = MAX_VERIFY - 1  # drafts per step: a verifying step carries the last token and its drafts
 AUTO_START = 4
 AUTO_MAX = 8
 PATIENCE = 3

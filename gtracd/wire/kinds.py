@@ -100,7 +100,8 @@ RUNS = F("dict", maxlen=4096, item=F("list", maxlen=4096, item=F("list", minlen=
 REPORT_LIST = F("list", maxlen=256, item=BIN_ENVELOPE)
 HEADS = F("dict", maxlen=2048, item=F("map", fields={"n": F("int", lo=0, hi=U63), "h": F("bin", minlen=16, maxlen=16)}))
 
-MAX_VERIFY = 64  # positions of a speculative step (the step frame's token cap)
+MAX_VERIFY = 33  # positions of a speculative step: the last token and at most 32 drafts (seeker.speculation)
+STEP_HIDDEN = 1 << 18  # values of a step's hidden state (1 MiB in float32: the step frame's cap)
 # a speculative step: the last hop answers the token it chooses after every position, not only the last
 VERIFY = F("bool", optional=True, since=2)
 
@@ -133,7 +134,7 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         "session": SESSION,
         "pos": F("int", lo=0, hi=1 << 20),
         "tokens": F("list", maxlen=64, item=F("int", lo=0, hi=1 << 31), optional=True),
-        "hidden": F("tensor", hi=1 << 18, optional=True),
+        "hidden": F("tensor", hi=STEP_HIDDEN, optional=True),
         "sample": F("bool", optional=True),
         "verify": VERIFY,
     },

@@ -388,7 +388,7 @@ class WorkerDaemon:
             elif act is None and len(parts := srv.split(job)) > 1:
                 res = await self._prefill_parts(remote, srv, job, parts, lambda: stream.abandoned(sid))
             else:
-                res = await self.run_compute(remote, self._compute, srv, job, act, inline=kind == "step")
+                res = await self.run_compute(remote, self._compute, srv, job, act, inline=job.n == 1 and not job.verify)
         finally:
             srv.table.touch(isid, time.monotonic(), busy=False)
         refused = stream.finished(sid)  # a cancel that came meanwhile: the result is dropped
