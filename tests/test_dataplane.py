@@ -256,6 +256,19 @@ def smol():
     return resolve_model("smollm2-135m")
 
 
+def kill_at_piece(victim, n: int):
+    """An on_piece callback that kills (-9) `victim`'s process when the n-th piece of text arrives."""
+    count = 0
+
+    def on_piece(_):
+        nonlocal count
+        count += 1
+        if count == n:
+            victim.proc.send_signal(signal.SIGKILL)
+
+    return on_piece
+
+
 def smol_reference(folder, n):
     from gtracd.engine.reference import chat_ids, greedy, load
 
@@ -291,14 +304,7 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
             gen = Generation(net, view, Params(), rng=random.Random(0), hop_timeout_floor_s=30)  # one repair: the kill, never a stall
             await gen.start()
             middle = gen.hops[1].peer.peer_id
-            victim = next(w for w in ws if w.peer_id == middle)
-            count = 0
-
-            def on_piece(_):
-                nonlocal count
-                count += 1
-                if count == 10:
-                    victim.proc.send_signal(signal.SIGKILL)
+            on_piece = kill_at_piece(next(w for w in ws if w.peer_id == middle), 10)
 
             r2 = await gen.turn(ids, 40, on_piece)
             await gen.aclose()
@@ -364,14 +370,7 @@ async def test_smollm2_speculative_text_is_identical_through_spot_checks_and_a_k
             assert checks["calls"] > 0 and checks["mismatches"] == 0 and checks["hops"] >= 2, checks
             gen = Generation(net, view, Params(), rng=random.Random(1), speculate="auto", hop_timeout_floor_s=30)
             await gen.start()
-            victim = next(w for w in ws if w.peer_id == gen.hops[1].peer.peer_id)
-            count = 0
-
-            def on_piece(_):
-                nonlocal count
-                count += 1
-                if count == 10:
-                    victim.proc.send_signal(signal.SIGKILL)
+            on_piece = kill_at_piece(next(w for w in ws if w.peer_id == gen.hops[1].peer.peer_id), 10)
 
             r2 = await gen.turn(ids, 40, on_piece, ignore_eos=True)
             await gen.aclose()

@@ -32,6 +32,7 @@ from ..net.host import running_host
 from ..routing import Params
 from ..seeker.generation import Generation, SeekerNet
 from ..seeker.main import discover
+from .common import print_table
 
 # A realistic assistant request: chat template (with its system prompt) around a paragraph of context.
 MESSAGES = [{"role": "user", "content": (
@@ -160,15 +161,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"pipeline: {res['hops']} hops, {res['tokens']} greedy tokens (SmolLM2-135M, fp32, 1 thread/process)")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in res.items():
-        t.add_row(k, str(v))
-    Console().print(t)
+    print_table(f"pipeline: {res['hops']} hops, {res['tokens']} greedy tokens (SmolLM2-135M, fp32, 1 thread/process)",
+                res)
     return 0
 
 

@@ -21,16 +21,13 @@ import sys
 import trio
 
 from ..catalog.fingerprint import depth
-from ..control.peerview import PeerView
 from ..engine import set_threads
 from ..engine.footprint import footprint
 from ..engine.models import resolve_model
 from ..harness.launch import start_workers, stop_all
-from ..identity import Identity
-from ..net.host import running_host
 from ..routing import Params
-from ..seeker.generation import Generation, SeekerNet
-from ..seeker.main import discover
+from ..seeker.generation import Generation
+from .common import seeker_of
 from .pipeline import MESSAGES, split, vmhwm_mib
 
 SCHEMES = ("float32", "int8")
@@ -60,12 +57,7 @@ AGREE_TOKENS = 32
 
 
 async def _decode(addrs: list[str], tokens: int) -> float:
-    async with running_host(Identity.generate()) as host:
-        view = PeerView(probation=8)
-        net = SeekerNet(host, view)
-        problems = await discover(net, view, addrs)
-        if problems:
-            raise RuntimeError("; ".join(problems))
+    async with seeker_of(addrs) as (net, view):
         rates = []
         for _ in range(2):
             gen = Generation(net, view, Params(), rng=random.Random(0), speculate="off")

@@ -22,16 +22,13 @@ import sys
 import trio
 
 from ..catalog.fingerprint import depth
-from ..control.peerview import PeerView
 from ..daemon.lifeline import child_env, watch_parent
 from ..engine import set_threads
 from ..engine.models import resolve_model
 from ..harness.launch import start_workers, stop_all, worker_env
-from ..identity import Identity
-from ..net.host import running_host
 from ..routing import Params
-from ..seeker.generation import Generation, SeekerNet
-from ..seeker.main import discover
+from ..seeker.generation import Generation
+from .common import print_table, seeker_of
 from .pipeline import split
 
 CODE = """def merge_sorted(a, b):
@@ -69,12 +66,7 @@ def monolithic(model: str, tokens: int) -> dict:
 
 
 async def distributed(addrs: list[str], tokens: int, repeats: int) -> dict:
-    async with running_host(Identity.generate()) as host:
-        view = PeerView(probation=8)
-        net = SeekerNet(host, view)
-        problems = await discover(net, view, addrs)
-        if problems:
-            raise RuntimeError("; ".join(problems))
+    async with seeker_of(addrs) as (net, view):
         out: dict = {}
         for task, messages in TASKS.items():
             runs: dict[str, list] = {"off": [], "auto": []}
@@ -135,15 +127,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"speculative decoding: 3 hops, up to {res['tokens']} greedy tokens, auto vs off (SmolLM2-135M)")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in res.items():
-        t.add_row(k, str(v))
-    Console().print(t)
+    print_table(f"speculative decoding: 3 hops, up to {res['tokens']} greedy tokens, auto vs off (SmolLM2-135M)", res)
     return 0
 
 
