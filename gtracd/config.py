@@ -113,6 +113,9 @@ class Settings:
     route_wait_s: float = field(default=15.0, metadata={
         "help": "seeker: a request that arrives while no chain covers the model (still discovering, or a worker "
                 "restarting) waits up to this for one before it fails (0: fail at once)"})
+    wire_dtype: str = field(default="float32", metadata={
+        "help": "seeker: the dtype hidden states travel in between hops: float32 (the text equals transformers') | "
+                "float16 | bfloat16 (half the bytes per token per hop, for slow links; the text may differ)"})
     speculate: str = field(default="auto", metadata={
         "help": "seeker: speculative decoding with drafts from the conversation (prompt lookup, no model): auto "
                 "(on, backs off while drafts keep failing) | off | K (up to K drafts a step, 1-32); the text is "

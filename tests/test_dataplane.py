@@ -323,6 +323,25 @@ async def test_smollm2_three_workers_match_monolithic_and_survive_kill9(smol):
         stop_all(ws)
 
 
+@pytest.mark.parametrize("dtype,size", [("float32", 4), ("float16", 2), ("bfloat16", 2)])
+async def test_the_seeker_chooses_the_wire_dtype_of_its_chains_hidden_states(tiny_cluster, dtype, size):
+    """Issue 25, bytes on slow links: `wire_dtype` in the open makes every hop answer hidden states in it (half
+    the bytes per token per hop in float16/bfloat16); float32 adds nothing to the open (older workers)."""
+    folder, ws = tiny_cluster
+    prompt = [5, 17, 99, 3, 42, 7]
+    async with running_host(Identity.generate()) as host:
+        view = PeerView()
+        net = SeekerNet(host, view)
+        assert await discover(net, view, [w.addr for w in ws]) == []
+        gen = Generation(net, view, Params(), wire_dtype=dtype)
+        assert ("wire_dtype" in gen._open_body(next(iter(view.workers.values())))) == (dtype != "float32")
+        r = await gen.turn(prompt, 8)
+        relayed = [c.hidden for c in gen.hops[1].history]  # what hop 0 answered, relayed to hop 1
+        await gen.aclose()
+    assert len(r.tokens) == 8 or r.eos
+    assert all(h["dtype"] == dtype and len(h["data"]) == h["shape"][1] * 64 * size for h in relayed)
+
+
 async def test_speculative_and_plain_generations_share_batching_workers(tiny_cluster):
     """Concurrent generations, some speculating, some not, through the same workers (which batch the plain
     decode steps and compute each speculative step alone): each gets the tokens it gets alone."""

@@ -284,3 +284,31 @@ async def test_a_witness_below_the_floor_never_costs_a_trusted_hop_its_place():
     g.checker.checks[0] = Check(4, witness=Hop(v.workers["honest"], session=_S()), peer="hop", full=True)
     out = await _arbitrate(g, 0, "step", {}, Chunk(5, 1, tokens=[3]), ({"token": 1}, 1.0), ({"token": 2}, 1.0))
     assert out == ({"token": 1}, 1.0) and "honest" in g.accounts.failed and 0 not in g.checker.checks
+
+
+def test_half_precision_wire_dtypes_allow_one_rounding_step_and_still_catch_lies():
+    """--wire-dtype float16|bfloat16: honest replicas whose float32 values differ by rounding may land on
+    neighbouring half-precision values; one step of a value's own magnitude is allowed, noise is not."""
+    import random
+    import struct
+
+    from gtracd.seeker.spotcheck import same_output, ulp
+    from gtracd.wire import decode_tensor, encode_tensor
+
+    rng = random.Random(5)
+    vals = [rng.gauss(0, 1) for _ in range(256)] + [40.0, -0.001]
+
+    def wire(dtype, xs):
+        if dtype == "float16":
+            data = struct.pack(f"<{len(xs)}e", *xs)
+        else:  # bfloat16: the top 16 bits of a float32
+            data = b"".join(struct.pack("<H", struct.unpack("<I", struct.pack("<f", x))[0] >> 16) for x in xs)
+        return {"hidden": decode_tensor(encode_tensor(dtype, (1, 1, len(xs)), data))}
+
+    for dtype, bits in (("float16", 10), ("bfloat16", 7)):
+        ref = wire(dtype, vals)
+        up = wire(dtype, [x + ulp(x, bits) * 0.999 if i % 3 == 0 else x for i, x in enumerate(vals)])
+        assert same_output(up, ref) and same_output(ref, ref)
+        noisy = wire(dtype, [x + rng.gauss(0, 0.1) for x in vals])
+        assert not same_output(noisy, ref)
+        assert not same_output(wire(dtype, [x * 1.05 for x in vals]), ref)  # 5 % off: far more than a step

@@ -19,13 +19,13 @@ import torch
 from ..catalog.fingerprint import card_files, card_fingerprint, scheme_weights, weights_digest
 from ..ops.histogram import BATCH_BUCKETS, Histogram
 from ..protocols.sessions import Refused, SessionTable
-from ..wire.kinds import MAX_VERIFY
+from ..wire.kinds import MAX_VERIFY, WIRE_DTYPES
 from .batching import forward_steps
 from .sampling import sample
 from .shard import Shard, crop
-from .tensors import from_wire, to_wire
+from .tensors import TORCH, from_wire, to_wire
 
-HIDDEN_DTYPES = ("float32", "float16", "bfloat16")
+HIDDEN_DTYPES = WIRE_DTYPES
 CARD_PART = 1 << 20  # bytes of a card file per reply
 PREFILL_CHUNK = 256  # positions a prefill computes per turn of the compute slot (others' steps go between)
 
@@ -56,6 +56,7 @@ class Session:
     sid: bytes
     cache: object
     sampling: dict = field(default_factory=dict)
+    wire_dtype: str = "float32"  # what its hidden states travel as (the seeker's choice for the chain)
 
 
 class ShardServer:
@@ -101,7 +102,8 @@ class ShardServer:
                                           f"{body['start']}:{body['end']}")
         sid = body["session"]
         self._drop(self.table.open(sid, body["max_length"], self.clock(), owner))
-        self.sessions[sid] = Session(sid, self.shard.new_cache(), body.get("sampling") or {})
+        self.sessions[sid] = Session(sid, self.shard.new_cache(), body.get("sampling") or {},
+                                     body.get("wire_dtype") or "float32")
         return {"session": sid, "cached": 0, "max_length": self.table.get(sid).max_length}
 
     def card_index(self) -> dict:
@@ -227,7 +229,7 @@ class ShardServer:
         sess, pos, n = job.sess, job.pos, job.n
         res = {"session": sess.sid, "cached": pos + n}
         if hidden is not None:
-            res["hidden"] = to_wire(hidden)
+            res["hidden"] = to_wire(hidden if sess.wire_dtype == "float32" else hidden.to(TORCH[sess.wire_dtype]))
         elif job.sample:
             sp = sess.sampling
             terms = (sp.get("temperature", 0.0), sp.get("top_k", 0), sp.get("top_p", 1.0), sp.get("seed", 0))

@@ -95,7 +95,8 @@ class Generation:
                  max_repairs: int | None = None, spot_check_rate: float = 0.0, spot_check_calls: int = 4,
                  spot_check_probation: int = 0,
                  check_rng: random.Random | None = None, heal_wait_s: float = 0.0,
-                 exclude_hosts: frozenset[str] = frozenset(), speculate: int | str = "off"):
+                 exclude_hosts: frozenset[str] = frozenset(), speculate: int | str = "off",
+                 wire_dtype: str = "float32"):
         self.net, self.view, self.params, self.mode = net, view, params, mode
         self.sampling = sampling or {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
         self.max_length = max_length
@@ -123,6 +124,7 @@ class Generation:
         self.selected_trust: dict[str, float] = {}  # peer -> its trust when routing chose it (provenance)
         self.open_routes = OPEN_ROUTES  # routes tried while opening, each without the peers it could not reach
         self.speculation = Speculation(speculate)  # drafts per decode step (seeker.speculation)
+        self.wire_dtype = wire_dtype  # hidden states between hops (every hop and witness of this chain)
 
     def speculate(self, setting: int | str) -> None:
         """This request's speculation setting (a kept generation keeps what it learned if it is unchanged)."""
@@ -215,8 +217,11 @@ class Generation:
         return min([self.max_length] + [h.session.max_length or self.max_length for h in self.hops])
 
     def _open_body(self, w: WorkerEntry) -> dict:
-        return {"session": self.sid, "model": w.model, "start": w.start, "end": w.end,
+        body = {"session": self.sid, "model": w.model, "start": w.start, "end": w.end,
                 "max_length": self.max_length, "sampling": self.sampling, "peer": w.peer_id, "nonce": os.urandom(16)}
+        if self.wire_dtype != "float32":  # (float32 needs no field: a release before it reads the open as ever)
+            body["wire_dtype"] = self.wire_dtype
+        return body
 
     async def _open_or_repair(self, i: int) -> None:
         hop = self.hops[i]

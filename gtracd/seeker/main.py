@@ -51,7 +51,7 @@ log = logging.getLogger("gtracd.seeker")
 SETTINGS = ["model", "mode", "trust_floor", "penalty_ms", "larac_min_reliability", "max_new_tokens", "max_length",
             "hop_timeout_floor_s", "hop_timeout_factor", "request_timeout_s", "sync_s", "node_timeout_s",
             "spot_check_rate", "spot_check_calls", "spot_check_probation", "heal_wait_s", "forget_after_s", "route_wait_s",
-            "speculate", "quantize",
+            "speculate", "quantize", "wire_dtype",
             *RULE_SETTINGS]
 
 

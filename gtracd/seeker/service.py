@@ -21,6 +21,7 @@ from ..errors import DecodeError, UserError
 from ..net.hop import fetch_info
 from ..net.host import dial
 from ..routing import Params
+from ..wire.kinds import WIRE_DTYPES
 from .contexts import KEEP, Context, Contexts
 from .generation import Generation, GenerationFailed
 from .observed import Observed
@@ -143,7 +144,8 @@ def seeker_generation(net, view: PeerView, s: Settings, sampling: dict, trust: T
                      spot_check_rate=max(s.spot_check_rate, trust.spot_check_rate or 0.0),
                      spot_check_calls=s.spot_check_calls, spot_check_probation=s.spot_check_probation,
                      heal_wait_s=s.heal_wait_s,
-                     exclude_hosts=frozenset(trust.exclude_hosts), speculate=s.speculate, **kw)
+                     exclude_hosts=frozenset(trust.exclude_hosts), speculate=s.speculate, wire_dtype=s.wire_dtype,
+                     **kw)
     gen.accounts.avoid(trust.exclude_peers)
     return gen
 
@@ -155,6 +157,8 @@ class SeekerService:
             parse_speculate(settings.speculate)
         except ValueError as e:
             raise UserError(f"speculate: {e}") from None
+        if settings.wire_dtype not in WIRE_DTYPES:
+            raise UserError(f"wire_dtype {settings.wire_dtype!r}: choose {', '.join(WIRE_DTYPES)}")
         self.contexts = Contexts(keep)
         self.max_requests = max_requests
         self.slots = trio.Semaphore(max_requests, max_value=max(1, max_requests))

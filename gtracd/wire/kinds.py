@@ -100,6 +100,7 @@ RUNS = F("dict", maxlen=4096, item=F("list", maxlen=4096, item=F("list", minlen=
 REPORT_LIST = F("list", maxlen=256, item=BIN_ENVELOPE)
 HEADS = F("dict", maxlen=2048, item=F("map", fields={"n": F("int", lo=0, hi=U63), "h": F("bin", minlen=16, maxlen=16)}))
 
+WIRE_DTYPES = ("float32", "float16", "bfloat16")  # what hidden states may travel as
 MAX_VERIFY = 33  # positions of a speculative step: the last token and at most 32 drafts (seeker.speculation)
 STEP_HIDDEN = 1 << 18  # values of a step's hidden state (1 MiB in float32: the step frame's cap)
 # a speculative step: the last hop answers the token it chooses after every position, not only the last
@@ -116,6 +117,8 @@ FRAME_KINDS: dict[str, dict[str, F]] = {
         # the identity the seeker wants (a process may serve many) and a fresh nonce it must sign
         "peer": replace(PEER_ID, optional=True),
         "nonce": F("bin", minlen=16, maxlen=32, optional=True),
+        # the dtype of the hidden states this session answers (slow links: half the bytes); absent: float32
+        "wire_dtype": F("str", choices=WIRE_DTYPES, optional=True, since=2),
     },
     "opened": {"session": SESSION, "cached": F("int", lo=0, hi=1 << 20),
                "max_length": F("int", lo=1, hi=1 << 20, optional=True),  # granted (<= requested)
