@@ -171,3 +171,15 @@ def test_replicas_compare_per_position_tokens_only_when_both_answered_them():
     assert not same_output(new, {"token": 7, "tokens": [3, 6, 7]})
     assert not same_output(new, {"token": 8}) and same_output(new, dict(new))
     assert output_digest(new) != output_digest(old)
+
+
+@pytest.mark.model
+def test_a_half_precision_wire_never_sends_an_overflow():
+    import torch
+
+    from gtracd.engine.server import as_wire_dtype
+
+    h = torch.tensor([[[1.0, -70000.0, 3.0]]])
+    assert as_wire_dtype(h, "float16").dtype == torch.float32  # float16 would make it -inf
+    assert as_wire_dtype(h, "bfloat16").dtype == torch.bfloat16  # bfloat16 holds it
+    assert as_wire_dtype(h / 1e3, "float16").dtype == torch.float16

@@ -30,6 +30,17 @@ CARD_PART = 1 << 20  # bytes of a card file per reply
 PREFILL_CHUNK = 256  # positions a prefill computes per turn of the compute slot (others' steps go between)
 
 
+FLOAT16_MAX = 65504.0
+
+
+def as_wire_dtype(hidden: torch.Tensor, dtype: str) -> torch.Tensor:
+    """A hidden state in the chain's wire dtype; float32 instead where float16 would overflow to inf (which the
+    next hop would rightly refuse: an honest worker must not be blamed for the seeker's choice of dtype)."""
+    if dtype == "float32" or (dtype == "float16" and float(hidden.abs().max()) > FLOAT16_MAX):
+        return hidden
+    return hidden.to(TORCH[dtype])
+
+
 def trim_heap() -> None:
     """Return freed heap pages to the OS (glibc's malloc_trim; a no-op elsewhere). A load in a worker thread
     frees its transient float32 copies into that thread's arena, which glibc would otherwise keep."""
@@ -229,7 +240,7 @@ class ShardServer:
         sess, pos, n = job.sess, job.pos, job.n
         res = {"session": sess.sid, "cached": pos + n}
         if hidden is not None:
-            res["hidden"] = to_wire(hidden if sess.wire_dtype == "float32" else hidden.to(TORCH[sess.wire_dtype]))
+            res["hidden"] = to_wire(as_wire_dtype(hidden, sess.wire_dtype))
         elif job.sample:
             sp = sess.sampling
             terms = (sp.get("temperature", 0.0), sp.get("top_k", 0), sp.get("top_p", 1.0), sp.get("seed", 0))
