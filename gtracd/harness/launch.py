@@ -54,9 +54,10 @@ def worker_env() -> dict:
 
 
 def start_procs(cmds: list[tuple[list[str], str]], timeout: float = 300.0, tmp: Path | None = None,
-                env: dict | None = None) -> list[WorkerProc]:
+                env: dict | None = None, wrap=None) -> list[WorkerProc]:
     """Start `gtracd` processes concurrently (each `(args, name)`, given --ready-file here); return once every
-    one said it is ready, in order."""
+    one said it is ready, in order. `wrap(name, argv)`: the command line that runs argv (e.g. inside a network
+    namespace: harness/netns.py)."""
     tmp = tmp or Path(tempfile.mkdtemp(prefix="gtracd-test-"))
     procs = []
     for args, name in cmds:
@@ -64,6 +65,7 @@ def start_procs(cmds: list[tuple[list[str], str]], timeout: float = 300.0, tmp: 
         ready.unlink(missing_ok=True)
         rf = ["--ready-file", str(ready)]  # a role option: before any role subcommand
         cmd = [sys.executable, "-m", "gtracd.cli"] + (args[:2] + rf + args[2:] if args[0] == "--role" else args + rf)
+        cmd = wrap(name, cmd) if wrap else cmd
         # own session: a Ctrl-C or SIGTERM aimed at the caller's process group reaches only the caller, which
         # stops its children once each (a second SIGTERM mid-shutdown would kill them uncleanly)
         # child_env: the child stops itself once this process is gone, however it ended (daemon/lifeline.py)
