@@ -76,7 +76,7 @@ async def distributed(addrs: list[str], tokens: int, repeats: int) -> dict:
                     ids = await gen.tokenize(messages=messages)
                     r = await gen.turn(ids, tokens)
                     runs[mode].append({"tokens": r.tokens, "tok_s": len(r.step_ms) / (sum(r.step_ms) / 1e3),
-                                       "trips": len(gen.trace) - 1, **gen.speculation.counters,
+                                       **gen.speculation.counters,
                                        "per_trip": gen.speculation.accepted_per_trip()})
                     await gen.aclose()
             ref = runs["off"][0]["tokens"]
