@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import statistics
 import sys
@@ -68,62 +67,6 @@ async def _decode(addrs: list[str], tokens: int) -> float:
         return max(rates)
 
 
-def _quality(folder, schemes) -> dict:
-    """Greedy agreement, teacher-forced top-1 agreement and perplexity of each scheme (whole model here)."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from ..engine.quant import Int8Linear
-    from ..engine.shard import Shard
-
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    prompts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
-               for p in PROMPTS]
-    prompts = [p if isinstance(p, list) else p["input_ids"] for p in prompts]
-    text = tok(TEXT)["input_ids"]
-    L = depth(folder)
-    out: dict = {}
-    ref: list[list[int]] = []
-    for scheme in schemes:
-        shard = Shard(folder, 0, L, scheme=scheme.split("/")[0])
-        if scheme.endswith("/float32-compute"):  # attribution: the same int8 weights, products in float32
-            for m in shard.layers.modules():
-                if isinstance(m, Int8Linear):
-                    m.forward = _float32_product(m)
-            shard.lm_head.forward = _float32_product(shard.lm_head)
-        greedy, tf_same, tf_total = [], 0, 0
-        for k, ids in enumerate(prompts):
-            cache, toks = shard.new_cache(), []
-            o = shard.forward(cache, 0, input_ids=torch.tensor(ids))
-            for i in range(AGREE_TOKENS):
-                toks.append(int(o.logits.argmax()))
-                if i + 1 < AGREE_TOKENS:
-                    o = shard.forward(cache, len(ids) + i, input_ids=torch.tensor([toks[-1]]))
-            greedy.append(toks)
-            if ref:  # float32's tokens fed: does this scheme choose the same at every position?
-                seq = ids + ref[k][:-1]
-                lg = shard.forward(shard.new_cache(), 0, input_ids=torch.tensor(seq), every=True).logits
-                chosen = lg[len(ids) - 1:].argmax(-1).tolist()
-                tf_same += sum(int(a == b) for a, b in zip(chosen, ref[k], strict=True))
-                tf_total += len(ref[k])
-        lg = shard.forward(shard.new_cache(), 0, input_ids=torch.tensor(text), every=True).logits
-        nll = torch.nn.functional.cross_entropy(lg[:-1], torch.tensor(text[1:]))
-        if not ref:
-            ref = greedy
-        out[scheme] = {"agreement": sum(int(g == r) for g, r in zip(greedy, ref, strict=True)),
-                       "teacher_forced_top1": round(tf_same / tf_total, 4) if tf_total else 1.0,
-                       "perplexity": round(math.exp(float(nll)), 3)}
-        del shard
-    return out
-
-
-def _float32_product(m):
-    import torch
-
-    w = m.dequantized()
-    return lambda x: torch.nn.functional.linear(x, w, m.bias)
-
-
 def run(model: str, tokens: int) -> dict:
     folder = resolve_model(model, log=lambda m: print(m, file=sys.stderr))
     set_threads(1)
@@ -141,7 +84,9 @@ def run(model: str, tokens: int) -> dict:
         fp = footprint(folder, scheme)
         res[scheme] = {"bytes_per_layer": int(statistics.mean(fp.layer_bytes)), "worker_peak_rss_mib": round(rss, 1),
                        "worker_layers": f"{ranges[1][0]}:{ranges[1][1]}", "decode_tok_s": round(tok_s, 2)}
-    q = _quality(folder, SCHEMES + ("int8/float32-compute",))
+    from ..engine.quality import compare  # torch: this bench runs on a worker install
+
+    q = compare(folder, SCHEMES + ("int8/float32-compute",), PROMPTS, TEXT, AGREE_TOKENS)
     for scheme in SCHEMES:
         res[scheme].update(q[scheme], agreement=f"{q[scheme]['agreement']}/{len(PROMPTS)}")
     f, i8 = res["float32"], res["int8"]

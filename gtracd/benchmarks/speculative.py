@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -23,13 +22,12 @@ import trio
 
 from ..catalog.fingerprint import depth
 from ..daemon.lifeline import child_env, watch_parent
-from ..engine import set_threads
 from ..engine.models import resolve_model
 from ..harness.launch import start_workers, stop_all, worker_env
 from ..routing import Params
 from ..seeker.generation import Generation
 from .common import print_table, seeker_of
-from .pipeline import split
+from .pipeline import monolithic, split
 
 CODE = """def merge_sorted(a, b):
     result = []
@@ -51,18 +49,6 @@ TASKS = {  # rewriting a given text (drafts hold), and an open-ended story (they
 }
 REPEATS = 3
 GOALS = {"speedup_repetitive": 1.6, "speedup_open": 0.95, "ratio_vs_monolithic_repetitive": 1.0}
-
-
-def monolithic(model: str, tokens: int) -> dict:
-    """In its own process: plain greedy decoding of the rewriting task with transformers."""
-    from ..engine.reference import chat_ids, greedy, load
-
-    set_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    folder = resolve_model(model)
-    ids, _ = chat_ids(folder, TASKS["repetitive"])
-    m = load(folder)
-    best = min((greedy(m, ids, tokens) for _ in range(REPEATS)), key=lambda r: r.decode_s)
-    return {"tok_s": (tokens - 1) / best.decode_s, "tokens": best.tokens}
 
 
 async def distributed(addrs: list[str], tokens: int, repeats: int) -> dict:
@@ -134,4 +120,5 @@ def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     watch_parent()
     if len(sys.argv) == 4 and sys.argv[1] == "--monolithic":
-        print(json.dumps(monolithic(sys.argv[2], int(sys.argv[3]))))
+        # in its own process: plain greedy decoding of the rewriting task with transformers
+        print(json.dumps(monolithic(sys.argv[2], int(sys.argv[3]), TASKS["repetitive"], REPEATS)))

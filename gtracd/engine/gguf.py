@@ -1,4 +1,4 @@
-"""GGUF to a safetensors model folder, one tensor at a time (torch, transformers, gguf).
+"""GGUF to a safetensors model folder, one tensor at a time (torch, transformers, gguf: inside `convert`).
 
 transformers can load a GGUF file, but only whole: every tensor dequantized to float32 at once (Gemma 3
 270M: 3.2 GB peak for a 1.07 GB model). This converter reads the GGUF's metadata with transformers (config,
@@ -18,9 +18,6 @@ import json
 import struct
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ..catalog.names import unsupported
 from ..errors import UserError
 
@@ -33,7 +30,10 @@ ROW_SAFE = {"TensorProcessor", "LlamaTensorProcessor", "Gemma2TensorProcessor"}
 
 def convert(gguf_path: Path, out: Path) -> None:
     """Write config, generation config and weights of the GGUF at `gguf_path` into the folder `out` (the
-    tokenizer is the caller's)."""
+    tokenizer is the caller's). torch, transformers, numpy and gguf are imported here: `engine.models` (the
+    torch-free door) imports this module at the top."""
+    import numpy as np
+    import torch
     from gguf import GGUFReader, dequantize
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
     from transformers.modeling_gguf_pytorch_utils import (

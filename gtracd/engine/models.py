@@ -24,6 +24,7 @@ from ..catalog.fingerprint import fingerprint  # noqa: F401  (re-exported: worke
 from ..catalog.names import BUILTIN, TINY_RE, model_cache_dir, unsupported
 from ..errors import UserError
 from ..ui.progress import Stages
+from .gguf import convert
 
 
 def _smollm2_gguf(work: Path) -> Path:
@@ -105,8 +106,6 @@ def prepare_builtin(name: str, log=print) -> Path:
                                                   "converting the weights, one tensor at a time"], log) as st:
             from transformers import AutoTokenizer
             from transformers.utils import logging as hf_logging
-
-            from .gguf import convert
 
             hf_logging.disable_progress_bar()  # ours instead of the library's bars
             os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF reader's own tqdm bar too

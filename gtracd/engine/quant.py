@@ -20,8 +20,6 @@ from __future__ import annotations
 import torch
 from transformers.pytorch_utils import Conv1D
 
-from ..catalog.fingerprint import SCHEMES  # noqa: F401  (the list of schemes lives with the fingerprint)
-
 ROWS = 256  # output channels quantized at a time
 
 
