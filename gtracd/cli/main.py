@@ -9,10 +9,12 @@ User mistakes print one line `gtracd: error: ...` and exit 2; no tracebacks.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from ..config import FIELDS, load_settings
@@ -194,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interrupted() -> int:
+    # the interrupt can land between a task's coroutine being made and trio scheduling it; the coroutine is
+    # then never awaited, which is what an interrupt means, not a fault: no warning for it at exit
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    gc.collect()
     how = lifeline.stopped_by()
     print(f"gtracd: stopped by {how}" if how != "SIGINT" else "gtracd: interrupted", file=sys.stderr)
     return 128 + getattr(signal, how)
