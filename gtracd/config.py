@@ -24,6 +24,23 @@ class Settings:
     network: str = field(default="gtrac-local", metadata={"help": "network name; namespaces gossip topics"})
     listen: str = field(default="/ip4/127.0.0.1/tcp/0", metadata={"help": "libp2p listen multiaddr"})
     bootstrap: list[str] = field(default_factory=list, metadata={"help": "multiaddrs (with /p2p/ID) to dial"})
+    announce: list[str] = field(default_factory=list, metadata={
+        "help": "addresses offered to peers instead of the listening ones (a port forward, a public IP); default: "
+                "every interface's address when listening on 0.0.0.0, loopback only if there is nothing else"})
+    relay_serve: str = field(default="auto", metadata={
+        "help": "serve circuit relay v2 for peers that cannot be dialled: auto (anchors only), on, off"})
+    relay_allow: str = field(default="members", metadata={
+        "help": "relay: who may reserve a slot: members (hosts heard in a signed heartbeat on this network, and "
+                "keyring anchors) or any"})
+    relay_reservations: int = field(default=64, metadata={"help": "relay: reservations held at once"})
+    relay_circuits: int = field(default=16, metadata={"help": "relay: open circuits per reservation"})
+    relay_circuit_mib: int = field(default=4096, metadata={"help": "relay: bytes per circuit (MiB), both ways"})
+    relay_circuit_s: int = field(default=86400, metadata={"help": "relay: lifetime of one circuit (s)"})
+    relay_via: list[str] = field(default_factory=list, metadata={
+        "help": "reserve a slot on these relays (multiaddrs with /p2p/ID, or 'anchors': every keyring anchor) and "
+                "announce the circuit addresses: for a worker peers cannot dial"})
+    discover: str = field(default="off", metadata={
+        "help": "find peers on the local network with no --bootstrap: mdns or off"})
     key: str = field(default="", metadata={"help": "keystore key name (default: the role name)"})
     keystore: str = field(default="", metadata={"help": "keystore directory (default ~/.gtracd/keys)"})
     data_dir: str = field(default="", metadata={"help": "state directory (default ~/.gtracd)"})
@@ -171,6 +188,19 @@ class Settings:
             raise UserError("log_max_mib must be > 0")
         if self.metrics:
             metrics_bind(self.metrics)
+        for name, allowed in (("relay_serve", ("auto", "on", "off")), ("relay_allow", ("members", "any")),
+                              ("discover", ("off", "mdns"))):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name} {getattr(self, name)!r}: choose {', '.join(allowed)}")
+        for name in ("relay_reservations", "relay_circuits", "relay_circuit_mib", "relay_circuit_s"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1 (the relay library reads 0 as 'cut every circuit at once')")
+        for a in self.announce + [a for a in self.relay_via if a != "anchors"]:
+            if not (a.startswith("/ip4/") or a.startswith("/ip6/") or a.startswith("/dns")):
+                raise UserError(f"{a!r}: an address must be a multiaddr like /ip4/203.0.113.7/tcp/4001")
+        for a in self.relay_via:
+            if a != "anchors" and "/p2p/" not in a:
+                raise UserError(f"relay_via {a!r}: a relay address needs its /p2p/PEER_ID")
         self._check_together()
         return self
 

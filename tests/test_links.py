@@ -74,7 +74,7 @@ def test_the_book_stays_bounded_keeps_what_it_must_and_never_dials_early(ops, pi
         assert len(book.kept - book.trusted) <= 5  # the heartbeat-learned budget
         assert book.kept <= set(book.addrs)  # only what it can dial
         assert pinned <= book.kept  # the bootstrap list is always kept, never re-pointed
-        assert all(book.addrs[p] == addr(p) for p in pinned)
+        assert all(book.addrs[p] == (addr(p),) for p in pinned)
         for p in book.due(now, connected, cut=set()):
             assert book.next_try.get(p, 0.0) <= now  # a failed peer waits out its backoff
         for t in book.next_try.values():

@@ -11,8 +11,10 @@ import sys
 import pytest
 
 from gtracd.daemon.lifeline import child_env
-from gtracd.harness.launch import start_procs, stop_all, worker_env
+from gtracd.harness.launch import start_procs, start_workers, stop_all, worker_env
 from gtracd.harness.netns import Topology, unavailable
+
+from .waiting import wait_until
 
 pytestmark = [pytest.mark.model, pytest.mark.procs, pytest.mark.timeout(300)]
 WHY = unavailable()
@@ -71,3 +73,71 @@ def test_a_seeker_on_one_lan_generates_through_workers_on_another(tmp_path):
             assert _generate(folder, [w.addr for w in ws], lambda argv: t.cmd("s", argv)) == ref
         finally:
             stop_all(ws)
+
+
+def _anchor_and_workers(t: Topology, folder, ranges, tmp_path, network: str, relay_via: bool = True):
+    """An anchor on the router (relay for both LANs) and workers on LAN A that bootstrap to it and, with
+    `relay_via`, reserve a slot on it. Returns (anchor, workers, anchor's LAN B address)."""
+    anchor = start_procs([(["--role", "anchor", "--ephemeral", "--name", "r", "--network", network,
+                            "--listen", "/ip4/0.0.0.0/tcp/0", "--data-dir", str(tmp_path / "r")], "r")],
+                         60, tmp_path, wrap=lambda name, argv: t.cmd("router", argv))[0]
+    on = {lan: next(a for a in anchor.info["addrs"] if f"/ip4/{t.ip('router', lan)}/" in a) for lan in ("a", "b")}
+    try:
+        ws = start_procs([(["--role", "worker", "--layers", f"{a}:{b}", "--model", str(folder), "--ephemeral",
+                            "--name", f"w{i}", "--drain-s", "1", "--network", network, "--heartbeat-s", "1",
+                            "--listen", "/ip4/0.0.0.0/tcp/0", "--bootstrap", on["a"],
+                            "--data-dir", str(tmp_path / f"w{i}"),
+                            *(["--relay-via", on["a"]] if relay_via else [])], f"w{i}")
+                          for i, (a, b) in enumerate(ranges)], 120, tmp_path,
+                         wrap=lambda name, argv: t.cmd(name, argv))
+        if relay_via:  # a worker's first heartbeat makes it a member; its reservation follows within seconds
+            wait_until(lambda: all(_status(tmp_path / f"w{i}").get("relay", {}).get("circuits")
+                                   for i in range(len(ranges))), 60, "the workers' relay reservations")
+    except BaseException:
+        stop_all([anchor])
+        raise
+    return anchor, ws, on["b"]
+
+
+def _status(data_dir) -> dict:
+    for f in data_dir.glob("run/*.json"):
+        try:
+            return json.loads(f.read_text())
+        except (OSError, ValueError):
+            pass
+    return {}
+
+
+def _seek(t: Topology, folder, network: str, boot: str, tmp_path, tokens: int = 12) -> dict:
+    argv = [sys.executable, "-m", "gtracd.cli", "--role", "seeker", "--ephemeral", "--name", "s", "--network",
+            network, "--bootstrap", boot, "--data-dir", str(tmp_path / "s"),
+            "generate", "--node-timeout-s", "6", "--prompt", "abc", "--model", str(folder), "--max-new-tokens",
+            str(tokens), "--json", "--quiet"]
+    out = subprocess.run(t.cmd("s", argv), capture_output=True, text=True, timeout=150, env=child_env(worker_env()))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(WHY is not None, reason=f"{WHY}")
+def test_a_seeker_reaches_workers_only_through_a_relay(tmp_path):
+    """No forwarding between the LANs: the workers on LAN A reserve a slot on the anchor (the router, a relay),
+    announce circuit addresses in their heartbeats, and the seeker on LAN B generates through the relay the
+    text of the loopback run."""
+    from .models import char_tokenizer, tiny_llama
+
+    folder = char_tokenizer(tiny_llama(tmp_path / "m", layers=4))
+    ranges = [(0, 2), (2, 4)]
+    ws = start_workers(str(folder), ranges)
+    try:
+        ref = _generate(folder, [w.addr for w in ws])
+    finally:
+        stop_all(ws)
+    with Topology({"a": ("router", ["w0", "w1"]), "b": ("router", ["s"])}, forward=False, rate_mbit=10) as t:
+        anchor, ws, boot = _anchor_and_workers(t, folder, ranges, tmp_path, "t-relay")
+        try:
+            out = _seek(t, folder, "t-relay", boot, tmp_path)
+            assert out["tokens"] == ref
+            assert len(out["chain"]) == 2
+        finally:
+            stop_all(ws)
+            stop_all([anchor])

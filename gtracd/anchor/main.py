@@ -113,6 +113,7 @@ class AnchorDaemon:
         self.counters = {"sync_rounds": 0, "sync_failures": 0, "pulled": 0, "pushed": 0, "deltas_sent": 0,
                          "deltas_received": 0, "submitted": 0, "bad_reports": 0}
         node.status_parts.append(self.status)
+        node.members = self.is_member  # who may reserve a slot on this anchor's relay
         self.node.events.many("have", ({"key": [r.reporter.hex(), r.seq], "via": "disk"}
                                         for r in self.replica.ledger.reports()))
 
@@ -122,6 +123,11 @@ class AnchorDaemon:
         self.node.events.many("have", ({"key": [r.reporter.hex(), r.seq], "via": via} for r in reports))
         if announce_in is not None and self.announce.schedule(reports, now, announce_in):
             self._wake.set()
+
+    def is_member(self, host: str) -> bool:
+        """A keyring anchor, or the host (libp2p peer id) of a worker heard by signed heartbeat lately."""
+        return host in self.anchors or any(a.endswith(f"/p2p/{host}") for w in self.view.workers.values()
+                                           if w.alive for a in (w.addrs or [w.addr]))
 
     async def on_heartbeats(self, data: bytes, origin: str) -> None:
         now = time.time()

@@ -93,7 +93,7 @@ class Follower:
     def _keep(self, w) -> None:
         """Stay connected to live workers' hosts, so their heartbeats reach us even with every anchor down."""
         try:
-            pid = self.node.links.learn(w.addr)
+            pid = self.node.links.learn(w.addrs or [w.addr])
         except Exception:
             return
         self.node.links.hold(pid)  # bounded: heartbeats are untrusted input

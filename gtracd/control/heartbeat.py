@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..net.addresses import MAX_ANNOUNCED
 from ..version import __version__
 from ..wire.batch import chunks
 from ..wire.envelope import Signer
@@ -43,7 +44,7 @@ class Hosted:
     start: int
     end: int
     total_layers: int
-    addrs: list[str]
+    addrs: list[str] | object  # or a callable returning them (they change: relay circuits come and go)
     name: str = ""
     state: object = None
     alive: object = None  # callable: False while this identity is down (the lab's crash/flapping peers)
@@ -52,7 +53,7 @@ class Hosted:
         live = self.state() if self.state else {}
         b = {"network": network, "model": self.model, "start": live.get("start", self.start),
              "end": live.get("end", self.end),
-             "addrs": self.addrs[:16], "free_tokens": int(live.get("free_tokens", 0)),
+             "addrs": (self.addrs() if callable(self.addrs) else self.addrs)[:MAX_ANNOUNCED], "free_tokens": int(live.get("free_tokens", 0)),
              "load": float(live.get("load", 0.0)), "version": __version__, "total_layers": self.total_layers}
         if self.name:
             b["name"] = self.name[:64]

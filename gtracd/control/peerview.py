@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
 from ..routing import Peer, Snapshot
@@ -42,6 +42,7 @@ class WorkerEntry:
     auto: bool = False  # self-placing: may move to heal a hole
     max_layers: int = 0  # its budget (0: none), for joint placement
     memory_mib: int = 0
+    addrs: list[str] = field(default_factory=list)  # every address it announced (addr is the first)
 
     @property
     def has_range(self) -> bool:
@@ -58,7 +59,7 @@ def entry_from_heartbeat(env, now: float) -> WorkerEntry | None:
     return WorkerEntry(env.sender_id, addrs[0], b["start"], b["end"], b.get("total_layers") or b["end"], b["model"],
                        b.get("name", ""), alive=True, last_seen=now, free_tokens=b["free_tokens"], load=b["load"],
                        state=b.get("state", "serving"), target=b.get("target"), auto=bool(b.get("auto", False)),
-                       max_layers=b.get("max_layers", 0), memory_mib=b.get("memory_mib", 0))
+                       max_layers=b.get("max_layers", 0), memory_mib=b.get("memory_mib", 0), addrs=addrs)
 
 
 DRAIN_EXCUSES = 2  # a leave and a move, say: more drains than this within the window excuse nothing

@@ -23,10 +23,12 @@ from ..config import metrics_bind
 from ..errors import UserError
 from ..identity import Identity
 from ..net import standins
+from ..net.addresses import announced
 from ..net.gossip import running_gossip
-from ..net.host import lock_file, multiaddr_of, running_host
+from ..net.host import listening, local_ips, lock_file, running_host
 from ..net.librarylogs import LIBRARY_LOGS
 from ..net.links import Links
+from ..net.relay import RelayClient, RelayServer, limits_of, run_services
 from ..version import __version__
 from ..wire.verifier import Verifier
 from ..wire.versions import SPEAKS
@@ -129,6 +131,9 @@ class Node:
         self.status_parts: list = []  # callables returning dicts merged into the status (role, cache, requests)
         self.heap = Heap()
         self.metrics_urls: list[str] = []
+        self.relay: RelayClient | None = None  # circuits in and out, reservations, DCUtR (running_node)
+        self.relay_server: RelayServer | None = None
+        self.members = lambda pid: pid in self.links.trusted  # who may reserve on our relay (roles widen it)
 
     @property
     def peer_id(self) -> str:
@@ -136,7 +141,24 @@ class Node:
 
     @property
     def addrs(self) -> list[str]:
-        return multiaddr_of(self.host)
+        """What this daemon offers peers (net/addresses.announced): --announce, or the listening addresses
+        (wildcards expanded, loopback only if nothing else), then circuits through the relays it holds."""
+        return announced(listening(self.host), local_ips(), self.settings.announce,
+                         self.relay.circuits if self.relay else [], self.host.get_id().to_base58())
+
+    def may_reserve(self, host_pid: str) -> bool:
+        return self.settings.relay_allow == "any" or self.members(host_pid)
+
+    def relays(self) -> list[str]:
+        """The relays to hold a reservation on (--relay-via; `anchors`: each keyring anchor's known address)."""
+        out = []
+        for r in self.settings.relay_via:
+            if r == "anchors":
+                out += [a[0] for pid, a in self.links.addrs.items() if pid in self.links.trusted and a
+                        and "/p2p-circuit" not in a[0]]
+            else:
+                out.append(r)
+        return list(dict.fromkeys(out))
 
     def status(self) -> dict:
         g = self.gossip
@@ -150,6 +172,8 @@ class Node:
             "links": self.links.status(), "library_logs": dict(LIBRARY_LOGS),
             "dropped": dict(self.verifier.dropped), "accepted": self.verifier.accepted,
             "python": {"torch_loaded": "torch" in sys.modules, "standins": sorted(standins.USED)},
+            "relay": {**(self.relay.status() if self.relay else {}),
+                      **({"serving": self.relay_server.status()} if self.relay_server else {})},
             "memory": self.heap.status(),
             **{k: v for part in self.status_parts for k, v in part().items()},
         }
@@ -216,7 +240,16 @@ async def running_node(role: str, name: str, ident: Identity, settings: Settings
                 node = Node(role, name, ident, settings, host, gossip, links, events)
                 async with trio.open_nursery() as n:
                     node.nursery = n
+                    node.relay = RelayClient(host)
+                    links.circuit_dial = node.relay.dial
+                    services = [node.relay.stop, node.relay.dcutr]
+                    if settings.relay_serve == "on" or (settings.relay_serve == "auto" and role == "anchor"):
+                        node.relay_server = RelayServer(host, limits_of(settings), node.may_reserve)
+                        services.append(node.relay_server)
+                    await run_services(n, *services)
                     await n.start(links.keep)
+                    if settings.relay_via:
+                        n.start_soon(node.relay.hold, node.relays, links)
                     n.start_soon(node.write_status_forever)
                     n.start_soon(node.link_cuts_on_signal)
                     if settings.metrics:

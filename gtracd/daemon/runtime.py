@@ -21,7 +21,8 @@ from ..wire.text import printable
 if TYPE_CHECKING:
     from gtracd.config import Settings
 
-COMMON = ["network", "listen", "bootstrap", "key", "keystore", "data_dir", "metrics", "log_format", "log_file",
+COMMON = ["network", "listen", "announce", "bootstrap", "relay_serve", "relay_allow", "relay_reservations",
+          "relay_circuits", "relay_circuit_mib", "relay_circuit_s", "relay_via", "discover", "key", "keystore", "data_dir", "metrics", "log_format", "log_file",
           "log_max_mib", "log_backups", "keyring_quorum"]
 
 

@@ -1,7 +1,8 @@
 """The dialler's address book (pure: no sockets, the caller passes the clock): which peers this daemon knows an
 address for, which it stays connected to, and when a peer that failed to dial may be dialled again.
 
-Addresses come from untrusted heartbeats, so everything is bounded: one address per peer id, at most
+Addresses come from untrusted heartbeats, so everything is bounded: at most MAX_ANNOUNCED addresses per peer
+id (the latest list heard replaces the last; `net/addresses.dial_order` orders them), at most
 `max_addrs` peers known (the oldest learned, unkept, unconnected one is forgotten first) and `max_keep` kept.
 Peers from the bootstrap list are pinned (a heartbeat cannot re-point them) and, like keyring anchors held
 as `trusted`, kept outside the `max_keep` budget. A peer that fails to dial is retried after exponential
@@ -19,6 +20,7 @@ from __future__ import annotations
 import random
 
 from ..errors import UserError
+from .addresses import MAX_ANNOUNCED
 
 
 def split_addr(addr: str) -> str:
@@ -34,7 +36,7 @@ class AddressBook:
         self.me = me
         self.interval, self.max_addrs, self.max_keep, self.max_backoff = interval, max_addrs, max_keep, max_backoff
         self.rng = rng or random.Random()
-        self.addrs: dict[str, str] = {}  # peer id -> multiaddr (insertion order: oldest first)
+        self.addrs: dict[str, tuple[str, ...]] = {}  # peer id -> its multiaddrs (insertion order: oldest first)
         self._held: set[str] = set()  # kept, within max_keep
         self._trusted: set[str] = set()  # kept outside the budget: bootstrap peers, keyring anchors
         self.pinned: set[str] = set()  # address from the bootstrap list: never re-pointed
@@ -45,17 +47,24 @@ class AddressBook:
         self.forgotten = 0
 
     # ------------------------------------------------------------------ events
-    def learn(self, addr: str, keep: bool = False, connected=frozenset, pin: bool = False) -> str:
-        """Remember `addr` for its peer id (a pinned peer keeps its address); with `keep`, hold it too; with
-        `pin`, a bootstrap peer. When the book is full the oldest unkept peer not in `connected()` (asked only
-        then) is forgotten first."""
-        pid = split_addr(addr)
+    def learn(self, addr: str | list[str], keep: bool = False, connected=frozenset, pin: bool = False) -> str:
+        """Remember `addr` (one multiaddr, or a peer's list: those naming another peer id than the first are
+        dropped) for its peer id (a pinned peer keeps its addresses); with `keep`, hold it too; with `pin`, a
+        bootstrap peer. When the book is full the oldest unkept peer not in `connected()` (asked only then) is
+        forgotten first."""
+        addrs = [addr] if isinstance(addr, str) else list(addr)[:MAX_ANNOUNCED]
+        if not addrs:
+            raise UserError("no address to learn")
+        pid = split_addr(addrs[0])
+        addrs = tuple(a for a in addrs if "/p2p/" in a and split_addr(a) == pid)
         if pid == self.me or (pid in self.pinned and not pin):
             return pid
         if pid not in self.addrs and len(self.addrs) >= self.max_addrs:
             self._forget_one(connected)
         if pid in self.addrs or len(self.addrs) < self.max_addrs:
-            self.addrs[pid] = addr
+            if pin and pid in self.pinned:  # two bootstrap addresses of one peer: both
+                addrs = tuple(dict.fromkeys(self.addrs[pid] + addrs))[:MAX_ANNOUNCED]
+            self.addrs[pid] = addrs
             if pin:
                 self.pinned.add(pid)
                 self.hold(pid, trusted=True)

@@ -30,11 +30,11 @@ class HopFailed(GtracError):
     """The hop did not answer as the protocol requires. `reason`: TIMEOUT (no answer, or no stream/dial, in
     time), TRANSPORT (unreachable, or the stream broke) or PROTOCOL (a malformed or misplaced frame)."""
 
-    def __init__(self, peer: str, why: str, reason: str = TRANSPORT):
+    def __init__(self, peer: str, why: str, reason: str = TRANSPORT, relay_lost: bool = False):
         if reason not in FAILURES:
             raise ValueError(f"unknown hop failure reason {reason!r}")
-        self.peer, self.reason = peer, reason
-        super().__init__(f"hop {peer[-8:]} failed: {why}")
+        self.peer, self.reason, self.relay_lost = peer, reason, relay_lost
+        super().__init__(f"hop {peer[-8:]} failed: {why}" + (" (its relay is gone)" if relay_lost else ""))
 
 
 LATE_REFUSAL = 0.5  # a refusal later than this share of the call's deadline is no refusal (seeker/blame.py)
@@ -54,8 +54,9 @@ class HopError(GtracError):
 
 
 class HopSession:
-    def __init__(self, host: IHost, peer_id, peer: str):
+    def __init__(self, host: IHost, peer_id, peer: str, relay_lost=None):
         self.host = host
+        self.relay_lost = relay_lost  # async () -> bool: reached through a relay that is gone now (net.relay)
         self.peer_id = peer_id  # libp2p ID
         self.peer = peer  # base58
         self.fs: FramedStream | None = None
@@ -67,9 +68,10 @@ class HopSession:
         try:
             self.fs = FramedStream(await open_stream(self.host, self.peer_id, INFER, timeout))
         except trio.TooSlowError:
-            raise HopFailed(self.peer, "stream open timed out", TIMEOUT) from None
+            raise HopFailed(self.peer, "stream open timed out", TIMEOUT, await self._relay_lost()) from None
         except Exception as e:
-            raise HopFailed(self.peer, f"cannot open stream: {type(e).__name__}: {e}") from None
+            raise HopFailed(self.peer, f"cannot open stream: {type(e).__name__}: {e}",
+                            relay_lost=await self._relay_lost()) from None
         self.machine = HopStream()
 
     async def request(self, kind: str, body: dict, timeout: float) -> dict:
@@ -90,10 +92,11 @@ class HopSession:
             rkind, rbody = await self.fs.read(timeout)
         except trio.TooSlowError:
             await self.abort()
-            raise HopFailed(self.peer, f"no answer to {kind} within {timeout:.1f}s", TIMEOUT) from None
+            raise HopFailed(self.peer, f"no answer to {kind} within {timeout:.1f}s", TIMEOUT,
+                            await self._relay_lost()) from None
         except StreamClosed as e:
             await self.abort()
-            raise HopFailed(self.peer, f"stream closed ({e})") from None
+            raise HopFailed(self.peer, f"stream closed ({e})", relay_lost=await self._relay_lost()) from None
         except DecodeError as e:
             await self.abort()
             raise HopFailed(self.peer, f"sent a malformed frame ({e})", PROTOCOL) from None
@@ -105,6 +108,12 @@ class HopSession:
             await self.abort()
             raise HopFailed(self.peer, ev.why, PROTOCOL)
         return ev.body
+
+    async def _relay_lost(self) -> bool:
+        if self.relay_lost is None:
+            return False
+        with trio.CancelScope(shield=True):  # bounded inside (net.host.answers)
+            return await self.relay_lost()
 
     async def _last_words(self) -> None:
         """The stream broke on our write: if the worker sent an error frame before it closed (a drain cut our

@@ -9,10 +9,12 @@ import logging
 import os
 import stat
 import tempfile
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import ifaddr
 import trio
 
 from ..errors import UserError
@@ -59,6 +61,34 @@ def build_host(ident: Identity, peerstore=None):
 def multiaddr_of(host: IHost) -> list[str]:
     pid = host.get_id().to_base58()
     return [f"{a}" if "/p2p/" in str(a) else f"{a}/p2p/{pid}" for a in host.get_addrs()]
+
+
+def listening(host: IHost) -> list[str]:
+    """The host's listening transport addresses (no /p2p/ suffix; wildcards as bound)."""
+    return [str(a).split("/p2p/", 1)[0] for a in host.get_addrs()]
+
+
+_ips: list = [0.0, []]
+
+
+def local_ips(max_age_s: float = 30.0) -> list[str]:
+    """This machine's interface addresses (ifaddr: pure Python, a zeroconf dependency), re-read at most every
+    `max_age_s`; [] if unavailable. IPv6 link-local addresses need a zone and are left out."""
+    now = time.monotonic()
+    if now - _ips[0] < max_age_s and _ips[1]:
+        return _ips[1]
+    out: list[str] = []
+    try:
+        for adapter in ifaddr.get_adapters():
+            for ip in adapter.ips:
+                if isinstance(ip.ip, str):
+                    out.append(ip.ip)
+                elif not ip.ip[0].lower().startswith("fe80"):
+                    out.append(ip.ip[0])
+    except Exception as e:  # no ifaddr, or no interface list on this platform (Android without netlink)
+        log.debug("cannot list interfaces: %s", e)
+    _ips[:] = [now, out]
+    return out
 
 
 def check_loopback_or_any(listen: str) -> None:
@@ -182,6 +212,23 @@ async def dial(host: IHost, addr: str, timeout: float = 10.0):
     with trio.fail_after(timeout):
         await host.connect(info)
     return info.peer_id
+
+
+IDENTIFY = "/ipfs/id/1.0.0"  # every libp2p host answers it
+
+
+async def answers(host: IHost, peer: str, wait: float) -> bool:
+    """Does `peer` (base58) open a stream within `wait` (redialling it if the connection is gone)?"""
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+
+    try:
+        with trio.fail_after(wait):
+            s = await host.new_stream(ID.from_base58(peer), [TProtocol(IDENTIFY)])
+            await s.reset()
+    except Exception:
+        return False
+    return True
 
 
 async def open_stream(host: IHost, peer_id, protocol: str, timeout: float = 10.0):

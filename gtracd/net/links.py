@@ -17,13 +17,41 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import UserError
-from .addressbook import AddressBook
+from .addressbook import AddressBook, split_addr
+from .addresses import CIRCUIT, dial_order, relay_of, scope
 from .host import dial
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
 
 log = logging.getLogger("gtracd.links")
+
+
+async def dial_any(host: IHost, addrs: list[str], timeout: float, circuit_dial=None) -> tuple[object, str | None]:
+    """Connect to a peer at the first of its addresses that works, in `dial_order` (direct ones first, each
+    bounded — by at most 2 s when it also offers a relay circuit and we can dial one —, circuits last). Returns
+    (libp2p ID, the relay's peer id or None when direct); ConnectionError saying what each attempt met."""
+    order = dial_order(addrs)
+    circuits = [a for a in order if scope(a) == CIRCUIT]
+    direct_timeout = min(timeout, 2.0) if circuits and circuit_dial else timeout
+    errors = []
+    for a in order:
+        try:
+            if a in circuits:
+                if circuit_dial is None:
+                    errors.append("a relay circuit (this daemon dials none)")
+                    continue
+                return await circuit_dial(a, timeout), split_addr(relay_of(a))
+            return await dial(host, a, direct_timeout), None
+        except UserError as e:  # an unusable address it announced: try the next
+            errors.append(str(e))
+        except trio.TooSlowError:
+            errors.append("timed out")
+        except Exception as e:  # refused, unreachable, bad peer id, relay refused...
+            errors.append(f"{type(e).__name__}: {e}"[:160])
+    if errors and all(e == "timed out" for e in errors):
+        raise trio.TooSlowError  # (a dial that only ever timed out is a timeout to its caller)
+    raise ConnectionError("; ".join(dict.fromkeys(errors)) or "no usable address")
 
 
 class Links:
@@ -40,6 +68,8 @@ class Links:
         self.cut: set[str] = set()
         self._ids: dict[str, object] = {}
         self.on_connect: list = []  # callbacks(pid) when a kept peer (re)connects: e.g. sync at once after a heal
+        self.circuit_dial = None  # async (circuit multiaddr, timeout) -> libp2p ID: set by net/relay.RelayClient
+        self.via: dict[str, str] = {}  # peer -> the relay its connection runs through (absent: direct)
         self._was: set[str] = set()
         for a in bootstrap:
             self.book.learn(a, pin=True)
@@ -54,6 +84,10 @@ class Links:
         return self.book.kept
 
     @property
+    def trusted(self) -> frozenset[str]:
+        return self.book.trusted
+
+    @property
     def fails(self) -> dict[str, int]:
         return self.book.fails
 
@@ -61,7 +95,7 @@ class Links:
     def dial_failures(self) -> int:
         return self.book.dial_failures
 
-    def learn(self, addr: str, keep: bool = False) -> str:
+    def learn(self, addr: str | list[str], keep: bool = False) -> str:
         forgotten = self.book.forgotten
         pid = self.book.learn(addr, keep, self.connected)
         if self.book.forgotten != forgotten:  # the book forgot a peer: so do we
@@ -86,24 +120,37 @@ class Links:
         return {p.to_base58() for p in self.host.get_connected_peers()}
 
     async def connect(self, pid: str):
-        """The libp2p ID of `pid`, dialling it first if needed. Raises ConnectionError when cut or unknown."""
+        """The libp2p ID of `pid`, dialling it first if needed: its addresses in `dial_order` (direct ones
+        first, each bounded; relay circuits last, when this daemon has a relay client). Raises ConnectionError
+        when cut, unknown or unreachable at every address."""
 
         if pid in self.cut:
             raise ConnectionError(f"link to {pid} is cut")
         if pid in self._ids and pid in self.connected():
             return self._ids[pid]
-        addr = self.addrs.get(pid)
-        if addr is None:
+        addrs = self.addrs.get(pid)
+        if not addrs:
             raise ConnectionError(f"no address known for {pid}")
         try:
-            self._ids[pid] = await dial(self.host, addr, self.dial_timeout)
-        except UserError:
-            raise
-        except Exception as e:  # refused, unreachable, timed out (TooSlowError), bad peer id...
-            self.book.failed(pid, time.monotonic(), f"{type(e).__name__}: {e}")
-            raise ConnectionError(f"cannot dial {pid}: {type(e).__name__}") from None
+            self._ids[pid], relay = await dial_any(self.host, list(addrs), self.dial_timeout, self.circuit_dial)
+        except trio.TooSlowError:
+            self.book.failed(pid, time.monotonic(), "timed out")
+            raise ConnectionError(f"cannot dial {pid}: timed out") from None
+        except ConnectionError as e:
+            self.book.failed(pid, time.monotonic(), str(e))
+            raise ConnectionError(f"cannot dial {pid}: {e}") from None
+        if relay:
+            self.via[pid] = relay
+        else:
+            self.via.pop(pid, None)
         self.book.succeeded(pid)
         return self._ids[pid]
+
+    def relay_lost(self, pid: str) -> bool:
+        """True when `pid` was reached through a relay this daemon is no longer connected to: a hop failure
+        then says nothing about the peer behind it (the relay died, or our link to it did)."""
+        relay = self.via.get(pid)
+        return relay is not None and relay not in self.connected()
 
     async def apply_cuts(self, pids: set[str]) -> None:
         """Make `pids` the cut set (empty: heal every link). The set is shared with the gossip filter."""

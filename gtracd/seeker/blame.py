@@ -15,6 +15,10 @@ hop like any other failure, and a `busy` worker is skipped until its retry-after
 `bad_tensor` blames the hop that produced it (the seeker also checks every hidden state's dtype and shape
 before relaying it), so no worker can get its neighbour blamed.
 
+A worker reached through a relay is not blamed for a broken or silent stream when the relay itself is gone
+(`HopFailed.relay_lost`: the seeker could not open a fresh stream to the relay right after); a relay that
+still answers leaves the blame with the worker, so a worker cannot shed blame by dropping its own circuit.
+
 Known limit: a worker that always answers `busy` or `unknown_session` is never blamed, but it never earns a
 success either (trust only rises through completed requests), so it only wastes its own slot in routing.
 """
@@ -33,7 +37,7 @@ WRONG_OUTPUT = "wrong_output"
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: str  # refusal | eviction | seeker | timeout | transport | protocol | drained | error | wrong_output
+    kind: str  # refusal | eviction | seeker | timeout | transport | protocol | drained | relay | error | wrong_output
     blamed: bool
     retry_after_s: float | None = None
 
@@ -44,6 +48,8 @@ def verdict(err: BaseException, draining: bool = False) -> Verdict:
     PeerView.drained_since): a session its drain bound cut (the stream broke) is repaired like any failure
     but not blamed. A timeout, an error or wrong output is blamed all the same."""
     if isinstance(err, HopFailed):  # the deadline passed, the transport broke, or the protocol was violated
+        if getattr(err, "relay_lost", False) and err.reason != PROTOCOL:  # the relay died, not the worker
+            return Verdict("relay", False)
         if err.reason == TIMEOUT:
             return Verdict("timeout", True)
         if draining:  # a session its drain bound cut: the stream broke, or its last frames came out garbled

@@ -11,7 +11,8 @@ import trio
 
 from ..control.peerview import PeerView, WorkerEntry
 from ..net.hop import TIMEOUT, HopFailed, HopSession
-from ..net.host import dial
+from ..net.host import answers
+from ..net.links import dial_any
 from ..wire import encode_tensor
 from .card import Cards
 
@@ -70,17 +71,29 @@ class Hop:
 class SeekerNet:
     """The seeker's libp2p host plus dialling of known workers, and the model cards verified through it."""
 
-    def __init__(self, host: IHost, view: PeerView):
+    def __init__(self, host: IHost, view: PeerView, circuit_dial=None):
         self.host = host
         self.view = view
+        self.circuit_dial = circuit_dial  # net/relay.RelayClient.dial: workers reachable only through a relay
         self._ids: dict[str, object] = {}
+        self.via: dict[str, str] = {}  # worker -> the relay its connection runs through
         self.cards = Cards()
 
     async def peer_id(self, pid: str, timeout: float = 10.0):
         if pid not in self._ids:
             w = self.view.workers[pid]
-            self._ids[pid] = await dial(self.host, w.addr, timeout)
+            self._ids[pid], relay = await dial_any(self.host, w.addrs or [w.addr], timeout, self.circuit_dial)
+            if relay:
+                self.via[pid] = relay
+            else:
+                self.via.pop(pid, None)
         return self._ids[pid]
+
+    async def relay_lost(self, pid: str, wait: float = 2.0) -> bool:
+        """After a hop through a relay failed: is the relay itself gone? A fresh stream to it must open within
+        `wait` (a dead relay refuses the redial). Then the failure says nothing about the worker behind it."""
+        relay = self.via.get(pid)
+        return relay is not None and not await answers(self.host, relay, wait)
 
     async def session(self, pid: str, timeout: float) -> HopSession:
         try:
@@ -90,7 +103,7 @@ class SeekerNet:
         except Exception as e:  # unreachable, refused, or an unusable address it announced (UserError)
             self._ids.pop(pid, None)
             raise HopFailed(pid, f"cannot dial: {type(e).__name__}: {e}") from None
-        return HopSession(self.host, lp, pid)
+        return HopSession(self.host, lp, pid, relay_lost=(lambda: self.relay_lost(pid)) if pid in self.via else None)
 
     def forget(self, pid: str) -> None:
         self._ids.pop(pid, None)

@@ -521,7 +521,7 @@ async def _run(daemon: WorkerDaemon, args: argparse.Namespace, auto, closing: li
             return out
 
         start, end = (0, 0) if agent else (daemon.server.start, daemon.server.end)
-        hosted = Hosted(Signer(daemon.ident), fp, start, end, total, addrs, daemon.name, state=live)
+        hosted = Hosted(Signer(daemon.ident), fp, start, end, total, lambda: node.addrs, daemon.name, state=live)
 
         def status() -> dict:
             srv = daemon.server
