@@ -258,11 +258,18 @@ def _coerce(name: str, value, where: str):
         raise UserError(f"{where}: {name} = {value!r}: {e}") from None
 
 
+DEFAULT_CONFIG = "config.toml"  # under GTRACD_HOME (~/.gtracd): read when present (`gtracd join` writes it)
+
+
 def load_settings(config_file: str | None = None, flags: dict | None = None,
                   env: dict | None = None) -> Settings:
+    """`env` None: this process's environment, and <GTRACD_HOME>/config.toml when no file is named (a given
+    `env`, as in tests, reads no file it does not name)."""
     s = Settings()
     s.sources = {n: "default" for n in FIELDS}
     path = config_file or (env or os.environ).get("GTRACD_CONFIG")
+    if not path and env is None and (_home() / DEFAULT_CONFIG).is_file():
+        path = str(_home() / DEFAULT_CONFIG)
     if path:
         try:
             data = tomllib.loads(Path(path).read_text())

@@ -42,12 +42,13 @@ from ..ledger import Admission, AdmissionParams, Report, verified_reports
 from ..ledger.signed import held_report
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import anti_entropy
-from ..net.protocols import LEDGER
+from ..net.protocols import INVITE, LEDGER
 from ..protocols.ledgerstream import Hold, LedgerStream, Reply, Submit
 from ..protocols.ledgersync import Responder
 from ..wire.batch import batch_items, chunks
 from ..wire.envelope import Signer
 from .announce import AnnounceQueue
+from .invites import InviteDesk
 from .quota import Quota, QuotaParams
 
 if TYPE_CHECKING:
@@ -114,6 +115,8 @@ class AnchorDaemon:
                          "deltas_received": 0, "submitted": 0, "bad_reports": 0}
         node.status_parts.append(self.status)
         node.members = self.is_member  # who may reserve a slot on this anchor's relay
+        self.invites = InviteDesk(d / "invites.json", node.ident.public, s.network)
+        node.status_parts.append(self.invites.status)
         self.node.events.many("have", ({"key": [r.reporter.hex(), r.seq], "via": "disk"}
                                         for r in self.replica.ledger.reports()))
 
@@ -371,7 +374,8 @@ class AnchorDaemon:
                            "admitted": self.admission.admitted, "corrupt_on_disk": self.replica.log.corrupt,
                            "torn_bytes_cut": self.replica.log.torn_bytes},
                 "admission_dropped": dict(self.admission.dropped),
-                "anchors": {a: {"reachable": a in self.node.links.connected(), **self.peer_sync.get(a, {})}
+                "anchors": {a: {"reachable": a in self.node.links.connected(),
+                                "addrs": list(self.node.links.addrs.get(a, ())), **self.peer_sync.get(a, {})}
                             for a in sorted(self.anchors)},
                 "known_workers": len(self.admission.known), "workers": self.view.status_rows(time.monotonic(), trust, lat),
                 "trust": trust, "latency_ms": lat, "counters": {**self.counters, "sync_bytes": self.sync_meter["bytes"]},
@@ -388,6 +392,7 @@ class AnchorDaemon:
         self.revoked.update(self.keyring.keyring.former())
         await self.purge_revoked()  # a log written before a revocation this keystore holds now
         node.host.set_stream_handler(LEDGER, self.handle)
+        node.host.set_stream_handler(INVITE, self.invites.handle)
         async with trio.open_nursery() as n:
             await n.start(self.keyring.run)
             await n.start(node.gossip.serve, "heartbeats", self.on_heartbeats)

@@ -24,7 +24,7 @@ from ..identity import Keystore, peer_id_from_public, read_passphrase_file
 from ..lab import cli as lab_cli
 from ..version import __version__
 from ..wire.versions import CURRENT, SPEAKS, WIRE
-from . import commands, roles
+from . import commands, invites, roles
 from . import keyring as keyring_cli
 
 ROLES = ("worker", "anchor", "seeker")
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     commands.register(sub)
+    invites.register(sub)
     lab_cli.register(sub)
     return p
 
