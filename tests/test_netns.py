@@ -141,3 +141,38 @@ def test_a_seeker_reaches_workers_only_through_a_relay(tmp_path):
         finally:
             stop_all(ws)
             stop_all([anchor])
+
+
+@pytest.mark.skipif(WHY is not None, reason=f"{WHY}")
+def test_mdns_finds_the_network_with_no_bootstrap(tmp_path):
+    """One LAN, no --bootstrap anywhere: an anchor, two workers and a seeker find each other by mDNS (scoped to
+    their network: a daemon of another network on the same LAN is not found) and the seeker generates."""
+    from .models import char_tokenizer, tiny_llama
+
+    folder = char_tokenizer(tiny_llama(tmp_path / "m", layers=4))
+    with Topology({"a": ("router", ["an", "w0", "w1", "s", "x"])}) as t:
+        common = ["--ephemeral", "--listen", "/ip4/0.0.0.0/tcp/0", "--discover", "mdns"]
+        procs = start_procs(
+            [(["--role", "anchor", "--name", "an", "--network", "t-lan", "--data-dir", str(tmp_path / "an"), *common],
+              "an"),
+             (["--role", "anchor", "--name", "x", "--network", "t-other", "--data-dir", str(tmp_path / "x"), *common],
+              "x")]
+            + [(["--role", "worker", "--layers", f"{a}:{b}", "--model", str(folder), "--name", f"w{i}", "--drain-s",
+                 "1", "--network", "t-lan", "--heartbeat-s", "1", "--data-dir", str(tmp_path / f"w{i}"), *common],
+                f"w{i}") for i, (a, b) in enumerate([(0, 2), (2, 4)])],
+            120, tmp_path, wrap=lambda name, argv: t.cmd(name, argv))
+        try:
+            wait_until(lambda: _status(tmp_path / "an").get("mdns", {}).get("found", 0) >= 2, 30,
+                       "the anchor to find the workers")
+            assert _status(tmp_path / "an")["mdns"]["first_found_s"] <= 5
+            argv = [sys.executable, "-m", "gtracd.cli", "--role", "seeker", "--ephemeral", "--name", "s",
+                    "--network", "t-lan", "--discover", "mdns", "--listen", "/ip4/0.0.0.0/tcp/0", "--data-dir",
+                    str(tmp_path / "s"), "generate", "--node-timeout-s", "6", "--prompt", "abc", "--model",
+                    str(folder), "--max-new-tokens", "6", "--json", "--quiet"]
+            out = subprocess.run(t.cmd("s", argv), capture_output=True, text=True, timeout=120,
+                                 env=child_env(worker_env()))
+            assert out.returncode == 0, out.stderr[-3000:]
+            assert len(json.loads(out.stdout.splitlines()[-1])["tokens"]) == 6
+            assert _status(tmp_path / "x").get("mdns", {}).get("found") == 0  # another network: never found
+        finally:
+            stop_all(procs)

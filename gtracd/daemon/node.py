@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..identity import Identity
 from ..net import standins
 from ..net.addresses import announced
+from ..net.discovery import LanDiscovery
 from ..net.gossip import running_gossip
 from ..net.host import listening, local_ips, lock_file, running_host
 from ..net.librarylogs import LIBRARY_LOGS
@@ -250,6 +251,11 @@ async def running_node(role: str, name: str, ident: Identity, settings: Settings
                     await n.start(links.keep)
                     if settings.relay_via:
                         n.start_soon(node.relay.hold, node.relays, links)
+                    if settings.discover == "mdns":
+                        lan = LanDiscovery(host, settings.network, lambda: node.addrs,
+                                           lambda addrs: links.hold(links.learn(addrs)))
+                        node.status_parts.append(lan.status)
+                        await n.start(lan.run)
                     n.start_soon(node.write_status_forever)
                     n.start_soon(node.link_cuts_on_signal)
                     if settings.metrics:

@@ -29,6 +29,9 @@ def _peer_of(addr: str) -> str | None:
 
 async def anchors(s: Settings) -> list[Finding]:
     keyring = {peer_id_from_public(pub) for pub in Keystore(s.keystore_path).anchors().values()}
+    if not s.bootstrap and s.discover != "off":
+        return [Finding("anchors", OK, "no bootstrap peers: peers are found on the LAN by --discover "
+                                       f"{s.discover}")]
     if not s.bootstrap:
         return [Finding("anchors", FAIL if keyring else WARN,
                         "no bootstrap peers: this device cannot find the network (set --bootstrap MULTIADDR, "

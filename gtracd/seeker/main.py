@@ -85,8 +85,9 @@ def build_parser():
 
 
 async def run_generate(args: argparse.Namespace, s: Settings, ident: Identity, name: str) -> int:
-    if not args.peer and not s.bootstrap:
-        raise UserError("no workers given: --peer MULTIADDR (repeat), or --bootstrap ANCHOR_MULTIADDR")
+    if not args.peer and not s.bootstrap and s.discover == "off":
+        raise UserError("no workers given: --peer MULTIADDR (repeat), --bootstrap ANCHOR_MULTIADDR, or --discover "
+                        "mdns on a LAN")
     if not args.prompt and not args.chat:
         raise UserError("give --prompt TEXT (repeatable) or --chat")
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}

@@ -33,9 +33,9 @@ class RunningSeeker:
 async def running_seeker(name: str, ident: Identity, s: Settings, view: PeerView | None = None, events: str | None = None,
                          persistent_peerstore: bool = False, follow: bool | None = None):
     """`view`: the peer view to route from (default: pinned to `s.model`); `follow`: run the follower
-    (default: when `s.bootstrap` names anchors)."""
+    (default: on a network, i.e. `s.bootstrap` names anchors or `--discover` finds peers)."""
     view = pinned_view(s) if view is None else view
-    follow = bool(s.bootstrap) if follow is None else follow
+    follow = bool(s.bootstrap) or s.discover != "off" if follow is None else follow
     cache = None
     try:
         async with running_node("seeker", name, ident, s, events, persistent_peerstore) as node:
