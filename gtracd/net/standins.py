@@ -1,7 +1,7 @@
 """Stand-ins for compiled packages that py-libp2p imports eagerly but gtracd never calls.
 
 `import libp2p` (0.8.1) imports QUIC, secio, mDNS, UPnP, autotls, RSA, secp256k1 and ECDSA support at once, so
-coincurve, fastecdsa, pycryptodome, aioquic, pylsqpack, zeroconf, miniupnpc, blake3, cbor2 and mmh3 must all
+coincurve, fastecdsa, pycryptodome, aioquic, pylsqpack, miniupnpc, blake3, cbor2 and mmh3 must all
 import, although gtracd only runs TCP + Noise + yamux with Ed25519 keys (profiled: docs/termux.md). None of
 them has an Android wheel and several do not build on Termux (coincurve#187; blake3 and cbor2 need Rust).
 
@@ -21,7 +21,7 @@ import sys
 import types
 
 # top-level modules libp2p imports eagerly and gtracd never calls (each verified: docs/termux.md)
-NEVER_CALLED = ("coincurve", "fastecdsa", "Crypto", "aioquic", "pylsqpack", "zeroconf", "miniupnpc", "blake3",
+NEVER_CALLED = ("coincurve", "fastecdsa", "Crypto", "aioquic", "pylsqpack", "miniupnpc", "blake3",
                 "cbor2", "mmh3")
 USED: set[str] = set()  # top-level names a stand-in was supplied for, in this process
 
