@@ -26,7 +26,8 @@ class Settings:
     bootstrap: list[str] = field(default_factory=list, metadata={"help": "multiaddrs (with /p2p/ID) to dial"})
     announce: list[str] = field(default_factory=list, metadata={
         "help": "addresses offered to peers instead of the listening ones (a port forward, a public IP); default: "
-                "every interface's address when listening on 0.0.0.0, loopback only if there is nothing else"})
+                "every interface's address when listening on 0.0.0.0, loopback only if there is nothing else; 'none': "
+                "only relay circuits (--relay-via)"})
     relay_serve: str = field(default="auto", metadata={
         "help": "serve circuit relay v2 for peers that cannot be dialled: auto (anchors only), on, off"})
     relay_allow: str = field(default="members", metadata={
@@ -195,7 +196,8 @@ class Settings:
         for name in ("relay_reservations", "relay_circuits", "relay_circuit_mib", "relay_circuit_s"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1 (the relay library reads 0 as 'cut every circuit at once')")
-        for a in self.announce + [a for a in self.relay_via if a != "anchors"]:
+        for a in [a for a in self.announce if self.announce != ["none"]] + [a for a in self.relay_via
+                                                                             if a != "anchors"]:
             if not (a.startswith("/ip4/") or a.startswith("/ip6/") or a.startswith("/dns")):
                 raise UserError(f"{a!r}: an address must be a multiaddr like /ip4/203.0.113.7/tcp/4001")
         for a in self.relay_via:

@@ -40,6 +40,7 @@ from ..errors import DecodeError
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import Admission, AdmissionParams, Report, verified_reports
 from ..ledger.signed import held_report
+from ..net.addresses import first_addr
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.ledgersync import anti_entropy
 from ..net.protocols import INVITE, LEDGER
@@ -114,6 +115,7 @@ class AnchorDaemon:
         self.counters = {"sync_rounds": 0, "sync_failures": 0, "pulled": 0, "pushed": 0, "deltas_sent": 0,
                          "deltas_received": 0, "submitted": 0, "bad_reports": 0}
         node.status_parts.append(self.status)
+        self.heartbeat_hosts: dict[str, float] = {}  # host -> when it last published a valid heartbeat (relay)
         node.members = self.is_member  # who may reserve a slot on this anchor's relay
         self.invites = InviteDesk(d / "invites.json", node.ident.public, s.network)
         node.status_parts.append(self.invites.status)
@@ -128,14 +130,24 @@ class AnchorDaemon:
             self._wake.set()
 
     def is_member(self, host: str) -> bool:
-        """A keyring anchor, or the host (libp2p peer id) of a worker heard by signed heartbeat lately."""
-        return host in self.anchors or any(a.endswith(f"/p2p/{host}") for w in self.view.workers.values()
-                                           if w.alive for a in (w.addrs or [w.addr]))
+        """A keyring anchor, or a host (libp2p peer id) that published a valid heartbeat on this network within
+        node_timeout_s (gossip's signed `from`, so a host cannot claim another's heartbeats)."""
+        t = self.heartbeat_hosts.get(host)
+        return host in self.anchors or (t is not None and time.monotonic() - t <= self.s.node_timeout_s)
+
+    def _heard_host(self, host: str) -> None:
+        now = time.monotonic()
+        self.heartbeat_hosts[host] = now
+        if len(self.heartbeat_hosts) > MAX_SHOWN_WORKERS:  # bounded: forget the stale, then the oldest
+            for h in [h for h, t in self.heartbeat_hosts.items() if now - t > self.s.node_timeout_s]:
+                del self.heartbeat_hosts[h]
+            while len(self.heartbeat_hosts) > MAX_SHOWN_WORKERS:
+                del self.heartbeat_hosts[min(self.heartbeat_hosts, key=self.heartbeat_hosts.get)]
 
     async def on_heartbeats(self, data: bytes, origin: str) -> None:
         now = time.time()
         newly: list[Report] = []
-        for w in admit_heartbeats(self.node, data, now):
+        for w in admit_heartbeats(self.node, data, now, verified=lambda: self._heard_host(origin)):
             newly += self.admission.heard(w.peer_id, now)
             self.view.heard(w)
         if newly:
@@ -446,7 +458,7 @@ async def _serve(ident: Identity, s: Settings, name, anchors, args: argparse.Nam
                 common.write_ready(args.ready_file, {"role": "anchor", "peer_id": ident.peer_id,
                                                      "addrs": node.addrs, "name": name, "pid": os.getpid(),
                                                      "reports": len(daemon.replica.ledger)})
-                print(f"gtracd anchor {name} ready: {node.addrs[0]} ({len(daemon.replica.ledger)} reports on "
+                print(f"gtracd anchor {name} ready: {first_addr(node.addrs)} ({len(daemon.replica.ledger)} reports on "
                       f"disk, {len(anchors)} peer anchors)", file=sys.stderr, flush=True)
                 await trio.sleep_forever()
 

@@ -13,7 +13,19 @@ from pathlib import Path
 import trio
 
 from .. import doctor
-from ..benchmarks import attack, ledger, membership, phone, pipeline, quant, routing, serve, soak, speculative
+from ..benchmarks import (
+    attack,
+    ledger,
+    membership,
+    phone,
+    pipeline,
+    quant,
+    routing,
+    serve,
+    soak,
+    speculative,
+    wan,
+)
 from ..catalog.fingerprint import depth
 from ..config import add_setting_flags, flags_from, load_settings
 from ..daemon import runtime as common
@@ -70,8 +82,8 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 BENCHES = {"routing": routing.main, "pipeline": pipeline.main, "attack": attack.main, "ledger": ledger.main,
            "soak": soak.main, "serve": serve.main, "phone": phone.main, "membership": membership.main,
-           "speculative": speculative.main, "quant": quant.main}
-NEEDS_TORCH = {"serve", "speculative", "quant"}
+           "speculative": speculative.main, "quant": quant.main, "wan": wan.main}
+NEEDS_TORCH = {"serve", "speculative", "quant", "wan"}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -217,8 +229,8 @@ def _register_route(sub) -> None:
 
 
 def _register_bench(sub) -> None:
-    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | speculative | quant | ledger | soak | serve | "
-                                     "attack | membership | phone")
+    b = sub.add_parser("bench", help="benchmarks: routing | pipeline | speculative | quant | wan | ledger | soak | "
+                                     "serve | attack | membership | phone")
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("routing", help="selection time per mode, 36 .. 100k peers")
     br.add_argument("--json", action="store_true")
@@ -240,6 +252,11 @@ def _register_bench(sub) -> None:
     bz.add_argument("--tokens", type=int, default=64)
     bz.add_argument("--model", default=None)
     bz.add_argument("--json", action="store_true")
+    bw = bsub.add_parser("wan", help="3 hops over loopback, direct namespace links and a relay at 10 Mbit/s; wire "
+                                     "dtypes, DCUtR, a relay killed mid-generation, mDNS, an invite (root)")
+    bw.add_argument("--tokens", type=int, default=32)
+    bw.add_argument("--model", default=None)
+    bw.add_argument("--json", action="store_true")
     bl = bsub.add_parser("ledger", help="report convergence across anchors and seekers, heal, msgs/s, CPU")
     bl.add_argument("--duration", type=float, default=30.0, help="steady-state window in seconds")
     bl.add_argument("--rate", type=float, default=2.0, help="trust reports/s per seeker")

@@ -26,6 +26,7 @@ from ..catalog.fingerprint import pinned_model, scheme_of  # torch-free
 from ..daemon.node import write_status  # atomic JSON write
 from ..identity import Keystore, peer_id_from_public
 from ..ledger import ReportLog, verified_reports
+from ..net.addresses import is_circuit
 from ..net.ledgersync import anti_entropy, submit
 from ..wire.batch import BATCH_S, report_batches
 from ..wire.envelope import Signer
@@ -91,12 +92,16 @@ class Follower:
         write_status(self.view_path, to_wall({"workers": ws}))
 
     def _keep(self, w) -> None:
-        """Stay connected to live workers' hosts, so their heartbeats reach us even with every anchor down."""
+        """Stay connected to live workers' hosts, so their heartbeats reach us even with every anchor down. A
+        worker reachable only through relays is learned but not held: holding would take one of its relay's
+        few circuits per follower, and with the relays (the anchors) down the circuit is gone anyway."""
+        addrs = w.addrs or [w.addr]
         try:
-            pid = self.node.links.learn(w.addrs or [w.addr])
+            pid = self.node.links.learn(addrs)
         except Exception:
             return
-        self.node.links.hold(pid)  # bounded: heartbeats are untrusted input
+        if any(not is_circuit(a) for a in addrs):
+            self.node.links.hold(pid)  # bounded: heartbeats are untrusted input
 
     # ---- ledger -> view
     def apply_ledger(self) -> None:

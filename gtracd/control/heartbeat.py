@@ -112,10 +112,12 @@ async def publish_heartbeats(node: Node, hosted: list[Hosted], period: float, nu
                 await trio.sleep_forever()
 
 
-def admit_heartbeats(node: Node, data: bytes, now: float | None = None) -> list[WorkerEntry]:
+def admit_heartbeats(node: Node, data: bytes, now: float | None = None, verified=None) -> list[WorkerEntry]:
     """Verify a heartbeat gossip payload (plain or batch); returns the workers it announces, heard now on the
     monotonic clock (liveness never follows the wall clock). Every drop is counted by reason in the node's
-    verifier; `now` (wall) checks the signed timestamps' skew."""
+    verifier; `now` (wall) checks the signed timestamps' skew. `verified()` is called once when any heartbeat
+    in it is valid for this network, with or without an address (a worker waiting for its first relay slot
+    announces none)."""
     now = time.time() if now is None else now
     seen = time.monotonic()
     v = node.verifier
@@ -128,10 +130,14 @@ def admit_heartbeats(node: Node, data: bytes, now: float | None = None) -> list[
     envs = [env] if env.kind == "heartbeat" else [e for e in (v.admit(i, now, kinds=("heartbeat",))
                                                                for i in env.body["items"]) if e is not None]
     out = []
+    called = False
     for e in envs:
         if e.body["network"] != node.settings.network:
             v.drop("wrong_network")
             continue
+        if verified is not None and not called:
+            verified()
+            called = True
         w = entry_from_heartbeat(e, seen)
         if w is None:
             v.drop("no_address")

@@ -50,7 +50,7 @@ def scope(addr: str) -> str | None:
         return None
     if a.is_loopback:
         return LOOPBACK
-    if a.is_private or a.is_link_local:  # RFC 1918, CGNAT (100.64/10) and link-local count as private
+    if a.is_private or a.is_link_local or not a.is_global:  # RFC 1918, CGNAT 100.64/10, link-local
         return PRIVATE
     return PUBLIC
 
@@ -75,9 +75,12 @@ def expand(listening: list[str], local_ips: list[str]) -> list[str]:
 
 def announced(listening: list[str], local_ips: list[str], announce: list[str], circuits: list[str],
               peer_id: str) -> list[str]:
-    """What this daemon offers peers: `announce` if given, else its expanded listening addresses without
-    loopback unless that is all it has; then its relay circuits. Each ends in /p2p/<peer_id>."""
-    if announce:
+    """What this daemon offers peers: `announce` if given (["none"]: no direct address), else its expanded
+    listening addresses without loopback unless that is all it has; then its relay circuits. Each ends in
+    /p2p/<peer_id>."""
+    if announce == ["none"]:  # reachable only through relays (behind a NAT whose outside address is unknown)
+        direct = []
+    elif announce:
         direct = list(announce)
     else:
         direct = [a for a in expand(listening, local_ips) if scope(a) is not None]
@@ -101,3 +104,8 @@ def dial_order(addrs: list[str], same_machine: bool = False) -> list[str]:
 def relay_of(circuit: str) -> str:
     """The relay's own address (`/.../p2p/R`) in a circuit address."""
     return circuit.split("/p2p-circuit", 1)[0]
+
+
+def first_addr(addrs: list[str]) -> str:
+    """The address a ready line shows: the first announced, or why there is none yet."""
+    return addrs[0] if addrs else "(no address yet: reachable through a relay once it grants a slot)"

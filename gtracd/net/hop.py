@@ -63,6 +63,8 @@ class HopSession:
         self.machine = HopStream()  # the protocol state of the stream `fs` (a new one per stream)
         self.opened = False
         self.max_length: int | None = None
+        self.step_bytes = 0  # decode steps' frames both ways (request and result, headers included)
+        self.steps = 0  # decode steps answered (a verify step counts once)
 
     async def connect(self, timeout: float) -> None:
         try:
@@ -83,6 +85,7 @@ class HopSession:
             self.machine.send(kind, body)  # (another ProtocolError: a bug of ours, not the worker's)
         except NotOpen as e:
             raise HopError(self.peer, "unknown_session", str(e), request=kind, local=True) from None
+        before = self.fs.bytes_in + self.fs.bytes_out
         try:
             try:
                 await self.fs.send(kind, body, min(timeout, WRITE_TIMEOUT_S))
@@ -100,6 +103,9 @@ class HopSession:
         except DecodeError as e:
             await self.abort()
             raise HopFailed(self.peer, f"sent a malformed frame ({e})", PROTOCOL) from None
+        if kind == "step":  # what one token costs on this hop's link (bench wan, provenance)
+            self.step_bytes += self.fs.bytes_in + self.fs.bytes_out - before
+            self.steps += 1
         ev = self.machine.receive(rkind, rbody)
         if isinstance(ev, Refusal):
             late = time.perf_counter() - t0 > LATE_REFUSAL * timeout

@@ -69,7 +69,6 @@ class Links:
         self._ids: dict[str, object] = {}
         self.on_connect: list = []  # callbacks(pid) when a kept peer (re)connects: e.g. sync at once after a heal
         self.circuit_dial = None  # async (circuit multiaddr, timeout) -> libp2p ID: set by net/relay.RelayClient
-        self.via: dict[str, str] = {}  # peer -> the relay its connection runs through (absent: direct)
         self._was: set[str] = set()
         for a in bootstrap:
             self.book.learn(a, pin=True)
@@ -132,25 +131,15 @@ class Links:
         if not addrs:
             raise ConnectionError(f"no address known for {pid}")
         try:
-            self._ids[pid], relay = await dial_any(self.host, list(addrs), self.dial_timeout, self.circuit_dial)
+            self._ids[pid], _ = await dial_any(self.host, list(addrs), self.dial_timeout, self.circuit_dial)
         except trio.TooSlowError:
             self.book.failed(pid, time.monotonic(), "timed out")
             raise ConnectionError(f"cannot dial {pid}: timed out") from None
         except ConnectionError as e:
             self.book.failed(pid, time.monotonic(), str(e))
             raise ConnectionError(f"cannot dial {pid}: {e}") from None
-        if relay:
-            self.via[pid] = relay
-        else:
-            self.via.pop(pid, None)
         self.book.succeeded(pid)
         return self._ids[pid]
-
-    def relay_lost(self, pid: str) -> bool:
-        """True when `pid` was reached through a relay this daemon is no longer connected to: a hop failure
-        then says nothing about the peer behind it (the relay died, or our link to it did)."""
-        relay = self.via.get(pid)
-        return relay is not None and relay not in self.connected()
 
     async def apply_cuts(self, pids: set[str]) -> None:
         """Make `pids` the cut set (empty: heal every link). The set is shared with the gossip filter."""

@@ -39,6 +39,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from ..errors import UserError
 from .addressbook import split_addr
 from .addresses import with_peer
+from .host import dial
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -97,6 +98,8 @@ class RelayClient:
         self.reserved: dict[str, float] = {}  # relay peer id -> when last reserved (time.time())
         self.circuits: list[str] = []  # /.../p2p/R/p2p-circuit addresses of held reservations
         self.errors: dict[str, str] = {}
+        self.refusals: dict[str, int] = {}  # relay -> refusals in a row
+        self.retry_at: dict[str, float] = {}  # relay -> no reservation request before this (time.time())
 
     async def dial(self, addr: str, timeout: float):
         """Connect to the peer at a circuit multiaddr; returns its libp2p ID."""
@@ -110,8 +113,6 @@ class RelayClient:
 
     async def reserve(self, relay_addr: str, timeout: float = 10.0) -> bool:
         """One reservation on the relay at `relay_addr` (/.../p2p/R); True if granted."""
-        from .host import dial
-
         rid = await dial(self.host, relay_addr, timeout)
         with trio.fail_after(timeout):
             stream = await self.host.new_stream(rid, [PROTOCOL_ID])
@@ -131,15 +132,19 @@ class RelayClient:
             connected = links.connected()
             for addr in relays():
                 rid = split_addr(addr)
-                due = time.time() - self.reserved.get(rid, 0.0) > RESERVE_EVERY_S or rid not in connected
+                now = time.time()
+                due = now - self.reserved.get(rid, 0.0) > RESERVE_EVERY_S or rid not in connected
                 try:
-                    if due:
+                    if due and now >= self.retry_at.get(rid, 0.0):
                         if await self.reserve(addr):
                             self.reserved[rid] = time.time()
                             self.errors.pop(rid, None)
-                        else:
+                            self.refusals.pop(rid, None)
+                        else:  # not (yet) a member, or the relay is full: back off, 2 s doubling to 60 s
                             self.reserved.pop(rid, None)
                             self.errors[rid] = "refused"
+                            self.refusals[rid] = self.refusals.get(rid, 0) + 1
+                            self.retry_at[rid] = now + min(60.0, 2.0 * 2 ** (self.refusals[rid] - 1))
                 except (Exception, trio.TooSlowError) as e:  # unreachable relay: retried next round
                     self.reserved.pop(rid, None)
                     self.errors[rid] = f"{type(e).__name__}: {e}"[:200]
@@ -151,8 +156,23 @@ class RelayClient:
                 started = True
             await trio.sleep(2.0 if len(held) < len(list(relays())) else 5.0)
 
+    def connections(self) -> dict[str, int]:
+        """Peers by how we are connected to them: relayed only, direct (DCUtR may have added it next to a
+        circuit), and upgraded (both: a circuit that went direct)."""
+        out = {"relayed": 0, "direct": 0, "upgraded": 0}
+        try:
+            conns = self.host.get_network().get_connections_map()
+        except Exception:
+            return out
+        for cs in conns.values():
+            kinds = {str(getattr(c.get_connection_type(), "name", c.get_connection_type())).lower() for c in cs}
+            relayed = any("relay" in k for k in kinds)
+            direct = any("relay" not in k for k in kinds)
+            out["upgraded" if relayed and direct else "relayed" if relayed else "direct"] += 1
+        return out
+
     def status(self) -> dict:
-        return {"circuits": list(self.circuits), "errors": dict(self.errors)}
+        return {"circuits": list(self.circuits), "errors": dict(self.errors), "connections": self.connections()}
 
 
 async def run_services(nursery, *services) -> None:

@@ -34,6 +34,7 @@ from ..config import add_setting_flags
 from ..control.replica import RULE_SETTINGS
 from ..daemon import runtime as common
 from ..errors import UserError
+from ..net.addresses import first_addr
 from ..wire.text import shown, shown_text
 from .api.app import Api
 from .api.server import check_bind, read_api_key, serve_api
@@ -162,7 +163,7 @@ async def _prompts(args: argparse.Namespace, s: Settings, service: SeekerService
         results[i] = {"prompt": prompt, "text": c.text, "tokens": c.token_ids, "chain": c.chain,
                       "prefill_ms": c.prefill_ms, "tok_s": (len(c.step_ms) / (sum(c.step_ms) / 1e3))
                       if c.step_ms else None, "repairs": c.repair_log, "selection_ms": c.selection_ms,
-                      "hop_latency_ms": c.hop_latency_ms}
+                      "hop_latency_ms": c.hop_latency_ms, "bytes_per_step_per_hop": c.provenance.get("bytes_per_step_per_hop")}
 
     async with trio.open_nursery() as n:
         for i, prm in enumerate(args.prompt):
@@ -267,7 +268,7 @@ async def _serve_node(args: argparse.Namespace, s: Settings, ident: Identity, na
             common.write_ready(args.ready_file, {"role": "seeker", "peer_id": ident.peer_id, "addrs": node.addrs,
                                                  "name": name, "pid": os.getpid(), "http": urls})
             api = f", API at {urls[0]}/v1" if urls else ""
-            print(f"gtracd seeker {name} ready: {node.addrs[0]} ({len(cache.replica.ledger)} reports cached, "
+            print(f"gtracd seeker {name} ready: {first_addr(node.addrs)} ({len(cache.replica.ledger)} reports cached, "
                   f"{len(cache.anchors)} keyring anchors{api})", file=sys.stderr, flush=True)
             await trio.sleep_forever()
         finally:

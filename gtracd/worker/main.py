@@ -34,6 +34,7 @@ from ..engine import require_torch, set_threads
 from ..engine.footprint import footprint
 from ..engine.models import resolve_model
 from ..errors import DecodeError, UserError
+from ..net.addresses import first_addr
 from ..net.framing import FramedStream, FrameTooLarge, StreamClosed
 from ..net.protocols import INFER, WRITE_TIMEOUT_S
 from ..protocols.infer import REPLIES, End, Extend, Open, Query, Reject, WorkerStream
@@ -549,7 +550,7 @@ async def _run(daemon: WorkerDaemon, args: argparse.Namespace, auto, closing: li
                 "end": srv.end, "total_layers": total, "model": fp, "name": daemon.name, "pid": os.getpid(),
                 "auto": agent is not None}
         common.write_ready(args.ready_file, info)
-        print(f"gtracd worker {daemon.name} layers {srv.start}:{srv.end} ready: {addrs[0]}", file=sys.stderr,
+        print(f"gtracd worker {daemon.name} layers {srv.start}:{srv.end} ready: {first_addr(addrs)}", file=sys.stderr,
               flush=True)
         await trio.sleep_forever()
 
