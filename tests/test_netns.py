@@ -164,7 +164,6 @@ def test_mdns_finds_the_network_with_no_bootstrap(tmp_path):
         try:
             wait_until(lambda: _status(tmp_path / "an").get("mdns", {}).get("found", 0) >= 2, 30,
                        "the anchor to find the workers")
-            assert _status(tmp_path / "an")["mdns"]["first_found_s"] <= 5
             argv = [sys.executable, "-m", "gtracd.cli", "--role", "seeker", "--ephemeral", "--name", "s",
                     "--network", "t-lan", "--discover", "mdns", "--listen", "/ip4/0.0.0.0/tcp/0", "--data-dir",
                     str(tmp_path / "s"), "generate", "--node-timeout-s", "6", "--prompt", "abc", "--model",

@@ -596,8 +596,8 @@ class Generation:
                                                                                    self.view.trust(h.peer.peer_id)), 4)}
                       for h in self.hops],
             # one decode step on one hop, both ways, frames with headers (over the chain as it finished)
-            "bytes_per_step_per_hop": round(sum(h.session.step_bytes for h in self.hops)
-                                            / max(1, sum(h.session.steps for h in self.hops))),
+            "bytes_per_step_per_hop": round(sum(getattr(h.session, "step_bytes", 0) for h in self.hops)
+                                            / max(1, sum(getattr(h.session, "steps", 0) for h in self.hops))),
             "spot_checks": {"rate": self.checker.rate, "hops": c["hops"], "calls": c["calls"],
                             "mismatches": c["mismatches"], "inconclusive": c["inconclusive"],
                             "no_replica": c["no_replica"], "aborted": c["aborted"],
