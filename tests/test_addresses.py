@@ -35,7 +35,8 @@ def test_dialers_skip_another_machines_loopback_and_try_circuits_last():
     assert dial_order([circ, lo, lan, pub]) == [lan, pub, circ]
     assert dial_order([lo]) == [lo]  # a peer on this machine
     assert dial_order([circ, lo]) == [lo, circ]
-    assert dial_order(["/ip4/0.0.0.0/tcp/1/p2p/X", "/dns4/x/tcp/1/p2p/X", "garbage", lan]) == [lan]
+    assert dial_order(["/ip4/0.0.0.0/tcp/1/p2p/X", "garbage", lan]) == [lan]
+    assert dial_order(["/dns4/home.example/tcp/1/p2p/X", circ]) == ["/dns4/home.example/tcp/1/p2p/X", circ]
     assert scope("/ip4/100.64.0.1/tcp/1") == "private" and scope("/ip4/224.0.0.1/tcp/1") is None
 
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gtracd.errors import UserError
 from gtracd.identity import Identity, Keystore
 from gtracd.keyring.invite import PREFIX, InviteRefused, Redemptions, make_invite, read_invite
 
@@ -59,6 +60,15 @@ def test_every_refusal():
 
     forged = PREFIX + base64.urlsafe_b64encode(msgpack.packb({"b": b, "s": A.sign(DOMAIN + b)})).decode()
     _refused(forged, "foreign")
+    # well signed but unreadable inside: a key that is no key, an address no config file can hold
+    for anchors in ([[2**62, []]], [[A.public, ["/ip4/1.2.3.4/tcp/1\u2603"]]], [[A.public, ["not/an/address"]]]):
+        body = msgpack.unpackb(raw["b"], raw=False)
+        body["anchors"] = anchors
+        b = msgpack.packb(body, use_bin_type=True)
+        _refused(PREFIX + base64.urlsafe_b64encode(msgpack.packb({"b": b, "s": A.sign(DOMAIN + b)})).decode(),
+                 "malformed")
+    with pytest.raises(UserError):
+        make_invite(A, "home", [(A.public, ["/ip4/1.2.3.4/tcp/1\u2603"])], NOW + 60)
     # one changed field: the signature no longer holds
     body = msgpack.unpackb(raw["b"], raw=False)
     body["expires"] = NOW + 10**9

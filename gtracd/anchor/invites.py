@@ -47,6 +47,11 @@ class InviteDesk:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)  # the rename itself survives a crash
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     async def handle(self, stream) -> None:
         fs = FramedStream(stream)

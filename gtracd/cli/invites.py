@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -89,7 +90,7 @@ def _toml_value(v) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
+        return json.dumps(v, ensure_ascii=False)  # a valid TOML basic string (\uXXXX escapes only below 0x20)
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise UserError(f"cannot write {v!r} to a config file")
@@ -139,18 +140,27 @@ def cmd_join(args: argparse.Namespace) -> int:
             flat.update(v)
     inv = read_invite(text, time.time(), flat.get("network"))
     ks = Keystore(args.keystore or load_settings(str(path) if path.exists() else None).keystore_path)
-    if inv.uses:
-        trio.run(_redeem, text.strip(), inv, args.timeout)
-    # checked (and counted): now write, keyring first (a config pointing at untrusted anchors is useless)
-    for pub, _ in inv.anchors:
-        ks.trust_anchor(pub.hex())
+    revoked = set(ks.revoked())
+    gone = [peer_id_from_public(pub) for pub, _ in inv.anchors if peer_id_from_public(pub) in revoked]
+    if gone:
+        raise UserError(f"the invite names anchor {gone[0]}, which this device's keyring revoked: nothing changed")
     flat.update(network=inv.network, bootstrap=list(dict.fromkeys([*flat.get("bootstrap", []), *inv.bootstrap()])))
     flat.setdefault("listen", "/ip4/0.0.0.0/tcp/0")  # joined a network across machines: reachable beyond loopback
     if args.relay:
         flat["relay_via"] = ["anchors"]
+    text_out = "# written by gtracd join\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in flat.items())
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as check:  # what every daemon will read, checked
+        check.write(text_out)  # before anything is counted or written
+        check.flush()
+        load_settings(check.name, env={})
+    if inv.uses:
+        trio.run(_redeem, text.strip(), inv, args.timeout)
+    # checked and counted: the keyring first (a config pointing at untrusted anchors is useless), then the config
+    for pub, _ in inv.anchors:
+        ks.trust_anchor(pub.hex())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("# written by gtracd join\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in flat.items()))
+    tmp.write_text(text_out)
     tmp.replace(path)
     print(f"joined network {inv.network!r}: trusted {len(inv.anchors)} anchor(s) in {ks.anchors_dir}; wrote "
           f"{path} (bootstrap: {len(inv.bootstrap())} address(es)); next: gtracd --role worker|seeker ...")

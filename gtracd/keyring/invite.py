@@ -31,6 +31,13 @@ MAX_ADDRS = 8  # per anchor
 REASONS = ("malformed", "tampered", "foreign", "expired", "used_up")
 
 
+def _address_ok(a) -> bool:
+    """A TCP multiaddr a config file can hold: printable ASCII, /ip4|/ip6|/dns..., bounded."""
+    return (isinstance(a, str) and 0 < len(a) <= 256 and a.isascii() and a.isprintable()
+            and a.split("/")[1:2] in (["ip4"], ["ip6"], ["dns"], ["dns4"], ["dns6"]) and '"' not in a
+            and "\\" not in a)
+
+
 class InviteRefused(UserError):
     def __init__(self, reason: str, message: str):
         assert reason in REASONS
@@ -69,6 +76,9 @@ def make_invite(ident, network: str, anchors: list[tuple[bytes, list[str]]], exp
         anchors = [(ident.public, []), *anchors]
     if len(anchors) > MAX_ANCHORS or any(len(a) > MAX_ADDRS for _, a in anchors):
         raise UserError(f"an invite names at most {MAX_ANCHORS} anchors of {MAX_ADDRS} addresses each")
+    bad = [a for _, addrs in anchors for a in addrs if not _address_ok(a)]
+    if bad:
+        raise UserError(f"not an address an invite can carry: {bad[0]!r} (e.g. /ip4/192.168.1.5/tcp/4001)")
     body = msgpack.packb({"v": 1, "network": network, "anchors": [[pub, list(addrs)] for pub, addrs in anchors],
                           "issuer": ident.public, "expires": float(expires), "uses": int(uses),
                           "id": invite_id or os.urandom(16).hex()}, use_bin_type=True)
@@ -91,16 +101,21 @@ def read_invite(text: str, now: float, network: str | None = None) -> Invite:
         outer = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=MAX_TEXT, max_str_len=MAX_TEXT)
         body, sig = outer["b"], outer["s"]
         d = msgpack.unpackb(body, raw=False, max_bin_len=MAX_TEXT, max_str_len=MAX_TEXT)
-        inv = Invite(network=d["network"], issuer=d["issuer"], expires=float(d["expires"]), uses=int(d["uses"]),
-                     id=d["id"], anchors=tuple((bytes(p), tuple(a)) for p, a in d["anchors"]))
         if d.get("v") != 1 or not isinstance(body, bytes) or not isinstance(sig, bytes):
             raise ValueError("version")
-        if not (isinstance(inv.network, str) and isinstance(inv.id, str) and isinstance(inv.issuer, bytes)
-                and len(inv.issuer) == 32 and 0 < len(inv.anchors) <= MAX_ANCHORS and inv.uses >= 0
-                and all(len(p) == 32 and len(a) <= MAX_ADDRS and all(isinstance(x, str) for x in a)
-                        for p, a in inv.anchors)):
+        anchors = d["anchors"]
+        if not (isinstance(anchors, list) and 0 < len(anchors) <= MAX_ANCHORS
+                and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], bytes) and len(x[0]) == 32
+                        and isinstance(x[1], list) and len(x[1]) <= MAX_ADDRS
+                        and all(_address_ok(a) for a in x[1]) for x in anchors)):
+            raise ValueError("anchors")
+        inv = Invite(network=d["network"], issuer=d["issuer"], expires=float(d["expires"]), uses=int(d["uses"]),
+                     id=d["id"], anchors=tuple((p, tuple(a)) for p, a in anchors))
+        if not (isinstance(inv.network, str) and 0 < len(inv.network) <= 64 and inv.network.isprintable()
+                and isinstance(inv.id, str) and isinstance(inv.issuer, bytes) and len(inv.issuer) == 32
+                and inv.uses >= 0):
             raise ValueError("fields")
-    except (binascii.Error, ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
+    except (binascii.Error, ValueError, TypeError, KeyError, OverflowError, msgpack.UnpackException) as e:
         raise InviteRefused("malformed", f"not a readable invite ({type(e).__name__})") from None
     if not verify(inv.issuer, sig, DOMAIN + body):
         raise InviteRefused("tampered", "its signature does not match its contents")

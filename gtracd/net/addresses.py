@@ -39,6 +39,8 @@ def scope(addr: str) -> str | None:
     multicast, unspecified)."""
     if is_circuit(addr):
         return CIRCUIT
+    if addr.split("/")[1:2] in (["dns"], ["dns4"], ["dns6"]):  # a name (--announce /dns4/host.example/...)
+        return PUBLIC
     ip = ip_of(addr)
     if ip is None:
         return None

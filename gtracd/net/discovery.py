@@ -7,8 +7,9 @@ for us (notes/realnet.md):
 - it advertises our announced addresses (net/addresses.announced), not the host's raw listening ones (a
   wildcard listener would advertise /ip4/0.0.0.0, which nobody can dial);
 - its blocking calls (zeroconf registration stalls ~1.6 s) run in a worker thread, never on the trio loop;
-- discovery only fills the library's peer store: found peers go to `Links` (learned, held within its bounds,
-  dialled by its loop) from the zeroconf thread through the trio token.
+- it writes what it hears into a scratch peer store of its own, never the host's (a LAN service can claim any
+  peer id); found peers go to `Links` (learned, held within its bounds, dialled by its loop) from the
+  zeroconf thread through the trio token, at most MAX_FOUND of them.
 
 Trust is unchanged: a peer found this way is only a connection; ledger data still counts only from keyring
 anchors, and heartbeats are verified as always.
@@ -22,11 +23,26 @@ import logging
 import trio
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.discovery.mdns.mdns import MDNSDiscovery
+from libp2p.peer.peerstore import PeerStore
 
 from .addresses import LOOPBACK, scope
 
 log = logging.getLogger("gtracd.discovery")
-MAX_FOUND = 256  # peers learned by mDNS (Links bounds what it holds too)
+MAX_FOUND = 64  # peers learned by mDNS (Links bounds what it holds too)
+
+
+class _Scratch:
+    """What MDNSDiscovery writes into, instead of the host's swarm and peer store: the library stores whatever
+    addresses a LAN service claims for any peer id, and clears all of a peer's addresses when a service by
+    that name goes away, so a LAN attacker could re-point or erase a real anchor's addresses there. Found peers
+    reach us only through the discovery callback, into Links' bounded address book."""
+
+    def __init__(self, peer_id):
+        self.peer_id = peer_id
+        self.peerstore = PeerStore()
+
+    def get_peer_id(self):
+        return self.peer_id
 
 
 def service_type(network: str) -> str:
@@ -65,7 +81,7 @@ class LanDiscovery:
         self.started_at = trio.current_time()
         try:
             mdns = await trio.to_thread.run_sync(lambda: MDNSDiscovery(
-                self.host.get_network(), port=port, listen_addrs=lan, service_type=service_type(self.network)))
+                _Scratch(self.host.get_id()), port=port, listen_addrs=lan, service_type=service_type(self.network)))
         except OSError as e:  # no multicast here (some phones, containers): say so, run without
             self.error = f"mDNS unavailable: {e}"
             log.warning("%s", self.error)

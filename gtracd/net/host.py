@@ -209,6 +209,13 @@ async def dial(host: IHost, addr: str, timeout: float = 10.0):
         host.get_network().unblock_peer(info.peer_id)  # lift the 60 s negative dial cache after a failure
     except Exception:
         pass
+    if not host.get_network().get_connections(info.peer_id):
+        # the swarm dials one stored address per peer (a public one first): make it this one, or a peer's
+        # second address would never be tried (net/links.dial_any walks them in order)
+        try:
+            host.get_peerstore().clear_addrs(info.peer_id)
+        except Exception:
+            pass
     with trio.fail_after(timeout):
         await host.connect(info)
     return info.peer_id

@@ -28,26 +28,40 @@ log = logging.getLogger("gtracd.links")
 
 
 async def dial_any(host: IHost, addrs: list[str], timeout: float, circuit_dial=None) -> tuple[object, str | None]:
-    """Connect to a peer at the first of its addresses that works, in `dial_order` (direct ones first, each
-    bounded — by at most 2 s when it also offers a relay circuit and we can dial one —, circuits last). Returns
-    (libp2p ID, the relay's peer id or None when direct); ConnectionError saying what each attempt met."""
+    """Connect to a peer at the first of its addresses that works, in `dial_order`: direct ones first, each
+    bounded (by at most 2 s when it also offers a relay circuit and we can dial one) and all together by
+    `timeout`; then up to two circuits, `timeout` each. Returns (libp2p ID, the relay's peer id or None when
+    direct); ConnectionError saying what each attempt met."""
     order = dial_order(addrs)
     circuits = [a for a in order if scope(a) == CIRCUIT]
     direct_timeout = min(timeout, 2.0) if circuits and circuit_dial else timeout
     errors = []
-    for a in order:
-        try:
+    # the whole walk is bounded too: direct attempts share one `timeout`, then at most two circuits get one each
+    with trio.move_on_after(timeout) as direct_phase:
+        for a in order:
             if a in circuits:
-                if circuit_dial is None:
-                    errors.append("a relay circuit (this daemon dials none)")
-                    continue
-                return await circuit_dial(a, timeout), split_addr(relay_of(a))
-            return await dial(host, a, direct_timeout), None
-        except UserError as e:  # an unusable address it announced: try the next
+                continue
+            try:
+                return await dial(host, a, direct_timeout), None
+            except UserError as e:  # an unusable address it announced: try the next
+                errors.append(str(e))
+            except trio.TooSlowError:
+                errors.append("timed out")
+            except Exception as e:  # refused, unreachable, bad peer id...
+                errors.append(f"{type(e).__name__}: {e}"[:160])
+    if direct_phase.cancelled_caught:
+        errors.append("timed out")
+    for a in circuits[:2]:
+        if circuit_dial is None:
+            errors.append("a relay circuit (this daemon dials none)")
+            break
+        try:
+            return await circuit_dial(a, timeout), split_addr(relay_of(a))
+        except UserError as e:
             errors.append(str(e))
         except trio.TooSlowError:
             errors.append("timed out")
-        except Exception as e:  # refused, unreachable, bad peer id, relay refused...
+        except Exception as e:  # the relay refused (no reservation), is unreachable...
             errors.append(f"{type(e).__name__}: {e}"[:160])
     if errors and all(e == "timed out" for e in errors):
         raise trio.TooSlowError  # (a dial that only ever timed out is a timeout to its caller)

@@ -48,14 +48,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gtracd.relay")
 ALLOW = ("members", "any")
-RESERVE_EVERY_S = 30.0  # re-reserve this often (the relay's TTL is longer; a restarted relay forgot us)
+RESERVE_EVERY_S = 30.0  # re-reserve this often (a restarted relay forgot us)
+RESERVATION_TTL_S = 120  # a holder that left frees its slot within this (the library counts it until it expires)
+CIRCUITS_PER_SOURCE = 8  # circuits one dialling peer may hold open through this relay at once
 
 
 def limits_of(s: Settings) -> RelayLimits:
     """The relay's limits from the settings (validated >= 1 there: the library reads 0 as 'cut at once')."""
     return RelayLimits(duration=int(s.relay_circuit_s), data=int(s.relay_circuit_mib) << 20,
                        max_circuit_conns=int(s.relay_circuits), max_reservations=int(s.relay_reservations),
-                       reservation_ttl=3600)
+                       reservation_ttl=RESERVATION_TTL_S)
 
 
 class RelayServer(CircuitV2Protocol):
@@ -64,7 +66,34 @@ class RelayServer(CircuitV2Protocol):
     def __init__(self, host: IHost, limits: RelayLimits, may_reserve):
         super().__init__(host, limits=limits, allow_hop=True)
         self.may_reserve = may_reserve
-        self.refused = {"not_member": 0, "spoofed_peer": 0}
+        self.refused = {"not_member": 0, "spoofed_peer": 0, "source_busy": 0, "relay_busy": 0}
+        self.by_source: dict[str, int] = {}  # dialling peer -> its circuits open through us
+        self.open_circuits = 0
+
+    async def _handle_connect(self, stream, msg) -> None:
+        """CONNECT, bounded per dialling peer and in total (counted before any await, so simultaneous requests
+        cannot overshoot), and for at most the circuit duration even when no data flows (the library checks the
+        duration only as data passes)."""
+        src = stream.muxed_conn.peer_id.to_base58()
+        total = self.limits.max_reservations * self.limits.max_circuit_conns
+        if self.by_source.get(src, 0) >= CIRCUITS_PER_SOURCE:
+            self.refused["source_busy"] += 1
+            await self._send_status(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED, "too many circuits from you")
+            return
+        if self.open_circuits >= total:
+            self.refused["relay_busy"] += 1
+            await self._send_status(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED, "relay full")
+            return
+        self.by_source[src] = self.by_source.get(src, 0) + 1
+        self.open_circuits += 1
+        try:
+            with trio.move_on_after(self.limits.duration):
+                await super()._handle_connect(stream, msg)
+        finally:
+            self.open_circuits -= 1
+            self.by_source[src] -= 1
+            if not self.by_source[src]:
+                del self.by_source[src]
 
     async def _handle_reserve(self, stream, msg) -> None:
         remote = stream.muxed_conn.peer_id
@@ -83,7 +112,7 @@ class RelayServer(CircuitV2Protocol):
         return {"reservations": len(getattr(rm, "_reservations", {})), "max_reservations": self.limits.max_reservations,
                 "circuits_per_reservation": self.limits.max_circuit_conns,
                 "circuit_mib": self.limits.data >> 20, "circuit_s": self.limits.duration,
-                "active_circuits": len(self._active_relays), "refused": dict(self.refused)}
+                "active_circuits": self.open_circuits, "refused": dict(self.refused)}
 
 
 class RelayClient:
@@ -94,7 +123,7 @@ class RelayClient:
         self.stop = CircuitV2Protocol(host, allow_hop=False)
         # STOP only: dialling through a relay must not take a reservation slot (the default roles reserve first)
         self.transport = CircuitV2Transport(host, self.stop, RelayConfig(roles=RelayRole.STOP))
-        self.dcutr = DCUtRProtocol(host)
+        self.dcutr = KeepCircuits(host)
         self.reserved: dict[str, float] = {}  # relay peer id -> when last reserved (time.time())
         self.circuits: list[str] = []  # /.../p2p/R/p2p-circuit addresses of held reservations
         self.errors: dict[str, str] = {}
@@ -165,14 +194,36 @@ class RelayClient:
         except Exception:
             return out
         for cs in conns.values():
-            kinds = {str(getattr(c.get_connection_type(), "name", c.get_connection_type())).lower() for c in cs}
-            relayed = any("relay" in k for k in kinds)
-            direct = any("relay" not in k for k in kinds)
+            relayed, direct = _kinds(cs)
             out["upgraded" if relayed and direct else "relayed" if relayed else "direct"] += 1
         return out
 
     def status(self) -> dict:
         return {"circuits": list(self.circuits), "errors": dict(self.errors), "connections": self.connections()}
+
+
+def _kinds(conns) -> tuple[bool, bool]:
+    """(any relayed, any direct) among a peer's connections."""
+    kinds = {str(getattr(c.get_connection_type(), "name", c.get_connection_type())).lower() for c in conns}
+    return any("relay" in k for k in kinds), any("relay" not in k for k in kinds)
+
+
+def direct_to(host: IHost, peer: str) -> bool:
+    """Do we hold a direct (not relayed) connection to `peer` (base58)?"""
+    try:
+        conns = host.get_network().get_connections(ID.from_base58(peer))
+    except Exception:
+        return False
+    return bool(conns) and _kinds(conns)[1]
+
+
+class KeepCircuits(DCUtRProtocol):
+    """DCUtR without its relay close: 60 s after a hole punch the library closes every relayed connection to the
+    peer, streams open on it or not, which would cut a session opened on the circuit and blame an honest worker
+    for it. The circuit stays (bounded by the relay's limits); new streams take the direct connection."""
+
+    def _schedule_relay_close(self, peer_id) -> None:
+        return None
 
 
 async def run_services(nursery, *services) -> None:

@@ -13,6 +13,7 @@ from ..control.peerview import PeerView, WorkerEntry
 from ..net.hop import TIMEOUT, HopFailed, HopSession
 from ..net.host import answers
 from ..net.links import dial_any
+from ..net.relay import direct_to
 from ..wire import encode_tensor
 from .card import Cards
 
@@ -71,10 +72,11 @@ class Hop:
 class SeekerNet:
     """The seeker's libp2p host plus dialling of known workers, and the model cards verified through it."""
 
-    def __init__(self, host: IHost, view: PeerView, circuit_dial=None):
+    def __init__(self, host: IHost, view: PeerView, circuit_dial=None, trusted_relay=lambda pid: False):
         self.host = host
         self.view = view
         self.circuit_dial = circuit_dial  # net/relay.RelayClient.dial: workers reachable only through a relay
+        self.trusted_relay = trusted_relay  # a relay whose death excuses the worker behind it (our own anchors)
         self._ids: dict[str, object] = {}
         self.via: dict[str, str] = {}  # worker -> the relay its connection runs through
         self.cards = Cards()
@@ -90,10 +92,14 @@ class SeekerNet:
         return self._ids[pid]
 
     async def relay_lost(self, pid: str, wait: float = 2.0) -> bool:
-        """After a hop through a relay failed: is the relay itself gone? A fresh stream to it must open within
-        `wait` (a dead relay refuses the redial). Then the failure says nothing about the worker behind it."""
+        """After a hop through a relay failed: is the relay itself gone? Only a relay this seeker trusts (a keyring
+        anchor or a bootstrap peer: a worker's own relay could play dead on its behalf), only while the worker
+        has no direct connection (after DCUtR the session may run direct), and only when a fresh stream to
+        the relay does not open within `wait` (a dead relay refuses the redial). Then the failure says nothing
+        about the worker behind it."""
         relay = self.via.get(pid)
-        return relay is not None and not await answers(self.host, relay, wait)
+        return (relay is not None and self.trusted_relay(relay) and not direct_to(self.host, pid)
+                and not await answers(self.host, relay, wait))
 
     async def session(self, pid: str, timeout: float) -> HopSession:
         try:

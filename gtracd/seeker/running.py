@@ -44,7 +44,8 @@ async def running_seeker(name: str, ident: Identity, s: Settings, view: PeerView
                 await node.nursery.start(cache.run)
             params = routing_params(s)
             node.status_parts.append(lambda: {"readiness": readiness(view, params, s.mode)})
-            yield RunningSeeker(node, view, cache, SeekerNet(node.host, view, node.relay.dial if node.relay else None))
+            yield RunningSeeker(node, view, cache, SeekerNet(
+                node.host, view, node.relay.dial if node.relay else None, lambda pid: pid in node.links.trusted))
     finally:
         if cache is not None:
             cache.close()
