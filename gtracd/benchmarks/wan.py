@@ -74,6 +74,18 @@ def _generate(model: str, tokens: int, where, extra: list[str], popen: bool = Fa
     return _result(out.returncode, out.stdout, out.stderr)
 
 
+def _while_running(p: subprocess.Popen, probe, period: float) -> dict:
+    """Call `probe()` every `period` s while the seeker `p` runs, until it returns True (at most 300 s); then
+    the seeker's result."""
+    t0 = time.monotonic()
+    probing = True
+    while p.poll() is None and time.monotonic() - t0 < 300:
+        probing = probing and not probe()
+        time.sleep(period)
+    out, err = p.communicate(timeout=300)
+    return _result(p.returncode, out, err)
+
+
 def _result(rc: int, stdout: str, stderr: str) -> dict:
     if rc != 0:
         raise RuntimeError(f"seeker failed: {stderr[-2000:]}")
@@ -163,21 +175,21 @@ def run(model_spec: str, tokens: int, say=print) -> dict:
                 p = _generate(model, max(tokens, 48), lambda v: t.cmd("s", v),
                               ["--network", net + "-d", "--bootstrap", on["b"], "--data-dir", str(tmp / "ds")],
                               popen=True)
-                upgraded = False
-                t0 = time.monotonic()
-                while p.poll() is None and time.monotonic() - t0 < 300:
-                    for i in range(hops):  # a circuit next to a direct connection, or (the circuit closed) a
-                        # second direct one: the worker itself dials only the anchor, so it is the seeker's
-                        c = _status(tmp / f"dw{i}").get("relay", {}).get("connections", {})
-                        upgraded |= bool(c.get("upgraded")) or c.get("direct", 0) >= 2
-                    time.sleep(0.3)
-                out, err = p.communicate(timeout=60)
-                r = _result(p.returncode, out, err)
+                upgraded = []
+
+                def went_direct() -> bool:  # a circuit next to a direct connection, or (the circuit closed) a
+                    # second direct one: a worker itself dials only the anchor, so that one is the seeker's
+                    cs = [_status(tmp / f"dw{i}").get("relay", {}).get("connections", {}) for i in range(hops)]
+                    if any(c.get("upgraded") or c.get("direct", 0) >= 2 for c in cs):
+                        upgraded.append(True)
+                    return bool(upgraded)
+
+                r = _while_running(p, went_direct, 0.3)
             finally:
                 stop_all(ws)
         finally:
             stop_all([anchor])
-    res["dcutr_upgraded"], same["dcutr"] = upgraded, r["tokens"][:len(ref)] == ref[:len(r["tokens"])]
+    res["dcutr_upgraded"], same["dcutr"] = bool(upgraded), r["tokens"][:len(ref)] == ref[:len(r["tokens"])]
 
     say("relay killed: range 0 has a worker behind each of two relays; the one carrying the chain is killed")
     with Topology({"a": ("router", ["w0", "w0b"]), "b": ("router", ["s", "w1", "w2"])}, forward=False,
@@ -201,24 +213,24 @@ def run(model_spec: str, tokens: int, say=print) -> dict:
                 p = _generate(model, max(tokens, 48), lambda v: t.cmd("s", v),
                               ["--network", net + "-k", "--bootstrap", f"{on1['b']},{on2['b']}", "--data-dir",
                                str(tmp / "ks")], popen=True)
-                killed = None
-                t0 = time.monotonic()
-                while killed is None and p.poll() is None and time.monotonic() - t0 < 300:
+                killed = []
+
+                def kill_the_chains_relay() -> bool:
                     for name, d in (("w0", "kw0"), ("w0b", "kw0b")):
                         if _status(tmp / d).get("sessions"):
                             time.sleep(1.0)  # a few tokens in
                             relays[name].kill9()
-                            killed = name
-                            break
-                    time.sleep(0.1)
-                out, err = p.communicate(timeout=300)
-                r = _result(p.returncode, out, err)
+                            killed.append(name)
+                            return True
+                    return False
+
+                r = _while_running(p, kill_the_chains_relay, 0.1)
             finally:
                 stop_all(ws)
         finally:
             stop_all([r1, r2])
     repairs = r.get("repairs") or []
-    res["relay_killed"] = {"killed": f"the relay of {killed}", "repairs": [{k: x[k] for k in ("verdict", "blamed")}
+    res["relay_killed"] = {"killed": f"the relay of {killed[0]}" if killed else None, "repairs": [{k: x[k] for k in ("verdict", "blamed")}
                                                                         for x in repairs]}
     same["relay_killed"] = r["tokens"][:len(ref)] == ref[:len(r["tokens"])]
     res["relay_killed_repaired"] = bool(killed and repairs and same["relay_killed"]
