@@ -67,29 +67,35 @@ class LanDiscovery:
         token = trio.lowlevel.current_trio_token()
         me = self.host.get_id().to_base58()
 
-        def found(info) -> None:  # a zeroconf thread
-            pid = info.peer_id.to_base58()
-            if pid == me:
-                return
-            addrs = [f"{a}/p2p/{pid}" if "/p2p/" not in str(a) else str(a) for a in info.addrs][:8]
+        def found(info) -> None:  # a zeroconf thread: whatever a LAN service says, nothing escapes
             try:
+                pid = info.peer_id.to_base58()
+                if pid == me:
+                    return
+                addrs = [f"{a}/p2p/{pid}" if "/p2p/" not in str(a) else str(a) for a in list(info.addrs)[:8]]
                 token.run_sync_soon(self._found, pid, addrs)
             except trio.RunFinishedError:
                 pass
+            except Exception as e:  # a malformed announcement: dropped
+                log.debug("mDNS announcement dropped: %s", e)
 
         port, lan = self._advertised()
         self.started_at = trio.current_time()
         try:
             mdns = await trio.to_thread.run_sync(lambda: MDNSDiscovery(
                 _Scratch(self.host.get_id()), port=port, listen_addrs=lan, service_type=service_type(self.network)))
-        except OSError as e:  # no multicast here (some phones, containers): say so, run without
-            self.error = f"mDNS unavailable: {e}"
+        except Exception as e:  # no multicast here (some phones, containers), no zeroconf: say so, run without
+            self.error = f"mDNS unavailable: {type(e).__name__}: {e}"
             log.warning("%s", self.error)
             task_status.started()
             return
         peerDiscovery.register_peer_discovered_handler(found)
         try:
-            await trio.to_thread.run_sync(mdns.broadcaster.register)
+            try:
+                await trio.to_thread.run_sync(mdns.broadcaster.register)
+            except Exception as e:  # we cannot announce ourselves (a name clash, a blocked loop): still listen
+                self.error = f"mDNS announce failed: {type(e).__name__}: {e}"
+                log.warning("%s", self.error)
             task_status.started()
             await trio.sleep_forever()
         finally:
