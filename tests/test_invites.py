@@ -146,9 +146,8 @@ def test_invite_join_round_trip_and_refusals_change_nothing(tmp_path):
         before = (dev1 / "config.toml").read_text()
         bad = inv[:-3] + ("A" if inv[-3] != "A" else "B") + inv[-2:]
         assert "invite refused" in _gtracd("join", bad, home=dev1, check=False).stderr
-        old = _gtracd("--keystore", str(cn.keystore), "invite", "--key", "a1", "--data-dir", str(cn.root),
-                      "--expires", "1", home=home).stdout.strip()
-        time.sleep(1.1)
+        # the anchor's own signature, on an invite whose hour has passed
+        old = make_invite(Keystore(cn.keystore).load("a1"), "t-invite", [], time.time() - 1, 1)
         assert "expired" in _gtracd("join", old, home=dev2, check=False).stderr
         other = make_invite(Identity.generate(), "elsewhere", [], time.time() + 600)
         assert "foreign" in _gtracd("join", other, home=dev1, check=False).stderr

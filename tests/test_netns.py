@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from gtracd.daemon.lifeline import child_env
-from gtracd.harness.launch import start_procs, start_workers, stop_all, worker_env
+from gtracd.harness.launch import start_procs, start_workers, status_of, stop_all, worker_env
 from gtracd.harness.netns import Topology, unavailable
 
 from .waiting import wait_until
@@ -91,21 +91,12 @@ def _anchor_and_workers(t: Topology, folder, ranges, tmp_path, network: str, rel
                           for i, (a, b) in enumerate(ranges)], 120, tmp_path,
                          wrap=lambda name, argv: t.cmd(name, argv))
         if relay_via:  # a worker's first heartbeat makes it a member; its reservation follows within seconds
-            wait_until(lambda: all(_status(tmp_path / f"w{i}").get("relay", {}).get("circuits")
+            wait_until(lambda: all(status_of(tmp_path / f"w{i}").get("relay", {}).get("circuits")
                                    for i in range(len(ranges))), 60, "the workers' relay reservations")
     except BaseException:
         stop_all([anchor])
         raise
     return anchor, ws, on["b"]
-
-
-def _status(data_dir) -> dict:
-    for f in data_dir.glob("run/*.json"):
-        try:
-            return json.loads(f.read_text())
-        except (OSError, ValueError):
-            pass
-    return {}
 
 
 def _seek(t: Topology, folder, network: str, boot: str, tmp_path, tokens: int = 12) -> dict:
@@ -162,7 +153,7 @@ def test_mdns_finds_the_network_with_no_bootstrap(tmp_path):
                 f"w{i}") for i, (a, b) in enumerate([(0, 2), (2, 4)])],
             120, tmp_path, wrap=lambda name, argv: t.cmd(name, argv))
         try:
-            wait_until(lambda: _status(tmp_path / "an").get("mdns", {}).get("found", 0) >= 2, 30,
+            wait_until(lambda: status_of(tmp_path / "an").get("mdns", {}).get("found", 0) >= 2, 30,
                        "the anchor to find the workers")
             argv = [sys.executable, "-m", "gtracd.cli", "--role", "seeker", "--ephemeral", "--name", "s",
                     "--network", "t-lan", "--discover", "mdns", "--listen", "/ip4/0.0.0.0/tcp/0", "--data-dir",
@@ -172,6 +163,6 @@ def test_mdns_finds_the_network_with_no_bootstrap(tmp_path):
                                  env=child_env(worker_env()))
             assert out.returncode == 0, out.stderr[-3000:]
             assert len(json.loads(out.stdout.splitlines()[-1])["tokens"]) == 6
-            assert _status(tmp_path / "x").get("mdns", {}).get("found") == 0  # another network: never found
+            assert status_of(tmp_path / "x").get("mdns", {}).get("found") == 0  # another network: never found
         finally:
             stop_all(procs)

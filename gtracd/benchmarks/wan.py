@@ -24,7 +24,7 @@ from ..daemon.lifeline import child_env
 from ..engine.models import resolve_model
 from ..errors import UserError
 from ..harness.controlnet import ControlNet
-from ..harness.launch import start_procs, stop_all, worker_env
+from ..harness.launch import start_procs, status_of, stop_all, worker_env
 from ..harness.netns import Topology, unavailable
 from .common import print_table
 
@@ -43,15 +43,6 @@ def _worker(i: int | str, a: int, b: int, model: str, *extra: str) -> tuple[list
     name = i if isinstance(i, str) else f"w{i}"
     return (["--role", "worker", "--layers", f"{a}:{b}", "--model", model, "--ephemeral", "--name", name,
              "--drain-s", "1", "--heartbeat-s", "1", *extra], name)
-
-
-def _status(d: Path) -> dict:
-    for f in d.glob("run/*.json"):
-        try:
-            return json.loads(f.read_text())
-        except (OSError, ValueError):
-            pass
-    return {}
 
 
 def _wait(pred, timeout: float, what: str) -> None:
@@ -149,7 +140,7 @@ def run(model_spec: str, tokens: int, say=print) -> dict:
                                       "--bootstrap", on["a"], "--relay-via", on["a"], "--data-dir", str(tmp / f"rw{i}"))
                               for i, (a, b) in enumerate(ranges)], 300, tmp, wrap=lambda n, argv: t.cmd(n, argv))
             try:
-                _wait(lambda: all(_status(tmp / f"rw{i}").get("relay", {}).get("circuits") for i in range(hops)),
+                _wait(lambda: all(status_of(tmp / f"rw{i}").get("relay", {}).get("circuits") for i in range(hops)),
                       60, "the relay reservations")
                 r = _generate(model, tokens, lambda v: t.cmd("s", v), ["--network", net, "--bootstrap", on["b"],
                                                                        "--data-dir", str(tmp / "rs")])
@@ -170,7 +161,7 @@ def run(model_spec: str, tokens: int, say=print) -> dict:
                                       "--relay-via", on["a"], "--data-dir", str(tmp / f"dw{i}"))
                               for i, (a, b) in enumerate(ranges)], 300, tmp, wrap=lambda n, argv: t.cmd(n, argv))
             try:
-                _wait(lambda: all(_status(tmp / f"dw{i}").get("relay", {}).get("circuits") for i in range(hops)),
+                _wait(lambda: all(status_of(tmp / f"dw{i}").get("relay", {}).get("circuits") for i in range(hops)),
                       60, "the relay reservations")
                 p = _generate(model, max(tokens, 48), lambda v: t.cmd("s", v),
                               ["--network", net + "-d", "--bootstrap", on["b"], "--data-dir", str(tmp / "ds")],
@@ -179,7 +170,7 @@ def run(model_spec: str, tokens: int, say=print) -> dict:
 
                 def went_direct() -> bool:  # a circuit next to a direct connection, or (the circuit closed) a
                     # second direct one: a worker itself dials only the anchor, so that one is the seeker's
-                    cs = [_status(tmp / f"dw{i}").get("relay", {}).get("connections", {}) for i in range(hops)]
+                    cs = [status_of(tmp / f"dw{i}").get("relay", {}).get("connections", {}) for i in range(hops)]
                     if any(c.get("upgraded") or c.get("direct", 0) >= 2 for c in cs):
                         upgraded.append(True)
                     return bool(upgraded)
@@ -208,7 +199,7 @@ def run(model_spec: str, tokens: int, say=print) -> dict:
                     _worker(2, a2, b2, model, *common, "--bootstrap", on1["b"], "--data-dir", str(tmp / "kw2"))]
             ws = start_procs(cmds, 300, tmp, wrap=lambda n, argv: t.cmd(n, argv))
             try:
-                _wait(lambda: all(_status(tmp / d).get("relay", {}).get("circuits") for d in ("kw0", "kw0b")), 60,
+                _wait(lambda: all(status_of(tmp / d).get("relay", {}).get("circuits") for d in ("kw0", "kw0b")), 60,
                       "the relay reservations")
                 p = _generate(model, max(tokens, 48), lambda v: t.cmd("s", v),
                               ["--network", net + "-k", "--bootstrap", f"{on1['b']},{on2['b']}", "--data-dir",
@@ -217,7 +208,7 @@ def run(model_spec: str, tokens: int, say=print) -> dict:
 
                 def kill_the_chains_relay() -> bool:
                     for name, d in (("w0", "kw0"), ("w0b", "kw0b")):
-                        if _status(tmp / d).get("sessions"):
+                        if status_of(tmp / d).get("sessions"):
                             time.sleep(1.0)  # a few tokens in
                             relays[name].kill9()
                             killed.append(name)
@@ -244,9 +235,9 @@ def run(model_spec: str, tokens: int, say=print) -> dict:
         try:
             procs += start_procs([_worker(0, *ranges[0], model, *mcommon, "--data-dir", str(tmp / "mw0"))], 300, tmp,
                                  wrap=lambda n, argv: t.cmd(n, argv))
-            _wait(lambda: _status(tmp / "mw0").get("mdns", {}).get("found"), 30, "mDNS discovery")
+            _wait(lambda: status_of(tmp / "mw0").get("mdns", {}).get("found"), 30, "mDNS discovery")
             # the newcomer's view: from starting discovery (zeroconf set up included) to the first peer found
-            res["mdns_found_s"] = _status(tmp / "mw0")["mdns"]["first_found_s"]
+            res["mdns_found_s"] = status_of(tmp / "mw0")["mdns"]["first_found_s"]
         finally:
             stop_all(procs)
 

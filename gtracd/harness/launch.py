@@ -12,7 +12,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import Settings
 from ..daemon.lifeline import child_env
+from ..daemon.statusfiles import collect
 
 
 @dataclass
@@ -109,6 +111,12 @@ def start_workers(model: str, ranges: list[tuple[int, int]], extra: list[str] | 
         cmds.append((["--role", "worker", "--layers", f"{a}:{b}", "--model", model, "--ephemeral", "--name", name]
                      + (extra or []), name))
     return start_procs(cmds, timeout)
+
+
+def status_of(data_dir: Path) -> dict:
+    """The status of the daemon that keeps its state under `data_dir` ({} until it has written one)."""
+    docs = [d for d in collect(Settings(data_dir=str(data_dir))) if "role" in d]
+    return docs[0] if docs else {}
 
 
 def stop_all(workers: list[WorkerProc]) -> list[int]:

@@ -15,7 +15,7 @@ from .logs import markdown_table
 from .network import run_up
 from .plan import format_plan, generate_plan, parse_mix, plan_paths
 from .profiles import load_catalog
-from .sweep import SweepConfig, resume_config, run
+from .sweep import NO_MATPLOTLIB, SweepConfig, draw_figures, resume_config, run
 
 HOST_SETTINGS = ["network", "listen", "bootstrap", "data_dir", "heartbeat_s"]
 
@@ -186,9 +186,9 @@ def main(args: argparse.Namespace) -> int:
         if not isinstance(summary, dict) or not isinstance(summary.get("modes"), dict) or not any(
                 isinstance(c, dict) and c for c in summary["modes"].values()):
             raise UserError(f"{out}/summary.json holds no (mode, length) results to draw")
-        from .figures import draw_all  # matplotlib (the lab extra): imported only to draw
-
-        made = draw_all(out, summary)
+        made = draw_figures(out, summary)
+        if made is None:
+            raise UserError(f"no figures without matplotlib ({NO_MATPLOTLIB})")
         (out / "summary.md").write_text(markdown_table(summary))
         print("\n".join(str(p) for p in [*made, out / "summary.md"]))
         return 0

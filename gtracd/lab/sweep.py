@@ -182,16 +182,25 @@ def run(cfg: SweepConfig, status=lambda m: None, resume: bool = False) -> dict:
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
     (cfg.out / "summary.md").write_text(markdown_table(summary))
     if cfg.figures:
-        try:
-            from .figures import draw_all
-
-            made = draw_all(cfg.out, summary)
-            status(f"gtracd lab sweep: figures {', '.join(p.name for p in made)}")
-        except ModuleNotFoundError as e:
-            if e.name != "matplotlib":
-                raise
-            status("gtracd lab sweep: no figures (pip install 'gtracd[lab]' for matplotlib)")
+        made = draw_figures(cfg.out, summary)
+        status(f"gtracd lab sweep: figures {', '.join(p.name for p in made)}" if made is not None
+               else f"gtracd lab sweep: no figures ({NO_MATPLOTLIB})")
     return summary
+
+
+NO_MATPLOTLIB = "pip install 'gtracd[lab]' for matplotlib"
+
+
+def draw_figures(out: Path, summary: dict) -> list[Path] | None:
+    """The paper's figures of a sweep in `out` (lab/figures.py); None without matplotlib (the lab extra),
+    which is imported only here, only to draw."""
+    try:
+        from .figures import draw_all
+    except ModuleNotFoundError as e:
+        if e.name != "matplotlib":
+            raise
+        return None
+    return draw_all(out, summary)
 
 
 def resume_config(out: Path) -> SweepConfig:

@@ -159,7 +159,8 @@ class RelayClient:
         while True:
             held = []
             connected = links.connected()
-            for addr in relays():
+            wanted = relays()
+            for addr in wanted:
                 rid = split_addr(addr)
                 now = time.time()
                 due = now - self.reserved.get(rid, 0.0) > RESERVE_EVERY_S or rid not in connected
@@ -174,7 +175,7 @@ class RelayClient:
                             self.errors[rid] = "refused"
                             self.refusals[rid] = self.refusals.get(rid, 0) + 1
                             self.retry_at[rid] = now + min(60.0, 2.0 * 2 ** (self.refusals[rid] - 1))
-                except (Exception, trio.TooSlowError) as e:  # unreachable relay: retried next round
+                except Exception as e:  # unreachable relay, timed out: retried next round
                     self.reserved.pop(rid, None)
                     self.errors[rid] = f"{type(e).__name__}: {e}"[:200]
                 if rid in self.reserved:
@@ -183,7 +184,7 @@ class RelayClient:
             if not started:
                 task_status.started()
                 started = True
-            await trio.sleep(2.0 if len(held) < len(list(relays())) else 5.0)
+            await trio.sleep(2.0 if len(held) < len(wanted) else 5.0)
 
     def connections(self) -> dict[str, int]:
         """Peers by how we are connected to them: relayed only, direct (DCUtR may have added it next to a
